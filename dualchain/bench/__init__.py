@@ -1,0 +1,1 @@
+"""Benchmarks and experiment scenarios; each prints or writes JSON."""

@@ -1,0 +1,1 @@
+"""The client (FL device) process: local training, ML-DSA signed uploads, state reports."""

@@ -1,0 +1,1 @@
+"""The `dualchain` command line, configuration and launchers."""

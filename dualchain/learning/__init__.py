@@ -1,0 +1,1 @@
+"""Pure learning code: models, datasets, partitioning, parameter codec, aggregation rules."""

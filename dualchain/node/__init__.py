@@ -1,0 +1,1 @@
+"""The server node process: client API, upload verification, aggregation, model distribution."""
