@@ -1,0 +1,114 @@
+from dualchain.proto.v1 import ledger_pb2 as _ledger_pb2
+from google.protobuf.internal import containers as _containers
+from google.protobuf import descriptor as _descriptor
+from google.protobuf import message as _message
+from collections.abc import Iterable as _Iterable, Mapping as _Mapping
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
+
+DESCRIPTOR: _descriptor.FileDescriptor
+
+class SubmitTxRequest(_message.Message):
+    __slots__ = ("tx",)
+    TX_FIELD_NUMBER: _ClassVar[int]
+    tx: _ledger_pb2.Transaction
+    def __init__(self, tx: _Optional[_Union[_ledger_pb2.Transaction, _Mapping]] = ...) -> None: ...
+
+class SubmitTxResponse(_message.Message):
+    __slots__ = ("tx_hash",)
+    TX_HASH_FIELD_NUMBER: _ClassVar[int]
+    tx_hash: bytes
+    def __init__(self, tx_hash: _Optional[bytes] = ...) -> None: ...
+
+class SubmitTxsRequest(_message.Message):
+    __slots__ = ("txs",)
+    TXS_FIELD_NUMBER: _ClassVar[int]
+    txs: _containers.RepeatedCompositeFieldContainer[_ledger_pb2.Transaction]
+    def __init__(self, txs: _Optional[_Iterable[_Union[_ledger_pb2.Transaction, _Mapping]]] = ...) -> None: ...
+
+class TxResult(_message.Message):
+    __slots__ = ("tx_hash", "accepted", "code", "reason")
+    TX_HASH_FIELD_NUMBER: _ClassVar[int]
+    ACCEPTED_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tx_hash: bytes
+    accepted: bool
+    code: str
+    reason: str
+    def __init__(self, tx_hash: _Optional[bytes] = ..., accepted: _Optional[bool] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class SubmitTxsResponse(_message.Message):
+    __slots__ = ("results",)
+    RESULTS_FIELD_NUMBER: _ClassVar[int]
+    results: _containers.RepeatedCompositeFieldContainer[TxResult]
+    def __init__(self, results: _Optional[_Iterable[_Union[TxResult, _Mapping]]] = ...) -> None: ...
+
+class GetBlockRequest(_message.Message):
+    __slots__ = ("hash", "height")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    hash: bytes
+    height: int
+    def __init__(self, hash: _Optional[bytes] = ..., height: _Optional[int] = ...) -> None: ...
+
+class GetBlockResponse(_message.Message):
+    __slots__ = ("block", "canonical")
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
+    CANONICAL_FIELD_NUMBER: _ClassVar[int]
+    block: _ledger_pb2.Block
+    canonical: bool
+    def __init__(self, block: _Optional[_Union[_ledger_pb2.Block, _Mapping]] = ..., canonical: _Optional[bool] = ...) -> None: ...
+
+class GetStatusRequest(_message.Message):
+    __slots__ = ()
+    def __init__(self) -> None: ...
+
+class PeerInfo(_message.Message):
+    __slots__ = ("id", "address", "connected", "height")
+    ID_FIELD_NUMBER: _ClassVar[int]
+    ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CONNECTED_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    id: bytes
+    address: str
+    connected: bool
+    height: int
+    def __init__(self, id: _Optional[bytes] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., height: _Optional[int] = ...) -> None: ...
+
+class ChainStatus(_message.Message):
+    __slots__ = ("chain_id", "kind", "genesis_hash", "height", "head_hash", "final_height", "final_hash", "view", "leader", "committee", "target", "cumulative_work", "mempool_size", "peers")
+    CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    GENESIS_HASH_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
+    FINAL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_HASH_FIELD_NUMBER: _ClassVar[int]
+    VIEW_FIELD_NUMBER: _ClassVar[int]
+    LEADER_FIELD_NUMBER: _ClassVar[int]
+    COMMITTEE_FIELD_NUMBER: _ClassVar[int]
+    TARGET_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_WORK_FIELD_NUMBER: _ClassVar[int]
+    MEMPOOL_SIZE_FIELD_NUMBER: _ClassVar[int]
+    PEERS_FIELD_NUMBER: _ClassVar[int]
+    chain_id: str
+    kind: str
+    genesis_hash: bytes
+    height: int
+    head_hash: bytes
+    final_height: int
+    final_hash: bytes
+    view: int
+    leader: bytes
+    committee: _containers.RepeatedScalarFieldContainer[bytes]
+    target: bytes
+    cumulative_work: bytes
+    mempool_size: int
+    peers: _containers.RepeatedCompositeFieldContainer[PeerInfo]
+    def __init__(self, chain_id: _Optional[str] = ..., kind: _Optional[str] = ..., genesis_hash: _Optional[bytes] = ..., height: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., final_height: _Optional[int] = ..., final_hash: _Optional[bytes] = ..., view: _Optional[int] = ..., leader: _Optional[bytes] = ..., committee: _Optional[_Iterable[bytes]] = ..., target: _Optional[bytes] = ..., cumulative_work: _Optional[bytes] = ..., mempool_size: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ...) -> None: ...
+
+class SubscribeBlocksRequest(_message.Message):
+    __slots__ = ("from_height",)
+    FROM_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    from_height: int
+    def __init__(self, from_height: _Optional[int] = ...) -> None: ...
