@@ -1,0 +1,163 @@
+"""Signature verification with a parsed-key cache, a verified-signature cache and batches on a pool.
+
+The verifier is the one place the rest of dualchain checks ML-DSA signatures:
+
+- parsed public keys are kept in an LRU, so a key seen before is not parsed again;
+- a signature that verified once is remembered by the SHA-256 digest of everything it covers
+  (parameter set, public key, context, message, signature), so a transaction checked on admission
+  to the mempool is not checked again when its block is validated; only successes are cached;
+- batches run on a thread pool. Both backends release the GIL inside verify (pyca/cryptography in
+  its Rust layer, liboqs through ctypes), so threads use every core without pickling keys and
+  messages to worker processes; ``verify_batch_async`` keeps the event loop free.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import os
+import threading
+from collections import OrderedDict
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+
+from dualchain.chain.errors import SignatureError
+from dualchain.chain.identity import Domain
+from dualchain.chain.mldsa import DEFAULT_BACKEND, Algorithm, Backend, PublicKey, get_backend
+
+
+@dataclass(frozen=True)
+class VerifyRequest:
+    algorithm: Algorithm
+    public_key: bytes
+    domain: Domain
+    message: bytes
+    signature: bytes
+
+
+class _LRU:
+    """A small thread-safe LRU map."""
+
+    def __init__(self, capacity: int) -> None:
+        self._capacity = capacity
+        self._items: OrderedDict[bytes, object] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def get(self, key: bytes) -> object | None:
+        with self._lock:
+            value = self._items.get(key)
+            if value is not None:
+                self._items.move_to_end(key)
+            return value
+
+    def put(self, key: bytes, value: object) -> None:
+        if self._capacity <= 0:
+            return
+        with self._lock:
+            self._items[key] = value
+            self._items.move_to_end(key)
+            while len(self._items) > self._capacity:
+                self._items.popitem(last=False)
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+
+def signature_digest(
+    algorithm: Algorithm, public_key: bytes, domain: Domain, message: bytes, signature: bytes
+) -> bytes:
+    """The cache key of a signature check: a digest of everything the check depends on."""
+    h = hashlib.sha256()
+    for part in (algorithm.label.encode(), public_key, domain.value, message, signature):
+        h.update(len(part).to_bytes(4, "big"))
+        h.update(part)
+    return h.digest()
+
+
+class SignatureVerifier:
+    def __init__(
+        self,
+        backend: Backend | str = DEFAULT_BACKEND,
+        *,
+        cache_size: int = 65_536,
+        key_cache_size: int = 4_096,
+        workers: int | None = None,
+    ) -> None:
+        self.backend = get_backend(backend) if isinstance(backend, str) else backend
+        self._verified = _LRU(cache_size)
+        self._keys: dict[Algorithm, _LRU] = {a: _LRU(key_cache_size) for a in Algorithm}
+        self.workers = workers or os.cpu_count() or 1
+        self._pool: ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
+        self._hits = 0
+        self._hits_lock = threading.Lock()  # batches run on several threads
+
+    @property
+    def cache_hits(self) -> int:
+        """How many checks the verified-signature cache answered."""
+        return self._hits
+
+    def _key(self, algorithm: Algorithm, raw: bytes) -> PublicKey | None:
+        cache = self._keys[algorithm]
+        key = cache.get(raw)
+        if key is None:
+            try:
+                key = self.backend.public_key(algorithm, raw)
+            except SignatureError:
+                return None
+            cache.put(raw, key)
+        return key  # type: ignore[return-value]
+
+    def verify(
+        self, algorithm: Algorithm, public_key: bytes, domain: Domain, message: bytes,
+        signature: bytes,
+    ) -> bool:
+        digest = signature_digest(algorithm, public_key, domain, message, signature)
+        if self._verified.get(digest) is not None:
+            with self._hits_lock:
+                self._hits += 1
+            return True
+        key = self._key(algorithm, public_key)
+        if key is None or not key.verify(signature, message, domain.value):
+            return False
+        self._verified.put(digest, True)
+        return True
+
+    def verify_request(self, request: VerifyRequest) -> bool:
+        return self.verify(
+            request.algorithm, request.public_key, request.domain, request.message,
+            request.signature,
+        )
+
+    def _executor(self) -> ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
+            return self._pool
+
+    def verify_batch(self, requests: Sequence[VerifyRequest]) -> list[bool]:
+        """Checks many signatures on the pool; results are in request order."""
+        if len(requests) < 2 or self.workers == 1:
+            return [self.verify_request(r) for r in requests]
+        return list(self._executor().map(self.verify_request, requests, chunksize=1))
+
+    async def verify_batch_async(self, requests: Sequence[VerifyRequest]) -> list[bool]:
+        """verify_batch without blocking the event loop."""
+        loop = asyncio.get_running_loop()
+        futures = [
+            loop.run_in_executor(self._executor(), self.verify_request, r) for r in requests
+        ]
+        return list(await asyncio.gather(*futures))
+
+    def close(self) -> None:
+        with self._pool_lock:
+            if self._pool is not None:
+                self._pool.shutdown(wait=True)
+                self._pool = None
+
+    def __enter__(self) -> SignatureVerifier:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
