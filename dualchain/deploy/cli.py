@@ -1,0 +1,197 @@
+"""The ``dualchain`` command line.
+
+Each subcommand parses its arguments here and calls one function that does the work, so the same
+functions serve the tests. Subcommands appear here only once they do something real.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from collections.abc import Sequence
+from pathlib import Path
+
+from dualchain import __version__
+from dualchain.chain.errors import DualchainError
+from dualchain.chain.mldsa import BACKENDS, DEFAULT_ALGORITHM, DEFAULT_BACKEND, Algorithm
+
+
+def _algorithm(value: str) -> Algorithm:
+    try:
+        return Algorithm.parse(value)
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from exc
+
+
+def _add_crypto_options(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--algorithm",
+        type=_algorithm,
+        default=DEFAULT_ALGORITHM,
+        help=f"ML-DSA parameter set: ML-DSA-44, ML-DSA-65 or ML-DSA-87 "
+        f"(default {DEFAULT_ALGORITHM.label})",
+    )
+    parser.add_argument(
+        "--backend",
+        choices=sorted(BACKENDS),
+        default=DEFAULT_BACKEND,
+        help=f"ML-DSA implementation (default {DEFAULT_BACKEND}); 'liboqs' needs the liboqs "
+        "shared library and liboqs-python",
+    )
+
+
+def _print(result: dict, as_json: bool) -> None:
+    print(json.dumps(result) if as_json else json.dumps(result, indent=2))
+
+
+def cmd_keygen(args: argparse.Namespace) -> int:
+    from dualchain.chain.identity import Signer, write_public_file
+
+    directory: Path = args.dir
+    directory.mkdir(mode=0o700, parents=True, exist_ok=True)
+    key_path = directory / f"{args.name}.key"
+    pub_path = directory / f"{args.name}.pub.json"
+    signer = Signer.generate(args.algorithm, args.backend)
+    signer.save(key_path)
+    write_public_file(pub_path, signer.public)
+    print(signer.id.hex())
+    print(f"wrote {key_path} (secret seed, mode 0600) and {pub_path}", file=sys.stderr)
+    return 0
+
+
+def cmd_bench_crypto(args: argparse.Namespace) -> int:
+    from dualchain.bench.crypto import crypto_benchmark
+
+    result = crypto_benchmark(
+        seconds=args.seconds,
+        backends=args.backends,
+        algorithms=args.algorithms,
+        workers=args.workers,
+    )
+    _print(result, args.json)
+    return 0
+
+
+def cmd_bench_ledger(args: argparse.Namespace) -> int:
+    from dualchain.bench.ledger import ledger_benchmark
+
+    result = ledger_benchmark(
+        txs=args.txs,
+        block_txs=args.block_txs,
+        algorithm=args.algorithm,
+        backend=args.backend,
+        workers=args.workers,
+        directory=args.dir,
+    )
+    _print(result, args.json)
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from dualchain.deploy.demo import DemoConfig, run_demo
+
+    config = DemoConfig(
+        out=args.out,
+        senders=args.senders,
+        txs_per_sender=args.txs_per_sender,
+        block_txs=args.block_txs,
+        algorithm=args.algorithm,
+        backend=args.backend,
+    )
+    report = run_demo(config)
+    return 0 if report["consistent"] else 1
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="dualchain",
+        description="Blockchain-based asynchronous federated learning on a dual chain "
+        "(CTBC + CMBC) with ML-DSA signatures.",
+    )
+    parser.add_argument("--version", action="version", version=f"dualchain {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    keygen = sub.add_parser(
+        "keygen",
+        help="create an ML-DSA identity and print its id",
+        description="Writes DIR/NAME.key (the secret 32-byte seed, mode 0600) and "
+        "DIR/NAME.pub.json (public key and id), and prints the id (SHA-256 of the public key).",
+    )
+    keygen.add_argument("--dir", type=Path, required=True, help="directory for the key files")
+    keygen.add_argument("--name", default="identity", help="file name stem (default: identity)")
+    _add_crypto_options(keygen)
+    keygen.set_defaults(func=cmd_keygen)
+
+    demo = sub.add_parser(
+        "demo",
+        help="run the ledger end to end on a local store and print a report",
+        description="Creates identities, signs transactions, admits them to a mempool, builds "
+        "and validates signed blocks, appends them to a SQLite block store, reopens the store, "
+        "checks its consistency and a Merkle inclusion proof, and writes a JSON report.",
+    )
+    demo.add_argument("--out", type=Path, default=Path("runs/demo"),
+                      help="output directory, replaced if it exists (default: runs/demo)")
+    demo.add_argument("--senders", type=int, default=8, help="signing identities (default 8)")
+    demo.add_argument("--txs-per-sender", type=int, default=50,
+                      help="transactions each identity signs (default 50)")
+    demo.add_argument("--block-txs", type=int, default=100,
+                      help="transactions per block at most (default 100)")
+    _add_crypto_options(demo)
+    demo.set_defaults(func=cmd_demo)
+
+    bench = sub.add_parser("bench", help="benchmarks that print JSON")
+    bench_sub = bench.add_subparsers(dest="bench", required=True, metavar="BENCH")
+
+    crypto = bench_sub.add_parser(
+        "crypto",
+        help="ML-DSA keygen/sign/verify rates per backend and parameter set",
+        description="Keygen, sign and verify per second for every available backend and "
+        "parameter set, on one core and on all cores, with the raw library's verify rate "
+        "measured in the same run and the ratio of dualchain's verify path to it.",
+    )
+    crypto.add_argument("--seconds", type=float, default=1.0,
+                        help="measuring time per case and round (default 1.0)")
+    crypto.add_argument("--backend", dest="backends", action="append", choices=sorted(BACKENDS),
+                        help="limit to this backend (repeatable; default: all known)")
+    crypto.add_argument("--algorithm", dest="algorithms", action="append", type=_algorithm,
+                        help="limit to this parameter set (repeatable; default: all three)")
+    crypto.add_argument("--workers", type=int, default=None,
+                        help="threads for the all-cores figures (default: CPU count)")
+    crypto.add_argument("--json", action="store_true", help="print one compact JSON document")
+    crypto.set_defaults(func=cmd_bench_crypto)
+
+    ledger = bench_sub.add_parser(
+        "ledger",
+        help="transaction validation, block append and Merkle proof rates",
+        description="Transactions validated per second (signatures included, one core and as "
+        "batches on all cores), blocks appended per second to a SQLite store with fsync, and "
+        "Merkle proofs generated and verified per second.",
+    )
+    ledger.add_argument("--txs", type=int, default=2000, help="signed transactions (default 2000)")
+    ledger.add_argument("--block-txs", type=int, default=100,
+                        help="transactions per appended block (default 100)")
+    ledger.add_argument("--workers", type=int, default=None,
+                        help="threads for batch verification (default: CPU count)")
+    ledger.add_argument("--dir", type=Path, default=None,
+                        help="where to put the store (default: a temporary directory)")
+    _add_crypto_options(ledger)
+    ledger.add_argument("--json", action="store_true", help="print one compact JSON document")
+    ledger.set_defaults(func=cmd_bench_ledger)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        return int(args.func(args))
+    except DualchainError as exc:
+        print(f"dualchain: error: {exc.reason}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())
