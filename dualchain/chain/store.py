@@ -209,7 +209,7 @@ class BlockStore:
                     f"{expected_parent.hex() if head else '(empty store)'}"
                 )
             self._insert(block, work)
-            self._switch_head(block.hash)
+            self._switch_head(block.hash, known=block)
 
     def _insert(self, block: Block, work: int) -> bool:
         if work < 0:
@@ -261,7 +261,8 @@ class BlockStore:
         )
         return True
 
-    def _switch_head(self, target: bytes) -> HeadChange:
+    def _switch_head(self, target: bytes, known: Block | None = None) -> HeadChange:
+        """Moves the head; ``known`` is a block in hand that need not be read back and decoded."""
         row = self._db.execute(
             "SELECT height, parent FROM blocks WHERE hash=?", (target,)
         ).fetchone()
@@ -298,7 +299,7 @@ class BlockStore:
 
         connected: list[Block] = []
         for new_hash in reversed(to_connect):
-            block = self._load(new_hash)
+            block = known if known is not None and known.hash == new_hash else self._load(new_hash)
             self._db.execute(
                 "INSERT INTO canonical(height, hash) VALUES(?, ?)", (block.height, new_hash)
             )
