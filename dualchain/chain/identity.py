@@ -39,6 +39,7 @@ class Domain(enum.Enum):
 
     TRANSACTION = b"dualchain/v1/transaction"
     BLOCK = b"dualchain/v1/block"
+    PROPOSAL = b"dualchain/v1/proposal"
     VOTE = b"dualchain/v1/vote"
     MODEL_UPDATE = b"dualchain/v1/model-update"
     STATE_REPORT = b"dualchain/v1/state-report"

@@ -33,6 +33,7 @@ MAX_PAYLOAD = 16 * 1024 * 1024
 MAX_TXS_PER_BLOCK = 100_000
 MAX_TX_ENCODED = MAX_PAYLOAD + 64 * 1024
 MAX_VOTES = 1024
+MAX_BLOCK_ENCODED = 256 * 1024 * 1024
 
 TX_TAG = b"DCT1"
 TX_UNSIGNED_TAG = b"DCt1"
@@ -42,6 +43,8 @@ BLOCK_TAG = b"DCB1"
 VOTE_TAG = b"DCV1"
 VOTE_UNSIGNED_TAG = b"DCv1"
 QC_TAG = b"DCQ1"
+PROPOSAL_TAG = b"DCP1"
+PROPOSAL_UNSIGNED_TAG = b"DCp1"
 
 
 def sha256(data: bytes) -> bytes:
@@ -369,3 +372,60 @@ class Block:
         txs = tuple(Transaction.decode(r.raw("transaction", MAX_TX_ENCODED)) for _ in range(n))
         r.finish()
         return cls(header, txs)
+
+
+@dataclass(frozen=True)
+class Proposal:
+    """A committee leader's signed proposal of a block for one height and round.
+
+    ``valid_round`` is the round in which the block last gathered 2f+1 prevotes (-1 if none): a
+    leader re-proposing such a block says so, and replicas locked on an older round may accept it.
+    The signature covers the block hash, so the block travels beside it.
+    """
+
+    chain_id: str
+    height: int
+    round: int
+    valid_round: int
+    block: Block
+    proposer: bytes
+    signature: bytes = b""
+
+    def _write_body(self, w: Writer) -> Writer:
+        return (
+            w.text(self.chain_id)
+            .u64(self.height)
+            .u64(self.round)
+            .u64(self.valid_round + 1)  # -1 (none) encodes as 0
+            .fixed(self.block.hash, HASH_BYTES)
+            .fixed(self.proposer, ID_BYTES)
+        )
+
+    @cached_property
+    def signing_bytes(self) -> bytes:
+        return self._write_body(Writer(PROPOSAL_UNSIGNED_TAG)).bytes()
+
+    @cached_property
+    def encoded(self) -> bytes:
+        return (
+            self._write_body(Writer(PROPOSAL_TAG))
+            .var(self.signature)
+            .raw(self.block.encoded)
+            .bytes()
+        )
+
+    @classmethod
+    def decode(cls, data: bytes) -> Proposal:
+        r = Reader(data, PROPOSAL_TAG, "proposal")
+        chain_id = r.text("chain_id", MAX_CHAIN_ID)
+        height = r.u64("height")
+        round_ = r.u64("round")
+        valid_round = r.u64("valid_round") - 1
+        block_hash = r.fixed(HASH_BYTES, "block_hash")
+        proposer = r.fixed(ID_BYTES, "proposer")
+        signature = r.var("signature", MAX_SIGNATURE)
+        block = Block.decode(r.raw("block", MAX_BLOCK_ENCODED))
+        r.finish()
+        if block.hash != block_hash:
+            raise DecodeError("proposal: block does not match the signed block hash")
+        return cls(chain_id, height, round_, valid_round, block, proposer, signature)
