@@ -41,7 +41,8 @@ CREATE TABLE blocks (
     header  BLOB NOT NULL,             -- BlockHeader.encoded
     body    BLOB NOT NULL,             -- Block.encoded (header included)
     work    BLOB NOT NULL,             -- cumulative work up to and including this block
-    arrival INTEGER NOT NULL UNIQUE    -- insertion order: first-seen tie-break for fork choice
+    arrival INTEGER NOT NULL UNIQUE,   -- insertion order: first-seen tie-break for fork choice
+    certificate BLOB                   -- consensus proof of the block (committee: commit QC)
 );
 CREATE INDEX blocks_parent ON blocks(parent);
 CREATE INDEX blocks_work ON blocks(work, arrival);
@@ -194,7 +195,7 @@ class BlockStore:
         with self._guard(f"setting head to {block_hash.hex()}"), self._write():
             return self._switch_head(block_hash)
 
-    def append(self, block: Block, work: int = 0) -> None:
+    def append(self, block: Block, work: int = 0, certificate: bytes | None = None) -> None:
         """Stores a block that extends the head (or genesis on an empty store) and makes it head.
 
         Both happen in one transaction. A block already in the tree keeps the work it was stored
@@ -209,6 +210,8 @@ class BlockStore:
                     f"{expected_parent.hex() if head else '(empty store)'}"
                 )
             self._insert(block, work)
+            if certificate is not None:
+                self._put_certificate(block.hash, certificate)
             self._switch_head(block.hash, known=block)
 
     def _insert(self, block: Block, work: int) -> bool:
@@ -328,6 +331,30 @@ class BlockStore:
                 "ON CONFLICT(sender) DO UPDATE SET next_nonce=excluded.next_nonce",
                 (sender, next_nonce),
             )
+
+    def set_certificate(self, block_hash: bytes, certificate: bytes) -> None:
+        """Records the consensus proof of a stored block (e.g. its commit quorum certificate)."""
+        _check_hash(block_hash)
+        with self._guard(f"certifying block {block_hash.hex()}"), self._write():
+            self._put_certificate(block_hash, certificate)
+
+    def _put_certificate(self, block_hash: bytes, certificate: bytes) -> None:
+        cursor = self._db.execute(
+            "UPDATE blocks SET certificate=? WHERE hash=?", (certificate, block_hash)
+        )
+        if cursor.rowcount != 1:
+            raise NotFoundError(f"block {block_hash.hex()} is not stored; cannot certify it")
+
+    def get_certificate(self, block_hash: bytes) -> bytes | None:
+        """The recorded consensus proof of a block, or None."""
+        _check_hash(block_hash)
+        with self._guard(f"reading the certificate of {block_hash.hex()}"):
+            row = self._db.execute(
+                "SELECT certificate FROM blocks WHERE hash=?", (block_hash,)
+            ).fetchone()
+        if row is None:
+            raise NotFoundError(f"block {block_hash.hex()} is not stored")
+        return None if row[0] is None else bytes(row[0])
 
     # -- reads -------------------------------------------------------------------------------
 

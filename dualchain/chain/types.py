@@ -128,6 +128,9 @@ class Transaction:
         tx = cls._read_body(r, "transaction")
         tx = replace(tx, signature=r.var("signature", MAX_SIGNATURE))
         r.finish()
+        # The encoding is canonical (one value, one encoding), so the input is the encoding:
+        # keep it rather than re-encode when the hash is needed.
+        tx.__dict__["encoded"] = bytes(data)
         return tx
 
     @classmethod
@@ -309,6 +312,7 @@ class BlockHeader:
         r = Reader(data, HEADER_TAG, "block header")
         header = cls._read(r)
         r.finish()
+        header.__dict__["encoded"] = bytes(data)  # canonical: see Transaction.decode
         return header
 
     @classmethod
@@ -371,7 +375,9 @@ class Block:
         n = r.count("transactions", MAX_TXS_PER_BLOCK)
         txs = tuple(Transaction.decode(r.raw("transaction", MAX_TX_ENCODED)) for _ in range(n))
         r.finish()
-        return cls(header, txs)
+        block = cls(header, txs)
+        block.__dict__["encoded"] = bytes(data)  # canonical: see Transaction.decode
+        return block
 
 
 @dataclass(frozen=True)

@@ -345,3 +345,19 @@ def test_durability_settings(store: BlockStore) -> None:
     assert db.execute("PRAGMA journal_mode").fetchone()[0] in ("wal", b"wal")
     assert db.execute("PRAGMA synchronous").fetchone()[0] == 2  # FULL: fsync on every commit
     assert db.execute("PRAGMA foreign_keys").fetchone()[0] == 1
+
+
+def test_certificates_are_stored_with_the_block_and_read_back(tmp_path: Path) -> None:
+    proposer = make_signer(40)
+    genesis = make_block(None, [], proposer)
+    block = make_block(genesis.header, [make_tx(proposer, 0)], proposer)
+    with BlockStore(tmp_path / "chain.sqlite") as store:
+        store.append(genesis)
+        store.append(block, certificate=b"commit-qc")
+        assert store.get_certificate(genesis.hash) is None
+        store.set_certificate(genesis.hash, b"genesis-proof")
+    with BlockStore(tmp_path / "chain.sqlite") as store:
+        assert store.get_certificate(block.hash) == b"commit-qc"
+        assert store.get_certificate(genesis.hash) == b"genesis-proof"
+        with pytest.raises(NotFoundError):
+            store.set_certificate(b"\x07" * 32, b"x")

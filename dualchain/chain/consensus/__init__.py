@@ -1,0 +1,1 @@
+"""Consensus engines: committee BFT (CTBC) and, later, proof of work (CMBC)."""
