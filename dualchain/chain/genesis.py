@@ -155,7 +155,7 @@ class Genesis:
 
     @classmethod
     def from_json(cls, data: object) -> Genesis:
-        obj = _object(data, "genesis", [
+        obj = _object(data, "", [
             "format", "chain_id", "kind", "algorithm", "genesis_time_ms", "validators",
             "consensus", "limits", "reputation",
         ])
@@ -212,14 +212,16 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
 
 
 def _object(data: object, path: str, keys: list[str]) -> dict[str, Any]:
+    """A JSON object with exactly ``keys``; ``path`` is "" at the top level."""
     if not isinstance(data, dict):
-        raise GenesisError(f"{path}: expected a JSON object")
+        raise GenesisError(f"{path or 'genesis'}: expected a JSON object")
+    prefix = f"{path}." if path else ""
     for key in data:
         if key not in keys:
-            raise GenesisError(f"{path}.{key}: unknown key")
+            raise GenesisError(f"{prefix}{key}: unknown key")
     for key in keys:
         if key not in data:
-            raise GenesisError(f"{path}.{key}: missing")
+            raise GenesisError(f"{prefix}{key}: missing")
     return data
 
 

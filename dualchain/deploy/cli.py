@@ -103,6 +103,30 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return 0 if report["consistent"] else 1
 
 
+def cmd_chain(args: argparse.Namespace) -> int:
+    from dualchain.chain.daemon.config import DaemonConfig
+    from dualchain.chain.daemon.main import run
+
+    config = DaemonConfig.load(args.config)
+    if config.kind != args.kind:
+        print(f"dualchain: error: --kind {args.kind} but {args.config} is a {config.kind} config",
+              file=sys.stderr)
+        return 2
+    return run(args.config, args.log_level)
+
+
+def cmd_testnet(args: argparse.Namespace) -> int:
+    from dualchain.deploy.testnet import TestnetPlan, make_testnet
+
+    configs = make_testnet(args.dir, TestnetPlan(
+        nodes=args.nodes, algorithm=args.algorithm, base_port=args.base_port,
+        metrics_base_port=args.metrics_base_port, committee_size=args.committee_size,
+    ))
+    for path in configs:
+        print(path)
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dualchain",
@@ -122,6 +146,38 @@ def build_parser() -> argparse.ArgumentParser:
     keygen.add_argument("--name", default="identity", help="file name stem (default: identity)")
     _add_crypto_options(keygen)
     keygen.set_defaults(func=cmd_keygen)
+
+    chain = sub.add_parser(
+        "chain",
+        help="run a chain daemon (one replica)",
+        description="Runs one replica of a chain until SIGTERM/SIGINT. CTBC replicas run "
+        "committee BFT consensus with their peers. Prints a JSON 'ready' line on stdout once "
+        "serving.",
+    )
+    chain.add_argument("--kind", choices=["ctbc"], required=True,
+                       help="which chain: ctbc (the committee main chain)")
+    chain.add_argument("--config", type=Path, required=True,
+                       help="the daemon's JSON config (see 'dualchain testnet')")
+    chain.add_argument("--log-level", default="INFO",
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    chain.set_defaults(func=cmd_chain)
+
+    testnet = sub.add_parser(
+        "testnet",
+        help="write keys, genesis and configs of a local CTBC testnet",
+        description="Writes DIR/keys/node-I.key, DIR/genesis.json and DIR/node-I.json for N "
+        "replicas on consecutive ports of 127.0.0.1, and prints the config paths.",
+    )
+    testnet.add_argument("--dir", type=Path, required=True, help="output directory")
+    testnet.add_argument("--nodes", type=int, default=4, help="replicas (default 4)")
+    testnet.add_argument("--committee-size", type=int, default=None,
+                         help="committee members (default: every node)")
+    testnet.add_argument("--base-port", type=int, default=7000,
+                         help="port of node 0; node I listens on base+I (default 7000)")
+    testnet.add_argument("--metrics-base-port", type=int, default=0,
+                         help="Prometheus port of node 0, base+I for node I (default: off)")
+    _add_crypto_options(testnet)
+    testnet.set_defaults(func=cmd_testnet)
 
     demo = sub.add_parser(
         "demo",

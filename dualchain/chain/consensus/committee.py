@@ -163,7 +163,8 @@ class CommitteeConsensus:
         self.timeouts = timeouts
         self.height = 0
         self.committee: Committee | None = None
-        self._future: list[Vote | Proposal] = []
+        # messages of the next height, each with the validity the caller gave its block
+        self._future: list[tuple[Vote | Proposal, bool]] = []
         self._reset(LockState())
 
     def _reset(self, lock: LockState) -> None:
@@ -193,17 +194,19 @@ class CommitteeConsensus:
         self._reset(lock or LockState())
         actions = self._start_round(self.round)
         buffered, self._future = self._future, []
-        for message in buffered:
+        for message, valid in buffered:
             if message.height == height:
+                if isinstance(message, Proposal):
+                    self._blocks.setdefault(message.block.hash, (message.block, valid))
                 actions += self._receive(message)
             elif message.height > height:
-                self._buffer(message)
+                self._buffer(message, valid)
         return actions
 
     def on_proposal(self, proposal: Proposal, valid: bool) -> list[Action]:
         """A proposal whose signature the caller checked; ``valid``: its block passed validation."""
         if proposal.height > self.height:
-            self._buffer(proposal)
+            self._buffer(proposal, valid)
             return []
         if proposal.height < self.height:
             return []
@@ -244,9 +247,9 @@ class CommitteeConsensus:
 
     # -- internals -------------------------------------------------------------------------------
 
-    def _buffer(self, message: Vote | Proposal) -> None:
+    def _buffer(self, message: Vote | Proposal, valid: bool = False) -> None:
         if message.height <= self.height + 1 and len(self._future) < MAX_BUFFERED:
-            self._future.append(message)
+            self._future.append((message, valid))
 
     def _receive(self, message: Vote | Proposal) -> list[Action]:
         assert self.committee is not None

@@ -1,0 +1,118 @@
+"""Payloads of the CTBC registry's transactions, in the canonical encoding.
+
+Each payload has its own 4-byte type tag, so the bytes of one kind never decode as another, and
+a strict decoder: short input, over-limit lengths, unknown enum values and trailing bytes raise
+DecodeError, and an evidence payload decodes only if both messages it carries decode.
+"""
+
+from __future__ import annotations
+
+import enum
+import hashlib
+from dataclasses import dataclass
+from functools import cached_property
+
+from dualchain.chain.canonical import Reader, Writer
+from dualchain.chain.errors import DecodeError, ValidationError
+from dualchain.chain.genesis import MAX_ADDRESS
+from dualchain.chain.identity import ID_BYTES
+from dualchain.chain.types import MAX_KEY, MAX_PAYLOAD, Proposal, TxKind, Vote
+
+REGISTER_TAG = b"DVR1"
+REMOVE_TAG = b"DVX1"
+EVIDENCE_TAG = b"DEV1"
+EVIDENCE_KEY_TAG = b"DEK1"
+
+
+@dataclass(frozen=True)
+class ValidatorRegister:
+    public_key: bytes
+    address: str  # host:port of the new validator's chain daemon
+
+    def encode(self) -> bytes:
+        return Writer(REGISTER_TAG).var(self.public_key).text(self.address).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ValidatorRegister:
+        r = Reader(data, REGISTER_TAG, "validator register")
+        value = cls(r.var("public_key", MAX_KEY), r.text("address", MAX_ADDRESS))
+        r.finish()
+        return value
+
+
+@dataclass(frozen=True)
+class ValidatorRemove:
+    validator: bytes  # id
+
+    def encode(self) -> bytes:
+        return Writer(REMOVE_TAG).fixed(self.validator, ID_BYTES).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ValidatorRemove:
+        r = Reader(data, REMOVE_TAG, "validator remove")
+        value = cls(r.fixed(ID_BYTES, "validator"))
+        r.finish()
+        return value
+
+
+class EvidenceKind(enum.IntEnum):
+    DUPLICATE_VOTE = 1
+    DUPLICATE_PROPOSAL = 2
+
+
+@dataclass(frozen=True)
+class Evidence:
+    """Two signed messages of one validator for the same slot: canonical Votes or Proposals."""
+
+    kind: EvidenceKind
+    first: bytes
+    second: bytes
+
+    def encode(self) -> bytes:
+        w = Writer(EVIDENCE_TAG).u8(int(self.kind))
+        return w.var(self.first).var(self.second).bytes()
+
+    @cached_property
+    def items(self) -> tuple[Vote, Vote] | tuple[Proposal, Proposal]:
+        if self.kind == EvidenceKind.DUPLICATE_VOTE:
+            return Vote.decode(self.first), Vote.decode(self.second)
+        return Proposal.decode(self.first), Proposal.decode(self.second)
+
+    @classmethod
+    def decode(cls, data: bytes) -> Evidence:
+        r = Reader(data, EVIDENCE_TAG, "evidence")
+        kind_value = r.u8("kind")
+        try:
+            kind = EvidenceKind(kind_value)
+        except ValueError as exc:
+            raise DecodeError(f"evidence: unknown kind {kind_value}") from exc
+        value = cls(kind, r.var("first", MAX_PAYLOAD), r.var("second", MAX_PAYLOAD))
+        r.finish()
+        _ = value.items  # both messages must decode too
+        return value
+
+
+Payload = ValidatorRegister | ValidatorRemove | Evidence
+_DECODERS = {
+    TxKind.VALIDATOR_REGISTER: ValidatorRegister.decode,
+    TxKind.VALIDATOR_REMOVE: ValidatorRemove.decode,
+    TxKind.EVIDENCE: Evidence.decode,
+}
+
+
+def decode_payload(kind: TxKind, payload: bytes) -> Payload | bytes:
+    """The payload of a transaction of ``kind``; raises DecodeError (ValidationError: kind)."""
+    if kind == TxKind.MEMO:
+        return payload
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise ValidationError(
+            f"CTBC does not take {kind.name} transactions", code="unsupported_kind"
+        )
+    return decoder(payload)
+
+
+def evidence_key(kind: EvidenceKind, offender: bytes, height: int, round_: int, step: int) -> bytes:
+    """Names one offence (a slot and a validator), whichever two messages prove it."""
+    w = Writer(EVIDENCE_KEY_TAG).u8(int(kind)).fixed(offender, ID_BYTES)
+    return hashlib.sha256(w.u64(height).u64(round_).u8(step).bytes()).digest()

@@ -1,0 +1,419 @@
+"""The minimal CTBC application: validator registry, committees, statistics and evidence.
+
+State, all derived from the genesis and the committed blocks (a restart replays the chain):
+
+- the current validator set, and the key of every validator there ever was (evidence may name a
+  validator removed since, and a validator id fixes its key: id = SHA-256(key));
+- the committee of every epoch elected so far. Epoch e covers heights [e*E + 1, (e+1)*E]; epoch 0
+  is the first ``committee_size`` genesis validators by id; when the last block of epoch e is
+  applied, the committee of epoch e+1 is elected by reputation (``reputation.elect``) from the
+  validators of that moment. A membership change therefore takes effect at the next boundary;
+- per-epoch statistics of each validator, read from the commit certificate each block carries
+  for its parent (``BlockHeader.parent_qc``): who was expected to vote, who did, which leaders had
+  a turn and which one's block was committed; and the misbehaviour that evidence proved;
+- the keys of recorded offences, so one offence is punished once.
+
+Transactions: MEMO (opaque, accepted), VALIDATOR_REGISTER and VALIDATOR_REMOVE (sent by a current
+validator), EVIDENCE (anyone: two conflicting votes or proposals signed by one validator); their
+payloads are in ``payloads``. Other kinds are refused.
+
+``apply_block`` runs every check ``validate_block`` runs (signatures hit the verifier's cache the
+second time), on a copy of the state, and swaps the copy in only when the whole block passed: a
+block is applied completely or not at all.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from dualchain.chain.app import Application, Committee, Validator
+from dualchain.chain.canonical import Writer
+from dualchain.chain.ctbc.payloads import (
+    Evidence,
+    EvidenceKind,
+    Payload,
+    ValidatorRegister,
+    ValidatorRemove,
+    decode_payload,
+    evidence_key,
+)
+from dualchain.chain.ctbc.reputation import EMPTY, ValidatorStats, elect
+from dualchain.chain.errors import DecodeError, SignatureError, ValidationError
+from dualchain.chain.genesis import Genesis, GenesisError
+from dualchain.chain.identity import ID_BYTES, Domain, identity_id
+from dualchain.chain.mldsa import Algorithm
+from dualchain.chain.types import (
+    ZERO_HASH,
+    Block,
+    Proposal,
+    QuorumCertificate,
+    Transaction,
+    TxKind,
+    Vote,
+    VoteStep,
+)
+from dualchain.chain.verifier import SignatureVerifier, VerifyRequest
+
+__all__ = [
+    "Evidence",
+    "EvidenceKind",
+    "RegistryApp",
+    "ValidatorRegister",
+    "ValidatorRemove",
+    "check_commit_qc",
+    "decode_payload",
+    "evidence_key",
+]
+
+STATE_TAG = b"DRS1"
+
+
+# -- the commit certificate ------------------------------------------------------------------
+
+
+def check_commit_qc(
+    qc: QuorumCertificate,
+    committee: Committee,
+    algorithm: Algorithm,
+    verifier: SignatureVerifier,
+    height: int,
+    block_hash: bytes,
+    chain_id: str,
+) -> None:
+    """Refuses (code "bad_qc") anything but a quorum of ``committee``'s precommits for the block."""
+
+    def bad(reason: str) -> ValidationError:
+        return ValidationError(f"commit certificate of height {height}: {reason}", code="bad_qc")
+
+    if qc.step != VoteStep.PRECOMMIT:
+        raise bad(f"step is {qc.step.name}, not PRECOMMIT")
+    if qc.chain_id != chain_id:
+        raise bad(f"is for chain {qc.chain_id!r}")
+    if qc.height != height:
+        raise bad(f"certifies height {qc.height}")
+    if qc.block_hash != block_hash or block_hash == ZERO_HASH:
+        raise bad("certifies another block")
+    voters = [voter for voter, _ in qc.signatures]
+    if len(set(voters)) != len(voters):
+        raise bad("a voter signs twice")
+    outsiders = [v for v in voters if v not in committee]
+    if outsiders:
+        raise bad(f"{outsiders[0].hex()[:16]} is not a member of committee {committee.epoch}")
+    if len(voters) < committee.quorum:
+        raise bad(f"{len(voters)} signatures, the quorum is {committee.quorum}")
+    votes = qc.votes()
+    requests = [
+        VerifyRequest(algorithm, committee.keys[v.voter], Domain.VOTE, v.signing_bytes, v.signature)
+        for v in votes
+    ]
+    for vote, ok in zip(votes, verifier.verify_batch(requests), strict=True):
+        if not ok:
+            raise bad(f"the signature of {vote.voter.hex()[:16]} does not verify")
+
+
+# -- state ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class _State:
+    height: int
+    validators: dict[bytes, Validator]
+    known_keys: dict[bytes, bytes]  # every validator ever: id -> key
+    committees: dict[int, tuple[bytes, ...]]  # epoch -> members sorted by id
+    stats: dict[int, dict[bytes, ValidatorStats]] = field(default_factory=dict)
+    evidence: set[bytes] = field(default_factory=set)
+
+    def copy(self) -> _State:
+        return _State(
+            self.height, dict(self.validators), dict(self.known_keys), dict(self.committees),
+            {epoch: dict(per) for epoch, per in self.stats.items()}, set(self.evidence),
+        )
+
+    def add(self, epoch: int, validator: bytes, delta: ValidatorStats) -> None:
+        per = self.stats.setdefault(epoch, {})
+        per[validator] = per.get(validator, EMPTY).plus(delta)
+
+    def encode(self) -> bytes:
+        w = Writer(STATE_TAG).u64(self.height).count(len(self.validators))
+        for vid in sorted(self.validators):
+            v = self.validators[vid]
+            w.fixed(vid, ID_BYTES).var(v.public_key).text(v.address)
+        w.count(len(self.known_keys))
+        for vid in sorted(self.known_keys):
+            w.fixed(vid, ID_BYTES).var(self.known_keys[vid])
+        w.count(len(self.committees))
+        for epoch in sorted(self.committees):
+            w.u64(epoch).count(len(self.committees[epoch]))
+            for member in self.committees[epoch]:
+                w.fixed(member, ID_BYTES)
+        w.count(len(self.stats))
+        for epoch in sorted(self.stats):
+            per = self.stats[epoch]
+            w.u64(epoch).count(len(per))
+            for vid in sorted(per):
+                s = per[vid]
+                w.fixed(vid, ID_BYTES).u64(s.votes_expected).u64(s.votes_cast)
+                w.u64(s.proposal_turns).u64(s.proposals_committed).u64(s.misbehaviour)
+        w.count(len(self.evidence))
+        for key in sorted(self.evidence):
+            w.fixed(key, 32)
+        return w.bytes()
+
+
+@dataclass(frozen=True)
+class _Offence:
+    key: bytes
+    offender: bytes
+
+
+class RegistryApp(Application):
+    def __init__(self, genesis: Genesis, verifier: SignatureVerifier) -> None:
+        if genesis.kind != "ctbc":
+            raise GenesisError(f"kind: the validator registry runs on ctbc, not {genesis.kind!r}")
+        self.genesis = genesis
+        self._verifier = verifier
+        self._consensus = genesis.consensus
+        validators = {v.id: v for v in genesis.validators}
+        first = tuple(sorted(validators)[: genesis.consensus.committee_size])
+        self._state = _State(
+            height=0,
+            validators=validators,
+            known_keys={vid: v.public_key for vid, v in validators.items()},
+            committees={0: first},
+        )
+        self._hash: bytes | None = None
+        self._committees: dict[int, Committee] = {}  # Committee values built from the state
+
+    # -- queries ------------------------------------------------------------------------------
+
+    @property
+    def height(self) -> int:
+        """The height of the last applied block (0: only genesis)."""
+        return self._state.height
+
+    def epoch_of(self, height: int) -> int:
+        return self._consensus.epoch_of(height)
+
+    def committee(self, height: int) -> Committee:
+        return self._committee(self._state, self.epoch_of(height))
+
+    def validator(self, validator_id: bytes) -> Validator | None:
+        return self._state.validators.get(validator_id)
+
+    def validators(self) -> tuple[Validator, ...]:
+        """The current validator set, sorted by id."""
+        return tuple(self._state.validators[v] for v in sorted(self._state.validators))
+
+    def stats(self, epoch: int) -> Mapping[bytes, ValidatorStats]:
+        """What was recorded about each validator in ``epoch`` (old epochs are pruned)."""
+        return MappingProxyType(dict(self._state.stats.get(epoch, {})))
+
+    def app_hash(self) -> bytes:
+        if self._hash is None:
+            self._hash = hashlib.sha256(self._state.encode()).digest()
+        return self._hash
+
+    # -- Application --------------------------------------------------------------------------
+
+    def check_tx(self, tx: Transaction) -> None:
+        self._check_tx(self._state, tx)
+
+    def validate_block(self, block: Block) -> None:
+        self._execute(block)
+
+    def apply_block(self, block: Block) -> bytes:
+        self._state = self._execute(block)
+        self._hash = None
+        return self.app_hash()
+
+    # -- internals ----------------------------------------------------------------------------
+
+    def _committee(self, state: _State, epoch: int) -> Committee:
+        members = state.committees.get(epoch)
+        built = self._committees.get(epoch)
+        if built is not None and built.members == members:
+            return built
+        if members is None:
+            raise ValidationError(
+                f"the committee of epoch {epoch} is not known yet", code="unknown_epoch"
+            )
+        keys = MappingProxyType({m: state.known_keys[m] for m in members})
+        built = Committee(epoch, members, keys)
+        self._committees[epoch] = built
+        return built
+
+    def _execute(self, block: Block) -> _State:
+        """The state after ``block``, on a copy; raises ValidationError and changes nothing."""
+        state = self._state
+        header = block.header
+        height = header.height
+        if height != state.height + 1:
+            raise ValidationError(
+                f"block height {height} does not follow applied height {state.height}",
+                code="bad_height",
+            )
+        epoch = self.epoch_of(height)
+        self._committee(state, epoch)  # the block's own committee must be known
+        qc = header.parent_qc
+        if height == 1 and qc is not None:
+            raise ValidationError("block 1 carries a commit certificate", code="bad_qc")
+        if height >= 2:
+            if qc is None:
+                raise ValidationError(f"block {height} has no commit certificate", code="bad_qc")
+            check_commit_qc(
+                qc, self._committee(state, self.epoch_of(height - 1)), self.genesis.algorithm,
+                self._verifier, height - 1, header.parent_hash, self.genesis.chain_id,
+            )
+        state = state.copy()
+        if qc is not None:
+            self._record_commit(state, qc)
+        for tx in block.transactions:
+            self._apply_tx(state, self._check_tx(state, tx), epoch)
+        state.height = height
+        if self._consensus.is_epoch_end(height):
+            self._elect(state, epoch)
+        return state
+
+    def _record_commit(self, state: _State, qc: QuorumCertificate) -> None:
+        """Votes and proposal turns at the certified height, credited to that height's epoch."""
+        epoch = self.epoch_of(qc.height)
+        committee = self._committee(state, epoch)
+        signers = {voter for voter, _ in qc.signatures}
+        for member in committee.members:
+            state.add(epoch, member, ValidatorStats(1, int(member in signers)))
+        # Leaders of rounds 0..r rotate through the members: each had (r+1) // n turns, and the
+        # first (r+1) % n leaders one more (no loop over a round number a peer chose).
+        full, extra = divmod(qc.round + 1, committee.size)
+        for member in committee.members:
+            state.add(epoch, member, ValidatorStats(proposal_turns=full))
+        for k in range(extra):
+            state.add(epoch, committee.proposer(qc.height, k), ValidatorStats(proposal_turns=1))
+        leader = committee.proposer(qc.height, qc.round)
+        state.add(epoch, leader, ValidatorStats(proposals_committed=1))
+
+    def _elect(self, state: _State, epoch: int) -> None:
+        weights = self.genesis.reputation
+        window = range(max(0, epoch - weights.window_epochs + 1), epoch + 1)
+        history = {
+            vid: [state.stats.get(e, {}).get(vid, EMPTY) for e in window]
+            for vid in state.validators
+        }
+        state.committees[epoch + 1] = elect(
+            state.validators, history, weights, self._consensus.committee_size
+        )
+        oldest_needed = epoch + 2 - weights.window_epochs  # the next election's window
+        for old in [e for e in state.stats if e < oldest_needed]:
+            del state.stats[old]
+
+    def _check_tx(self, state: _State, tx: Transaction) -> Payload | _Offence | None:
+        if tx.kind == TxKind.MEMO:
+            return None
+        try:
+            payload = decode_payload(tx.kind, tx.payload)
+        except DecodeError as exc:
+            raise ValidationError(
+                f"{tx.kind.name} payload is malformed: {exc.reason}", code="malformed_payload"
+            ) from exc
+        if isinstance(payload, Evidence):
+            return self._check_evidence(state, payload)
+        if tx.sender not in state.validators:
+            raise ValidationError(
+                f"{tx.kind.name} must come from a current validator, not "
+                f"{tx.sender.hex()[:16]}",
+                code="not_a_validator",
+            )
+        if isinstance(payload, ValidatorRegister):
+            self._check_register(state, payload)
+        elif isinstance(payload, ValidatorRemove):
+            self._check_remove(state, payload)
+        return payload  # type: ignore[return-value]
+
+    def _check_register(self, state: _State, reg: ValidatorRegister) -> None:
+        alg = self.genesis.algorithm
+        if len(reg.public_key) != alg.public_key_bytes:
+            raise ValidationError(
+                f"key is {len(reg.public_key)} bytes, {alg.label} keys are "
+                f"{alg.public_key_bytes}",
+                code="bad_key_length",
+            )
+        if identity_id(reg.public_key) in state.validators:
+            raise ValidationError("this key is already a validator", code="already_validator")
+        if not reg.address:
+            raise ValidationError("a validator needs a peer address", code="bad_address")
+
+    def _check_remove(self, state: _State, rem: ValidatorRemove) -> None:
+        if rem.validator not in state.validators:
+            raise ValidationError(
+                f"{rem.validator.hex()[:16]} is not a validator", code="unknown_validator"
+            )
+        size = self._consensus.committee_size
+        if len(state.validators) - 1 < size:
+            raise ValidationError(
+                f"removing it would leave fewer validators than the committee size {size}",
+                code="too_few_validators",
+            )
+
+    def _check_evidence(self, state: _State, ev: Evidence) -> _Offence:
+        a, b = ev.items
+        if isinstance(a, Vote) and isinstance(b, Vote):
+            offender, other, step = a.voter, b.voter, int(a.step)
+            same_slot = (a.height, a.round, a.step) == (b.height, b.round, b.step)
+            conflicting = a.block_hash != b.block_hash
+            domain = Domain.VOTE
+        elif isinstance(a, Proposal) and isinstance(b, Proposal):
+            offender, other, step = a.proposer, b.proposer, 0
+            same_slot = (a.height, a.round) == (b.height, b.round)
+            conflicting = a.block.hash != b.block.hash
+            domain = Domain.PROPOSAL
+        else:  # pragma: no cover - Evidence.items returns a pair of one type
+            raise ValidationError("evidence mixes votes and proposals", code="bad_evidence")
+        if offender != other:
+            raise ValidationError(
+                "the two messages have different signers", code="evidence_signer_mismatch"
+            )
+        chain_id = self.genesis.chain_id
+        if a.chain_id != chain_id or b.chain_id != chain_id:
+            raise ValidationError(
+                f"evidence is not about chain {chain_id!r}", code="evidence_wrong_chain"
+            )
+        if not same_slot:
+            raise ValidationError(
+                "the two messages are for different heights, rounds or steps",
+                code="evidence_slot_mismatch",
+            )
+        if not conflicting:
+            raise ValidationError(
+                "the two messages are for the same block", code="evidence_not_conflicting"
+            )
+        key = evidence_key(ev.kind, offender, a.height, a.round, step)
+        if key in state.evidence:
+            raise ValidationError("this offence is already recorded", code="duplicate_evidence")
+        public_key = state.known_keys.get(offender)
+        if public_key is None:
+            raise ValidationError(
+                f"{offender.hex()[:16]} is not and never was a validator",
+                code="evidence_unknown_offender",
+            )
+        alg = self.genesis.algorithm
+        requests = [
+            VerifyRequest(alg, public_key, domain, m.signing_bytes, m.signature) for m in (a, b)
+        ]
+        if not all(self._verifier.verify_batch(requests)):
+            raise SignatureError(
+                "an evidence signature does not verify", code="evidence_bad_signature"
+            )
+        return _Offence(key, offender)
+
+    def _apply_tx(self, state: _State, checked: Payload | _Offence | None, epoch: int) -> None:
+        if isinstance(checked, ValidatorRegister):
+            vid = identity_id(checked.public_key)
+            state.validators[vid] = Validator(vid, checked.public_key, checked.address)
+            state.known_keys[vid] = checked.public_key
+        elif isinstance(checked, ValidatorRemove):
+            del state.validators[checked.validator]
+        elif isinstance(checked, _Offence):
+            state.evidence.add(checked.key)
+            state.add(epoch, checked.offender, ValidatorStats(misbehaviour=1))

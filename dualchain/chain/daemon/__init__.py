@@ -1,0 +1,1 @@
+"""Chain daemon processes: configuration, the CTBC replica, its gRPC services and metrics."""

@@ -1,0 +1,102 @@
+"""The configuration file of one chain daemon process (JSON).
+
+    {
+      "kind": "ctbc",
+      "genesis": "genesis.json",          paths are relative to this file
+      "key": "keys/node-0.key",
+      "data_dir": "data/node-0",
+      "listen": "127.0.0.1:7000",         chain and peer services
+      "peers": ["127.0.0.1:7001", ...],   the other replicas' listen addresses
+      "metrics_port": 9100,               Prometheus endpoint; 0 turns it off
+      "backend": "cryptography",          ML-DSA backend
+      "test_byzantine": null              test-only misbehaviour: "equivocate"
+    }
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dualchain.chain.errors import DualchainError
+from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
+
+BYZANTINE_MODES = ("equivocate",)
+KINDS = ("ctbc", "cmbc")
+
+
+class ConfigError(DualchainError):
+    code = "config"
+
+
+@dataclass(frozen=True)
+class DaemonConfig:
+    kind: str
+    genesis: Path
+    key: Path
+    data_dir: Path
+    listen: str
+    peers: tuple[str, ...] = ()
+    metrics_port: int = 0
+    backend: str = DEFAULT_BACKEND
+    test_byzantine: str | None = None
+    source: Path | None = field(default=None, compare=False)
+
+    @classmethod
+    def load(cls, path: Path) -> DaemonConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise ConfigError(f"config file {path} does not exist") from exc
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise ConfigError(f"config file {path} must hold a JSON object")
+        return cls.from_json(data, base=path.parent, source=path)
+
+    @classmethod
+    def from_json(cls, data: dict, base: Path, source: Path | None = None) -> DaemonConfig:
+        known = {"kind", "genesis", "key", "data_dir", "listen", "peers", "metrics_port",
+                 "backend", "test_byzantine"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
+        for required in ("kind", "genesis", "key", "data_dir", "listen"):
+            if not isinstance(data.get(required), str) or not data[required]:
+                raise ConfigError(f"config key {required!r} must be a non-empty string")
+        if data["kind"] not in KINDS:
+            raise ConfigError(f"config kind {data['kind']!r} is not one of {', '.join(KINDS)}")
+        peers = data.get("peers", [])
+        if not isinstance(peers, list) or not all(isinstance(p, str) for p in peers):
+            raise ConfigError("config key 'peers' must be a list of host:port strings")
+        for address in [data["listen"], *peers]:
+            _check_address(address)
+        metrics_port = data.get("metrics_port", 0)
+        if not isinstance(metrics_port, int) or not 0 <= metrics_port < 65536:
+            raise ConfigError("config key 'metrics_port' must be a port number (0: off)")
+        backend = data.get("backend", DEFAULT_BACKEND)
+        if backend not in BACKENDS:
+            raise ConfigError(f"config backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        byzantine = data.get("test_byzantine")
+        if byzantine is not None and byzantine not in BYZANTINE_MODES:
+            raise ConfigError(f"test_byzantine must be null or one of {BYZANTINE_MODES}")
+        return cls(
+            kind=data["kind"],
+            genesis=(base / data["genesis"]).resolve(),
+            key=(base / data["key"]).resolve(),
+            data_dir=(base / data["data_dir"]).resolve(),
+            listen=data["listen"],
+            peers=tuple(peers),
+            metrics_port=metrics_port,
+            backend=backend,
+            test_byzantine=byzantine,
+            source=source,
+        )
+
+
+def _check_address(address: str) -> None:
+    host, sep, port = address.rpartition(":")
+    if not sep or not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigError(f"address {address!r} is not host:port")

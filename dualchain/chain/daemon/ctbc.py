@@ -1,0 +1,625 @@
+"""A CTBC replica: the committee consensus engine wired to the store, the mempool, the registry
+application and the peers.
+
+``CtbcNode`` holds the logic; the gRPC servicers (``servicers.py``) only decode requests and call
+it. One asyncio task (the consensus loop) owns the engine: every proposal, vote, timeout and
+fetched block becomes an event on its queue, so the engine sees one event at a time. Work that
+would hold up the event loop runs elsewhere: signature batches on the verifier's thread pool,
+block validation on a CPU thread, and every block store call on the store's own thread (SQLite
+connections are used from one thread at a time).
+
+Committing a height: the block and its commit certificate are appended to the store in one
+SQLite transaction, then applied to the application, removed from the mempool and announced to
+subscribers; then the engine enters the next height with the committee the application names.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+import grpc
+
+from dualchain.chain.app import Committee
+from dualchain.chain.consensus.committee import (
+    Action,
+    CastVote,
+    CommitteeConsensus,
+    Decide,
+    Equivocation,
+    FetchBlock,
+    Propose,
+    ScheduleTimeout,
+    Timeouts,
+)
+from dualchain.chain.consensus.guard import PROPOSAL_STEP, VoteGuard
+from dualchain.chain.ctbc.registry import (
+    Evidence,
+    EvidenceKind,
+    RegistryApp,
+    check_commit_qc,
+)
+from dualchain.chain.daemon.config import DaemonConfig
+from dualchain.chain.daemon.metrics import ChainMetrics
+from dualchain.chain.daemon.peers import PeerLink
+from dualchain.chain.errors import DecodeError, DualchainError, SignatureError, ValidationError
+from dualchain.chain.genesis import Genesis
+from dualchain.chain.identity import Domain, Signer
+from dualchain.chain.mempool import Mempool
+from dualchain.chain.rpc import message_limit
+from dualchain.chain.store import BlockStore
+from dualchain.chain.types import (
+    Block,
+    BlockHeader,
+    Proposal,
+    QuorumCertificate,
+    Transaction,
+    TxKind,
+    Vote,
+)
+from dualchain.chain.validation import (
+    build_block,
+    check_block,
+    check_timestamp,
+    check_transaction_shape,
+    sign_transaction,
+    tx_verify_request,
+)
+from dualchain.chain.verifier import SignatureVerifier
+from dualchain.proto.v1 import peer_pb2 as peer_pb
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+SYNC_BATCH = 64
+SYNC_CHECK_S = 1.0
+GOSSIP_FLUSH_S = 0.02
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    tx_hash: bytes
+    error: DualchainError | None = None
+
+
+class CtbcNode:
+    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.signer = signer
+        self.params = genesis.ledger_params()
+        self.chain_id = genesis.chain_id
+        self.max_message = message_limit(self.params.max_block_bytes)
+        self.verifier = SignatureVerifier(config.backend)
+        self.app = RegistryApp(genesis, self.verifier)
+        self.mempool = Mempool()
+        self.metrics = ChainMetrics("ctbc")
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = BlockStore(config.data_dir / "chain.sqlite")
+        self.guard = VoteGuard(config.data_dir / "consensus")
+        c = genesis.consensus
+        self.engine = CommitteeConsensus(
+            self.chain_id,
+            signer.id,
+            Timeouts(c.timeout_propose_ms / 1000, c.timeout_prevote_ms / 1000,
+                     c.timeout_precommit_ms / 1000, c.timeout_delta_ms / 1000),
+        )
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._cpu = ThreadPoolExecutor(2, thread_name_prefix="cpu")
+        self._events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._nonces: dict[bytes, int] = {}
+        self._head: BlockHeader = genesis.genesis_block().header
+        self._last_certificate: QuorumCertificate | None = None
+        self._pending_proposals: dict[int, list[Proposal]] = {}
+        self._admitted_at: dict[bytes, float] = {}
+        self._height_started = time.monotonic()
+        self._gossip_buffer: list[bytes] = []
+        self._reported: set[tuple[bytes, int, int, int]] = set()
+        self._committed = asyncio.Condition()
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.peer_heights: dict[str, int] = {}
+        self.links = [PeerLink(a, self.hello, self.max_message) for a in config.peers]
+        self.byzantine = config.test_byzantine
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def _in_store(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
+
+    async def _on_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
+
+    @property
+    def height(self) -> int:
+        return self._head.height
+
+    def hello(self) -> peer_pb.Hello:
+        return peer_pb.Hello(genesis_hash=self.genesis.hash, node_id=self.signer.id,
+                             height=self.height, address=self.config.listen)
+
+    def next_nonce(self, sender: bytes) -> int:
+        """The sender's next nonce on the committed chain (callers load it first)."""
+        return self._nonces[sender]
+
+    async def _load_nonces(self, senders: Iterable[bytes]) -> None:
+        missing = {s for s in senders if s not in self._nonces}
+        if missing:
+            found = await self._in_store(lambda: {s: self.store.next_nonce(s) for s in missing})
+            for sender, nonce in found.items():
+                self._nonces.setdefault(sender, nonce)
+
+    def committee(self, height: int) -> Committee:
+        return self.app.committee(height)
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Loads the chain (writing genesis on first start) and starts consensus and gossip."""
+        genesis_block = self.genesis.genesis_block()
+        stored = await self._in_store(self.store.canonical_hash, 0)
+        if stored is None:
+            await self._in_store(self.store.append, genesis_block)
+        elif stored != genesis_block.hash:
+            raise ValidationError(
+                f"the store in {self.config.data_dir} holds another chain (genesis "
+                f"{stored.hex()[:16]}, this genesis file gives {genesis_block.hash.hex()[:16]})",
+                code="wrong_genesis",
+            )
+        await self._replay()
+        self.metrics.serve(self.config.metrics_port)
+        for link in self.links:
+            link.start()
+        self._tasks += [
+            asyncio.create_task(self._consensus_loop(), name="consensus"),
+            asyncio.create_task(self._gossip_flusher(), name="gossip"),
+            asyncio.create_task(self._sync_watch(), name="sync-watch"),
+        ]
+        await self._events.put(("start",))
+
+    async def _replay(self) -> None:
+        """Rebuilds the application state from the stored chain (it is not persisted)."""
+        height = await self._in_store(self.store.height)
+        for h in range(1, height + 1):
+            block = await self._in_store(self.store.canonical_block, h)
+            self.app.apply_block(block)
+            self._head = block.header
+        head_hash = self._head.hash
+        cert = await self._in_store(self.store.get_certificate, head_hash)
+        self._last_certificate = QuorumCertificate.decode(cert) if cert else None
+        self.metrics.height.set(self.height)
+        log.info("replayed %d blocks; head %s", height, head_hash.hex()[:16])
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for link in self.links:
+            await link.close()
+        self._store_thread.submit(self.store.close).result()
+        self._store_thread.shutdown()
+        self._cpu.shutdown()
+        self.verifier.close()
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    async def submit(self, txs: Sequence[Transaction], gossip: bool = True) -> list[TxOutcome]:
+        """Admission of transactions from a client (gossiped on) or a peer (not gossiped)."""
+        outcomes: list[TxOutcome | None] = [None] * len(txs)
+        checked: list[int] = []
+        now = now_ms()
+        for i, tx in enumerate(txs):
+            try:
+                check_transaction_shape(tx, self.params)
+                check_timestamp(tx.timestamp_ms, now, self.params, "transaction")
+            except DualchainError as exc:
+                outcomes[i] = TxOutcome(tx.hash, exc)
+            else:
+                checked.append(i)
+        started = time.perf_counter()
+        results = await self.verifier.verify_batch_async(
+            [tx_verify_request(txs[i], self.params) for i in checked]
+        )
+        self.metrics.verify_seconds.observe(time.perf_counter() - started)
+        await self._load_nonces(txs[i].sender for i in checked)
+        accepted: list[bytes] = []
+        for i, ok in zip(checked, results, strict=True):
+            tx = txs[i]
+            try:
+                if not ok:
+                    raise SignatureError("transaction signature does not verify")
+                self.app.check_tx(tx)
+                self.mempool.add(tx, self.next_nonce(tx.sender), now)
+            except DualchainError as exc:
+                outcomes[i] = TxOutcome(tx.hash, exc)
+                continue
+            outcomes[i] = TxOutcome(tx.hash)
+            self._admitted_at[tx.hash] = time.monotonic()
+            accepted.append(tx.encoded)
+        for outcome in outcomes:
+            if outcome is not None and outcome.error is not None:
+                self.metrics.rejected.labels(outcome.error.code).inc()
+        if gossip:
+            self._gossip_buffer.extend(accepted)
+        self.metrics.mempool_size.set(len(self.mempool))
+        return [o for o in outcomes if o is not None]
+
+    async def _gossip_flusher(self) -> None:
+        """Sends admitted client transactions to every peer in batches (full mesh: no relaying)."""
+        while True:
+            await asyncio.sleep(GOSSIP_FLUSH_S)
+            if not self._gossip_buffer:
+                continue
+            batch, self._gossip_buffer = self._gossip_buffer, []
+            self.broadcast(peer_pb.PeerMessage(txs=peer_pb.TxBatch(txs=batch)))
+
+    def broadcast(self, message: peer_pb.PeerMessage) -> None:
+        for link in self.links:
+            link.send(message)
+
+    # -- peer messages ---------------------------------------------------------------------------
+
+    async def on_peer_proposal(self, data: bytes, peer: str) -> None:
+        proposal = Proposal.decode(data)
+        self._note_peer_height(peer, proposal.height - 1)
+        if proposal.chain_id != self.chain_id:
+            raise ValidationError(f"proposal for chain {proposal.chain_id!r}", code="wrong_chain")
+        committee = self._committee_or_none(proposal.height)
+        if committee is None:
+            return
+        key = committee.keys.get(proposal.proposer)
+        if key is None:
+            raise ValidationError("proposal from a non-member", code="not_a_member")
+        ok = await self._on_cpu(self.verifier.verify, self.params.algorithm, key,
+                                Domain.PROPOSAL, proposal.signing_bytes, proposal.signature)
+        if not ok:
+            raise SignatureError("proposal signature does not verify")
+        await self._events.put(("proposal", proposal))
+
+    async def on_peer_vote(self, data: bytes, peer: str) -> None:
+        vote = Vote.decode(data)
+        self._note_peer_height(peer, vote.height - 1)
+        if vote.chain_id != self.chain_id:
+            raise ValidationError(f"vote for chain {vote.chain_id!r}", code="wrong_chain")
+        committee = self._committee_or_none(vote.height)
+        if committee is None:
+            return
+        key = committee.keys.get(vote.voter)
+        if key is None:
+            raise ValidationError("vote from a non-member", code="not_a_member")
+        ok = await self._on_cpu(self.verifier.verify, self.params.algorithm, key, Domain.VOTE,
+                                vote.signing_bytes, vote.signature)
+        if not ok:
+            raise SignatureError("vote signature does not verify")
+        await self._events.put(("vote", vote))
+
+    async def on_peer_txs(self, batch: Sequence[bytes]) -> None:
+        txs = [Transaction.decode(raw) for raw in batch]
+        await self.submit(txs, gossip=False)
+
+    def _committee_or_none(self, height: int) -> Committee | None:
+        """The committee of a height near ours; None for heights too far ahead (sync instead)."""
+        if height <= self.height:
+            return None  # already decided here
+        try:
+            return self.committee(height)
+        except ValidationError:
+            return None
+
+    def _note_peer_height(self, peer: str, height: int) -> None:
+        if height > self.peer_heights.get(peer, -1):
+            self.peer_heights[peer] = height
+
+    # -- the consensus loop ----------------------------------------------------------------------
+
+    async def _consensus_loop(self) -> None:
+        while True:
+            event = await self._events.get()
+            try:
+                await self._handle(event)
+            except DualchainError as exc:
+                log.warning("event %s refused: %s", event[0], exc.reason)
+            except Exception:
+                log.exception("event %s failed", event[0])
+
+    async def _handle(self, event: tuple[Any, ...]) -> None:
+        kind = event[0]
+        if kind == "start":
+            await self._enter_height(self.height + 1, self.guard.lock_for(self.height + 1))
+        elif kind == "proposal":
+            await self._handle_proposal(event[1])
+        elif kind == "vote":
+            await self._run(self.engine.on_vote(event[1]))
+        elif kind == "timeout":
+            _, height, round_, step = event
+            await self._run(self.engine.on_timeout(height, round_, step))
+        elif kind == "own_proposal":
+            await self._run(self.engine.on_proposal(event[1], True))
+        elif kind == "block":
+            block: Block = event[1]
+            valid = await self._validate(block)
+            await self._run(self.engine.on_block(block, valid))
+        elif kind == "sync":
+            await self._sync(event[1])
+
+    async def _handle_proposal(self, proposal: Proposal) -> None:
+        if proposal.height > self.height + 1:
+            return  # far ahead: block sync brings us there
+        if proposal.height == self.height + 1 and self.engine.height == proposal.height:
+            valid = await self._validate(proposal.block)
+            await self._run(self.engine.on_proposal(proposal, valid))
+        elif proposal.height > self.engine.height:
+            self._pending_proposals.setdefault(proposal.height, []).append(proposal)
+
+    async def _validate(self, block: Block) -> bool:
+        """Full validation of a block for the height being decided: ledger rules and app rules."""
+        if block.height != self.height + 1:
+            return False
+        committee = self.committee(block.height)
+        try:
+            if block.header.app_hash != self.app.app_hash():
+                raise ValidationError("app hash differs from ours", code="bad_app_hash")
+            await self._load_nonces(tx.sender for tx in block.transactions)
+            await self._on_cpu(
+                check_block, block, self._head, self.params, self.verifier, now_ms(),
+                self.next_nonce, committee.keys.get,
+            )
+            await self._on_cpu(self.app.validate_block, block)
+        except DualchainError as exc:
+            log.warning("block %s at height %d is invalid: %s", block.hash.hex()[:16],
+                        block.height, exc.reason)
+            self.metrics.rejected.labels(f"block_{exc.code}").inc()
+            return False
+        return True
+
+    async def _run(self, actions: list[Action]) -> None:
+        """Carries out the engine's actions, feeding back our own votes."""
+        queue = list(actions)
+        while queue:
+            action = queue.pop(0)
+            if isinstance(action, CastVote):
+                queue += await self._cast_vote(action)
+            elif isinstance(action, ScheduleTimeout):
+                asyncio.get_running_loop().call_later(
+                    action.delay, self._events.put_nowait,
+                    ("timeout", action.height, action.round, action.step),
+                )
+                if action.step == 0 and action.round > 0:
+                    self.metrics.view_changes.inc()
+                self.metrics.round.set(action.round)
+            elif isinstance(action, Propose):
+                self._tasks.append(asyncio.create_task(self._propose(action)))
+            elif isinstance(action, Decide):
+                await self._commit(action)
+                return  # the engine moved on: later actions belong to the finished height
+            elif isinstance(action, Equivocation):
+                await self._report(action)
+            elif isinstance(action, FetchBlock):
+                self._tasks.append(asyncio.create_task(self._fetch(action)))
+
+    async def _cast_vote(self, action: CastVote) -> list[Action]:
+        vote = Vote(self.chain_id, action.height, action.round, action.step, action.block_hash,
+                    self.signer.id)
+        lock = self.engine.lock_state()
+        signature = await self._on_cpu(
+            self.guard.sign, action.height, action.round, int(action.step), action.block_hash,
+            lock, lambda: self.signer.sign(Domain.VOTE, vote.signing_bytes),
+        )
+        if signature is None:
+            log.warning("vote guard refused %s at %d/%d", action.step.name, action.height,
+                        action.round)
+            return []
+        vote = Vote(vote.chain_id, vote.height, vote.round, vote.step, vote.block_hash,
+                    vote.voter, signature)
+        self.broadcast(peer_pb.PeerMessage(vote=vote.encoded))
+        if self.byzantine == "equivocate" and action.block_hash != bytes(32):
+            self._equivocate_vote(vote)
+        return self.engine.on_vote(vote)
+
+    async def _propose(self, action: Propose) -> None:
+        """Builds (or re-proposes) the block of a round we lead, after the block interval."""
+        if action.block is None:
+            await asyncio.sleep(self.genesis.consensus.block_interval_ms / 1000)
+        if (self.engine.height, self.engine.round) != (action.height, action.round):
+            return
+        block = action.block or self._build_block(action.round)
+        proposal = Proposal(self.chain_id, action.height, action.round, action.valid_round,
+                            block, self.signer.id)
+        signature = await self._on_cpu(
+            self.guard.sign, action.height, action.round, PROPOSAL_STEP, block.hash,
+            self.engine.lock_state(),
+            lambda: self.signer.sign(Domain.PROPOSAL, proposal.signing_bytes),
+        )
+        if signature is None:
+            return
+        proposal = Proposal(proposal.chain_id, proposal.height, proposal.round,
+                            proposal.valid_round, block, proposal.proposer, signature)
+        if self.byzantine == "equivocate":
+            await self._equivocate_proposal(proposal)
+        else:
+            self.broadcast(peer_pb.PeerMessage(proposal=proposal.encoded))
+        await self._events.put(("own_proposal", proposal))
+
+    def _build_block(self, round_: int, salt: bytes = b"") -> Block:
+        txs = self.mempool.select(self.next_nonce, self.params.max_block_txs,
+                                  self.params.max_block_bytes - 64 * 1024)
+        if salt:
+            txs = txs[: len(txs) // 2]
+        timestamp = max(now_ms(), self._head.timestamp_ms)
+        return build_block(
+            self.signer, self._head, txs, self.chain_id, timestamp + len(salt),
+            view=round_, parent_qc=self._last_certificate, app_hash=self.app.app_hash(),
+        )
+
+    async def _commit(self, decision: Decide) -> None:
+        block = decision.block
+        await self._in_store(self.store.append, block, 0, decision.certificate.encoded)
+        self._apply_committed(block, decision.certificate)
+        await self._enter_height(block.height + 1, None)
+
+    def _apply_committed(self, block: Block, certificate: QuorumCertificate) -> None:
+        self.app.apply_block(block)
+        self._head = block.header
+        self._last_certificate = certificate
+        now = time.monotonic()
+        for tx in block.transactions:
+            self._nonces[tx.sender] = tx.nonce + 1
+            admitted = self._admitted_at.pop(tx.hash, None)
+            if admitted is not None:
+                self.metrics.commit_latency.observe(now - admitted)
+        self.mempool.remove_committed(block.transactions, self.next_nonce)
+        self.metrics.height.set(block.height)
+        self.metrics.txs_committed.inc(len(block.transactions))
+        self.metrics.mempool_size.set(len(self.mempool))
+        self.metrics.block_time.observe(now - self._height_started)
+        self._height_started = now
+        self._notify_committed()
+
+    def _notify_committed(self) -> None:
+        async def notify() -> None:
+            async with self._committed:
+                self._committed.notify_all()
+
+        self._tasks.append(asyncio.create_task(notify()))
+        self._tasks = [t for t in self._tasks if not t.done()]
+
+    async def _enter_height(self, height: int, lock: Any) -> None:
+        self._height_started = time.monotonic()
+        actions = self.engine.start_height(height, self.committee(height), lock)
+        await self._run(actions)
+        for proposal in self._pending_proposals.pop(height, []):
+            await self._handle_proposal(proposal)
+        self._pending_proposals = {h: p for h, p in self._pending_proposals.items() if h > height}
+
+    async def wait_for_height(self, height: int) -> None:
+        async with self._committed:
+            await self._committed.wait_for(lambda: self.height >= height)
+
+    # -- equivocation evidence -------------------------------------------------------------------
+
+    async def _report(self, action: Equivocation) -> None:
+        self.metrics.equivocations.inc()
+        first, second = action.first, action.second
+        step = int(first.step) if isinstance(first, Vote) else PROPOSAL_STEP
+        key = (action.offender, first.height, first.round, step)
+        if key in self._reported:
+            return
+        self._reported.add(key)
+        kind = EvidenceKind.DUPLICATE_VOTE if isinstance(first, Vote) else \
+            EvidenceKind.DUPLICATE_PROPOSAL
+        payload = Evidence(kind, first.encoded, second.encoded).encode()
+        await self._load_nonces([self.signer.id])
+        nonce = self.next_nonce(self.signer.id) + len(self.mempool.pending(self.signer.id))
+        tx = sign_transaction(self.signer, self.chain_id, TxKind.EVIDENCE, payload, nonce,
+                              now_ms())
+        outcome = (await self.submit([tx]))[0]
+        log.warning("equivocation by %s at %d/%d: evidence %s (%s)", action.offender.hex()[:16],
+                    first.height, first.round, tx.hash.hex()[:16],
+                    outcome.error.reason if outcome.error else "admitted")
+
+    def _equivocate_vote(self, vote: Vote) -> None:
+        """Test-only misbehaviour: also vote for a different block, signed, to every peer."""
+        twin = Vote(vote.chain_id, vote.height, vote.round, vote.step, b"\xee" * 32, vote.voter)
+        twin = Vote(twin.chain_id, twin.height, twin.round, twin.step, twin.block_hash,
+                    twin.voter, self.signer.sign(Domain.VOTE, twin.signing_bytes))
+        self.broadcast(peer_pb.PeerMessage(vote=twin.encoded))
+
+    async def _equivocate_proposal(self, proposal: Proposal) -> None:
+        """Test-only misbehaviour: half the peers get one block, half another, both signed."""
+        other_block = self._build_block(proposal.round, salt=b"x")
+        other = Proposal(proposal.chain_id, proposal.height, proposal.round, proposal.valid_round,
+                         other_block, proposal.proposer)
+        other = Proposal(other.chain_id, other.height, other.round, other.valid_round,
+                         other_block, other.proposer,
+                         self.signer.sign(Domain.PROPOSAL, other.signing_bytes))
+        for i, link in enumerate(self.links):
+            first, second = (proposal, other) if i % 2 == 0 else (other, proposal)
+            link.send(peer_pb.PeerMessage(proposal=first.encoded))
+            link.send(peer_pb.PeerMessage(proposal=second.encoded))
+
+    # -- fetching and syncing blocks -------------------------------------------------------------
+
+    async def _fetch(self, action: FetchBlock) -> None:
+        """Asks the peers in turn for a block a quorum precommitted that we have not seen."""
+        for link in self.links:
+            try:
+                reply = await link.stub().GetBlockByHash(
+                    peer_pb.GetBlockByHashRequest(hash=action.block_hash), timeout=5
+                )
+                block = Block.decode(reply.block)
+            except (grpc.aio.AioRpcError, DecodeError):
+                continue
+            if block.hash == action.block_hash:
+                await self._events.put(("block", block))
+                return
+
+    async def _sync_watch(self) -> None:
+        """Starts block sync when a peer is known to be ahead and we are not catching up."""
+        last_height = -1
+        while True:
+            await asyncio.sleep(SYNC_CHECK_S)
+            if not self.peer_heights:
+                continue
+            peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
+            if height > self.height and self.height == last_height:
+                await self._events.put(("sync", peer))
+            last_height = self.height
+
+    async def _sync(self, peer: str) -> None:
+        """Fetches committed blocks from ``peer``, checking each certificate and block."""
+        link = next((link for link in self.links if link.address == peer), None)
+        if link is None:
+            return
+        start = self.height
+        try:
+            stream = link.stub().GetBlocks(
+                peer_pb.GetBlocksRequest(from_height=self.height + 1, max_blocks=SYNC_BATCH),
+                timeout=30,
+            )
+            async for item in stream:
+                await self._sync_one(Block.decode(item.block),
+                                     QuorumCertificate.decode(item.certificate))
+        except (grpc.aio.AioRpcError, DualchainError) as exc:
+            log.warning("sync from %s stopped at %d: %s", peer, self.height, exc)
+        if self.height > start:
+            log.info("synced heights %d..%d from %s", start + 1, self.height, peer)
+            await self._enter_height(self.height + 1, self.guard.lock_for(self.height + 1))
+
+    async def _sync_one(self, block: Block, certificate: QuorumCertificate) -> None:
+        height = self.height + 1
+        committee = self.committee(height)
+        await self._on_cpu(check_commit_qc, certificate, committee, self.params.algorithm,
+                           self.verifier, height, block.hash, self.chain_id)
+        if not await self._validate(block):
+            raise ValidationError(f"synced block at height {height} is invalid", code="bad_sync")
+        await self._in_store(self.store.append, block, 0, certificate.encoded)
+        self._apply_committed(block, certificate)
+
+    # -- reads for the services ------------------------------------------------------------------
+
+    def known_block(self, block_hash: bytes) -> Block | None:
+        """A block of the height being decided that the engine holds (for GetBlockByHash)."""
+        entry = self.engine._blocks.get(block_hash)
+        return entry[0] if entry is not None else None
+
+    def status(self) -> dict[str, Any]:
+        committee = self.committee(self.engine.height) if self.engine.committee else None
+        return {
+            "height": self.height,
+            "head_hash": self._head.hash,
+            "round": self.engine.round,
+            "leader": committee.proposer(self.engine.height, self.engine.round)
+            if committee else b"",
+            "committee": list(committee.members) if committee else [],
+            "mempool": len(self.mempool),
+            "peers": [(link.address, link.connected, self.peer_heights.get(link.address, -1))
+                      for link in self.links],
+        }

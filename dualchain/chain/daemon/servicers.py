@@ -1,0 +1,174 @@
+"""The gRPC face of a chain daemon: decode, call the node, map typed errors to statuses."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+
+import grpc
+
+from dualchain.chain import wire
+from dualchain.chain.daemon.ctbc import CtbcNode
+from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, ValidationError
+from dualchain.chain.rpc import abort
+from dualchain.chain.types import Block, Transaction
+from dualchain.proto.v1 import chain_pb2 as chain_pb
+from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
+from dualchain.proto.v1 import peer_pb2 as peer_pb
+from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
+
+log = logging.getLogger(__name__)
+
+MAX_SYNC_BLOCKS = 256
+
+
+class ChainServicer(chain_grpc.ChainServiceServicer):
+    def __init__(self, node: CtbcNode) -> None:
+        self.node = node
+
+    async def SubmitTx(self, request, context):
+        try:
+            tx = wire.tx_from_proto(request.tx)
+            outcome = (await self.node.submit([tx]))[0]
+            if outcome.error is not None:
+                raise outcome.error
+        except DualchainError as exc:
+            self.node.metrics.rejected.labels(exc.code).inc()
+            await abort(context, exc)
+        return chain_pb.SubmitTxResponse(tx_hash=tx.hash)
+
+    async def SubmitTxs(self, request, context):
+        results: list[chain_pb.TxResult | None] = [None] * len(request.txs)
+        decoded: list[tuple[int, Transaction]] = []
+        for i, message in enumerate(request.txs):
+            try:
+                decoded.append((i, wire.tx_from_proto(message)))
+            except DecodeError as exc:
+                self.node.metrics.rejected.labels(exc.code).inc()
+                results[i] = chain_pb.TxResult(accepted=False, code=exc.code, reason=exc.reason)
+        outcomes = await self.node.submit([tx for _, tx in decoded])
+        for (i, _), outcome in zip(decoded, outcomes, strict=True):
+            error = outcome.error
+            results[i] = chain_pb.TxResult(
+                tx_hash=outcome.tx_hash, accepted=error is None,
+                code=error.code if error else "", reason=error.reason if error else "",
+            )
+        return chain_pb.SubmitTxsResponse(results=results)
+
+    async def GetBlock(self, request, context):
+        node = self.node
+        try:
+            if request.WhichOneof("selector") == "hash":
+                if len(request.hash) != 32:
+                    raise DecodeError("hash must be 32 bytes")
+                block = await node._in_store(node.store.get_block, bytes(request.hash))
+                canonical = await node._in_store(node.store.canonical_hash, block.height)
+                is_canonical = canonical == block.hash
+            elif request.WhichOneof("selector") == "height":
+                block = await node._in_store(node.store.canonical_block, request.height)
+                is_canonical = True
+            else:
+                raise DecodeError("give a block hash or a height")
+        except DualchainError as exc:
+            await abort(context, exc)
+        return chain_pb.GetBlockResponse(block=wire.block_to_proto(block), canonical=is_canonical)
+
+    async def GetStatus(self, request, context):
+        node = self.node
+        status = node.status()
+        return chain_pb.ChainStatus(
+            chain_id=node.chain_id,
+            kind="ctbc",
+            genesis_hash=node.genesis.hash,
+            height=status["height"],
+            head_hash=status["head_hash"],
+            final_height=status["height"],
+            final_hash=status["head_hash"],
+            view=status["round"],
+            leader=status["leader"],
+            committee=status["committee"],
+            mempool_size=status["mempool"],
+            peers=[chain_pb.PeerInfo(address=a, connected=c, height=max(h, 0))
+                   for a, c, h in status["peers"]],
+        )
+
+    async def SubscribeBlocks(self, request, context) -> AsyncIterator:
+        node = self.node
+        next_height = request.from_height
+        while True:
+            while next_height <= node.height:
+                block = await node._in_store(node.store.canonical_block, next_height)
+                yield wire.block_to_proto(block)
+                next_height += 1
+            await node.wait_for_height(next_height)
+
+
+class PeerServicer(peer_grpc.PeerServiceServicer):
+    def __init__(self, node: CtbcNode) -> None:
+        self.node = node
+
+    async def _check_hello(self, hello: peer_pb.Hello, context) -> None:
+        if hello.genesis_hash != self.node.genesis.hash:
+            await context.abort(
+                grpc.StatusCode.FAILED_PRECONDITION,
+                f"wrong_genesis: peer genesis {bytes(hello.genesis_hash).hex()[:16]} differs "
+                f"from ours {self.node.genesis.hash.hex()[:16]}",
+            )
+
+    async def Handshake(self, request, context):
+        await self._check_hello(request, context)
+        return self.node.hello()
+
+    async def Gossip(self, request_iterator, context):
+        node = self.node
+        received = 0
+        peer = ""
+        async for message in request_iterator:
+            kind = message.WhichOneof("kind")
+            try:
+                if received == 0:
+                    if kind != "hello":
+                        raise DecodeError("a gossip stream must start with hello")
+                    await self._check_hello(message.hello, context)
+                    peer = message.hello.address
+                elif kind == "proposal":
+                    await node.on_peer_proposal(message.proposal, peer)
+                elif kind == "vote":
+                    await node.on_peer_vote(message.vote, peer)
+                elif kind == "txs":
+                    await node.on_peer_txs(message.txs.txs)
+                else:
+                    raise DecodeError(f"unexpected gossip message {kind!r}")
+            except DualchainError as exc:
+                node.metrics.rejected.labels(f"peer_{exc.code}").inc()
+                log.warning("gossip from %s refused: %s", peer or context.peer(), exc.reason)
+                await abort(context, exc)
+            received += 1
+        return peer_pb.GossipSummary(received=received)
+
+    async def GetBlocks(self, request, context):
+        node = self.node
+        last = min(node.height, request.from_height + min(request.max_blocks or 1,
+                                                          MAX_SYNC_BLOCKS) - 1)
+        for height in range(request.from_height, last + 1):
+            block, certificate = await node._in_store(_certified, node, height)
+            yield peer_pb.CertifiedBlock(block=block.encoded, certificate=certificate or b"")
+
+    async def GetBlockByHash(self, request, context):
+        node = self.node
+        try:
+            if len(request.hash) != 32:
+                raise DecodeError("hash must be 32 bytes")
+            block = node.known_block(bytes(request.hash))
+            if block is not None:
+                return peer_pb.CertifiedBlock(block=block.encoded)
+            stored: Block = await node._in_store(node.store.get_block, bytes(request.hash))
+            certificate = await node._in_store(node.store.get_certificate, stored.hash)
+            return peer_pb.CertifiedBlock(block=stored.encoded, certificate=certificate or b"")
+        except (NotFoundError, ValidationError, DecodeError) as exc:
+            await abort(context, exc)
+
+
+def _certified(node: CtbcNode, height: int) -> tuple[Block, bytes | None]:
+    block = node.store.canonical_block(height)
+    return block, node.store.get_certificate(block.hash)
