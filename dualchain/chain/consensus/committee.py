@@ -24,6 +24,7 @@ from dualchain.chain.types import ZERO_HASH, Block, Proposal, QuorumCertificate,
 
 NIL = ZERO_HASH  # a vote for no block
 MAX_BUFFERED = 4096  # messages kept for the next height while this one finishes
+MAX_VALUES_PER_VOTER = 8  # distinct blocks one (equivocating) member's votes count for per step
 
 
 class Step:
@@ -100,7 +101,11 @@ class Equivocation:
 
 @dataclass(frozen=True)
 class FetchBlock:
-    """A quorum precommitted a block we do not have: get it from a peer."""
+    """A quorum precommitted a block we do not have: get it from a peer.
+
+    Asked once per block and height: keep trying (other peers) until ``on_block`` delivers it,
+    or the height is left. Without it this replica cannot decide the height.
+    """
 
     height: int
     block_hash: bytes
@@ -125,29 +130,43 @@ class LockState:
 
 @dataclass
 class _VoteSet:
-    """The votes of one (round, step): one per member, the first one counts."""
+    """The votes of one (round, step).
 
-    by_voter: dict[bytes, Vote] = field(default_factory=dict)
-    tally: dict[bytes, int] = field(default_factory=lambda: defaultdict(int))
+    As in the paper, "2f+1 votes for v" counts the distinct members that voted for v: a member
+    that equivocated counts for each block it voted for (up to MAX_VALUES_PER_VOTER of them).
+    Counting only its first vote would be safe too, but a replica that saw the "wrong" vote of
+    an equivocator first could then never count a quorum other replicas decided on (their
+    certificate holds the other vote), and would stay behind. Safety does not depend on it:
+    two quorums for different blocks in one (round, step) share f+1 members, so at least one
+    correct member would have voted twice.
+    """
+
+    by_voter: dict[bytes, Vote] = field(default_factory=dict)  # each member's first vote
+    by_block: dict[bytes, dict[bytes, Vote]] = field(default_factory=dict)  # hash -> voter -> vote
+    _values: dict[bytes, int] = field(default_factory=lambda: defaultdict(int))
 
     def add(self, vote: Vote) -> Vote | None:
         """Adds a vote; returns the earlier conflicting vote of the same voter, if any."""
-        earlier = self.by_voter.get(vote.voter)
-        if earlier is not None:
-            return earlier if earlier.block_hash != vote.block_hash else None
-        self.by_voter[vote.voter] = vote
-        self.tally[vote.block_hash] += 1
-        return None
+        earlier = self.by_voter.setdefault(vote.voter, vote)
+        voters = self.by_block.setdefault(vote.block_hash, {})
+        if vote.voter not in voters and self._values[vote.voter] < MAX_VALUES_PER_VOTER:
+            voters[vote.voter] = vote
+            self._values[vote.voter] += 1
+        return earlier if earlier.block_hash != vote.block_hash else None
+
+    @property
+    def tally(self) -> dict[bytes, int]:
+        return {block_hash: len(voters) for block_hash, voters in self.by_block.items()}
 
     def total(self) -> int:
         return len(self.by_voter)
 
     def count(self, block_hash: bytes) -> int:
-        return self.tally.get(block_hash, 0)
+        return len(self.by_block.get(block_hash, ()))
 
     def signatures_for(self, block_hash: bytes) -> tuple[tuple[bytes, bytes], ...]:
         return tuple(sorted(
-            (v.voter, v.signature) for v in self.by_voter.values() if v.block_hash == block_hash
+            (voter, vote.signature) for voter, vote in self.by_block.get(block_hash, {}).items()
         ))
 
 
@@ -197,21 +216,27 @@ class CommitteeConsensus:
         for message, valid in buffered:
             if message.height == height:
                 if isinstance(message, Proposal):
-                    self._blocks.setdefault(message.block.hash, (message.block, valid))
+                    self._learn(message.block, valid)
                 actions += self._receive(message)
             elif message.height > height:
                 self._buffer(message, valid)
         return actions
 
     def on_proposal(self, proposal: Proposal, valid: bool) -> list[Action]:
-        """A proposal whose signature the caller checked; ``valid``: its block passed validation."""
+        """A proposal whose signature the caller checked; ``valid``: its block passed validation.
+
+        A proposal of the next height is kept, with ``valid`` as given, until ``start_height``
+        enters that height. A block once reported valid stays valid; one reported invalid may be
+        reported valid later (feed the proposal or the block again once it could be checked).
+        """
         if proposal.height > self.height:
             self._buffer(proposal, valid)
             return []
         if proposal.height < self.height:
             return []
-        self._blocks.setdefault(proposal.block.hash, (proposal.block, valid))
-        return self._receive(proposal)
+        learned = self._learn(proposal.block, valid)
+        actions = self._receive(proposal)
+        return actions + self._process() if learned else actions
 
     def on_vote(self, vote: Vote) -> list[Action]:
         """A vote whose signature the caller checked."""
@@ -226,7 +251,7 @@ class CommitteeConsensus:
         """A block fetched after FetchBlock (or any block of this height we learn of)."""
         if block.height != self.height:
             return []
-        self._blocks.setdefault(block.hash, (block, valid))
+        self._learn(block, valid)
         return self._process()
 
     def on_timeout(self, height: int, round_: int, step: int) -> list[Action]:
@@ -247,6 +272,14 @@ class CommitteeConsensus:
 
     # -- internals -------------------------------------------------------------------------------
 
+    def _learn(self, block: Block, valid: bool) -> bool:
+        """Records a block of this height; True if it is new or now known to be valid."""
+        entry = self._blocks.get(block.hash)
+        if entry is not None and (entry[1] or not valid):
+            return False
+        self._blocks[block.hash] = (block, valid)
+        return True
+
     def _buffer(self, message: Vote | Proposal, valid: bool = False) -> None:
         if message.height <= self.height + 1 and len(self._future) < MAX_BUFFERED:
             self._future.append((message, valid))
@@ -255,7 +288,8 @@ class CommitteeConsensus:
         assert self.committee is not None
         actions: list[Action] = []
         if isinstance(message, Proposal):
-            if message.proposer != self.committee.proposer(message.height, message.round):
+            if (message.proposer != self.committee.proposer(message.height, message.round)
+                    or message.chain_id != self.chain_id):
                 return []
             earlier = self._proposals.get(message.round)
             if earlier is not None:

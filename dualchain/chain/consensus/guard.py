@@ -1,8 +1,10 @@
 """The vote guard: a replica never signs two different messages for one height, round and step.
 
-Before a proposal or vote is signed, the guard writes what it is about to sign, and the lock the
-replica holds at that moment, to a file that is fsynced and atomically replaced. Only then is the
-signature made and handed out. After a crash the file tells the replica:
+Before a signature for a proposal or vote is handed out, the guard writes what was signed (the
+message's position and block, and the signature itself), and the lock the replica holds at that
+moment, to a file that is fsynced and atomically replaced. Only then is the signature returned; a
+crash in between leaves a signature that never left the process. After a crash the file tells the
+replica:
 
 - the last (height, round, step) it signed and for which block: asking again for the same gives
   back the same signature; asking for a different block, or for an earlier (height, round, step),
@@ -22,7 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dualchain.chain.consensus.committee import LockState
-from dualchain.chain.errors import StoreError
+from dualchain.chain.errors import DecodeError, StoreError
 from dualchain.chain.types import Block
 
 STATE_FORMAT = "dualchain-vote-guard/1"
@@ -38,6 +40,13 @@ class Signed:
     step: int
     block_hash: bytes
     signature: bytes
+
+
+def _int(mapping: dict, key: str) -> int:
+    value = mapping[key]
+    if not isinstance(value, int) or isinstance(value, bool):
+        raise ValueError(f"{key} is {value!r}, not an integer")
+    return value
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -75,21 +84,24 @@ class VoteGuard:
     def _load(self) -> None:
         try:
             data = json.loads(self._state_path.read_text())
+            if not isinstance(data, dict):
+                raise ValueError("not a JSON object")
             if data.get("format") != STATE_FORMAT:
                 raise ValueError(f"format {data.get('format')!r}")
-            last = data["last"]
-            self.last = Signed(last["height"], last["round"], last["step"],
+            last, lock = data["last"], data["lock"]
+            if not isinstance(last, dict) or not isinstance(lock, dict):
+                raise ValueError("last or lock is not an object")
+            self.last = Signed(_int(last, "height"), _int(last, "round"), _int(last, "step"),
                                bytes.fromhex(last["block_hash"]), bytes.fromhex(last["signature"]))
-            lock = data["lock"]
-            self._lock_height = last["height"]
+            self._lock_height = self.last.height
             self._lock = LockState(
-                round=lock["round"],
-                locked_round=lock["locked_round"],
+                round=_int(lock, "round"),
+                locked_round=_int(lock, "locked_round"),
                 locked_block=self._read_block(lock["locked_block"]),
-                valid_round=lock["valid_round"],
+                valid_round=_int(lock, "valid_round"),
                 valid_block=self._read_block(lock["valid_block"]),
             )
-        except (OSError, ValueError, KeyError, TypeError) as exc:
+        except (OSError, ValueError, KeyError, TypeError, DecodeError) as exc:
             raise StoreError(f"vote guard state {self._state_path} is unreadable: {exc}") from exc
 
     def _read_block(self, block_hex: str | None) -> Block | None:

@@ -26,6 +26,8 @@ EVIDENCE_KEY_TAG = b"DEK1"
 
 @dataclass(frozen=True)
 class ValidatorRegister:
+    """Adds a validator (from the next epoch's election on); sent by a current validator."""
+
     public_key: bytes
     address: str  # host:port of the new validator's chain daemon
 
@@ -42,6 +44,8 @@ class ValidatorRegister:
 
 @dataclass(frozen=True)
 class ValidatorRemove:
+    """Removes a validator (it keeps any committee seat already elected); sent by a validator."""
+
     validator: bytes  # id
 
     def encode(self) -> bytes:

@@ -2,8 +2,9 @@
 
 State, all derived from the genesis and the committed blocks (a restart replays the chain):
 
-- the current validator set, and the key of every validator there ever was (evidence may name a
-  validator removed since, and a validator id fixes its key: id = SHA-256(key));
+- every validator there ever was (id, key, latest address) and which of them are current:
+  evidence may name a validator removed since, and a removed validator keeps a committee seat
+  already elected until its epoch ends, so peers still need its key and address;
 - the committee of every epoch elected so far. Epoch e covers heights [e*E + 1, (e+1)*E]; epoch 0
   is the first ``committee_size`` genesis validators by id; when the last block of epoch e is
   applied, the committee of epoch e+1 is elected by reputation (``reputation.elect``) from the
@@ -120,15 +121,15 @@ def check_commit_qc(
 @dataclass
 class _State:
     height: int
-    validators: dict[bytes, Validator]
-    known_keys: dict[bytes, bytes]  # every validator ever: id -> key
+    current: set[bytes]  # the validator set
+    known: dict[bytes, Validator]  # every validator ever, with its latest address
     committees: dict[int, tuple[bytes, ...]]  # epoch -> members sorted by id
     stats: dict[int, dict[bytes, ValidatorStats]] = field(default_factory=dict)
     evidence: set[bytes] = field(default_factory=set)
 
     def copy(self) -> _State:
         return _State(
-            self.height, dict(self.validators), dict(self.known_keys), dict(self.committees),
+            self.height, set(self.current), dict(self.known), dict(self.committees),
             {epoch: dict(per) for epoch, per in self.stats.items()}, set(self.evidence),
         )
 
@@ -137,13 +138,10 @@ class _State:
         per[validator] = per.get(validator, EMPTY).plus(delta)
 
     def encode(self) -> bytes:
-        w = Writer(STATE_TAG).u64(self.height).count(len(self.validators))
-        for vid in sorted(self.validators):
-            v = self.validators[vid]
-            w.fixed(vid, ID_BYTES).var(v.public_key).text(v.address)
-        w.count(len(self.known_keys))
-        for vid in sorted(self.known_keys):
-            w.fixed(vid, ID_BYTES).var(self.known_keys[vid])
+        w = Writer(STATE_TAG).u64(self.height).count(len(self.known))
+        for vid in sorted(self.known):
+            v = self.known[vid]
+            w.fixed(vid, ID_BYTES).var(v.public_key).text(v.address).flag(vid in self.current)
         w.count(len(self.committees))
         for epoch in sorted(self.committees):
             w.u64(epoch).count(len(self.committees[epoch]))
@@ -170,20 +168,17 @@ class _Offence:
 
 
 class RegistryApp(Application):
+    """The CTBC application: deterministic, built from the genesis, advanced by committed blocks."""
+
     def __init__(self, genesis: Genesis, verifier: SignatureVerifier) -> None:
         if genesis.kind != "ctbc":
             raise GenesisError(f"kind: the validator registry runs on ctbc, not {genesis.kind!r}")
         self.genesis = genesis
         self._verifier = verifier
         self._consensus = genesis.consensus
-        validators = {v.id: v for v in genesis.validators}
-        first = tuple(sorted(validators)[: genesis.consensus.committee_size])
-        self._state = _State(
-            height=0,
-            validators=validators,
-            known_keys={vid: v.public_key for vid, v in validators.items()},
-            committees={0: first},
-        )
+        known = {v.id: v for v in genesis.validators}
+        first = tuple(sorted(known)[: genesis.consensus.committee_size])
+        self._state = _State(height=0, current=set(known), known=known, committees={0: first})
         self._hash: bytes | None = None
         self._committees: dict[int, Committee] = {}  # Committee values built from the state
 
@@ -201,11 +196,15 @@ class RegistryApp(Application):
         return self._committee(self._state, self.epoch_of(height))
 
     def validator(self, validator_id: bytes) -> Validator | None:
-        return self._state.validators.get(validator_id)
+        return self._state.known.get(validator_id) if validator_id in self._state.current else None
+
+    def known_validator(self, validator_id: bytes) -> Validator | None:
+        """Any validator there ever was (a removed one may still sit on an elected committee)."""
+        return self._state.known.get(validator_id)
 
     def validators(self) -> tuple[Validator, ...]:
         """The current validator set, sorted by id."""
-        return tuple(self._state.validators[v] for v in sorted(self._state.validators))
+        return tuple(self._state.known[v] for v in sorted(self._state.current))
 
     def stats(self, epoch: int) -> Mapping[bytes, ValidatorStats]:
         """What was recorded about each validator in ``epoch`` (old epochs are pruned)."""
@@ -240,7 +239,7 @@ class RegistryApp(Application):
             raise ValidationError(
                 f"the committee of epoch {epoch} is not known yet", code="unknown_epoch"
             )
-        keys = MappingProxyType({m: state.known_keys[m] for m in members})
+        keys = MappingProxyType({m: state.known[m].public_key for m in members})
         built = Committee(epoch, members, keys)
         self._committees[epoch] = built
         return built
@@ -299,10 +298,10 @@ class RegistryApp(Application):
         window = range(max(0, epoch - weights.window_epochs + 1), epoch + 1)
         history = {
             vid: [state.stats.get(e, {}).get(vid, EMPTY) for e in window]
-            for vid in state.validators
+            for vid in state.current
         }
         state.committees[epoch + 1] = elect(
-            state.validators, history, weights, self._consensus.committee_size
+            state.current, history, weights, self._consensus.committee_size
         )
         oldest_needed = epoch + 2 - weights.window_epochs  # the next election's window
         for old in [e for e in state.stats if e < oldest_needed]:
@@ -319,7 +318,7 @@ class RegistryApp(Application):
             ) from exc
         if isinstance(payload, Evidence):
             return self._check_evidence(state, payload)
-        if tx.sender not in state.validators:
+        if tx.sender not in state.current:
             raise ValidationError(
                 f"{tx.kind.name} must come from a current validator, not "
                 f"{tx.sender.hex()[:16]}",
@@ -339,18 +338,18 @@ class RegistryApp(Application):
                 f"{alg.public_key_bytes}",
                 code="bad_key_length",
             )
-        if identity_id(reg.public_key) in state.validators:
+        if identity_id(reg.public_key) in state.current:
             raise ValidationError("this key is already a validator", code="already_validator")
         if not reg.address:
             raise ValidationError("a validator needs a peer address", code="bad_address")
 
     def _check_remove(self, state: _State, rem: ValidatorRemove) -> None:
-        if rem.validator not in state.validators:
+        if rem.validator not in state.current:
             raise ValidationError(
                 f"{rem.validator.hex()[:16]} is not a validator", code="unknown_validator"
             )
         size = self._consensus.committee_size
-        if len(state.validators) - 1 < size:
+        if len(state.current) - 1 < size:
             raise ValidationError(
                 f"removing it would leave fewer validators than the committee size {size}",
                 code="too_few_validators",
@@ -391,15 +390,16 @@ class RegistryApp(Application):
         key = evidence_key(ev.kind, offender, a.height, a.round, step)
         if key in state.evidence:
             raise ValidationError("this offence is already recorded", code="duplicate_evidence")
-        public_key = state.known_keys.get(offender)
-        if public_key is None:
+        record = state.known.get(offender)
+        if record is None:
             raise ValidationError(
                 f"{offender.hex()[:16]} is not and never was a validator",
                 code="evidence_unknown_offender",
             )
-        alg = self.genesis.algorithm
         requests = [
-            VerifyRequest(alg, public_key, domain, m.signing_bytes, m.signature) for m in (a, b)
+            VerifyRequest(self.genesis.algorithm, record.public_key, domain, m.signing_bytes,
+                          m.signature)
+            for m in (a, b)
         ]
         if not all(self._verifier.verify_batch(requests)):
             raise SignatureError(
@@ -410,10 +410,10 @@ class RegistryApp(Application):
     def _apply_tx(self, state: _State, checked: Payload | _Offence | None, epoch: int) -> None:
         if isinstance(checked, ValidatorRegister):
             vid = identity_id(checked.public_key)
-            state.validators[vid] = Validator(vid, checked.public_key, checked.address)
-            state.known_keys[vid] = checked.public_key
+            state.known[vid] = Validator(vid, checked.public_key, checked.address)
+            state.current.add(vid)
         elif isinstance(checked, ValidatorRemove):
-            del state.validators[checked.validator]
+            state.current.discard(checked.validator)
         elif isinstance(checked, _Offence):
             state.evidence.add(checked.key)
             state.add(epoch, checked.offender, ValidatorStats(misbehaviour=1))

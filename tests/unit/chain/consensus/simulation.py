@@ -52,6 +52,7 @@ from tests.ledger_builders import make_block, make_signer
 
 CHAIN_ID = "test"
 DUMMY_SIGNATURE = b"unsigned"
+FETCH_RETRY = 1.0  # seconds before a daemon asks again for a block it did not get
 
 # -- shared, cached ledger values (signing costs milliseconds; runs reuse the same blocks) ------
 
@@ -294,7 +295,11 @@ class Simulation:
             return
         if not replica.alive:
             return  # a crashed replica loses what reaches it
-        if kind == "timeout":
+        if kind == "fetch":
+            incarnation, action = payload
+            if incarnation == replica.incarnation:
+                self._fetch(replica, action, retry=True)
+        elif kind == "timeout":
             incarnation, action = payload
             if incarnation == replica.incarnation:
                 self._handle(replica, replica.engine.on_timeout(
@@ -348,15 +353,26 @@ class Simulation:
             self._push(self.now + self._latency(), kind, dst, message)
 
     def _gossip(self, replica: Replica) -> None:
-        """Re-sends what the replica sent or saw at its current and previous height."""
+        """What a daemon's gossip does, knowing each peer's height (peers announce it): a peer at
+        the same height gets again every message of that height this replica sent or saw; a peer
+        behind gets the precommits that decided the peer's height here (it then fetches the
+        block and decides). Without this, a replica whose messages were lost, or one that lags
+        behind peers that moved on, never catches up: the engine does not re-send."""
         if not replica.alive:
             return
         height = replica.engine.height
-        for h in (height - 1, height):
-            for message in list(replica.seen.get(h, {}).values()):
-                for dst in range(len(self.replicas)):
-                    if dst != replica.index:
-                        self.send(replica.index, dst, message)
+        for peer in self.replicas:
+            if peer is replica or not peer.alive:
+                continue
+            behind = peer.engine.height
+            if behind == height:
+                messages: list[Any] = list(replica.seen.get(height, {}).values())
+            elif behind < height and behind in replica.decisions:
+                messages = list(replica.decisions[behind].certificate.votes())
+            else:
+                continue
+            for message in messages:
+                self.send(replica.index, peer.index, message)
 
     # -- crashes ---------------------------------------------------------------------------------
 
@@ -508,12 +524,20 @@ class Simulation:
         replica.last_block = action.block
         self._enter(replica, action.height + 1)
 
-    def _fetch(self, replica: Replica, action: FetchBlock) -> None:
-        replica.fetches.append(action)
-        for other in self.replicas:
-            if other is not replica and action.block_hash in other.blocks:
-                self.send(other.index, replica.index, other.blocks[action.block_hash], "block")
-                return
+    def _fetch(self, replica: Replica, action: FetchBlock, retry: bool = False) -> None:
+        """Asks a peer that has the block for it. The engine asks once: like a daemon, the
+        simulator tries again (a reply can be dropped) until the block came or the height
+        is over."""
+        if not retry:
+            replica.fetches.append(action)
+        elif (not replica.alive or replica.engine.height != action.height
+              or action.block_hash in replica.blocks):
+            return
+        holders = [o for o in self.replicas if o is not replica and action.block_hash in o.blocks]
+        if holders:
+            holder = self.rng.choice(holders)
+            self.send(holder.index, replica.index, holder.blocks[action.block_hash], "block")
+        self._push(self.now + FETCH_RETRY, "fetch", replica.index, (replica.incarnation, action))
 
     # -- checks --------------------------------------------------------------------------------
 
