@@ -20,7 +20,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any, TypeVar
 
 import grpc
@@ -61,6 +61,7 @@ from dualchain.chain.types import (
     Transaction,
     TxKind,
     Vote,
+    VoteStep,
 )
 from dualchain.chain.validation import (
     build_block,
@@ -79,6 +80,9 @@ T = TypeVar("T")
 SYNC_BATCH = 64
 SYNC_CHECK_S = 1.0
 GOSSIP_FLUSH_S = 0.02
+ADMISSION_BACKLOG = 256  # gossiped batches waiting for their signature checks
+ADMISSION_WORKERS = 2
+REBROADCAST_S = 1.0
 
 
 def now_ms() -> int:
@@ -123,6 +127,8 @@ class CtbcNode:
         self._admitted_at: dict[bytes, float] = {}
         self._height_started = time.monotonic()
         self._gossip_buffer: list[bytes] = []
+        self._admission: asyncio.Queue[list[Transaction]] = asyncio.Queue(ADMISSION_BACKLOG)
+        self._own_messages: list[peer_pb.PeerMessage] = []  # this height's proposal and votes
         self._reported: set[tuple[bytes, int, int, int]] = set()
         self._committed = asyncio.Condition()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -182,6 +188,8 @@ class CtbcNode:
             asyncio.create_task(self._consensus_loop(), name="consensus"),
             asyncio.create_task(self._gossip_flusher(), name="gossip"),
             asyncio.create_task(self._sync_watch(), name="sync-watch"),
+            *(asyncio.create_task(self._admission_worker(), name=f"admission-{i}")
+              for i in range(ADMISSION_WORKERS)),
         ]
         await self._events.put(("start",))
 
@@ -261,6 +269,11 @@ class CtbcNode:
             batch, self._gossip_buffer = self._gossip_buffer, []
             self.broadcast(peer_pb.PeerMessage(txs=peer_pb.TxBatch(txs=batch)))
 
+    def _send_own(self, message: peer_pb.PeerMessage) -> None:
+        """Broadcasts our own consensus message and keeps it for re-sending in this height."""
+        self._own_messages.append(message)
+        self.broadcast(message)
+
     def broadcast(self, message: peer_pb.PeerMessage) -> None:
         for link in self.links:
             link.send(message)
@@ -278,8 +291,10 @@ class CtbcNode:
         key = committee.keys.get(proposal.proposer)
         if key is None:
             raise ValidationError("proposal from a non-member", code="not_a_member")
-        ok = await self._on_cpu(self.verifier.verify, self.params.algorithm, key,
-                                Domain.PROPOSAL, proposal.signing_bytes, proposal.signature)
+        # One signature, checked right here: the CPU threads may be busy validating a block,
+        # and a consensus message must not queue behind that.
+        ok = self.verifier.verify(self.params.algorithm, key, Domain.PROPOSAL,
+                                  proposal.signing_bytes, proposal.signature)
         if not ok:
             raise SignatureError("proposal signature does not verify")
         await self._events.put(("proposal", proposal))
@@ -289,21 +304,38 @@ class CtbcNode:
         self._note_peer_height(peer, vote.height - 1)
         if vote.chain_id != self.chain_id:
             raise ValidationError(f"vote for chain {vote.chain_id!r}", code="wrong_chain")
-        committee = self._committee_or_none(vote.height)
+        late = vote.height == self.height and vote.step == VoteStep.PRECOMMIT
+        committee = self.committee(vote.height) if late else self._committee_or_none(vote.height)
         if committee is None:
             return
         key = committee.keys.get(vote.voter)
         if key is None:
             raise ValidationError("vote from a non-member", code="not_a_member")
-        ok = await self._on_cpu(self.verifier.verify, self.params.algorithm, key, Domain.VOTE,
-                                vote.signing_bytes, vote.signature)
+        ok = self.verifier.verify(self.params.algorithm, key, Domain.VOTE, vote.signing_bytes,
+                                  vote.signature)
         if not ok:
             raise SignatureError("vote signature does not verify")
+        if late:
+            self._add_late_precommit(vote)
+            return
         await self._events.put(("vote", vote))
 
-    async def on_peer_txs(self, batch: Sequence[bytes]) -> None:
+    def on_peer_txs(self, batch: Sequence[bytes]) -> None:
+        """Queues gossiped transactions for admission and returns at once.
+
+        The gossip stream also carries the peer's votes and proposals: checking a batch of
+        signatures inline would hold them up behind it (head-of-line blocking).
+        """
         txs = [Transaction.decode(raw) for raw in batch]
-        await self.submit(txs, gossip=False)
+        try:
+            self._admission.put_nowait(txs)
+        except asyncio.QueueFull:
+            self.metrics.rejected.labels("admission_backlog").inc(len(txs))
+
+    async def _admission_worker(self) -> None:
+        while True:
+            txs = await self._admission.get()
+            await self.submit(txs, gossip=False)
 
     def _committee_or_none(self, height: int) -> Committee | None:
         """The committee of a height near ours; None for heights too far ahead (sync instead)."""
@@ -419,7 +451,7 @@ class CtbcNode:
             return []
         vote = Vote(vote.chain_id, vote.height, vote.round, vote.step, vote.block_hash,
                     vote.voter, signature)
-        self.broadcast(peer_pb.PeerMessage(vote=vote.encoded))
+        self._send_own(peer_pb.PeerMessage(vote=vote.encoded))
         if self.byzantine == "equivocate" and action.block_hash != bytes(32):
             self._equivocate_vote(vote)
         return self.engine.on_vote(vote)
@@ -445,12 +477,14 @@ class CtbcNode:
         if self.byzantine == "equivocate":
             await self._equivocate_proposal(proposal)
         else:
-            self.broadcast(peer_pb.PeerMessage(proposal=proposal.encoded))
+            self._send_own(peer_pb.PeerMessage(proposal=proposal.encoded))
         await self._events.put(("own_proposal", proposal))
 
     def _build_block(self, round_: int, salt: bytes = b"") -> Block:
         txs = self.mempool.select(self.next_nonce, self.params.max_block_txs,
                                   self.params.max_block_bytes - 64 * 1024)
+        log.debug("building block %d/%d: %d txs selected of %d pending", self._head.height + 1,
+                 round_, len(txs), len(self.mempool))
         if salt:
             txs = txs[: len(txs) // 2]
         timestamp = max(now_ms(), self._head.timestamp_ms)
@@ -483,6 +517,17 @@ class CtbcNode:
         self._height_started = now
         self._notify_committed()
 
+    def _add_late_precommit(self, vote: Vote) -> None:
+        """A precommit for the block we just committed that arrived after the quorum: it joins
+        the certificate the next block carries, so its voter is credited (reputation)."""
+        cert = self._last_certificate
+        if (cert is None or vote.step != VoteStep.PRECOMMIT or vote.round != cert.round
+                or vote.block_hash != cert.block_hash
+                or any(voter == vote.voter for voter, _ in cert.signatures)):
+            return
+        self._last_certificate = replace(
+            cert, signatures=tuple(sorted((*cert.signatures, (vote.voter, vote.signature)))))
+
     def _notify_committed(self) -> None:
         async def notify() -> None:
             async with self._committed:
@@ -493,6 +538,7 @@ class CtbcNode:
 
     async def _enter_height(self, height: int, lock: Any) -> None:
         self._height_started = time.monotonic()
+        self._own_messages = []
         actions = self.engine.start_height(height, self.committee(height), lock)
         await self._run(actions)
         for proposal in self._pending_proposals.pop(height, []):
@@ -548,30 +594,41 @@ class CtbcNode:
     # -- fetching and syncing blocks -------------------------------------------------------------
 
     async def _fetch(self, action: FetchBlock) -> None:
-        """Asks the peers in turn for a block a quorum precommitted that we have not seen."""
-        for link in self.links:
-            try:
-                reply = await link.stub().GetBlockByHash(
-                    peer_pb.GetBlockByHashRequest(hash=action.block_hash), timeout=5
-                )
-                block = Block.decode(reply.block)
-            except (grpc.aio.AioRpcError, DecodeError):
-                continue
-            if block.hash == action.block_hash:
-                await self._events.put(("block", block))
-                return
+        """Asks the peers in turn for a block a quorum precommitted that we have not seen,
+        round after round until it arrives or the height is decided some other way (sync)."""
+        delay = 0.1
+        while self.engine.height == action.height and self.height < action.height:
+            for link in self.links:
+                try:
+                    reply = await link.stub().GetBlockByHash(
+                        peer_pb.GetBlockByHashRequest(hash=action.block_hash), timeout=5
+                    )
+                    block = Block.decode(reply.block)
+                except (grpc.aio.AioRpcError, DecodeError):
+                    continue
+                if block.hash == action.block_hash:
+                    await self._events.put(("block", block))
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 2.0)
 
     async def _sync_watch(self) -> None:
-        """Starts block sync when a peer is known to be ahead and we are not catching up."""
+        """Watches for a stalled height: re-sends our own messages of it (a peer that restarted
+        or reconnected missed them; the engine never asks twice), and starts block sync when a
+        peer is known to be ahead."""
         last_height = -1
         while True:
-            await asyncio.sleep(SYNC_CHECK_S)
-            if not self.peer_heights:
-                continue
-            peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
-            if height > self.height and self.height == last_height:
-                await self._events.put(("sync", peer))
+            await asyncio.sleep(min(SYNC_CHECK_S, REBROADCAST_S))
+            stalled = self.height == last_height
             last_height = self.height
+            if not stalled:
+                continue
+            for message in self._own_messages:
+                self.broadcast(message)
+            if self.peer_heights:
+                peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
+                if height > self.height:
+                    await self._events.put(("sync", peer))
 
     async def _sync(self, peer: str) -> None:
         """Fetches committed blocks from ``peer``, checking each certificate and block."""

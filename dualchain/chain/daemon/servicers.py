@@ -136,7 +136,7 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
                 elif kind == "vote":
                     await node.on_peer_vote(message.vote, peer)
                 elif kind == "txs":
-                    await node.on_peer_txs(message.txs.txs)
+                    node.on_peer_txs(message.txs.txs)
                 else:
                     raise DecodeError(f"unexpected gossip message {kind!r}")
             except DualchainError as exc:

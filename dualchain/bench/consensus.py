@@ -1,0 +1,225 @@
+"""`dualchain bench consensus`: throughput and latency of a real CTBC testnet on this machine.
+
+N chain daemons run as separate processes on loopback; a load generator in its own process
+(``loadgen.py``) submits pre-signed transactions with 256-byte payloads in batches at an offered
+rate; this process subscribes to committed blocks on replica 0 and matches each committed
+transaction with its submit time.
+
+- ``tps``: transactions committed per second during the measurement window, as the subscriber
+  sees them;
+- ``latency_p50_s`` / ``latency_p99_s``: submit (the batch's send time) to commit (its block
+  reaching the subscriber);
+- ``cpu_percent_per_node``: CPU time of each daemon process over the window (100 = one core);
+- ``view_changes``: rounds started after round 0 (the most any replica counted).
+
+Every replica checks every transaction's signature once: on admission (directly from the client
+or by gossip from another replica), or while validating a proposal whose transactions it had not
+seen. The signature cache only stops a replica from checking the same signature twice.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+import grpc
+import psutil
+
+from dualchain.bench.loadgen import RECORD, LoadSpec
+from dualchain.chain.genesis import ConsensusParams, Genesis
+from dualchain.chain.mldsa import Algorithm
+from dualchain.chain.rpc import channel_options
+from dualchain.chain.types import Block
+from dualchain.chain.wire import block_from_proto
+from dualchain.deploy.testnet import TestnetPlan, make_testnet
+from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
+
+CHAIN_ID = "bench-ctbc"
+
+
+def free_ports(count: int) -> list[int]:
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket()
+            s.bind(("127.0.0.1", 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+def read_json_line(proc: subprocess.Popen[bytes], event: str, timeout: float) -> dict:
+    """Reads stdout lines of ``proc`` until a JSON line with this event (or fails at timeout)."""
+    assert proc.stdout is not None
+    deadline = time.monotonic() + timeout
+    with selectors.DefaultSelector() as selector:
+        selector.register(proc.stdout, selectors.EVENT_READ)
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                raise TimeoutError(f"no {event!r} line within {timeout} s")
+            if not selector.select(remaining):
+                continue
+            line = proc.stdout.readline()
+            if not line:
+                raise RuntimeError(f"process exited ({proc.wait()}) before {event!r}")
+            with contextlib.suppress(ValueError):
+                data = json.loads(line)
+                if isinstance(data, dict) and data.get("event") == event:
+                    return data
+
+
+def _scrape(port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith(name + " ") or line.startswith(name + "{"):
+                return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+class _Subscriber:
+    """Collects the commit time of every transaction in blocks committed on one replica."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self.commit_times: dict[bytes, float] = {}
+        self.blocks: list[tuple[int, float, int]] = []  # height, time, txs
+
+    async def run(self, from_height: int) -> None:
+        async with grpc.aio.insecure_channel(self.address, options=channel_options()) as ch:
+            stream = chain_pb2_grpc.ChainServiceStub(ch).SubscribeBlocks(
+                chain_pb2.SubscribeBlocksRequest(from_height=from_height))
+            async for message in stream:
+                now = time.time()
+                block: Block = block_from_proto(message)
+                self.blocks.append((block.height, now, len(block.transactions)))
+                for tx in block.transactions:
+                    self.commit_times[tx.hash] = now
+
+
+def consensus_benchmark(
+    nodes: int = 4,
+    duration: float = 20.0,
+    algorithm: Algorithm = Algorithm.ML_DSA_44,
+    rate: float = 2500.0,
+    senders: int = 512,
+    batch: int = 256,
+    block_interval_ms: int = 250,
+    directory: Path | None = None,
+) -> dict:
+    with tempfile.TemporaryDirectory(dir=directory, prefix="bench-consensus-") as tmp:
+        return _run(Path(tmp), nodes, duration, algorithm, rate, senders, batch,
+                    block_interval_ms)
+
+
+def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: float,
+         senders: int, batch: int, block_interval_ms: int) -> dict:
+    ports = free_ports(2 * nodes)
+    configs = make_testnet(tmp, TestnetPlan(
+        nodes=nodes, algorithm=algorithm, ports=tuple(ports[:nodes]), chain_id=CHAIN_ID,
+        consensus=ConsensusParams(block_interval_ms=block_interval_ms, epoch_length=1000),
+    ))
+    for i, path in enumerate(configs):  # give each replica a metrics endpoint
+        config = json.loads(path.read_text())
+        config["metrics_port"] = ports[nodes + i]
+        path.write_text(json.dumps(config))
+    genesis = Genesis.load(tmp / "genesis.json")
+    targets = [f"127.0.0.1:{p}" for p in ports[:nodes]]
+    daemons: list[subprocess.Popen[bytes]] = []
+    loadgen: subprocess.Popen[bytes] | None = None
+    try:
+        for i, path in enumerate(configs):
+            daemons.append(subprocess.Popen(
+                [sys.executable, "-m", "dualchain.deploy.cli", "chain", "--kind", "ctbc",
+                 "--config", str(path), "--log-level", "WARNING"],
+                stdout=subprocess.PIPE, stderr=open(tmp / f"node-{i}.log", "wb"),  # noqa: SIM115
+            ))
+        for proc in daemons:
+            read_json_line(proc, "ready", 60)
+        total = int(rate * duration * 1.2) + batch
+        spec = LoadSpec(CHAIN_ID, algorithm.label, targets, total, senders, rate, batch,
+                        str(tmp / "submit-times.bin"), time.time_ns() // 1_000_000)
+        loadgen = subprocess.Popen(
+            [sys.executable, "-m", "dualchain.bench.loadgen", json.dumps(spec.__dict__)],
+            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+        )
+        read_json_line(loadgen, "signed", 600)
+        result = asyncio.run(_measure(daemons, loadgen, targets, duration))
+        loadgen.send_signal(signal.SIGTERM)
+        view_changes = max(_scrape(ports[nodes + i], "dualchain_chain_view_changes_total")
+                           for i in range(nodes))
+    finally:
+        for proc in [*daemons, *([loadgen] if loadgen else [])]:
+            if proc.poll() is None:
+                proc.kill()
+            proc.wait()
+    submit_times = _read_submit_times(tmp / "submit-times.bin")
+    commits, window_start, window_end, cpu = result
+    in_window = [t for t in commits.values() if window_start <= t <= window_end]
+    latencies = sorted(commits[h] - submit_times[h] for h in commits if h in submit_times)
+    return {
+        "benchmark": "consensus",
+        "nodes": nodes,
+        "alg": algorithm.label,
+        "tps": round(len(in_window) / (window_end - window_start), 1),
+        "latency_p50_s": round(statistics.median(latencies), 3) if latencies else None,
+        "latency_p99_s": round(latencies[int(0.99 * (len(latencies) - 1))], 3)
+        if latencies else None,
+        "committed": len(in_window),
+        "view_changes": int(view_changes),
+        "cpu_percent_per_node": cpu,
+        "offered_rate_tps": rate,
+        "duration_s": duration,
+        "payload_bytes": 256,
+        "batch": batch,
+        "block_interval_ms": block_interval_ms,
+        "committee_size": genesis.consensus.committee_size,
+        "every_replica_verifies_signatures": True,
+        "machine": {"cpus": os.cpu_count()},
+    }
+
+
+async def _measure(
+    daemons: list[subprocess.Popen[bytes]], loadgen: subprocess.Popen[bytes],
+    targets: list[str], duration: float,
+) -> tuple[dict[bytes, float], float, float, list[float]]:
+    subscriber = _Subscriber(targets[0])
+    async with grpc.aio.insecure_channel(targets[0]) as ch:
+        status = await chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
+            chain_pb2.GetStatusRequest(), timeout=10)
+    task = asyncio.create_task(subscriber.run(status.height + 1))
+    processes = [psutil.Process(p.pid) for p in daemons]
+    cpu_before = [sum(p.cpu_times()[:2]) for p in processes]
+    assert loadgen.stdin is not None
+    start = time.time()
+    loadgen.stdin.write(b"go\n")
+    loadgen.stdin.flush()
+    await asyncio.sleep(duration)  # the measurement window itself
+    end = time.time()
+    cpu = [round((sum(p.cpu_times()[:2]) - before) / (end - start) * 100, 1)
+           for p, before in zip(processes, cpu_before, strict=True)]
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+        await task
+    return subscriber.commit_times, start, end, cpu
+
+
+def _read_submit_times(path: Path) -> dict[bytes, float]:
+    if not path.exists():
+        return {}
+    data = path.read_bytes()
+    return dict(RECORD.iter_unpack(data))

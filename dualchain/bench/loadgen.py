@@ -1,0 +1,151 @@
+"""The load generator of `dualchain bench consensus`: its own process, driven over stdin/stdout.
+
+1. It signs every transaction before the measurement (on all cores, in worker processes),
+   then prints ``{"event": "signed", ...}`` and waits for a line ``go`` on stdin.
+2. It submits them in batches (SubmitTxs) at the offered rate, each sender always to the same
+   replica so that its nonces arrive in order, and records the submit time of every batch.
+3. It prints ``{"event": "done", ...}`` with counts, having written the submit times (tx hash,
+   Unix time) to the file named on the command line.
+
+Run by the benchmark as ``python -m dualchain.bench.loadgen SPEC_JSON``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import multiprocessing
+import struct
+import sys
+import time
+from dataclasses import dataclass
+
+import grpc
+
+from dualchain.chain import wire
+from dualchain.chain.identity import Signer
+from dualchain.chain.mldsa import Algorithm
+from dualchain.chain.rpc import channel_options
+from dualchain.chain.types import Transaction, TxKind
+from dualchain.chain.validation import sign_transaction
+from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
+
+PAYLOAD_BYTES = 256
+RECORD = struct.Struct(">32sd")
+
+
+@dataclass(frozen=True)
+class LoadSpec:
+    chain_id: str
+    algorithm: str
+    targets: list[str]
+    txs: int
+    senders: int
+    rate: float  # offered transactions per second, over all targets
+    batch: int
+    times_file: str
+    timestamp_ms: int
+
+
+def _sender_seed(index: int) -> bytes:
+    return b"loadgen-sender-" + index.to_bytes(17, "big")
+
+
+def _sign_slice(args: tuple[str, str, int, int, int, int, int]) -> list[bytes]:
+    """Signs the transactions of senders [first, last) in a worker process."""
+    chain_id, algorithm, first, last, per_sender, timestamp_ms, _ = args
+    alg = Algorithm.parse(algorithm)
+    out: list[bytes] = []
+    for index in range(first, last):
+        signer = Signer(_sender_seed(index), alg)
+        for nonce in range(per_sender):
+            payload = (index.to_bytes(4, "big") + nonce.to_bytes(4, "big")).ljust(
+                PAYLOAD_BYTES, b"\x00")
+            tx = sign_transaction(signer, chain_id, TxKind.MEMO, payload, nonce, timestamp_ms)
+            out.append(tx.encoded)
+    return out
+
+
+def presign(spec: LoadSpec) -> list[list[Transaction]]:
+    """Per sender, its transactions in nonce order."""
+    per_sender = -(-spec.txs // spec.senders)
+    workers = max(1, multiprocessing.cpu_count())
+    bounds = [spec.senders * i // workers for i in range(workers + 1)]
+    jobs = [(spec.chain_id, spec.algorithm, bounds[i], bounds[i + 1], per_sender,
+             spec.timestamp_ms, i) for i in range(workers) if bounds[i] < bounds[i + 1]]
+    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+        slices = pool.map(_sign_slice, jobs)
+    flat = [Transaction.decode(raw) for chunk in slices for raw in chunk]
+    return [flat[i * per_sender : (i + 1) * per_sender] for i in range(spec.senders)]
+
+
+async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
+    options = channel_options()
+    channels = [grpc.aio.insecure_channel(t, options=options) for t in spec.targets]
+    stubs = [chain_pb2_grpc.ChainServiceStub(c) for c in channels]
+    # Submit times go to the file as they happen: the benchmark may stop us at any moment.
+    times = open(spec.times_file, "ab")  # noqa: SIM115 - closed at the end of the run
+    counts = {"submitted": 0, "accepted": 0, "refused": 0}
+    refusals: dict[str, int] = {}
+    per_target_rate = spec.rate / len(spec.targets)
+
+    async def feed(stub: chain_pb2_grpc.ChainServiceStub, target_batches) -> None:
+        start = time.monotonic()
+        sent = 0
+        for batch in target_batches:
+            # Open loop at the offered rate: wait for the batch's slot, never for earlier replies
+            # beyond one outstanding request per target.
+            due = start + sent / per_target_rate
+            delay = due - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            request, batch = batch
+            submitted_at = time.time()
+            reply = await stub.SubmitTxs(request, timeout=60)
+            records = []
+            for tx, result in zip(batch, reply.results, strict=True):
+                counts["submitted"] += 1
+                if result.accepted:
+                    counts["accepted"] += 1
+                    records.append(RECORD.pack(tx.hash, submitted_at))
+                else:
+                    counts["refused"] += 1
+                    refusals[result.code] = refusals.get(result.code, 0) + 1
+            times.write(b"".join(records))
+            times.flush()
+            sent += len(batch)
+
+    started = time.time()
+    await asyncio.gather(*(feed(stub, b) for stub, b in zip(stubs, batches, strict=True)))
+    elapsed = time.time() - started
+    for channel in channels:
+        await channel.close()
+    times.close()
+    return {**counts, "refusals": refusals, "submit_seconds": round(elapsed, 3)}
+
+
+def main() -> int:
+    spec = LoadSpec(**json.loads(sys.argv[1]))
+    by_sender = presign(spec)
+    streams: list[list[Transaction]] = [[] for _ in spec.targets]
+    longest = max(len(txs) for txs in by_sender)
+    for nonce in range(longest):
+        for index, txs in enumerate(by_sender):
+            if nonce < len(txs):
+                streams[index % len(spec.targets)].append(txs[nonce])
+    # Requests are built before the measurement so that the generator spends its time sending.
+    batches = [
+        [(chain_pb2.SubmitTxsRequest(txs=[wire.tx_to_proto(tx) for tx in chunk]), chunk)
+         for chunk in (s[i : i + spec.batch] for i in range(0, len(s), spec.batch))]
+        for s in streams
+    ]
+    print(json.dumps({"event": "signed", "txs": sum(len(s) for s in streams)}), flush=True)
+    if sys.stdin.readline().strip() != "go":
+        return 1
+    result = asyncio.run(_drive(spec, batches))
+    print(json.dumps({"event": "done", **result}), flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
