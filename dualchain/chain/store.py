@@ -306,21 +306,28 @@ class BlockStore:
             self._db.execute(
                 "INSERT INTO canonical(height, hash) VALUES(?, ?)", (block.height, new_hash)
             )
-            for index, tx in enumerate(block.transactions):
-                try:
-                    self._db.execute(
-                        "INSERT INTO txs(tx_hash, block_hash, height, position) VALUES(?,?,?,?)",
-                        (tx.hash, new_hash, block.height, index),
-                    )
-                except sqlite3.IntegrityError as exc:
-                    raise StoreError(
-                        f"transaction {tx.hash.hex()} in block {new_hash.hex()} is already on the "
-                        "canonical chain"
-                    ) from exc
-                self._put_nonce(tx.sender, tx.nonce + 1)
+            try:
+                self._db.executemany(
+                    "INSERT INTO txs(tx_hash, block_hash, height, position) VALUES(?,?,?,?)",
+                    [(tx.hash, new_hash, block.height, i)
+                     for i, tx in enumerate(block.transactions)],
+                )
+            except sqlite3.IntegrityError as exc:
+                raise StoreError(
+                    f"a transaction in block {new_hash.hex()} is already on the canonical chain"
+                ) from exc
+            # One row per sender: its last nonce in the block is what counts.
+            self._put_nonces({tx.sender: tx.nonce + 1 for tx in block.transactions})
             connected.append(block)
         self._set_meta("head", target)
         return HeadChange(disconnected=disconnected, connected=connected)
+
+    def _put_nonces(self, next_nonces: dict[bytes, int]) -> None:
+        self._db.executemany(
+            "INSERT INTO nonces(sender, next_nonce) VALUES(?, ?) "
+            "ON CONFLICT(sender) DO UPDATE SET next_nonce=excluded.next_nonce",
+            list(next_nonces.items()),
+        )
 
     def _put_nonce(self, sender: bytes, next_nonce: int) -> None:
         if next_nonce == 0:

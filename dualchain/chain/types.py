@@ -129,8 +129,11 @@ class Transaction:
         tx = replace(tx, signature=r.var("signature", MAX_SIGNATURE))
         r.finish()
         # The encoding is canonical (one value, one encoding), so the input is the encoding:
-        # keep it rather than re-encode when the hash is needed.
-        tx.__dict__["encoded"] = bytes(data)
+        # keep it rather than re-encode when the hash is needed. The signed bytes are the same
+        # body under the unsigned tag, without the trailing length-prefixed signature.
+        raw = bytes(data)
+        tx.__dict__["encoded"] = raw
+        tx.__dict__["signing_bytes"] = TX_UNSIGNED_TAG + raw[4 : len(raw) - 4 - len(tx.signature)]
         return tx
 
     @classmethod

@@ -41,6 +41,12 @@ def test_hashes_are_pinned_so_the_encoding_cannot_drift_silently() -> None:
     )
 
 
+def test_decoded_values_keep_exactly_the_bytes_a_fresh_encoding_gives() -> None:
+    decoded = Transaction.decode(GOLDEN_TX.encoded)
+    assert decoded.signing_bytes == GOLDEN_TX.signing_bytes
+    assert decoded.hash == GOLDEN_TX.hash
+
+
 def test_signing_bytes_leave_out_the_signature_but_the_tx_hash_covers_it() -> None:
     resigned = GOLDEN_TX.with_signature(b"\x09" * 3309)
     assert resigned.signing_bytes == GOLDEN_TX.signing_bytes
