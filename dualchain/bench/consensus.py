@@ -32,6 +32,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from collections.abc import Callable
 from pathlib import Path
 
 import grpc
@@ -120,14 +121,17 @@ def consensus_benchmark(
     batch: int = 256,
     block_interval_ms: int = 250,
     directory: Path | None = None,
+    progress: Callable[[str], None] | None = None,
 ) -> dict:
+    """Runs the benchmark in a temporary directory; ``progress`` gets a line every second."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="bench-consensus-") as tmp:
         return _run(Path(tmp), nodes, duration, algorithm, rate, senders, batch,
-                    block_interval_ms)
+                    block_interval_ms, progress or (lambda line: None))
 
 
 def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: float,
-         senders: int, batch: int, block_interval_ms: int) -> dict:
+         senders: int, batch: int, block_interval_ms: int,
+         progress: Callable[[str], None]) -> dict:
     ports = free_ports(2 * nodes)
     configs = make_testnet(tmp, TestnetPlan(
         nodes=nodes, algorithm=algorithm, ports=tuple(ports[:nodes]), chain_id=CHAIN_ID,
@@ -150,6 +154,8 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
             ))
         for proc in daemons:
             read_json_line(proc, "ready", 60)
+        progress(f"{nodes} CTBC replicas ready ({algorithm.label}); the load generator is "
+                 "signing its transactions")
         total = int(rate * duration * 1.2) + batch
         spec = LoadSpec(CHAIN_ID, algorithm.label, targets, total, senders, rate, batch,
                         str(tmp / "submit-times.bin"), time.time_ns() // 1_000_000)
@@ -158,7 +164,8 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
         read_json_line(loadgen, "signed", 600)
-        result = asyncio.run(_measure(daemons, loadgen, targets, duration))
+        progress(f"submitting {rate:.0f} tx/s for {duration:.0f} s")
+        result = asyncio.run(_measure(daemons, loadgen, targets, duration, progress))
         loadgen.send_signal(signal.SIGTERM)
         view_changes = max(_scrape(ports[nodes + i], "dualchain_chain_view_changes_total")
                            for i in range(nodes))
@@ -195,7 +202,7 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
 
 async def _measure(
     daemons: list[subprocess.Popen[bytes]], loadgen: subprocess.Popen[bytes],
-    targets: list[str], duration: float,
+    targets: list[str], duration: float, progress: Callable[[str], None],
 ) -> tuple[dict[bytes, float], float, float, list[float]]:
     subscriber = _Subscriber(targets[0])
     async with grpc.aio.insecure_channel(targets[0]) as ch:
@@ -208,7 +215,11 @@ async def _measure(
     start = time.time()
     loadgen.stdin.write(b"go\n")
     loadgen.stdin.flush()
-    await asyncio.sleep(duration)  # the measurement window itself
+    while time.time() < start + duration:  # the measurement window itself
+        await asyncio.sleep(min(1.0, start + duration - time.time()))
+        height = subscriber.blocks[-1][0] if subscriber.blocks else status.height
+        progress(f"t={time.time() - start:4.1f}s height {height} committed "
+                 f"{len(subscriber.commit_times)} txs")
     end = time.time()
     cpu = [round((sum(p.cpu_times()[:2]) - before) / (end - start) * 100, 1)
            for p, before in zip(processes, cpu_before, strict=True)]

@@ -1,10 +1,14 @@
-"""`dualchain demo`: the ledger engine end to end on one machine, with a report.
+"""`dualchain demo`: what exists today, end to end on one machine, with a report.
 
-It runs every part that exists today for real: ML-DSA identities written to key files, signed
-transactions, admission checks and the mempool (with some deliberately bad transactions that must
-be refused), signed blocks validated in full and appended to a SQLite block store, the store
-reopened and checked, and a Merkle inclusion proof verified against a stored header. The
-federated-learning testbed (`dualchain up`) replaces it as the main job once it lands.
+Part 1, the ledger in one process: ML-DSA identities written to key files, signed transactions,
+admission checks and the mempool (with deliberately bad transactions that must be refused),
+signed blocks validated in full and appended to a SQLite block store, the store reopened and
+checked, and a Merkle inclusion proof verified against a stored header.
+
+Part 2, CTBC across processes: a 4-replica committee chain (one daemon process each) on
+loopback, fed signed transactions by a load generator process, with progress every second.
+
+The federated-learning testbed (`dualchain up`) replaces it as the main job once it lands.
 """
 
 from __future__ import annotations
@@ -46,6 +50,9 @@ class DemoConfig:
     algorithm: Algorithm = DEFAULT_ALGORITHM
     backend: str = DEFAULT_BACKEND
     seed: int = 1
+    ctbc_nodes: int = 4  # 0 skips part 2
+    ctbc_seconds: float = 10.0
+    ctbc_rate: float = 300.0
 
 
 def _now_ms() -> int:
@@ -91,6 +98,20 @@ def _admit(
             mempool.add(tx, store.next_nonce(tx.sender), _now_ms())
         except DualchainError as exc:
             refused[exc.code] += 1
+
+
+def _run_ctbc(config: DemoConfig) -> dict:
+    from dualchain.bench.consensus import consensus_benchmark
+
+    _say(f"part 2: a {config.ctbc_nodes}-replica CTBC testnet, one process per replica")
+    result = consensus_benchmark(
+        nodes=config.ctbc_nodes, duration=config.ctbc_seconds, algorithm=config.algorithm,
+        rate=config.ctbc_rate, senders=64, batch=64, directory=config.out,
+        progress=lambda line: _say(f"ctbc: {line}"),
+    )
+    _say(f"ctbc: {result['committed']} transactions committed, {result['tps']} tx/s, "
+         f"latency p50 {result['latency_p50_s']} s")
+    return result
 
 
 def run_demo(config: DemoConfig) -> dict:
@@ -169,6 +190,9 @@ def run_demo(config: DemoConfig) -> dict:
         proof_ok = verify_inclusion(sample.hash, proof, block.header.tx_root)
         same_head = reopened.head_hash() == head_hash
 
+    ledger_ok = not problems and proof_ok and same_head and committed == total \
+        and sum(refused.values()) == 4
+    ctbc = _run_ctbc(config) if config.ctbc_nodes else None
     report = {
         "chain_id": CHAIN_ID,
         "algorithm": config.algorithm.label,
@@ -186,8 +210,8 @@ def run_demo(config: DemoConfig) -> dict:
                          "index": location.index, "path_len": len(proof.path),
                          "verified": proof_ok},
         "consistency_problems": problems,
-        "consistent": not problems and proof_ok and same_head and committed == total
-        and sum(refused.values()) == 4,
+        "consistent": ledger_ok,
+        "ctbc": ctbc,
         "seconds": round(time.perf_counter() - started, 2),
         "store": str(config.out / "chain.sqlite"),
     }

@@ -15,8 +15,9 @@ def test_demo_commits_everything_refuses_the_bad_and_leaves_a_consistent_store(
 ) -> None:
     out = tmp_path / "demo"
     report = run_demo(DemoConfig(out=out, senders=3, txs_per_sender=7, block_txs=5,
-                                 algorithm=Algorithm.ML_DSA_44))
+                                 algorithm=Algorithm.ML_DSA_44, ctbc_nodes=0))
     assert report["consistent"] is True
+    assert report["ctbc"] is None  # part 2 runs real processes: tests/integration covers CTBC
     assert report["transactions_committed"] == 21
     assert report["blocks"] == 5  # ceil(21 / 5)
     assert report["refused_by_code"] == {
