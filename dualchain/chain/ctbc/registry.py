@@ -5,6 +5,10 @@ State, all derived from the genesis and the committed blocks (a restart replays 
 - every validator there ever was (id, key, latest address) and which of them are current:
   evidence may name a validator removed since, and a removed validator keeps a committee seat
   already elected until its epoch ends, so peers still need its key and address;
+- the membership changes pending approval in the current epoch: for each change (a digest of its
+  kind and canonical payload), the committee members who have voted for it so far. A change is
+  applied to the validator set when a quorum of the committee has voted for it; pending votes
+  are discarded at the epoch boundary;
 - the committee of every epoch elected so far. Epoch e covers heights [e*E + 1, (e+1)*E]; epoch 0
   is the first ``committee_size`` genesis validators by id; when the last block of epoch e is
   applied, the committee of epoch e+1 is elected by reputation (``reputation.elect``) from the
@@ -14,9 +18,10 @@ State, all derived from the genesis and the committed blocks (a restart replays 
   a turn and which one's block was committed; and the misbehaviour that evidence proved;
 - the keys of recorded offences, so one offence is punished once.
 
-Transactions: MEMO (opaque, accepted), VALIDATOR_REGISTER and VALIDATOR_REMOVE (sent by a current
-validator), EVIDENCE (anyone: two conflicting votes or proposals signed by one validator); their
-payloads are in ``payloads``. Other kinds are refused.
+Transactions: MEMO (opaque, accepted), VALIDATOR_REGISTER and VALIDATOR_REMOVE (a vote for the
+change, by a member of the committee of the block's height), EVIDENCE (anyone: two conflicting
+votes or proposals signed by one validator); their payloads are in ``payloads``. Other kinds are
+refused.
 
 ``apply_block`` runs every check ``validate_block`` runs (signatures hit the verifier's cache the
 second time), on a copy of the state, and swaps the copy in only when the whole block passed: a
@@ -35,7 +40,6 @@ from dualchain.chain.canonical import Writer
 from dualchain.chain.ctbc.payloads import (
     Evidence,
     EvidenceKind,
-    Payload,
     ValidatorRegister,
     ValidatorRemove,
     decode_payload,
@@ -64,12 +68,14 @@ __all__ = [
     "RegistryApp",
     "ValidatorRegister",
     "ValidatorRemove",
+    "change_key",
     "check_commit_qc",
     "decode_payload",
     "evidence_key",
 ]
 
-STATE_TAG = b"DRS1"
+STATE_TAG = b"DRS2"
+CHANGE_TAG = b"DMC1"
 
 
 # -- the commit certificate ------------------------------------------------------------------
@@ -126,11 +132,13 @@ class _State:
     committees: dict[int, tuple[bytes, ...]]  # epoch -> members sorted by id
     stats: dict[int, dict[bytes, ValidatorStats]] = field(default_factory=dict)
     evidence: set[bytes] = field(default_factory=set)
+    pending: dict[bytes, set[bytes]] = field(default_factory=dict)  # change -> its voters
 
     def copy(self) -> _State:
         return _State(
             self.height, set(self.current), dict(self.known), dict(self.committees),
             {epoch: dict(per) for epoch, per in self.stats.items()}, set(self.evidence),
+            {change: set(voters) for change, voters in self.pending.items()},
         )
 
     def add(self, epoch: int, validator: bytes, delta: ValidatorStats) -> None:
@@ -158,13 +166,32 @@ class _State:
         w.count(len(self.evidence))
         for key in sorted(self.evidence):
             w.fixed(key, 32)
+        w.count(len(self.pending))
+        for change in sorted(self.pending):
+            w.fixed(change, 32).count(len(self.pending[change]))
+            for voter in sorted(self.pending[change]):
+                w.fixed(voter, ID_BYTES)
         return w.bytes()
+
+
+def change_key(kind: TxKind, payload: ValidatorRegister | ValidatorRemove) -> bytes:
+    """Names one membership change: its kind and canonical payload, whoever votes for it."""
+    return hashlib.sha256(Writer(CHANGE_TAG).u8(int(kind)).var(payload.encode()).bytes()).digest()
 
 
 @dataclass(frozen=True)
 class _Offence:
     key: bytes
     offender: bytes
+
+
+@dataclass(frozen=True)
+class _Approval:
+    """One committee member's vote for one membership change."""
+
+    change: ValidatorRegister | ValidatorRemove
+    key: bytes  # change_key of the change
+    voter: bytes
 
 
 class RegistryApp(Application):
@@ -180,6 +207,7 @@ class RegistryApp(Application):
         first = tuple(sorted(known)[: genesis.consensus.committee_size])
         self._state = _State(height=0, current=set(known), known=known, committees={0: first})
         self._hash: bytes | None = None
+        self.last_failed: list[tuple[bytes, str]] = []  # (tx hash, code) of the last block run
         self._committees: dict[int, Committee] = {}  # Committee values built from the state
 
     # -- queries ------------------------------------------------------------------------------
@@ -245,7 +273,12 @@ class RegistryApp(Application):
         return built
 
     def _execute(self, block: Block) -> _State:
-        """The state after ``block``, on a copy; raises ValidationError and changes nothing."""
+        """The state after ``block``, on a copy; raises ValidationError and changes nothing.
+
+        Block-level faults (height, commit certificate) refuse the block; a transaction the
+        application refuses is recorded in ``last_failed`` and has no effect.
+        """
+        self.last_failed = []
         state = self._state
         header = block.header
         height = header.height
@@ -270,10 +303,20 @@ class RegistryApp(Application):
         if qc is not None:
             self._record_commit(state, qc)
         for tx in block.transactions:
-            self._apply_tx(state, self._check_tx(state, tx), epoch)
+            try:
+                outcome = self._check_tx(state, tx)
+            except ValidationError as exc:
+                # The ledger accepted it (signature, nonce): it stays in the block, uses its
+                # nonce and changes nothing else. Refusing the whole block instead would let one
+                # transaction that became stale in every mempool (a surplus approval, a second
+                # copy of some evidence) stall the chain.
+                self.last_failed.append((tx.hash, exc.code))
+                continue
+            self._apply_tx(state, outcome, epoch)
         state.height = height
         if self._consensus.is_epoch_end(height):
             self._elect(state, epoch)
+            state.pending.clear()  # a change must be approved within one epoch
         return state
 
     def _record_commit(self, state: _State, qc: QuorumCertificate) -> None:
@@ -307,7 +350,8 @@ class RegistryApp(Application):
         for old in [e for e in state.stats if e < oldest_needed]:
             del state.stats[old]
 
-    def _check_tx(self, state: _State, tx: Transaction) -> Payload | _Offence | None:
+    def _check_tx(self, state: _State, tx: Transaction) -> _Approval | _Offence | None:
+        """Checks ``tx`` for the block at ``state.height + 1``, against ``state``."""
         if tx.kind == TxKind.MEMO:
             return None
         try:
@@ -318,17 +362,32 @@ class RegistryApp(Application):
             ) from exc
         if isinstance(payload, Evidence):
             return self._check_evidence(state, payload)
-        if tx.sender not in state.current:
+        assert isinstance(payload, ValidatorRegister | ValidatorRemove)
+        committee = self._committee(state, self.epoch_of(state.height + 1))
+        if tx.sender not in committee:
+            who = tx.sender.hex()[:16]
+            if tx.sender not in state.current:
+                raise ValidationError(
+                    f"{tx.kind.name} must come from a committee member; {who} is not even a "
+                    "current validator",
+                    code="not_a_validator",
+                )
             raise ValidationError(
-                f"{tx.kind.name} must come from a current validator, not "
-                f"{tx.sender.hex()[:16]}",
-                code="not_a_validator",
+                f"{tx.kind.name} must come from a member of committee {committee.epoch}, "
+                f"not {who}",
+                code="not_a_member",
             )
         if isinstance(payload, ValidatorRegister):
             self._check_register(state, payload)
-        elif isinstance(payload, ValidatorRemove):
+        else:
             self._check_remove(state, payload)
-        return payload  # type: ignore[return-value]
+        key = change_key(tx.kind, payload)
+        if tx.sender in state.pending.get(key, ()):
+            raise ValidationError(
+                f"{tx.sender.hex()[:16]} has already voted for this change this epoch",
+                code="duplicate_approval",
+            )
+        return _Approval(payload, key, tx.sender)
 
     def _check_register(self, state: _State, reg: ValidatorRegister) -> None:
         alg = self.genesis.algorithm
@@ -407,13 +466,22 @@ class RegistryApp(Application):
             )
         return _Offence(key, offender)
 
-    def _apply_tx(self, state: _State, checked: Payload | _Offence | None, epoch: int) -> None:
-        if isinstance(checked, ValidatorRegister):
-            vid = identity_id(checked.public_key)
-            state.known[vid] = Validator(vid, checked.public_key, checked.address)
-            state.current.add(vid)
-        elif isinstance(checked, ValidatorRemove):
-            state.current.discard(checked.validator)
+    def _apply_tx(self, state: _State, checked: _Approval | _Offence | None, epoch: int) -> None:
+        if isinstance(checked, _Approval):
+            voters = state.pending.setdefault(checked.key, set())
+            voters.add(checked.voter)
+            if len(voters) >= self._committee(state, epoch).quorum:
+                del state.pending[checked.key]
+                self._apply_change(state, checked.change)
         elif isinstance(checked, _Offence):
             state.evidence.add(checked.key)
             state.add(epoch, checked.offender, ValidatorStats(misbehaviour=1))
+
+    def _apply_change(self, state: _State, change: ValidatorRegister | ValidatorRemove) -> None:
+        """An approved change: the next epoch's election sees it."""
+        if isinstance(change, ValidatorRegister):
+            vid = identity_id(change.public_key)
+            state.known[vid] = Validator(vid, change.public_key, change.address)
+            state.current.add(vid)
+        else:
+            state.current.discard(change.validator)

@@ -115,6 +115,13 @@ class Driver:
         self.commit(block)
         return block
 
+    def members(self) -> list[Signer]:
+        """The committee of the next block's height, in id order."""
+        return [BY_ID[m] for m in self.app.committee(self.head.height + 1).members]
+
+    def votes(self, voters: Sequence[Signer], kind: TxKind, payload: bytes) -> list[Transaction]:
+        return [self.tx(v, kind, payload) for v in voters]
+
 
 @pytest.fixture
 def chain(verifier: SignatureVerifier) -> Driver:
@@ -127,6 +134,11 @@ def refused(code: str) -> Iterator[None]:
     with pytest.raises(ValidationError) as info:
         yield
     assert info.value.code == code, f"{info.value.code}: {info.value.reason}"
+
+
+def failed_codes(app: RegistryApp) -> list[str]:
+    """Codes of the transactions the last validated or applied block carried without effect."""
+    return [code for _, code in app.last_failed]
 
 
 def ids(signers: Sequence[Signer]) -> tuple[bytes, ...]:
@@ -147,38 +159,112 @@ def test_epoch_zero_is_the_lowest_genesis_ids_and_the_next_epoch_is_unknown(chai
     assert all(committee.keys[m] == BY_ID[m].public_key for m in first)
 
 
-def test_register_and_remove_take_effect_at_the_epoch_boundary(verifier) -> None:
-    chain = Driver(make_genesis(n=4), verifier)
-    member = SIGNERS[0]
+REG_NEWCOMER = ValidatorRegister(NEWCOMER.public_key, "10.0.0.5:7000").encode()
+
+
+def test_a_quorum_of_members_changes_the_set_from_the_next_epoch(verifier) -> None:
+    chain = Driver(make_genesis(n=4), verifier)  # committee of 4, quorum 3
+    voters = SIGNERS[:3]
     removed = SIGNERS[1]
-    reg = ValidatorRegister(NEWCOMER.public_key, "10.0.0.5:7000").encode()
-    chain.step([chain.tx(member, TxKind.VALIDATOR_REGISTER, reg)])
+    # three votes in one block all count: the register is approved by the third
+    chain.step(chain.votes(voters, TxKind.VALIDATOR_REGISTER, REG_NEWCOMER))
     assert chain.app.validator(NEWCOMER.id) == Validator(NEWCOMER.id, NEWCOMER.public_key,
                                                          "10.0.0.5:7000")
     rem = ValidatorRemove(removed.id).encode()
-    chain.step([chain.tx(member, TxKind.VALIDATOR_REMOVE, rem)])
+    chain.step(chain.votes(voters[:2], TxKind.VALIDATOR_REMOVE, rem))
+    assert chain.app.validator(removed.id) is not None  # 2 of 3 votes: pending
+    chain.step(chain.votes([SIGNERS[3]], TxKind.VALIDATOR_REMOVE, rem))  # height 3: approved
     assert chain.app.validator(removed.id) is None
     assert chain.app.known_validator(removed.id).address == "127.0.0.1:7001"  # still seated
     assert removed.id not in {v.id for v in chain.app.validators()}
     assert chain.app.committee(3).members == ids(SIGNERS[:4])  # epoch 0 is fixed
-    chain.step()  # height 3: the last of epoch 0
     expected = ids([SIGNERS[0], SIGNERS[2], SIGNERS[3], NEWCOMER])
     assert chain.app.committee(4).members == expected
-    assert chain.app.committee(3).members == ids(SIGNERS[:4])
+    with refused("already_validator"):  # approved: more votes are refused as before
+        chain.app.check_tx(chain.tx(SIGNERS[3], TxKind.VALIDATOR_REGISTER, REG_NEWCOMER))
     chain.step()  # block 4 carries the QC of block 3, signed by epoch 0's committee
     assert chain.app.height == 4
 
 
-def test_membership_changes_need_a_current_validator(chain) -> None:
+def test_one_validator_alone_changes_nothing(chain) -> None:
+    byzantine, *honest = chain.members()
+    before, committee = chain.app.validators(), chain.app.committee(1).members
+    reg = ValidatorRegister(OUTSIDER.public_key, "x:1").encode()
+    chain.step([chain.tx(byzantine, TxKind.VALIDATOR_REGISTER, reg),
+                *(chain.tx(byzantine, TxKind.VALIDATOR_REMOVE, ValidatorRemove(s.id).encode())
+                  for s in honest[:2])])
+    assert chain.app.validators() == before
+    chain.step()
+    chain.step()  # the epoch boundary
+    assert chain.app.validators() == before
+    assert chain.app.committee(4).members == committee
+
+
+def test_a_member_votes_once_per_change(verifier) -> None:
+    chain = Driver(make_genesis(n=4), verifier)
+    member = SIGNERS[0]
+    chain.step([chain.tx(member, TxKind.VALIDATOR_REGISTER, REG_NEWCOMER)])
+    with refused("duplicate_approval"):
+        chain.app.check_tx(chain.tx(member, TxKind.VALIDATOR_REGISTER, REG_NEWCOMER))
+    # A second vote in a later block is carried without effect: the block stays valid.
+    chain.app.validate_block(chain.block(
+        chain.votes([SIGNERS[1], member], TxKind.VALIDATOR_REGISTER, REG_NEWCOMER)))
+    assert failed_codes(chain.app) == ["duplicate_approval"]
+    other = ValidatorRegister(NEWCOMER.public_key, "10.0.0.6:7000").encode()
+    chain.app.check_tx(chain.tx(member, TxKind.VALIDATOR_REGISTER, other))  # another change
+
+
+def test_a_member_twice_in_one_block_counts_once(verifier) -> None:
+    chain = Driver(make_genesis(n=4), verifier)
+    member = SIGNERS[0]
+    twice = chain.votes([member, SIGNERS[1], member], TxKind.VALIDATOR_REGISTER, REG_NEWCOMER)
+    chain.step(twice)
+    assert failed_codes(chain.app) == ["duplicate_approval"]
+    # Two distinct votes of four members: below the quorum of three, nothing approved.
+    assert chain.app.height == 1 and chain.app.validator(NEWCOMER.id) is None
+
+
+def test_membership_changes_need_a_committee_member(chain) -> None:
     reg = ValidatorRegister(OUTSIDER.public_key, "x:1").encode()
     with refused("not_a_validator"):
         chain.app.check_tx(chain.tx(OUTSIDER, TxKind.VALIDATOR_REGISTER, reg))
     rem = ValidatorRemove(SIGNERS[0].id).encode()
     with refused("not_a_validator"):
         chain.app.check_tx(chain.tx(OUTSIDER, TxKind.VALIDATOR_REMOVE, rem))
-    block = chain.block([chain.tx(OUTSIDER, TxKind.VALIDATOR_REMOVE, rem)])
-    with refused("not_a_validator"):
-        chain.app.validate_block(block)
+    chain.app.validate_block(chain.block([chain.tx(OUTSIDER, TxKind.VALIDATOR_REMOVE, rem)]))
+    assert failed_codes(chain.app) == ["not_a_validator"]
+    spare = next(s for s in SIGNERS[:5] if s not in chain.members())  # validator, not member
+    with refused("not_a_member"):
+        chain.app.check_tx(chain.tx(spare, TxKind.VALIDATOR_REGISTER, reg))
+    chain.app.validate_block(chain.block([chain.tx(spare, TxKind.VALIDATOR_REMOVE, rem)]))
+    assert failed_codes(chain.app) == ["not_a_member"]
+
+
+def test_pending_votes_expire_at_the_epoch_boundary(verifier) -> None:
+    chain = Driver(make_genesis(n=4), verifier)
+    early = SIGNERS[:2]
+    chain.step(chain.votes(early, TxKind.VALIDATOR_REGISTER, REG_NEWCOMER))
+    chain.step()
+    chain.step()  # height 3: epoch 0 ends, its two votes are dropped
+    assert chain.app.committee(4).members == ids(SIGNERS[:4])
+    chain.step([chain.tx(SIGNERS[2], TxKind.VALIDATOR_REGISTER, REG_NEWCOMER)])
+    assert chain.app.validator(NEWCOMER.id) is None  # 1 vote in epoch 1, not 3
+    chain.step(chain.votes(early, TxKind.VALIDATOR_REGISTER, REG_NEWCOMER))  # may vote again
+    assert chain.app.validator(NEWCOMER.id) is not None
+
+
+def test_pending_approvals_are_in_the_app_hash(verifier) -> None:
+    a, b = Driver(make_genesis(n=4), verifier, apps=2), Driver(make_genesis(n=4), verifier)
+    memo = Driver(make_genesis(n=4), verifier)
+    a.step([a.tx(SIGNERS[0], TxKind.VALIDATOR_REGISTER, REG_NEWCOMER)])  # 2 apps agree
+    b.step([b.tx(SIGNERS[1], TxKind.VALIDATOR_REGISTER, REG_NEWCOMER)])
+    memo.step([memo.tx(SIGNERS[0], TxKind.MEMO, b"m")])
+    hashes = {d.app.app_hash() for d in (a, b, memo)}
+    assert len(hashes) == 3  # another voter, or no vote: another state
+    for d in (a, b, memo):
+        d.step()
+        d.step()  # the epoch boundary drops the pending votes
+    assert len({d.app.app_hash() for d in (a, b, memo)}) == 1
 
 
 @pytest.mark.parametrize(
@@ -194,16 +280,18 @@ def test_membership_changes_need_a_current_validator(chain) -> None:
 def test_bad_membership_changes_are_refused(chain, payload: bytes, code: str) -> None:
     kind = TxKind.VALIDATOR_REMOVE if code == "unknown_validator" else TxKind.VALIDATOR_REGISTER
     with refused(code):
-        chain.app.check_tx(chain.tx(SIGNERS[0], kind, payload))
+        chain.app.check_tx(chain.tx(chain.members()[0], kind, payload))
 
 
 def test_removals_stop_at_the_committee_size(chain) -> None:
-    rem = [chain.tx(SIGNERS[0], TxKind.VALIDATOR_REMOVE, ValidatorRemove(s.id).encode())
-           for s in SIGNERS[3:5]]
-    chain.app.check_tx(rem[0])
-    chain.app.check_tx(rem[1])  # each alone leaves 4
+    voters = chain.members()[:3]  # a quorum of 4
+    spare = next(s for s in SIGNERS[:5] if s not in voters)
+    last = next(s for s in SIGNERS[:5] if s not in voters and s != spare)
+    chain.step(chain.votes(voters, TxKind.VALIDATOR_REMOVE, ValidatorRemove(spare.id).encode()))
+    assert len(chain.app.validators()) == 4  # approved: counts against the next removal
     with refused("too_few_validators"):
-        chain.app.validate_block(chain.block(rem))  # together they would leave 3
+        chain.app.check_tx(chain.tx(voters[0], TxKind.VALIDATOR_REMOVE,
+                                    ValidatorRemove(last.id).encode()))
 
 
 def test_memo_is_accepted_and_other_kinds_are_not(chain) -> None:
@@ -269,12 +357,13 @@ def test_evidence_is_recorded_once_and_the_offender_leaves_the_next_committee(ch
     assert chain.app.validator(offender) is not None  # punished, not removed
 
 
-def test_two_copies_of_one_offence_in_one_block_are_refused(chain) -> None:
+def test_two_copies_of_one_offence_in_one_block_count_once(chain) -> None:
     evidence = double_vote(SIGNERS[0]).encode()
     txs = [chain.tx(OUTSIDER, TxKind.EVIDENCE, evidence), chain.tx(SIGNERS[1], TxKind.EVIDENCE,
                                                                       evidence)]
-    with refused("duplicate_evidence"):
-        chain.app.validate_block(chain.block(txs))
+    chain.step(txs)
+    assert failed_codes(chain.app) == ["duplicate_evidence"]
+    assert chain.app.stats(0)[SIGNERS[0].id].misbehaviour == 1
 
 
 def double_proposal(leader: Signer, parent: BlockHeader) -> Evidence:
@@ -338,7 +427,9 @@ def test_bad_evidence_is_refused(chain, make, code: str) -> None:
 
 def test_evidence_against_a_removed_validator_is_still_accepted(chain) -> None:
     gone = SIGNERS[4]
-    chain.step([chain.tx(SIGNERS[0], TxKind.VALIDATOR_REMOVE, ValidatorRemove(gone.id).encode())])
+    rem = ValidatorRemove(gone.id).encode()
+    chain.step(chain.votes(chain.members()[:3], TxKind.VALIDATOR_REMOVE, rem))
+    assert chain.app.validator(gone.id) is None
     chain.app.check_tx(chain.tx(OUTSIDER, TxKind.EVIDENCE, double_vote(gone).encode()))
 
 
@@ -425,7 +516,8 @@ def test_replicas_that_apply_the_same_blocks_agree(verifier) -> None:
     late = RegistryApp(chain.genesis, other)
     blocks = [chain.step([chain.tx(SIGNERS[0], TxKind.MEMO, b"m")])]
     reg = ValidatorRegister(OUTSIDER.public_key, "h:1").encode()
-    blocks.append(chain.step([chain.tx(SIGNERS[1], TxKind.VALIDATOR_REGISTER, reg)]))
+    blocks.append(chain.step(chain.votes(chain.members()[:3], TxKind.VALIDATOR_REGISTER, reg)))
+    assert chain.app.validator(OUTSIDER.id) is not None
     blocks.append(chain.step([chain.tx(OUTSIDER, TxKind.EVIDENCE,
                                        double_vote(SIGNERS[2]).encode())]))
     blocks.append(chain.step(round_=1))
@@ -441,10 +533,11 @@ def test_a_refused_block_changes_nothing(chain) -> None:
     chain.step()
     before = chain.app.app_hash()
     rem = ValidatorRemove(SIGNERS[4].id).encode()
-    txs = [chain.tx(SIGNERS[0], TxKind.VALIDATOR_REMOVE, rem),
-           chain.tx(OUTSIDER, TxKind.VALIDATOR_REMOVE, rem)]
-    with refused("not_a_validator"):
-        chain.app.apply_block(chain.block(txs))
+    txs = chain.votes(chain.members()[:3], TxKind.VALIDATOR_REMOVE, rem)
+    # A block-level fault (a certificate with too few signatures) refuses the whole block.
+    short_qc = chain.qc(voters=chain.app.committee(1).members[:1])
+    with refused("bad_qc"):
+        chain.app.apply_block(chain.block(txs, qc=short_qc))
     assert chain.app.app_hash() == before
     assert chain.app.validator(SIGNERS[4].id) is not None
     assert chain.app.height == 1
