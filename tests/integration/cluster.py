@@ -1,0 +1,533 @@
+"""A local CTBC cluster of real chain daemon processes on loopback, for integration tests.
+
+    cluster = Cluster(tmp_path, nodes=4, consensus=FAST)   # writes the testnet, starts every node
+    try:
+        await cluster.wait_height(0, 5, timeout=20)
+        cluster.kill(1)                                     # SIGKILL, that PID only
+        cluster.start(1)                                    # same config, same data dir
+    finally:
+        await cluster.aclose()                              # kills whatever is still running
+
+Each node is ``dualchain chain --kind ctbc --config node-I.json`` in its own process: stdout is a
+pipe (the daemon prints one JSON ``ready`` line there once it serves), stderr goes to
+``logs/node-I.log`` (``log_tail`` reads it back for failure reports). Waiting for readiness reads
+the pipes with a selector under a deadline; waiting for a height awaits the node's
+SubscribeBlocks stream. Nothing here polls with sleeps.
+
+Every process the harness starts is remembered by PID and killed (SIGKILL, by PID) by
+``close``/``aclose`` and, as a last resort, at interpreter exit.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import contextlib
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+from typing import Any, ClassVar
+
+import grpc
+
+from dualchain.chain import wire
+from dualchain.chain.genesis import ConsensusParams, Genesis
+from dualchain.chain.identity import Signer
+from dualchain.chain.mldsa import Algorithm
+from dualchain.chain.rpc import channel_options
+from dualchain.chain.types import Block, Transaction, TxKind, VoteStep
+from dualchain.chain.validation import sign_transaction
+from dualchain.deploy.testnet import TestnetPlan, make_testnet
+from dualchain.proto.v1 import chain_pb2 as chain_pb
+from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
+from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
+
+# Fast timing for tests: a leader waits 100 ms before proposing; a missing leader costs one
+# second (propose timeout) plus 300 ms more in each further round.
+FAST = ConsensusParams(
+    timeout_propose_ms=1000,
+    timeout_prevote_ms=400,
+    timeout_precommit_ms=400,
+    timeout_delta_ms=300,
+    block_interval_ms=100,
+)
+ALGORITHM = Algorithm.ML_DSA_44
+READY_TIMEOUT_S = 60.0
+STOP_TIMEOUT_S = 15.0
+RPC_TIMEOUT_S = 10.0
+
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}  # every daemon started and not yet reaped
+
+
+def _kill_leftovers() -> None:
+    for pid, proc in list(_LIVE.items()):
+        if proc.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.kill(pid, signal.SIGKILL)
+            with contextlib.suppress(subprocess.TimeoutExpired):
+                proc.wait(5)
+        _LIVE.pop(pid, None)
+
+
+atexit.register(_kill_leftovers)
+
+
+def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
+    """``count`` distinct ports the kernel had free a moment ago (bound to port 0, then closed)."""
+    sockets = []
+    try:
+        for _ in range(count):
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.bind((host, 0))
+            sockets.append(s)
+        return [s.getsockname()[1] for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
+
+
+class ClusterError(AssertionError):
+    """The cluster did not do what a test waited for; the message carries the node log tails."""
+
+
+class Cluster:
+    """Writes a testnet under ``directory`` and runs each of its nodes as a subprocess."""
+
+    instances: ClassVar[list[Cluster]] = []  # live clusters, for failure reports (see conftest.py)
+
+    def __init__(
+        self,
+        directory: Path,
+        nodes: int = 4,
+        byzantine: dict[int, str] | None = None,
+        consensus: ConsensusParams = FAST,
+        chain_id: str = "ctbc-it",
+        start: bool = True,
+        ready_timeout: float = READY_TIMEOUT_S,
+    ) -> None:
+        self.directory = Path(directory)
+        self.nodes = nodes
+        self.ports = free_ports(nodes)
+        self.configs = make_testnet(
+            self.directory,
+            TestnetPlan(nodes=nodes, algorithm=ALGORITHM, consensus=consensus,
+                        chain_id=chain_id, ports=tuple(self.ports)),
+        )
+        for index, mode in (byzantine or {}).items():
+            config = json.loads(self.configs[index].read_text())
+            config["test_byzantine"] = mode
+            self.configs[index].write_text(json.dumps(config, indent=2) + "\n")
+        self.genesis = Genesis.load(self.directory / "genesis.json")
+        self.chain_id = chain_id
+        self.ids: list[bytes] = [v.id for v in self.genesis.validators]
+        self.addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        self.logs_dir = self.directory / "logs"
+        self.logs_dir.mkdir(exist_ok=True)
+        self.procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
+        self.ready: list[dict[str, Any] | None] = [None] * nodes
+        self._channels: dict[int, grpc.aio.Channel] = {}
+        self._stale: list[grpc.aio.Channel] = []
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self.ready_timeout = ready_timeout
+        Cluster.instances.append(self)
+        if start:
+            try:
+                self.start_all()
+            except BaseException:
+                self.close()
+                raise
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def _launch(self, i: int) -> None:
+        if self.procs[i] is not None and self.procs[i].poll() is None:
+            raise RuntimeError(f"node {i} is already running (pid {self.procs[i].pid})")
+        log_path = self.log_path(i)
+        with log_path.open("ab") as log:
+            log.write(f"--- start {time.strftime('%H:%M:%S')} ---\n".encode())
+            log.flush()
+            proc = subprocess.Popen(
+                [sys.executable, "-m", "dualchain.deploy.cli", "chain", "--kind", "ctbc",
+                 "--config", str(self.configs[i])],
+                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
+                cwd=self.directory, bufsize=0,
+            )
+        _LIVE[proc.pid] = proc
+        self.procs[i] = proc
+        self.ready[i] = None
+
+    def _wait_ready(self, indices: Sequence[int], timeout: float) -> None:
+        """Reads the stdout of each node in ``indices`` until its ready line (or fails)."""
+        deadline = time.monotonic() + timeout
+        pending: dict[int, bytes] = {}
+        indices = list(indices)
+        with selectors.DefaultSelector() as selector:
+            for i in indices:
+                proc = self.procs[i]
+                assert proc is not None and proc.stdout is not None
+                selector.register(proc.stdout, selectors.EVENT_READ, i)
+                pending[i] = b""
+            while pending:
+                remaining = deadline - time.monotonic()
+                if remaining <= 0:
+                    raise self.error(f"nodes {sorted(pending)} not ready within {timeout:.0f} s")
+                for key, _ in selector.select(remaining):
+                    i = key.data
+                    chunk = os.read(key.fd, 1 << 16)
+                    if not chunk:
+                        code = self.procs[i].wait()  # type: ignore[union-attr]
+                        raise self.error(f"node {i} exited with code {code} before ready")
+                    pending[i] += chunk
+                    while b"\n" in pending.get(i, b""):
+                        line, pending[i] = pending[i].split(b"\n", 1)
+                        event = _parse_ready(line)
+                        if event is None:
+                            continue
+                        if bytes.fromhex(event["id"]) != self.ids[i]:
+                            raise self.error(f"node {i} reports id {event['id']}, genesis "
+                                             f"gives {self.ids[i].hex()}")
+                        self.ready[i] = event
+                        selector.unregister(key.fileobj)
+                        del pending[i]
+
+    def start_all(self) -> None:
+        self.start_many(range(self.nodes))
+
+    def start(self, i: int, timeout: float | None = None) -> dict[str, Any]:
+        """(Re)starts node ``i`` with its config and data dir; returns its ready event."""
+        return self.start_many([i], timeout)[0]
+
+    def start_many(
+        self, indices: Sequence[int], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        """(Re)starts several nodes at once; returns their ready events."""
+        for i in indices:
+            self._launch(i)
+        self._wait_ready(indices, timeout or self.ready_timeout)
+        return [self.ready[i] for i in indices]  # type: ignore[misc]
+
+    async def astart(self, i: int, timeout: float | None = None) -> dict[str, Any]:
+        """``start`` off the event loop, so open streams keep being served meanwhile."""
+        return await asyncio.to_thread(self.start, i, timeout)
+
+    async def astart_many(
+        self, indices: Sequence[int], timeout: float | None = None
+    ) -> list[dict[str, Any]]:
+        return await asyncio.to_thread(self.start_many, indices, timeout)
+
+    def kill(self, i: int) -> None:
+        """SIGKILL node ``i`` (that PID only) and reap it."""
+        proc = self.procs[i]
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"node {i} is not running")
+        os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(STOP_TIMEOUT_S)
+        self._reaped(i)
+
+    def stop(self, i: int, timeout: float = STOP_TIMEOUT_S) -> int:
+        """SIGTERM node ``i`` and wait for it to exit; returns its exit code."""
+        proc = self.procs[i]
+        if proc is None or proc.poll() is not None:
+            raise RuntimeError(f"node {i} is not running")
+        os.kill(proc.pid, signal.SIGTERM)
+        try:
+            code = proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            os.kill(proc.pid, signal.SIGKILL)
+            proc.wait(5)
+            self._reaped(i)
+            raise self.error(f"node {i} ignored SIGTERM for {timeout:.0f} s") from None
+        self._reaped(i)
+        return code
+
+    async def astop(self, i: int, timeout: float = STOP_TIMEOUT_S) -> int:
+        return await asyncio.to_thread(self.stop, i, timeout)
+
+    def alive(self, i: int) -> bool:
+        proc = self.procs[i]
+        return proc is not None and proc.poll() is None
+
+    def running(self) -> list[int]:
+        return [i for i in range(self.nodes) if self.alive(i)]
+
+    def _reaped(self, i: int) -> None:
+        proc = self.procs[i]
+        assert proc is not None
+        if proc.stdout is not None:
+            proc.stdout.close()
+        _LIVE.pop(proc.pid, None)
+        channel = self._channels.pop(i, None)
+        if channel is not None:  # a restarted node gets a fresh channel (no reconnect backoff)
+            self._stale.append(channel)
+
+    def close(self) -> None:
+        """Kills every process this cluster started (SIGKILL by PID); safe to call twice."""
+        for proc in self.procs:
+            if proc is None:
+                continue
+            if proc.poll() is None:
+                with contextlib.suppress(ProcessLookupError):
+                    os.kill(proc.pid, signal.SIGKILL)
+                with contextlib.suppress(subprocess.TimeoutExpired):
+                    proc.wait(5)
+            if proc.stdout is not None and not proc.stdout.closed:
+                proc.stdout.close()
+            _LIVE.pop(proc.pid, None)
+        if self in Cluster.instances:
+            Cluster.instances.remove(self)
+
+    async def aclose(self) -> None:
+        """Closes the gRPC channels, then kills every process (see ``close``)."""
+        try:
+            channels = [*self._channels.values(), *self._stale]
+            self._channels, self._stale = {}, []
+            for channel in channels:
+                with contextlib.suppress(Exception):
+                    await channel.close()
+        finally:
+            self.close()
+
+    # -- diagnostics -----------------------------------------------------------------------------
+
+    def log_path(self, i: int) -> Path:
+        return self.logs_dir / f"node-{i}.log"
+
+    def log_tail(self, i: int, lines: int = 30) -> str:
+        try:
+            text = self.log_path(i).read_text(errors="replace")
+        except OSError:
+            return "(no log)"
+        return "\n".join(text.splitlines()[-lines:])
+
+    def log_tails(self, lines: int = 30) -> str:
+        parts = []
+        for i in range(self.nodes):
+            state = "running" if self.alive(i) else "down"
+            parts.append(f"===== node {i} ({self.ids[i].hex()[:16]}, {state}) =====\n"
+                         f"{self.log_tail(i, lines)}")
+        return "\n".join(parts)
+
+    def grep_logs(self, needle: str) -> list[str]:
+        """Every log line of every node containing ``needle``, prefixed with the node index."""
+        found = []
+        for i in range(self.nodes):
+            with contextlib.suppress(OSError):
+                for line in self.log_path(i).read_text(errors="replace").splitlines():
+                    if needle in line:
+                        found.append(f"[{i}] {line}")
+        return found
+
+    def error(self, message: str) -> ClusterError:
+        return ClusterError(f"{message}\n{self.log_tails()}")
+
+    def index_of(self, node_id: bytes) -> int:
+        return self.ids.index(bytes(node_id))
+
+    # -- gRPC ------------------------------------------------------------------------------------
+
+    def channel(self, i: int) -> grpc.aio.Channel:
+        loop = asyncio.get_running_loop()
+        if self._loop is not loop:  # a new test loop: channels of another loop are unusable
+            self._channels, self._stale = {}, []
+            self._loop = loop
+        channel = self._channels.get(i)
+        if channel is None:
+            channel = grpc.aio.insecure_channel(self.addresses[i], options=channel_options())
+            self._channels[i] = channel
+        return channel
+
+    def chain(self, i: int) -> chain_grpc.ChainServiceStub:
+        return chain_grpc.ChainServiceStub(self.channel(i))
+
+    def peer(self, i: int) -> peer_grpc.PeerServiceStub:
+        return peer_grpc.PeerServiceStub(self.channel(i))
+
+    async def status(self, i: int) -> chain_pb.ChainStatus:
+        return await self.chain(i).GetStatus(chain_pb.GetStatusRequest(), timeout=RPC_TIMEOUT_S)
+
+    async def height(self, i: int) -> int:
+        return (await self.status(i)).height
+
+    async def submit(self, i: int, txs: Iterable[Transaction]) -> chain_pb.SubmitTxsResponse:
+        request = chain_pb.SubmitTxsRequest(txs=[wire.tx_to_proto(tx) for tx in txs])
+        return await self.chain(i).SubmitTxs(request, timeout=RPC_TIMEOUT_S)
+
+    async def submit_one(self, i: int, tx: Transaction) -> bytes:
+        request = chain_pb.SubmitTxRequest(tx=wire.tx_to_proto(tx))
+        reply = await self.chain(i).SubmitTx(request, timeout=RPC_TIMEOUT_S)
+        return bytes(reply.tx_hash)
+
+    async def block(self, i: int, height: int) -> Block:
+        reply = await self.chain(i).GetBlock(chain_pb.GetBlockRequest(height=height),
+                                             timeout=RPC_TIMEOUT_S)
+        return wire.block_from_proto(reply.block)
+
+    async def blocks(self, i: int, first: int, last: int) -> list[Block]:
+        """Blocks ``first..last`` (inclusive) of node ``i``'s canonical chain, via GetBlock."""
+        return [await self.block(i, h) for h in range(first, last + 1)]
+
+    async def wait_height(self, i: int, height: int, timeout: float) -> Block:
+        """Awaits node ``i``'s SubscribeBlocks stream until it yields ``height``; that block."""
+        stream = self.chain(i).SubscribeBlocks(
+            chain_pb.SubscribeBlocksRequest(from_height=height), timeout=timeout
+        )
+        try:
+            async for message in stream:
+                block = wire.block_from_proto(message)
+                if block.height >= height:
+                    return block
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise self.error(f"node {i} did not reach height {height} within "
+                                 f"{timeout:.1f} s") from None
+            raise self.error(f"node {i}: SubscribeBlocks failed: {exc.code().name} "
+                             f"{exc.details()}") from exc
+        finally:
+            stream.cancel()
+        raise self.error(f"node {i}: SubscribeBlocks ended before height {height}")
+
+    async def follow(self, i: int, first: int, last: int, timeout: float) -> list[Block]:
+        """The blocks ``first..last`` as node ``i`` announces them on SubscribeBlocks (at commit
+        time), awaiting the stream until ``last``."""
+        blocks: list[Block] = []
+        stream = self.chain(i).SubscribeBlocks(
+            chain_pb.SubscribeBlocksRequest(from_height=first), timeout=timeout
+        )
+        try:
+            async for message in stream:
+                blocks.append(wire.block_from_proto(message))
+                if blocks[-1].height >= last:
+                    return blocks
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise self.error(f"node {i} did not reach height {last} within "
+                                 f"{timeout:.1f} s") from None
+            raise self.error(f"node {i}: SubscribeBlocks failed: {exc.code().name} "
+                             f"{exc.details()}") from exc
+        finally:
+            stream.cancel()
+        raise self.error(f"node {i}: SubscribeBlocks ended before height {last}")
+
+    async def wait_all(self, indices: Iterable[int], height: int, timeout: float) -> None:
+        await asyncio.gather(*(self.wait_height(i, height, timeout) for i in indices))
+
+    async def wait_txs(
+        self, i: int, hashes: Iterable[bytes], timeout: float, from_height: int = 1
+    ) -> dict[bytes, int]:
+        """Follows node ``i``'s committed blocks from ``from_height`` until every transaction in
+        ``hashes`` was in one; returns the height of each (its first occurrence)."""
+        wanted = set(hashes)
+        found: dict[bytes, int] = {}
+        if not wanted:
+            return found
+        stream = self.chain(i).SubscribeBlocks(
+            chain_pb.SubscribeBlocksRequest(from_height=from_height), timeout=timeout
+        )
+        try:
+            async for message in stream:
+                block = wire.block_from_proto(message)
+                for tx in block.transactions:
+                    if tx.hash in wanted:
+                        found.setdefault(tx.hash, block.height)
+                if len(found) == len(wanted):
+                    return found
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise self.error(f"node {i}: {len(wanted) - len(found)} of {len(wanted)} txs "
+                                 f"not committed within {timeout:.1f} s") from None
+            raise self.error(f"node {i}: SubscribeBlocks failed: {exc.code().name} "
+                             f"{exc.details()}") from exc
+        finally:
+            stream.cancel()
+        raise self.error(f"node {i}: SubscribeBlocks ended early")
+
+    async def no_block_within(self, i: int, after: int, window: float) -> Block | None:
+        """The first block above ``after`` that node ``i`` commits within ``window`` seconds,
+        or None if none does (the stream stays silent for the whole window)."""
+        stream = self.chain(i).SubscribeBlocks(
+            chain_pb.SubscribeBlocksRequest(from_height=after + 1), timeout=window
+        )
+        try:
+            async for message in stream:
+                return wire.block_from_proto(message)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() != grpc.StatusCode.DEADLINE_EXCEEDED:
+                raise self.error(f"node {i}: SubscribeBlocks failed: {exc.code().name} "
+                                 f"{exc.details()}") from exc
+        finally:
+            stream.cancel()
+        return None
+
+
+def _parse_ready(line: bytes) -> dict[str, Any] | None:
+    try:
+        event = json.loads(line)
+    except ValueError:
+        return None
+    if isinstance(event, dict) and event.get("event") == "ready":
+        return event
+    return None
+
+
+# -- helpers for tests -----------------------------------------------------------------------------
+
+
+def make_senders(count: int) -> list[Signer]:
+    return [Signer.generate(ALGORITHM) for _ in range(count)]
+
+
+def sign_memos(
+    senders: Sequence[Signer], per_sender: int, chain_id: str, first_nonce: int = 0,
+    tag: bytes = b"memo",
+) -> list[list[Transaction]]:
+    """``per_sender`` signed MEMO transactions of each sender, nonces from ``first_nonce`` on;
+    one list per sender, in nonce order."""
+    now = time.time_ns() // 1_000_000
+    return [
+        [
+            sign_transaction(signer, chain_id, TxKind.MEMO, tag + b"-%d-%d" % (s, n), n, now)
+            for n in range(first_nonce, first_nonce + per_sender)
+        ]
+        for s, signer in enumerate(senders)
+    ]
+
+
+async def assert_same_chain(cluster: Cluster, indices: Sequence[int], last: int) -> list[Block]:
+    """Every node in ``indices`` holds the same block at each height 1..``last`` (via GetBlock);
+    returns the blocks of the first."""
+    chains = await asyncio.gather(*(cluster.blocks(i, 1, last) for i in indices))
+    reference = chains[0]
+    for i, chain in zip(indices, chains, strict=True):
+        for a, b in zip(reference, chain, strict=True):
+            assert a.hash == b.hash, (
+                f"fork at height {a.height}: node {indices[0]} has {a.hash.hex()[:16]}, node {i} "
+                f"has {b.hash.hex()[:16]}"
+            )
+    return reference
+
+
+def assert_certified(cluster: Cluster, blocks: Sequence[Block]) -> None:
+    """Each block at height >= 2 carries a commit certificate of its parent: a quorum of
+    distinct members' precommits for the parent hash at the parent height."""
+    quorum = 2 * cluster.nodes // 3 + 1
+    for block in blocks:
+        qc = block.header.parent_qc
+        if block.height == 1:
+            assert qc is None, "block 1 carries a parent certificate"
+            continue
+        assert qc is not None, f"block {block.height} has no parent certificate"
+        assert qc.height == block.height - 1, f"block {block.height}: QC of height {qc.height}"
+        assert qc.block_hash == block.header.parent_hash, f"block {block.height}: QC of another"
+        assert qc.step == VoteStep.PRECOMMIT
+        signers = [voter for voter, _ in qc.signatures]
+        assert len(set(signers)) == len(signers) >= quorum, (
+            f"block {block.height}: {len(signers)} signers, quorum {quorum}"
+        )
+        assert set(signers) <= set(cluster.ids), f"block {block.height}: QC signer not a member"
