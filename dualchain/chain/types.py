@@ -45,6 +45,7 @@ VOTE_UNSIGNED_TAG = b"DCv1"
 QC_TAG = b"DCQ1"
 PROPOSAL_TAG = b"DCP1"
 PROPOSAL_UNSIGNED_TAG = b"DCp1"
+SIGNED_PROPOSAL_TAG = b"DCS1"
 
 
 def sha256(data: bytes) -> bytes:
@@ -400,28 +401,22 @@ class Proposal:
     proposer: bytes
     signature: bytes = b""
 
-    def _write_body(self, w: Writer) -> Writer:
-        return (
-            w.text(self.chain_id)
-            .u64(self.height)
-            .u64(self.round)
-            .u64(self.valid_round + 1)  # -1 (none) encodes as 0
-            .fixed(self.block.hash, HASH_BYTES)
-            .fixed(self.proposer, ID_BYTES)
-        )
-
     @cached_property
+    def signed_part(self) -> SignedProposal:
+        """What the signature covers (the block by its hash) with the signature: small enough to
+        travel alone, e.g. as equivocation evidence."""
+        return SignedProposal(self.chain_id, self.height, self.round, self.valid_round,
+                              self.block.hash, self.proposer, self.signature)
+
+    @property
     def signing_bytes(self) -> bytes:
-        return self._write_body(Writer(PROPOSAL_UNSIGNED_TAG)).bytes()
+        return self.signed_part.signing_bytes
 
     @cached_property
     def encoded(self) -> bytes:
-        return (
-            self._write_body(Writer(PROPOSAL_TAG))
-            .var(self.signature)
-            .raw(self.block.encoded)
-            .bytes()
-        )
+        signed = self.signed_part
+        return signed._write_body(Writer(PROPOSAL_TAG)).var(self.signature).raw(
+            self.block.encoded).bytes()
 
     @classmethod
     def decode(cls, data: bytes) -> Proposal:
@@ -438,3 +433,49 @@ class Proposal:
         if block.hash != block_hash:
             raise DecodeError("proposal: block does not match the signed block hash")
         return cls(chain_id, height, round_, valid_round, block, proposer, signature)
+
+
+@dataclass(frozen=True)
+class SignedProposal:
+    """The signed fields of a Proposal and its signature, naming the block by hash only."""
+
+    chain_id: str
+    height: int
+    round: int
+    valid_round: int
+    block_hash: bytes
+    proposer: bytes
+    signature: bytes = b""
+
+    def _write_body(self, w: Writer) -> Writer:
+        return (
+            w.text(self.chain_id)
+            .u64(self.height)
+            .u64(self.round)
+            .u64(self.valid_round + 1)  # -1 (none) encodes as 0
+            .fixed(self.block_hash, HASH_BYTES)
+            .fixed(self.proposer, ID_BYTES)
+        )
+
+    @cached_property
+    def signing_bytes(self) -> bytes:
+        return self._write_body(Writer(PROPOSAL_UNSIGNED_TAG)).bytes()
+
+    @cached_property
+    def encoded(self) -> bytes:
+        return self._write_body(Writer(SIGNED_PROPOSAL_TAG)).var(self.signature).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> SignedProposal:
+        r = Reader(data, SIGNED_PROPOSAL_TAG, "signed proposal")
+        value = cls(
+            chain_id=r.text("chain_id", MAX_CHAIN_ID),
+            height=r.u64("height"),
+            round=r.u64("round"),
+            valid_round=r.u64("valid_round") - 1,
+            block_hash=r.fixed(HASH_BYTES, "block_hash"),
+            proposer=r.fixed(ID_BYTES, "proposer"),
+            signature=r.var("signature", MAX_SIGNATURE),
+        )
+        r.finish()
+        return value

@@ -32,7 +32,7 @@ from dualchain.chain.validation import sign_transaction
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import ledger_pb2 as ledger_pb
 from dualchain.proto.v1 import peer_pb2 as peer_pb
-from tests.integration.cluster import FAST, Cluster, ClusterError, make_senders, sign_memos
+from tests.integration.cluster import FAST, Cluster, make_senders, sign_memos
 
 pytestmark = [pytest.mark.asyncio(loop_scope="module"), pytest.mark.timeout(60)]
 
@@ -89,13 +89,6 @@ async def refused(cluster: Cluster, tx: Transaction) -> grpc.aio.AioRpcError:
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(
-    strict=True, raises=ClusterError,
-    reason="daemon bug: CtbcNode.on_peer_vote/on_peer_proposal record the sender's height "
-    "(_note_peer_height, keyed by the unauthenticated Hello.address) before any check, so one "
-    "forged vote with a fake address and a huge height makes _sync_watch pick that address "
-    "forever; _sync finds no link for it and returns, and the replica never block-syncs again",
-)
 async def test_forged_peer_height_does_not_stop_block_sync(tmp_path: Path) -> None:
     cluster = Cluster(tmp_path / "forged", nodes=4, consensus=CONSENSUS)
     try:

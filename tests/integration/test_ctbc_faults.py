@@ -26,7 +26,6 @@ from dualchain.chain.ctbc.registry import Evidence, EvidenceKind
 from dualchain.chain.types import Block, TxKind, Vote
 from tests.integration.cluster import (
     Cluster,
-    ClusterError,
     assert_certified,
     assert_same_chain,
     make_senders,
@@ -171,15 +170,6 @@ async def test_restarted_replica_catches_up_and_votes_again(make_cluster) -> Non
 
 @pytest.mark.slow
 @pytest.mark.timeout(150)
-@pytest.mark.xfail(
-    strict=False, raises=ClusterError,
-    reason="daemon bug, hit in 1 of 6 to 1 of 20 runs here (so not strict): a replica "
-    "stopped right after signing its round-0 precommit loses it and its earlier prevote (the "
-    "vote guard keeps only the last signature and refuses to sign that step again after the "
-    "restart); the other replicas re-send only their own messages, never others' votes, so the "
-    "replica that was down first never sees the round-0 polka: 2 replicas stay locked on the "
-    "block, 2 cannot justify a prevote for it, no round ever gathers 3 prevotes (livelock)",
-)
 async def test_two_of_four_down_halts_commits_until_they_return(make_cluster) -> None:
     cluster = make_cluster(nodes=4)
     await cluster.wait_all(range(cluster.nodes), 5, timeout=30)
@@ -212,7 +202,7 @@ BYZANTINE = 3  # the index of the equivocating replica
 
 
 class MissingEvidence(AssertionError):
-    """No committed evidence of the expected kind (the only failure an xfail below expects)."""
+    """No committed evidence of the expected kind."""
 
 
 @dataclass
@@ -307,14 +297,6 @@ async def test_equivocating_replica_cannot_fork_and_is_reported_on_chain(make_cl
 
 @pytest.mark.slow
 @pytest.mark.timeout(120)
-@pytest.mark.xfail(
-    strict=True, raises=MissingEvidence,
-    reason="daemon bug: duplicate-proposal evidence carries both proposals with their full "
-    "blocks (Evidence(DUPLICATE_PROPOSAL, proposal.encoded, ...)), so as soon as the blocks "
-    "hold a few KB of transactions (client load, or just the vote evidence of earlier heights) "
-    "the EVIDENCE tx is over max_payload_bytes/max_tx_bytes and CtbcNode._report's own submit "
-    "refuses it ('payload is 60715 bytes, limit 49152'): proposal equivocation never lands",
-)
 async def test_duplicate_proposals_are_proven_on_chain(make_cluster) -> None:
     run = await run_equivocator(make_cluster, loaded=True)
     proven = {ev.items[0].height for _, ev in run.evidence

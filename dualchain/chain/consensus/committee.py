@@ -265,6 +265,24 @@ class CommitteeConsensus:
             return self._start_round(round_ + 1)
         return []
 
+    def known_messages(self) -> list[Vote | Proposal]:
+        """Every proposal and vote held for the current height, for re-sending to peers.
+
+        Tendermint gossips the votes it holds, not only its own: a replica that was down when a
+        round's prevotes went out can only justify that round's lock (its polka) by receiving
+        those prevotes from someone.
+        """
+        messages: list[Vote | Proposal] = list(self._proposals.values())
+        for votes in self._votes.values():
+            for by_voter in votes.by_block.values():
+                messages.extend(by_voter.values())
+        return messages
+
+    def block(self, block_hash: bytes) -> Block | None:
+        """A block of the current height that the engine holds (proposed or fetched)."""
+        entry = self._blocks.get(block_hash)
+        return entry[0] if entry is not None else None
+
     def lock_state(self) -> LockState:
         """What must be on disk before any vote this replica casts leaves the process."""
         return LockState(self.round, self.locked_round, self.locked_block, self.valid_round,

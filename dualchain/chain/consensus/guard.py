@@ -67,12 +67,18 @@ def _write_atomic(path: Path, data: bytes) -> None:
     _fsync_dir(path.parent)
 
 
+def _record(signed: Signed) -> dict[str, object]:
+    return {"height": signed.height, "round": signed.round, "step": signed.step,
+            "block_hash": signed.block_hash.hex(), "signature": signed.signature.hex()}
+
+
 class VoteGuard:
     def __init__(self, directory: Path) -> None:
         self.directory = Path(directory)
         self.directory.mkdir(parents=True, exist_ok=True)
         self._state_path = self.directory / "vote-guard.json"
         self.last: Signed | None = None
+        self.history: list[Signed] = []  # everything signed at the last signed height
         self._lock_height = -1
         self._lock = LockState()
         if self._state_path.exists():
@@ -94,6 +100,14 @@ class VoteGuard:
             self.last = Signed(_int(last, "height"), _int(last, "round"), _int(last, "step"),
                                bytes.fromhex(last["block_hash"]), bytes.fromhex(last["signature"]))
             self._lock_height = self.last.height
+            history = data.get("history", [])
+            if not isinstance(history, list):
+                raise ValueError("history is not a list")
+            self.history = [
+                Signed(_int(h, "height"), _int(h, "round"), _int(h, "step"),
+                       bytes.fromhex(h["block_hash"]), bytes.fromhex(h["signature"]))
+                for h in history
+            ]
             self._lock = LockState(
                 round=_int(lock, "round"),
                 locked_round=_int(lock, "locked_round"),
@@ -125,9 +139,16 @@ class VoteGuard:
         lock: LockState,
         make_signature: Callable[[], bytes],
     ) -> bytes | None:
-        """The signature for this message, or None if signing it could equivocate."""
+        """The signature for this message, or None if signing it could equivocate.
+
+        A message signed before at this height is answered from the record (the same bytes
+        again, so it can be re-sent after a restart).
+        """
         last = self.last
         position = (height, round_, step)
+        for earlier in self.history:
+            if (earlier.height, earlier.round, earlier.step) == position:
+                return earlier.signature if earlier.block_hash == block_hash else None
         if last is not None:
             last_position = (last.height, last.round, last.step)
             if position == last_position:
@@ -135,13 +156,16 @@ class VoteGuard:
             if position < last_position:
                 return None
         signature = make_signature()
+        signed = Signed(height, round_, step, block_hash, signature)
+        history = [*self.history, signed] if last is not None and last.height == height \
+            else [signed]
         for block in (lock.locked_block, lock.valid_block):
             if block is not None and not self._block_path(block.hash).exists():
                 _write_atomic(self._block_path(block.hash), block.encoded)
         state = {
             "format": STATE_FORMAT,
-            "last": {"height": height, "round": round_, "step": step,
-                     "block_hash": block_hash.hex(), "signature": signature.hex()},
+            "last": _record(signed),
+            "history": [_record(h) for h in history],
             "lock": {
                 "round": lock.round,
                 "locked_round": lock.locked_round,
@@ -152,7 +176,7 @@ class VoteGuard:
         }
         _write_atomic(self._state_path, json.dumps(state).encode())
         self._prune(lock)
-        self.last = Signed(height, round_, step, block_hash, signature)
+        self.last, self.history = signed, history
         self._lock_height, self._lock = height, lock
         return signature
 

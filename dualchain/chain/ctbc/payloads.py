@@ -16,7 +16,7 @@ from dualchain.chain.canonical import Reader, Writer
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.genesis import MAX_ADDRESS
 from dualchain.chain.identity import ID_BYTES
-from dualchain.chain.types import MAX_KEY, MAX_PAYLOAD, Proposal, TxKind, Vote
+from dualchain.chain.types import MAX_KEY, MAX_PAYLOAD, SignedProposal, TxKind, Vote
 
 REGISTER_TAG = b"DVR1"
 REMOVE_TAG = b"DVX1"
@@ -66,7 +66,8 @@ class EvidenceKind(enum.IntEnum):
 
 @dataclass(frozen=True)
 class Evidence:
-    """Two signed messages of one validator for the same slot: canonical Votes or Proposals."""
+    """Two signed messages of one validator for the same slot: canonical Votes, or the signed
+    parts of two Proposals (``SignedProposal``: the blocks by hash, so evidence stays small)."""
 
     kind: EvidenceKind
     first: bytes
@@ -77,10 +78,10 @@ class Evidence:
         return w.var(self.first).var(self.second).bytes()
 
     @cached_property
-    def items(self) -> tuple[Vote, Vote] | tuple[Proposal, Proposal]:
+    def items(self) -> tuple[Vote, Vote] | tuple[SignedProposal, SignedProposal]:
         if self.kind == EvidenceKind.DUPLICATE_VOTE:
             return Vote.decode(self.first), Vote.decode(self.second)
-        return Proposal.decode(self.first), Proposal.decode(self.second)
+        return SignedProposal.decode(self.first), SignedProposal.decode(self.second)
 
     @classmethod
     def decode(cls, data: bytes) -> Evidence:

@@ -53,8 +53,8 @@ from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import (
     ZERO_HASH,
     Block,
-    Proposal,
     QuorumCertificate,
+    SignedProposal,
     Transaction,
     TxKind,
     Vote,
@@ -421,10 +421,10 @@ class RegistryApp(Application):
             same_slot = (a.height, a.round, a.step) == (b.height, b.round, b.step)
             conflicting = a.block_hash != b.block_hash
             domain = Domain.VOTE
-        elif isinstance(a, Proposal) and isinstance(b, Proposal):
+        elif isinstance(a, SignedProposal) and isinstance(b, SignedProposal):
             offender, other, step = a.proposer, b.proposer, 0
             same_slot = (a.height, a.round) == (b.height, b.round)
-            conflicting = a.block.hash != b.block.hash
+            conflicting = a.block_hash != b.block_hash
             domain = Domain.PROPOSAL
         else:  # pragma: no cover - Evidence.items returns a pair of one type
             raise ValidationError("evidence mixes votes and proposals", code="bad_evidence")

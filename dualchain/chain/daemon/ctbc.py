@@ -83,6 +83,7 @@ GOSSIP_FLUSH_S = 0.02
 ADMISSION_BACKLOG = 256  # gossiped batches waiting for their signature checks
 ADMISSION_WORKERS = 2
 REBROADCAST_S = 1.0
+PROPOSE_POLL_S = 0.025
 
 
 def now_ms() -> int:
@@ -282,43 +283,53 @@ class CtbcNode:
 
     async def on_peer_proposal(self, data: bytes, peer: str) -> None:
         proposal = Proposal.decode(data)
-        self._note_peer_height(peer, proposal.height - 1)
-        if proposal.chain_id != self.chain_id:
-            raise ValidationError(f"proposal for chain {proposal.chain_id!r}", code="wrong_chain")
-        committee = self._committee_or_none(proposal.height)
-        if committee is None:
+        if not self._authentic(proposal.chain_id, proposal.height, proposal.proposer,
+                               Domain.PROPOSAL, proposal.signing_bytes, proposal.signature):
             return
-        key = committee.keys.get(proposal.proposer)
-        if key is None:
-            raise ValidationError("proposal from a non-member", code="not_a_member")
-        # One signature, checked right here: the CPU threads may be busy validating a block,
-        # and a consensus message must not queue behind that.
-        ok = self.verifier.verify(self.params.algorithm, key, Domain.PROPOSAL,
-                                  proposal.signing_bytes, proposal.signature)
-        if not ok:
-            raise SignatureError("proposal signature does not verify")
-        await self._events.put(("proposal", proposal))
+        if proposal.height <= self.height + 1:
+            await self._events.put(("proposal", proposal))
 
     async def on_peer_vote(self, data: bytes, peer: str) -> None:
         vote = Vote.decode(data)
-        self._note_peer_height(peer, vote.height - 1)
-        if vote.chain_id != self.chain_id:
-            raise ValidationError(f"vote for chain {vote.chain_id!r}", code="wrong_chain")
-        late = vote.height == self.height and vote.step == VoteStep.PRECOMMIT
-        committee = self.committee(vote.height) if late else self._committee_or_none(vote.height)
-        if committee is None:
+        if not self._authentic(vote.chain_id, vote.height, vote.voter, Domain.VOTE,
+                               vote.signing_bytes, vote.signature):
             return
-        key = committee.keys.get(vote.voter)
+        if vote.height == self.height:
+            if vote.step == VoteStep.PRECOMMIT:
+                self._add_late_precommit(vote)
+        elif vote.height <= self.height + 1:
+            await self._events.put(("vote", vote))
+
+    def _authentic(self, chain_id: str, height: int, signer: bytes, domain: Domain,
+                   signing_bytes: bytes, signature: bytes) -> bool:
+        """Checks a consensus message's signer and signature; False for old heights.
+
+        Raises for a message that is forged or comes from outside the committee. A message for a
+        height beyond the committees we know is checked against the signer's validator key; once
+        it verifies, it tells us that this validator has committed up to height - 1, which is
+        what block sync acts on (a claim in an unsigned hello would not be evidence of anything).
+        The signature is checked right here: the CPU threads may be busy validating a block, and
+        a consensus message must not queue behind that.
+        """
+        if chain_id != self.chain_id:
+            raise ValidationError(f"consensus message for chain {chain_id!r}",
+                                  code="wrong_chain")
+        if height < self.height:
+            return False
+        try:
+            key = self.committee(height).keys.get(signer)
+        except ValidationError:  # beyond the committees we know: any validator's key
+            validator = self.app.validator(signer)
+            key = validator.public_key if validator is not None else None
         if key is None:
-            raise ValidationError("vote from a non-member", code="not_a_member")
-        ok = self.verifier.verify(self.params.algorithm, key, Domain.VOTE, vote.signing_bytes,
-                                  vote.signature)
-        if not ok:
-            raise SignatureError("vote signature does not verify")
-        if late:
-            self._add_late_precommit(vote)
-            return
-        await self._events.put(("vote", vote))
+            raise ValidationError("consensus message from a non-member", code="not_a_member")
+        if not self.verifier.verify(self.params.algorithm, key, domain, signing_bytes,
+                                    signature):
+            raise SignatureError(f"{domain.name.lower()} signature does not verify")
+        validator = self.app.validator(signer)
+        if validator is not None and height - 1 > self.peer_heights.get(validator.address, -1):
+            self.peer_heights[validator.address] = height - 1
+        return True
 
     def on_peer_txs(self, batch: Sequence[bytes]) -> None:
         """Queues gossiped transactions for admission and returns at once.
@@ -337,19 +348,6 @@ class CtbcNode:
             txs = await self._admission.get()
             await self.submit(txs, gossip=False)
 
-    def _committee_or_none(self, height: int) -> Committee | None:
-        """The committee of a height near ours; None for heights too far ahead (sync instead)."""
-        if height <= self.height:
-            return None  # already decided here
-        try:
-            return self.committee(height)
-        except ValidationError:
-            return None
-
-    def _note_peer_height(self, peer: str, height: int) -> None:
-        if height > self.peer_heights.get(peer, -1):
-            self.peer_heights[peer] = height
-
     # -- the consensus loop ----------------------------------------------------------------------
 
     async def _consensus_loop(self) -> None:
@@ -365,7 +363,16 @@ class CtbcNode:
     async def _handle(self, event: tuple[Any, ...]) -> None:
         kind = event[0]
         if kind == "start":
-            await self._enter_height(self.height + 1, self.guard.lock_for(self.height + 1))
+            height = self.height + 1
+            await self._enter_height(height, self.guard.lock_for(height))
+            # Votes we signed for this height before a restart may never have left the
+            # process: keep them for re-sending while the height stalls.
+            self._own_messages += [
+                peer_pb.PeerMessage(vote=Vote(
+                    self.chain_id, s.height, s.round, VoteStep(s.step), s.block_hash,
+                    self.signer.id, s.signature).encoded)
+                for s in self.guard.history if s.height == height and s.step != PROPOSAL_STEP
+            ]
         elif kind == "proposal":
             await self._handle_proposal(event[1])
         elif kind == "vote":
@@ -459,7 +466,12 @@ class CtbcNode:
     async def _propose(self, action: Propose) -> None:
         """Builds (or re-proposes) the block of a round we lead, after the block interval."""
         if action.block is None:
-            await asyncio.sleep(self.genesis.consensus.block_interval_ms / 1000)
+            # Wait up to the block interval to batch transactions, less when a large batch is
+            # already waiting: a full mempool should not pay the interval as latency.
+            deadline = time.monotonic() + self.genesis.consensus.block_interval_ms / 1000
+            enough = max(1, self.params.max_block_txs // 4)
+            while time.monotonic() < deadline and len(self.mempool) < enough:
+                await asyncio.sleep(min(PROPOSE_POLL_S, deadline - time.monotonic()))
         if (self.engine.height, self.engine.round) != (action.height, action.round):
             return
         block = action.block or self._build_block(action.round)
@@ -561,7 +573,12 @@ class CtbcNode:
         self._reported.add(key)
         kind = EvidenceKind.DUPLICATE_VOTE if isinstance(first, Vote) else \
             EvidenceKind.DUPLICATE_PROPOSAL
-        payload = Evidence(kind, first.encoded, second.encoded).encode()
+        if isinstance(first, Proposal) and isinstance(second, Proposal):
+            # The signed parts only: the blocks are named by hash, so evidence stays small.
+            payload = Evidence(kind, first.signed_part.encoded,
+                               second.signed_part.encoded).encode()
+        else:
+            payload = Evidence(kind, first.encoded, second.encoded).encode()
         await self._load_nonces([self.signer.id])
         nonce = self.next_nonce(self.signer.id) + len(self.mempool.pending(self.signer.id))
         tx = sign_transaction(self.signer, self.chain_id, TxKind.EVIDENCE, payload, nonce,
@@ -623,17 +640,27 @@ class CtbcNode:
             last_height = self.height
             if not stalled:
                 continue
-            for message in self._own_messages:
+            for message in self._stalled_height_messages():
                 self.broadcast(message)
             if self.peer_heights:
                 peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
                 if height > self.height:
                     await self._events.put(("sync", peer))
 
+    def _stalled_height_messages(self) -> list[peer_pb.PeerMessage]:
+        """What we re-send while a height stalls: every proposal and vote we hold for it (a peer
+        that was down missed them, and the engine never asks twice) and our own signed messages
+        (the guard's record survives our own restart; a message of ours may have been lost)."""
+        messages = [peer_pb.PeerMessage(proposal=m.encoded) if isinstance(m, Proposal)
+                    else peer_pb.PeerMessage(vote=m.encoded)
+                    for m in self.engine.known_messages() if m.height == self.engine.height]
+        return [*messages, *self._own_messages]
+
     async def _sync(self, peer: str) -> None:
         """Fetches committed blocks from ``peer``, checking each certificate and block."""
         link = next((link for link in self.links if link.address == peer), None)
         if link is None:
+            self.peer_heights.pop(peer, None)  # a validator we have no link to
             return
         start = self.height
         try:
@@ -649,6 +676,8 @@ class CtbcNode:
         if self.height > start:
             log.info("synced heights %d..%d from %s", start + 1, self.height, peer)
             await self._enter_height(self.height + 1, self.guard.lock_for(self.height + 1))
+        else:
+            self.peer_heights.pop(peer, None)  # it gave us nothing: ask the others next time
 
     async def _sync_one(self, block: Block, certificate: QuorumCertificate) -> None:
         height = self.height + 1
@@ -664,8 +693,7 @@ class CtbcNode:
 
     def known_block(self, block_hash: bytes) -> Block | None:
         """A block of the height being decided that the engine holds (for GetBlockByHash)."""
-        entry = self.engine._blocks.get(block_hash)
-        return entry[0] if entry is not None else None
+        return self.engine.block(block_hash)
 
     def status(self) -> dict[str, Any]:
         committee = self.committee(self.engine.height) if self.engine.committee else None

@@ -10,7 +10,9 @@ from dualchain.chain.errors import DecodeError
 from dualchain.chain.types import (
     Block,
     BlockHeader,
+    Proposal,
     QuorumCertificate,
+    SignedProposal,
     Transaction,
     TxKind,
     Vote,
@@ -107,3 +109,15 @@ def test_unknown_kinds_steps_and_unsorted_certificates_are_refused() -> None:
     )
     with pytest.raises(DecodeError, match="sorted"):
         QuorumCertificate.decode(qc.encoded)
+
+
+def test_a_proposal_signature_covers_exactly_its_signed_part() -> None:
+    block = Block(GOLDEN_HEADER, (GOLDEN_TX,))
+    proposal = Proposal("golden", 5, 2, 1, block, bytes(range(32)), b"sig")
+    part = proposal.signed_part
+    assert part.block_hash == block.hash
+    assert part.signing_bytes == proposal.signing_bytes
+    assert SignedProposal.decode(part.encoded) == part
+    assert Proposal.decode(proposal.encoded) == proposal
+    other = replace(proposal, block=Block(replace(GOLDEN_HEADER, view=9), ()))
+    assert other.signing_bytes != proposal.signing_bytes

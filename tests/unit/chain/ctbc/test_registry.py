@@ -372,7 +372,8 @@ def double_proposal(leader: Signer, parent: BlockHeader) -> Evidence:
         block = make_block(parent, [], leader, CHAIN, timestamp_ms=BASE_TIMESTAMP_MS + stamp)
         p = Proposal(CHAIN, 1, 0, -1, block, leader.id)
         proposals.append(replace(p, signature=leader.sign(Domain.PROPOSAL, p.signing_bytes)))
-    return Evidence(EvidenceKind.DUPLICATE_PROPOSAL, proposals[0].encoded, proposals[1].encoded)
+    return Evidence(EvidenceKind.DUPLICATE_PROPOSAL, proposals[0].signed_part.encoded,
+                    proposals[1].signed_part.encoded)
 
 
 def test_conflicting_proposals_are_evidence(chain) -> None:
