@@ -207,12 +207,15 @@ class CtbcNode:
         self.metrics.height.set(self.height)
         log.info("replayed %d blocks; head %s", height, head_hash.hex()[:16])
 
+    async def close_links(self) -> None:
+        for link in self.links:
+            await link.close()
+
     async def stop(self) -> None:
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
-        for link in self.links:
-            await link.close()
+        await self.close_links()
         self._store_thread.submit(self.store.close).result()
         self._store_thread.shutdown()
         self._cpu.shutdown()

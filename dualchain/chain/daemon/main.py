@@ -57,7 +57,10 @@ async def serve(config: DaemonConfig) -> None:
         loop.add_signal_handler(sig, stop.set)
     await stop.wait()
     log.info("stopping")
-    await server.stop(grace=2)
+    # Our outgoing gossip streams first: peers then end theirs to us, and the server's grace
+    # period covers only calls that are really in flight.
+    await node.close_links()
+    await server.stop(grace=1)
     await node.stop()
 
 

@@ -79,8 +79,10 @@ class PeerLink:
         if self._task is not None:
             self._task.cancel()
             await asyncio.gather(self._task, return_exceptions=True)
+            self._task = None
         if self.channel is not None:
             await self.channel.close()
+            self.channel = None
 
 
 def _describe(exc: BaseException) -> str:
