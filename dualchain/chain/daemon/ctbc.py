@@ -47,7 +47,13 @@ from dualchain.chain.ctbc.registry import (
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import ChainMetrics
 from dualchain.chain.daemon.peers import PeerLink
-from dualchain.chain.errors import DecodeError, DualchainError, SignatureError, ValidationError
+from dualchain.chain.errors import (
+    DecodeError,
+    DualchainError,
+    MempoolError,
+    SignatureError,
+    ValidationError,
+)
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.mempool import Mempool
@@ -80,7 +86,9 @@ T = TypeVar("T")
 SYNC_BATCH = 64
 SYNC_CHECK_S = 1.0
 GOSSIP_FLUSH_S = 0.02
-ADMISSION_BACKLOG = 256  # gossiped batches waiting for their signature checks
+# Gossiped batches waiting for their signature checks. Small on purpose: a batch of decoded
+# transactions holds several MB, and under overload the transactions reach us in proposals anyway.
+ADMISSION_BACKLOG = 16
 ADMISSION_WORKERS = 2
 REBROADCAST_S = 1.0
 PROPOSE_POLL_S = 0.025
@@ -130,6 +138,7 @@ class CtbcNode:
         self._gossip_buffer: list[bytes] = []
         self._admission: asyncio.Queue[list[Transaction]] = asyncio.Queue(ADMISSION_BACKLOG)
         self._own_messages: list[peer_pb.PeerMessage] = []  # this height's proposal and votes
+        self._seen_proposals: set[tuple[int, int, bytes, bytes]] = set()
         self._reported: set[tuple[bytes, int, int, int]] = set()
         self._committed = asyncio.Condition()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -228,10 +237,19 @@ class CtbcNode:
         outcomes: list[TxOutcome | None] = [None] * len(txs)
         checked: list[int] = []
         now = now_ms()
+        await self._load_nonces(tx.sender for tx in txs)
         for i, tx in enumerate(txs):
             try:
                 check_transaction_shape(tx, self.params)
                 check_timestamp(tx.timestamp_ms, now, self.params, "transaction")
+                # Cheap refusals before the expensive signature check: under load many gossiped
+                # transactions arrive after their block (or after the client's own copy).
+                if tx.hash in self.mempool:
+                    raise MempoolError("transaction is already pending", code="duplicate")
+                if tx.nonce < self.next_nonce(tx.sender):
+                    raise MempoolError(
+                        f"nonce {tx.nonce} is below the sender's next nonce "
+                        f"{self.next_nonce(tx.sender)}", code="stale_nonce")
             except DualchainError as exc:
                 outcomes[i] = TxOutcome(tx.hash, exc)
             else:
@@ -241,7 +259,6 @@ class CtbcNode:
             [tx_verify_request(txs[i], self.params) for i in checked]
         )
         self.metrics.verify_seconds.observe(time.perf_counter() - started)
-        await self._load_nonces(txs[i].sender for i in checked)
         accepted: list[bytes] = []
         for i, ok in zip(checked, results, strict=True):
             tx = txs[i]
@@ -286,10 +303,16 @@ class CtbcNode:
 
     async def on_peer_proposal(self, data: bytes, peer: str) -> None:
         proposal = Proposal.decode(data)
+        # Proposals are re-sent while a height stalls and each carries a whole block: one copy
+        # is enough, the others would only queue up in memory.
+        seen = (proposal.height, proposal.round, proposal.block.hash, proposal.signature)
+        if seen in self._seen_proposals:
+            return
         if not self._authentic(proposal.chain_id, proposal.height, proposal.proposer,
                                Domain.PROPOSAL, proposal.signing_bytes, proposal.signature):
             return
         if proposal.height <= self.height + 1:
+            self._seen_proposals.add(seen)
             await self._events.put(("proposal", proposal))
 
     async def on_peer_vote(self, data: bytes, peer: str) -> None:
@@ -525,6 +548,8 @@ class CtbcNode:
             if admitted is not None:
                 self.metrics.commit_latency.observe(now - admitted)
         self.mempool.remove_committed(block.transactions, self.next_nonce)
+        if len(self._admitted_at) > len(self.mempool):  # evicted or expired meanwhile
+            self._admitted_at = {h: t for h, t in self._admitted_at.items() if h in self.mempool}
         self.metrics.height.set(block.height)
         self.metrics.txs_committed.inc(len(block.transactions))
         self.metrics.mempool_size.set(len(self.mempool))
@@ -554,6 +579,7 @@ class CtbcNode:
     async def _enter_height(self, height: int, lock: Any) -> None:
         self._height_started = time.monotonic()
         self._own_messages = []
+        self._seen_proposals = {p for p in self._seen_proposals if p[0] > height - 1}
         actions = self.engine.start_height(height, self.committee(height), lock)
         await self._run(actions)
         for proposal in self._pending_proposals.pop(height, []):
@@ -643,20 +669,26 @@ class CtbcNode:
             last_height = self.height
             if not stalled:
                 continue
-            for message in self._stalled_height_messages():
-                self.broadcast(message)
+            resend = self._stalled_height_messages()
+            for link in self.links:
+                if link.idle:  # a peer still busy with our backlog gets nothing more
+                    for message in resend:
+                        link.send(message)
             if self.peer_heights:
                 peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
                 if height > self.height:
                     await self._events.put(("sync", peer))
 
     def _stalled_height_messages(self) -> list[peer_pb.PeerMessage]:
-        """What we re-send while a height stalls: every proposal and vote we hold for it (a peer
-        that was down missed them, and the engine never asks twice) and our own signed messages
-        (the guard's record survives our own restart; a message of ours may have been lost)."""
-        messages = [peer_pb.PeerMessage(proposal=m.encoded) if isinstance(m, Proposal)
-                    else peer_pb.PeerMessage(vote=m.encoded)
-                    for m in self.engine.known_messages() if m.height == self.engine.height]
+        """What we re-send while a height stalls: the votes and the current round's proposal we
+        hold for it (a peer that was down missed them, and the engine never asks twice) and our
+        own signed messages (after a restart, from the vote guard's record)."""
+        # Votes are small; of the proposals (whole blocks) only the current round's matters.
+        messages = [peer_pb.PeerMessage(vote=m.encoded) if isinstance(m, Vote)
+                    else peer_pb.PeerMessage(proposal=m.encoded)
+                    for m in self.engine.known_messages()
+                    if m.height == self.engine.height
+                    and (isinstance(m, Vote) or m.round == self.engine.round)]
         return [*messages, *self._own_messages]
 
     async def _sync(self, peer: str) -> None:

@@ -1,9 +1,12 @@
 """Outgoing links to the other replicas: one long-lived gossip stream per peer.
 
-Each link owns a bounded queue. ``send`` never blocks the caller: when a peer is too slow or gone
-and its queue is full, new messages for it are dropped and counted; consensus recovers what a
-dropped message would have carried through timeouts and block sync. A broken stream is reopened
-with exponential backoff and jitter.
+Each link owns two bounded queues: consensus messages (proposals, votes), which always go first,
+and transaction batches, bounded in bytes. ``send`` never blocks the caller: when a peer is too
+slow or gone and a queue is full, new messages for it are dropped and counted. Consensus recovers
+what a dropped message carried through re-sends, timeouts and block sync; a dropped transaction
+batch reaches the peer inside a proposal instead. Without the byte bound an overloaded peer would
+let megabyte-sized batches pile up in memory without limit. A broken stream is reopened with
+exponential backoff and jitter.
 """
 
 from __future__ import annotations
@@ -11,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import random
+from collections import deque
 from collections.abc import AsyncIterator, Callable
 
 import grpc
@@ -21,7 +25,8 @@ from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
 
 log = logging.getLogger(__name__)
 
-QUEUE_LIMIT = 10_000
+CONSENSUS_QUEUE_BYTES = 128 * 1024 * 1024  # proposals carry whole blocks
+TX_QUEUE_BYTES = 32 * 1024 * 1024
 _BACKOFF_START_S = 0.1
 _BACKOFF_MAX_S = 2.0
 
@@ -33,7 +38,11 @@ class PeerLink:
         self.address = address
         self._hello = hello
         self._options = channel_options(max_message_bytes)
-        self._queue: asyncio.Queue[peer_pb.PeerMessage] = asyncio.Queue(QUEUE_LIMIT)
+        self._consensus: deque[tuple[peer_pb.PeerMessage, int]] = deque()
+        self._consensus_bytes = 0
+        self._txs: deque[tuple[peer_pb.PeerMessage, int]] = deque()
+        self._tx_bytes = 0
+        self._ready = asyncio.Event()
         self.connected = False
         self.dropped = 0
         self.channel: grpc.aio.Channel | None = None
@@ -47,16 +56,41 @@ class PeerLink:
         assert self.channel is not None
         return peer_grpc.PeerServiceStub(self.channel)
 
+    @property
+    def idle(self) -> bool:
+        """Nothing waits to be sent: the peer keeps up."""
+        return not self._consensus and not self._txs
+
     def send(self, message: peer_pb.PeerMessage) -> None:
-        try:
-            self._queue.put_nowait(message)
-        except asyncio.QueueFull:
-            self.dropped += 1
+        size = message.ByteSize()
+        if message.WhichOneof("kind") == "txs":
+            if self._tx_bytes + size > TX_QUEUE_BYTES:
+                self.dropped += 1
+                return
+            self._txs.append((message, size))
+            self._tx_bytes += size
+        else:
+            if self._consensus_bytes + size > CONSENSUS_QUEUE_BYTES:
+                self.dropped += 1
+                return
+            self._consensus.append((message, size))
+            self._consensus_bytes += size
+        self._ready.set()
 
     async def _messages(self) -> AsyncIterator[peer_pb.PeerMessage]:
         yield peer_pb.PeerMessage(hello=self._hello())
         while True:
-            yield await self._queue.get()
+            if self._consensus:
+                message, size = self._consensus.popleft()
+                self._consensus_bytes -= size
+                yield message
+            elif self._txs:
+                message, size = self._txs.popleft()
+                self._tx_bytes -= size
+                yield message
+            else:
+                self._ready.clear()
+                await self._ready.wait()
 
     async def _run(self) -> None:
         backoff = _BACKOFF_START_S
