@@ -39,7 +39,7 @@ import grpc
 import psutil
 
 from dualchain.bench.loadgen import RECORD, LoadSpec
-from dualchain.chain.genesis import ConsensusParams, Genesis
+from dualchain.chain.genesis import ConsensusParams, Genesis, LedgerLimits
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import channel_options
 from dualchain.chain.types import Block
@@ -120,22 +120,24 @@ def consensus_benchmark(
     senders: int = 512,
     batch: int = 256,
     block_interval_ms: int = 250,
+    max_block_txs: int = 5000,
     directory: Path | None = None,
     progress: Callable[[str], None] | None = None,
 ) -> dict:
     """Runs the benchmark in a temporary directory; ``progress`` gets a line every second."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="bench-consensus-") as tmp:
         return _run(Path(tmp), nodes, duration, algorithm, rate, senders, batch,
-                    block_interval_ms, progress or (lambda line: None))
+                    block_interval_ms, max_block_txs, progress or (lambda line: None))
 
 
 def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: float,
-         senders: int, batch: int, block_interval_ms: int,
+         senders: int, batch: int, block_interval_ms: int, max_block_txs: int,
          progress: Callable[[str], None]) -> dict:
     ports = free_ports(2 * nodes)
     configs = make_testnet(tmp, TestnetPlan(
         nodes=nodes, algorithm=algorithm, ports=tuple(ports[:nodes]), chain_id=CHAIN_ID,
         consensus=ConsensusParams(block_interval_ms=block_interval_ms, epoch_length=1000),
+        limits=LedgerLimits(max_block_txs=max_block_txs),
     ))
     for i, path in enumerate(configs):  # give each replica a metrics endpoint
         config = json.loads(path.read_text())
@@ -194,6 +196,7 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         "payload_bytes": 256,
         "batch": batch,
         "block_interval_ms": block_interval_ms,
+        "max_block_txs": max_block_txs,
         "committee_size": genesis.consensus.committee_size,
         "every_replica_verifies_signatures": True,
         "machine": {"cpus": os.cpu_count()},

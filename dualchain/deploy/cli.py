@@ -94,6 +94,7 @@ def cmd_bench_consensus(args: argparse.Namespace) -> int:
     result = consensus_benchmark(
         nodes=args.nodes, duration=args.duration, algorithm=args.alg, rate=args.rate,
         senders=args.senders, batch=args.batch, block_interval_ms=args.block_interval_ms,
+        max_block_txs=args.max_block_txs,
     )
     _print(result, args.json)
     return 0
@@ -259,6 +260,8 @@ def build_parser() -> argparse.ArgumentParser:
                            help="transactions per SubmitTxs call (default 256)")
     consensus.add_argument("--block-interval-ms", type=int, default=250,
                            help="leader's wait before proposing (default 250)")
+    consensus.add_argument("--max-block-txs", type=int, default=5000,
+                           help="transactions per block at most, in the genesis (default 5000)")
     consensus.add_argument("--json", action="store_true", help="print one compact JSON document")
     consensus.set_defaults(func=cmd_bench_consensus)
 

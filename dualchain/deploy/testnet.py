@@ -15,7 +15,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dualchain.chain.app import Validator
-from dualchain.chain.genesis import ConsensusParams, Genesis
+from dualchain.chain.genesis import ConsensusParams, Genesis, LedgerLimits
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import DEFAULT_ALGORITHM, Algorithm
 
@@ -29,6 +29,7 @@ class TestnetPlan:
     metrics_base_port: int = 0  # 0: no metrics endpoints
     committee_size: int | None = None  # None: every node
     consensus: ConsensusParams = field(default_factory=ConsensusParams)
+    limits: LedgerLimits = field(default_factory=LedgerLimits)
     chain_id: str = "ctbc-local"
     ports: tuple[int, ...] | None = None  # explicit ports instead of base_port + i
 
@@ -54,6 +55,7 @@ def make_testnet(directory: Path, plan: TestnetPlan) -> list[Path]:
         genesis_time_ms=time.time_ns() // 1_000_000,
         validators=tuple(validators),
         consensus=consensus,
+        limits=plan.limits,
     )
     genesis.save(directory / "genesis.json")
     configs = []

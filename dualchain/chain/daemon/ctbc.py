@@ -88,7 +88,7 @@ SYNC_CHECK_S = 1.0
 GOSSIP_FLUSH_S = 0.02
 # Gossiped batches waiting for their signature checks. Small on purpose: a batch of decoded
 # transactions holds several MB, and under overload the transactions reach us in proposals anyway.
-ADMISSION_BACKLOG = 16
+ADMISSION_BACKLOG = 64
 ADMISSION_WORKERS = 2
 REBROADCAST_S = 1.0
 PROPOSE_POLL_S = 0.025
