@@ -421,18 +421,13 @@ class Proposal:
     @classmethod
     def decode(cls, data: bytes) -> Proposal:
         r = Reader(data, PROPOSAL_TAG, "proposal")
-        chain_id = r.text("chain_id", MAX_CHAIN_ID)
-        height = r.u64("height")
-        round_ = r.u64("round")
-        valid_round = r.u64("valid_round") - 1
-        block_hash = r.fixed(HASH_BYTES, "block_hash")
-        proposer = r.fixed(ID_BYTES, "proposer")
-        signature = r.var("signature", MAX_SIGNATURE)
+        signed = SignedProposal._read(r)
         block = Block.decode(r.raw("block", MAX_BLOCK_ENCODED))
         r.finish()
-        if block.hash != block_hash:
+        if block.hash != signed.block_hash:
             raise DecodeError("proposal: block does not match the signed block hash")
-        return cls(chain_id, height, round_, valid_round, block, proposer, signature)
+        return cls(signed.chain_id, signed.height, signed.round, signed.valid_round, block,
+                   signed.proposer, signed.signature)
 
 
 @dataclass(frozen=True)
@@ -468,7 +463,13 @@ class SignedProposal:
     @classmethod
     def decode(cls, data: bytes) -> SignedProposal:
         r = Reader(data, SIGNED_PROPOSAL_TAG, "signed proposal")
-        value = cls(
+        value = cls._read(r)
+        r.finish()
+        return value
+
+    @classmethod
+    def _read(cls, r: Reader) -> SignedProposal:
+        return cls(
             chain_id=r.text("chain_id", MAX_CHAIN_ID),
             height=r.u64("height"),
             round=r.u64("round"),
@@ -477,5 +478,3 @@ class SignedProposal:
             proposer=r.fixed(ID_BYTES, "proposer"),
             signature=r.var("signature", MAX_SIGNATURE),
         )
-        r.finish()
-        return value
