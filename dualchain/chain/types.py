@@ -418,6 +418,12 @@ class Proposal:
         return signed._write_body(Writer(PROPOSAL_TAG)).var(self.signature).raw(
             self.block.encoded).bytes()
 
+    @staticmethod
+    def peek(data: bytes) -> SignedProposal:
+        """The signed part of an encoded proposal, without decoding its block: enough to drop a
+        copy already seen, or a forged one, before paying for the block."""
+        return SignedProposal._read(Reader(data, PROPOSAL_TAG, "proposal"))
+
     @classmethod
     def decode(cls, data: bytes) -> Proposal:
         r = Reader(data, PROPOSAL_TAG, "proposal")

@@ -302,18 +302,22 @@ class CtbcNode:
     # -- peer messages ---------------------------------------------------------------------------
 
     async def on_peer_proposal(self, data: bytes, peer: str) -> None:
-        proposal = Proposal.decode(data)
-        # Proposals are re-sent while a height stalls and each carries a whole block: one copy
-        # is enough, the others would only queue up in memory.
-        seen = (proposal.height, proposal.round, proposal.block.hash, proposal.signature)
+        # Proposals are re-sent while a height stalls and each carries a whole block. The
+        # signed part comes first in the encoding: it identifies the copy and proves who signed
+        # it, so duplicates and forgeries are dropped before the block is decoded (decoding
+        # every re-sent copy of a large block would slow a stalled height down even further).
+        signed = Proposal.peek(data)
+        seen = (signed.height, signed.round, signed.block_hash, signed.signature)
         if seen in self._seen_proposals:
             return
-        if not self._authentic(proposal.chain_id, proposal.height, proposal.proposer,
-                               Domain.PROPOSAL, proposal.signing_bytes, proposal.signature):
+        if not self._authentic(signed.chain_id, signed.height, signed.proposer, Domain.PROPOSAL,
+                               signed.signing_bytes, signed.signature):
             return
-        if proposal.height <= self.height + 1:
-            self._seen_proposals.add(seen)
-            await self._events.put(("proposal", proposal))
+        if signed.height > self.height + 1:
+            return
+        self._seen_proposals.add(seen)
+        proposal = Proposal.decode(data)
+        await self._events.put(("proposal", proposal))
 
     async def on_peer_vote(self, data: bytes, peer: str) -> None:
         vote = Vote.decode(data)

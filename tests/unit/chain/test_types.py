@@ -121,3 +121,10 @@ def test_a_proposal_signature_covers_exactly_its_signed_part() -> None:
     assert Proposal.decode(proposal.encoded) == proposal
     other = replace(proposal, block=Block(replace(GOLDEN_HEADER, view=9), ()))
     assert other.signing_bytes != proposal.signing_bytes
+
+
+def test_peek_reads_a_proposals_signed_part_without_its_block() -> None:
+    proposal = Proposal("golden", 5, 2, -1, Block(GOLDEN_HEADER, (GOLDEN_TX,)), bytes(32), b"s")
+    assert Proposal.peek(proposal.encoded) == proposal.signed_part
+    truncated = proposal.encoded[: len(proposal.encoded) - 100]  # block cut short: peek is fine
+    assert Proposal.peek(truncated) == proposal.signed_part
