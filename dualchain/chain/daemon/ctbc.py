@@ -139,6 +139,7 @@ class CtbcNode:
         self._admission: asyncio.Queue[list[Transaction]] = asyncio.Queue(ADMISSION_BACKLOG)
         self._own_messages: list[peer_pb.PeerMessage] = []  # this height's proposal and votes
         self._seen_proposals: set[tuple[int, int, bytes, bytes]] = set()
+        self._proposals_resent: set[tuple[str, int, int]] = set()  # (peer, height, round)
         self._reported: set[tuple[bytes, int, int, int]] = set()
         self._committed = asyncio.Condition()
         self._tasks: list[asyncio.Task[Any]] = []
@@ -584,6 +585,7 @@ class CtbcNode:
         self._height_started = time.monotonic()
         self._own_messages = []
         self._seen_proposals = {p for p in self._seen_proposals if p[0] > height - 1}
+        self._proposals_resent = set()
         actions = self.engine.start_height(height, self.committee(height), lock)
         await self._run(actions)
         for proposal in self._pending_proposals.pop(height, []):
@@ -674,9 +676,15 @@ class CtbcNode:
             if not stalled:
                 continue
             resend = self._stalled_height_messages()
+            position = (self.engine.height, self.engine.round)
             for link in self.links:
-                if link.idle:  # a peer still busy with our backlog gets nothing more
-                    for message in resend:
+                if not link.idle:  # a peer still busy with our backlog gets nothing more
+                    continue
+                # Votes every time; a proposal (a whole block) once per round and peer.
+                again = (link.address, *position) not in self._proposals_resent
+                self._proposals_resent.add((link.address, *position))
+                for message in resend:
+                    if again or message.WhichOneof("kind") != "proposal":
                         link.send(message)
             if self.peer_heights:
                 peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
