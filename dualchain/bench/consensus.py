@@ -23,9 +23,7 @@ import asyncio
 import contextlib
 import json
 import os
-import selectors
 import signal
-import socket
 import statistics
 import subprocess
 import sys
@@ -44,44 +42,11 @@ from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import channel_options
 from dualchain.chain.types import Block
 from dualchain.chain.wire import block_from_proto
+from dualchain.deploy.processes import free_ports, read_json_line
 from dualchain.deploy.testnet import TestnetPlan, make_testnet
 from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
 
 CHAIN_ID = "bench-ctbc"
-
-
-def free_ports(count: int) -> list[int]:
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def read_json_line(proc: subprocess.Popen[bytes], event: str, timeout: float) -> dict:
-    """Reads stdout lines of ``proc`` until a JSON line with this event (or fails at timeout)."""
-    assert proc.stdout is not None
-    deadline = time.monotonic() + timeout
-    with selectors.DefaultSelector() as selector:
-        selector.register(proc.stdout, selectors.EVENT_READ)
-        while True:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                raise TimeoutError(f"no {event!r} line within {timeout} s")
-            if not selector.select(remaining):
-                continue
-            line = proc.stdout.readline()
-            if not line:
-                raise RuntimeError(f"process exited ({proc.wait()}) before {event!r}")
-            with contextlib.suppress(ValueError):
-                data = json.loads(line)
-                if isinstance(data, dict) and data.get("event") == event:
-                    return data
 
 
 def _scrape(port: int, name: str) -> float:

@@ -27,7 +27,6 @@ import json
 import os
 import selectors
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -44,6 +43,7 @@ from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import channel_options
 from dualchain.chain.types import Block, Transaction, TxKind, VoteStep
 from dualchain.chain.validation import sign_transaction
+from dualchain.deploy.processes import free_ports
 from dualchain.deploy.testnet import TestnetPlan, make_testnet
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
@@ -77,20 +77,6 @@ def _kill_leftovers() -> None:
 
 
 atexit.register(_kill_leftovers)
-
-
-def free_ports(count: int, host: str = "127.0.0.1") -> list[int]:
-    """``count`` distinct ports the kernel had free a moment ago (bound to port 0, then closed)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind((host, 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 class ClusterError(AssertionError):
@@ -375,23 +361,7 @@ class Cluster:
 
     async def wait_height(self, i: int, height: int, timeout: float) -> Block:
         """Awaits node ``i``'s SubscribeBlocks stream until it yields ``height``; that block."""
-        stream = self.chain(i).SubscribeBlocks(
-            chain_pb.SubscribeBlocksRequest(from_height=height), timeout=timeout
-        )
-        try:
-            async for message in stream:
-                block = wire.block_from_proto(message)
-                if block.height >= height:
-                    return block
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.DEADLINE_EXCEEDED:
-                raise self.error(f"node {i} did not reach height {height} within "
-                                 f"{timeout:.1f} s") from None
-            raise self.error(f"node {i}: SubscribeBlocks failed: {exc.code().name} "
-                             f"{exc.details()}") from exc
-        finally:
-            stream.cancel()
-        raise self.error(f"node {i}: SubscribeBlocks ended before height {height}")
+        return (await self.follow(i, height, height, timeout))[-1]
 
     async def follow(self, i: int, first: int, last: int, timeout: float) -> list[Block]:
         """The blocks ``first..last`` as node ``i`` announces them on SubscribeBlocks (at commit
