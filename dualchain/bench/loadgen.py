@@ -52,9 +52,9 @@ def _sender_seed(index: int) -> bytes:
     return b"loadgen-sender-" + index.to_bytes(17, "big")
 
 
-def _sign_slice(args: tuple[str, str, int, int, int, int, int]) -> list[bytes]:
+def _sign_slice(args: tuple[str, str, int, int, int, int]) -> list[bytes]:
     """Signs the transactions of senders [first, last) in a worker process."""
-    chain_id, algorithm, first, last, per_sender, timestamp_ms, _ = args
+    chain_id, algorithm, first, last, per_sender, timestamp_ms = args
     alg = Algorithm.parse(algorithm)
     out: list[bytes] = []
     for index in range(first, last):
@@ -73,7 +73,7 @@ def presign(spec: LoadSpec) -> list[list[Transaction]]:
     workers = max(1, multiprocessing.cpu_count())
     bounds = [spec.senders * i // workers for i in range(workers + 1)]
     jobs = [(spec.chain_id, spec.algorithm, bounds[i], bounds[i + 1], per_sender,
-             spec.timestamp_ms, i) for i in range(workers) if bounds[i] < bounds[i + 1]]
+             spec.timestamp_ms) for i in range(workers) if bounds[i] < bounds[i + 1]]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         slices = pool.map(_sign_slice, jobs)
     flat = [Transaction.decode(raw) for chunk in slices for raw in chunk]

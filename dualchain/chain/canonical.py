@@ -73,10 +73,8 @@ class Writer:
         return self.u32(n)
 
     def raw(self, value: bytes) -> Writer:
-        """Embeds an already canonical encoding (which carries its own tag and lengths)."""
-        self._parts.append(_U32.pack(len(value)))
-        self._parts.append(value)
-        return self
+        """Embeds an already canonical encoding (length-prefixed, like any bytes)."""
+        return self.var(value)
 
     def bytes(self) -> bytes:
         return b"".join(self._parts)

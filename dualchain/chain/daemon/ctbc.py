@@ -137,7 +137,9 @@ class CtbcNode:
         self._height_started = time.monotonic()
         self._gossip_buffer: list[bytes] = []
         self._admission: asyncio.Queue[list[Transaction]] = asyncio.Queue(ADMISSION_BACKLOG)
-        self._own_messages: list[peer_pb.PeerMessage] = []  # this height's proposal and votes
+        # Votes we signed before a restart (from the vote guard): the engine of this run never
+        # saw them, but a peer may need them. Our other messages are in the engine's record.
+        self._restored_votes: list[Vote] = []
         self._seen_proposals: set[tuple[int, int, bytes, bytes]] = set()
         self._proposals_resent: set[tuple[str, int, int]] = set()  # (peer, height, round)
         self._reported: set[tuple[bytes, int, int, int]] = set()
@@ -149,7 +151,8 @@ class CtbcNode:
 
     # -- helpers ---------------------------------------------------------------------------------
 
-    async def _in_store(self, fn: Callable[..., T], *args: Any) -> T:
+    async def in_store(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs a block store call on the store's own thread (the servicers read through it)."""
         return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
 
     async def _on_cpu(self, fn: Callable[..., T], *args: Any) -> T:
@@ -170,7 +173,7 @@ class CtbcNode:
     async def _load_nonces(self, senders: Iterable[bytes]) -> None:
         missing = {s for s in senders if s not in self._nonces}
         if missing:
-            found = await self._in_store(lambda: {s: self.store.next_nonce(s) for s in missing})
+            found = await self.in_store(lambda: {s: self.store.next_nonce(s) for s in missing})
             for sender, nonce in found.items():
                 self._nonces.setdefault(sender, nonce)
 
@@ -182,9 +185,9 @@ class CtbcNode:
     async def start(self) -> None:
         """Loads the chain (writing genesis on first start) and starts consensus and gossip."""
         genesis_block = self.genesis.genesis_block()
-        stored = await self._in_store(self.store.canonical_hash, 0)
+        stored = await self.in_store(self.store.canonical_hash, 0)
         if stored is None:
-            await self._in_store(self.store.append, genesis_block)
+            await self.in_store(self.store.append, genesis_block)
         elif stored != genesis_block.hash:
             raise ValidationError(
                 f"the store in {self.config.data_dir} holds another chain (genesis "
@@ -206,13 +209,13 @@ class CtbcNode:
 
     async def _replay(self) -> None:
         """Rebuilds the application state from the stored chain (it is not persisted)."""
-        height = await self._in_store(self.store.height)
+        height = await self.in_store(self.store.height)
         for h in range(1, height + 1):
-            block = await self._in_store(self.store.canonical_block, h)
+            block = await self.in_store(self.store.canonical_block, h)
             self.app.apply_block(block)
             self._head = block.header
         head_hash = self._head.hash
-        cert = await self._in_store(self.store.get_certificate, head_hash)
+        cert = await self.in_store(self.store.get_certificate, head_hash)
         self._last_certificate = QuorumCertificate.decode(cert) if cert else None
         self.metrics.height.set(self.height)
         log.info("replayed %d blocks; head %s", height, head_hash.hex()[:16])
@@ -290,11 +293,6 @@ class CtbcNode:
                 continue
             batch, self._gossip_buffer = self._gossip_buffer, []
             self.broadcast(peer_pb.PeerMessage(txs=peer_pb.TxBatch(txs=batch)))
-
-    def _send_own(self, message: peer_pb.PeerMessage) -> None:
-        """Broadcasts our own consensus message and keeps it for re-sending in this height."""
-        self._own_messages.append(message)
-        self.broadcast(message)
 
     def broadcast(self, message: peer_pb.PeerMessage) -> None:
         for link in self.links:
@@ -398,10 +396,9 @@ class CtbcNode:
             await self._enter_height(height, self.guard.lock_for(height))
             # Votes we signed for this height before a restart may never have left the
             # process: keep them for re-sending while the height stalls.
-            self._own_messages += [
-                peer_pb.PeerMessage(vote=Vote(
-                    self.chain_id, s.height, s.round, VoteStep(s.step), s.block_hash,
-                    self.signer.id, s.signature).encoded)
+            self._restored_votes = [
+                Vote(self.chain_id, s.height, s.round, VoteStep(s.step), s.block_hash,
+                     self.signer.id, s.signature)
                 for s in self.guard.history if s.height == height and s.step != PROPOSAL_STEP
             ]
         elif kind == "proposal":
@@ -489,7 +486,7 @@ class CtbcNode:
             return []
         vote = Vote(vote.chain_id, vote.height, vote.round, vote.step, vote.block_hash,
                     vote.voter, signature)
-        self._send_own(peer_pb.PeerMessage(vote=vote.encoded))
+        self.broadcast(peer_pb.PeerMessage(vote=vote.encoded))
         if self.byzantine == "equivocate" and action.block_hash != bytes(32):
             self._equivocate_vote(vote)
         return self.engine.on_vote(vote)
@@ -520,7 +517,7 @@ class CtbcNode:
         if self.byzantine == "equivocate":
             await self._equivocate_proposal(proposal)
         else:
-            self._send_own(peer_pb.PeerMessage(proposal=proposal.encoded))
+            self.broadcast(peer_pb.PeerMessage(proposal=proposal.encoded))
         await self._events.put(("own_proposal", proposal))
 
     def _build_block(self, round_: int, salt: bytes = b"") -> Block:
@@ -538,7 +535,7 @@ class CtbcNode:
 
     async def _commit(self, decision: Decide) -> None:
         block = decision.block
-        await self._in_store(self.store.append, block, 0, decision.certificate.encoded)
+        await self.in_store(self.store.append, block, 0, decision.certificate.encoded)
         self._apply_committed(block, decision.certificate)
         await self._enter_height(block.height + 1, None)
 
@@ -583,7 +580,7 @@ class CtbcNode:
 
     async def _enter_height(self, height: int, lock: Any) -> None:
         self._height_started = time.monotonic()
-        self._own_messages = []
+        self._restored_votes = []
         self._seen_proposals = {p for p in self._seen_proposals if p[0] > height - 1}
         self._proposals_resent = set()
         actions = self.engine.start_height(height, self.committee(height), lock)
@@ -693,15 +690,14 @@ class CtbcNode:
 
     def _stalled_height_messages(self) -> list[peer_pb.PeerMessage]:
         """What we re-send while a height stalls: the votes and the current round's proposal we
-        hold for it (a peer that was down missed them, and the engine never asks twice) and our
-        own signed messages (after a restart, from the vote guard's record)."""
+        hold for it, ours included (a peer that was down missed them, and the engine never asks
+        twice), and the votes we signed before a restart (from the vote guard's record)."""
         # Votes are small; of the proposals (whole blocks) only the current round's matters.
-        messages = [peer_pb.PeerMessage(vote=m.encoded) if isinstance(m, Vote)
-                    else peer_pb.PeerMessage(proposal=m.encoded)
-                    for m in self.engine.known_messages()
-                    if m.height == self.engine.height
-                    and (isinstance(m, Vote) or m.round == self.engine.round)]
-        return [*messages, *self._own_messages]
+        held = [m for m in self.engine.known_messages() if m.height == self.engine.height
+                and (isinstance(m, Vote) or m.round == self.engine.round)]
+        held += [v for v in self._restored_votes if v not in held]
+        return [peer_pb.PeerMessage(vote=m.encoded) if isinstance(m, Vote)
+                else peer_pb.PeerMessage(proposal=m.encoded) for m in held]
 
     async def _sync(self, peer: str) -> None:
         """Fetches committed blocks from ``peer``, checking each certificate and block."""
@@ -733,7 +729,7 @@ class CtbcNode:
                            self.verifier, height, block.hash, self.chain_id)
         if not await self._validate(block):
             raise ValidationError(f"synced block at height {height} is invalid", code="bad_sync")
-        await self._in_store(self.store.append, block, 0, certificate.encoded)
+        await self.in_store(self.store.append, block, 0, certificate.encoded)
         self._apply_committed(block, certificate)
 
     # -- reads for the services ------------------------------------------------------------------

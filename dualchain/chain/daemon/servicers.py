@@ -61,11 +61,11 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
             if request.WhichOneof("selector") == "hash":
                 if len(request.hash) != 32:
                     raise DecodeError("hash must be 32 bytes")
-                block = await node._in_store(node.store.get_block, bytes(request.hash))
-                canonical = await node._in_store(node.store.canonical_hash, block.height)
+                block = await node.in_store(node.store.get_block, bytes(request.hash))
+                canonical = await node.in_store(node.store.canonical_hash, block.height)
                 is_canonical = canonical == block.hash
             elif request.WhichOneof("selector") == "height":
-                block = await node._in_store(node.store.canonical_block, request.height)
+                block = await node.in_store(node.store.canonical_block, request.height)
                 is_canonical = True
             else:
                 raise DecodeError("give a block hash or a height")
@@ -97,7 +97,7 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
         next_height = request.from_height
         while True:
             while next_height <= node.height:
-                block = await node._in_store(node.store.canonical_block, next_height)
+                block = await node.in_store(node.store.canonical_block, next_height)
                 yield wire.block_to_proto(block)
                 next_height += 1
             await node.wait_for_height(next_height)
@@ -151,7 +151,7 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
         last = min(node.height, request.from_height + min(request.max_blocks or 1,
                                                           MAX_SYNC_BLOCKS) - 1)
         for height in range(request.from_height, last + 1):
-            block, certificate = await node._in_store(_certified, node, height)
+            block, certificate = await node.in_store(_certified, node, height)
             yield peer_pb.CertifiedBlock(block=block.encoded, certificate=certificate or b"")
 
     async def GetBlockByHash(self, request, context):
@@ -162,8 +162,8 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
             block = node.known_block(bytes(request.hash))
             if block is not None:
                 return peer_pb.CertifiedBlock(block=block.encoded)
-            stored: Block = await node._in_store(node.store.get_block, bytes(request.hash))
-            certificate = await node._in_store(node.store.get_certificate, stored.hash)
+            stored: Block = await node.in_store(node.store.get_block, bytes(request.hash))
+            certificate = await node.in_store(node.store.get_certificate, stored.hash)
             return peer_pb.CertifiedBlock(block=stored.encoded, certificate=certificate or b"")
         except (NotFoundError, ValidationError, DecodeError) as exc:
             await abort(context, exc)
