@@ -4,7 +4,8 @@ The engines (committee BFT for CTBC, proof of work for CMBC) know nothing of wha
 mean. They ask the application three things: is this transaction acceptable, is this block's
 content acceptable, and apply this committed block. The committee engine also asks the
 application who sits on the committee at a height, because the committee is chain state
-(membership changes and reputation are recorded on chain).
+(membership changes and reputation are recorded on chain); the proof-of-work engine also asks it
+to take back the last applied block, because a reorg disconnects blocks.
 """
 
 from __future__ import annotations
@@ -78,6 +79,10 @@ class Application(ABC):
     def app_hash(self) -> bytes:
         """A digest of the whole application state (replicas compare it through headers)."""
 
+
+class CommitteeApplication(Application):
+    """An application ordered by committee consensus: it names the committee of each height."""
+
     @abstractmethod
     def committee(self, height: int) -> Committee:
         """The committee that decides ``height``: fixed for an epoch, known one epoch ahead."""
@@ -85,3 +90,11 @@ class Application(ABC):
     @abstractmethod
     def validator(self, validator_id: bytes) -> Validator | None:
         """A current validator by id (committee member or not)."""
+
+
+class ReorgApplication(Application):
+    """An application ordered by proof of work, where a reorg disconnects applied blocks."""
+
+    @abstractmethod
+    def rollback_block(self, block: Block) -> None:
+        """Takes back ``block``, which must be the last block applied and not yet taken back."""

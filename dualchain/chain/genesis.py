@@ -23,6 +23,7 @@ from typing import Any
 
 from dualchain.chain.app import Validator
 from dualchain.chain.canonical import U64_MAX
+from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.identity import ID_BYTES, identity_id
 from dualchain.chain.merkle import EMPTY_ROOT
@@ -108,6 +109,7 @@ class Genesis:
     consensus: ConsensusParams = field(default_factory=ConsensusParams)
     limits: LedgerLimits = field(default_factory=LedgerLimits)
     reputation: ReputationWeights = field(default_factory=ReputationWeights)
+    pow: PowParams = field(default_factory=PowParams)  # CMBC only: absent from a CTBC file
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "validators", tuple(self.validators))
@@ -138,7 +140,7 @@ class Genesis:
     # -- JSON -----------------------------------------------------------------------------------
 
     def to_json(self) -> dict[str, Any]:
-        return {
+        data = {
             "format": GENESIS_FORMAT,
             "chain_id": self.chain_id,
             "kind": self.kind,
@@ -152,13 +154,17 @@ class Genesis:
             "limits": asdict(self.limits),
             "reputation": asdict(self.reputation),
         }
+        if self.kind == "cmbc":
+            data["pow"] = asdict(self.pow)
+        return data
 
     @classmethod
     def from_json(cls, data: object) -> Genesis:
-        obj = _object(data, "", [
-            "format", "chain_id", "kind", "algorithm", "genesis_time_ms", "validators",
-            "consensus", "limits", "reputation",
-        ])
+        keys = ["format", "chain_id", "kind", "algorithm", "genesis_time_ms", "validators",
+                "consensus", "limits", "reputation"]
+        if isinstance(data, dict) and data.get("kind") == "cmbc":
+            keys.append("pow")
+        obj = _object(data, "", keys)
         if obj["format"] != GENESIS_FORMAT:
             raise GenesisError(f"format: is {obj['format']!r}, expected {GENESIS_FORMAT!r}")
         algorithm_label = _string(obj["algorithm"], "algorithm")
@@ -182,6 +188,7 @@ class Genesis:
             consensus=_section(ConsensusParams, obj["consensus"], "consensus"),
             limits=_section(LedgerLimits, obj["limits"], "limits"),
             reputation=_section(ReputationWeights, obj["reputation"], "reputation"),
+            **({"pow": _section(PowParams, obj["pow"], "pow")} if "pow" in obj else {}),
         )
 
     @classmethod
@@ -295,6 +302,7 @@ def _check_semantics(g: Genesis) -> None:
         if type(value) is not int or not 0 < value <= U64_MAX:
             raise GenesisError(f"limits.{f.name}: must be a positive integer, got {value!r}")
     _check_reputation(g.reputation)
+    _check_pow(g.pow)
 
 
 def _check_validators(g: Genesis) -> None:
@@ -347,3 +355,14 @@ def _check_reputation(r: ReputationWeights) -> None:
         raise GenesisError("reputation: at least one weight must be positive")
     if type(r.window_epochs) is not int or r.window_epochs < 1:
         raise GenesisError(f"reputation.window_epochs: must be at least 1, got {r.window_epochs}")
+
+
+def _check_pow(p: PowParams) -> None:
+    for f in fields(PowParams):
+        value = getattr(p, f.name)
+        if type(value) is not int or not 1 <= value <= U64_MAX:
+            raise GenesisError(f"pow.{f.name}: must be a positive integer, got {value!r}")
+    if p.retarget_interval < 2:
+        raise GenesisError("pow.retarget_interval: must be at least 2 (a window has intervals)")
+    if p.max_adjust < 2:
+        raise GenesisError("pow.max_adjust: must be at least 2")

@@ -439,6 +439,22 @@ class BlockStore:
             raise StoreError(f"stored header of block {h.hex()} hashes to {header.hash.hex()}")
         return header
 
+    def headers(self) -> list[tuple[BlockHeader, int]]:
+        """Every stored header with its cumulative work, in arrival order (a fork choice
+        rebuilds its in-memory tree from this on start)."""
+        with self._guard("listing headers"):
+            rows = self._db.execute(
+                "SELECT hash, header, work FROM blocks ORDER BY arrival").fetchall()
+        out = []
+        for h, raw, work in rows:
+            try:
+                header = BlockHeader.decode(bytes(raw))
+            except DecodeError as exc:
+                raise StoreError(f"stored header of block {bytes(h).hex()} does not decode: "
+                                 f"{exc.reason}") from exc
+            out.append((header, int.from_bytes(work, "big")))
+        return out
+
     def canonical_hash(self, height: int) -> bytes | None:
         """The canonical block's hash at a height, or None above the head."""
         with self._guard("reading the canonical index"):

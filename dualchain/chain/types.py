@@ -383,6 +383,13 @@ class Block:
         block.__dict__["encoded"] = bytes(data)  # canonical: see Transaction.decode
         return block
 
+    @staticmethod
+    def peek_header(data: bytes) -> BlockHeader:
+        """The header of an encoded block without decoding its transactions: enough to drop
+        a block already known before paying for the rest."""
+        r = Reader(data, BLOCK_TAG, "block")
+        return BlockHeader.decode(r.raw("header", MAX_VOTES * 9000 + 64 * 1024))
+
 
 @dataclass(frozen=True)
 class Proposal:

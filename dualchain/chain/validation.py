@@ -154,12 +154,13 @@ def check_block(
     params: LedgerParams,
     verifier: SignatureVerifier,
     now_ms: int,
-    next_nonce: Callable[[bytes], int],
+    next_nonce: Callable[[bytes], int] | None,
     proposer_key: Callable[[bytes], bytes | None] | None = None,
 ) -> None:
     """Full validation of a block against its parent and the chain state at the parent.
 
-    ``next_nonce`` gives each sender's next nonce after the parent; ``proposer_key`` resolves the
+    ``next_nonce`` gives each sender's next nonce after the parent (None: nonces are checked
+    later, e.g. when a proof-of-work side branch is connected); ``proposer_key`` resolves the
     proposer id to a public key (None: the header signature is not checked here, e.g. proof of
     work blocks whose consensus engine checks the seal instead).
     """
@@ -185,14 +186,21 @@ def check_block(
     if proposer_key is not None:
         check_header_signature(header, params, verifier, proposer_key)
 
-    pending: dict[bytes, int] = defaultdict(lambda: -1)
     for tx in block.transactions:
         check_transaction_shape(tx, params)
         check_timestamp(tx.timestamp_ms, header.timestamp_ms, params, "transaction")
+    if next_nonce is not None:
+        check_nonces(block.transactions, next_nonce)
+    check_signatures(block.transactions, params, verifier)
+
+
+def check_nonces(txs: Sequence[Transaction], next_nonce: Callable[[bytes], int]) -> None:
+    """Each sender's transactions carry consecutive nonces from its next nonce on."""
+    pending: dict[bytes, int] = defaultdict(lambda: -1)
+    for tx in txs:
         expected = pending[tx.sender] if pending[tx.sender] >= 0 else next_nonce(tx.sender)
         check_nonce(tx, expected)
         pending[tx.sender] = tx.nonce + 1
-    check_signatures(block.transactions, params, verifier)
 
 
 def check_signatures(

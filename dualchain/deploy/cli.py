@@ -131,15 +131,35 @@ def cmd_chain(args: argparse.Namespace) -> int:
 
 
 def cmd_testnet(args: argparse.Namespace) -> int:
+    from dualchain.chain.consensus.pow import PowParams
     from dualchain.deploy.testnet import TestnetPlan, make_testnet
 
+    if args.kind == "ctbc" and args.miners:
+        print("dualchain: error: --miners is for --kind cmbc", file=sys.stderr)
+        return 2
     configs = make_testnet(args.dir, TestnetPlan(
         nodes=args.nodes, algorithm=args.algorithm, base_port=args.base_port,
         metrics_base_port=args.metrics_base_port, committee_size=args.committee_size,
+        kind=args.kind, chain_id=f"{args.kind}-local", miners=args.miners,
+        pow=PowParams(initial_difficulty=args.difficulty,
+                      block_interval_ms=int(args.interval * 1000),
+                      finality_depth=args.finality_depth),
     ))
     for path in configs:
         print(path)
     return 0
+
+
+def cmd_miner(args: argparse.Namespace) -> int:
+    from dualchain.chain.miner import MinerConfig, run
+
+    try:
+        config = MinerConfig(cmbc=args.cmbc, key=args.key, workers=args.workers, duty=args.duty,
+                             refresh_s=args.refresh, backend=args.backend)
+    except ValueError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
+    return run(config, args.log_level)
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -166,23 +186,60 @@ def build_parser() -> argparse.ArgumentParser:
         "chain",
         help="run a chain daemon (one replica)",
         description="Runs one replica of a chain until SIGTERM/SIGINT. CTBC replicas run "
-        "committee BFT consensus with their peers. Prints a JSON 'ready' line on stdout once "
-        "serving.",
+        "committee BFT consensus with their peers; CMBC replicas follow the most-work proof-of-"
+        "work chain, gossip blocks and serve block templates to miners. Prints a JSON 'ready' "
+        "line on stdout once serving.",
     )
-    chain.add_argument("--kind", choices=["ctbc"], required=True,
-                       help="which chain: ctbc (the committee main chain)")
+    chain.add_argument("--kind", choices=["ctbc", "cmbc"], required=True,
+                       help="which chain: ctbc (the committee main chain) or cmbc (the "
+                       "proof-of-work management chain)")
     chain.add_argument("--config", type=Path, required=True,
                        help="the daemon's JSON config (see 'dualchain testnet')")
     chain.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     chain.set_defaults(func=cmd_chain)
 
+    miner = sub.add_parser(
+        "miner",
+        help="run a CMBC miner process",
+        description="Asks a CMBC daemon for block templates, searches nonces on W worker "
+        "processes and submits solutions; drops stale work as soon as the daemon's tip "
+        "changes. Prints JSON lines (ready, block, stopped) on stdout.",
+    )
+    miner.add_argument("--cmbc", required=True, help="host:port of the CMBC daemon")
+    miner.add_argument("--key", type=Path, required=True,
+                       help="the miner's ML-DSA key file (rewards go to its id)")
+    miner.add_argument("--workers", type=int, default=1,
+                       help="nonce-search worker processes (default 1)")
+    miner.add_argument("--duty", type=float, default=1.0,
+                       help="share of time each worker hashes, in (0, 1] (default 1.0): caps "
+                       "the miner's CPU on a machine that also trains")
+    miner.add_argument("--refresh", type=float, default=1.0,
+                       help="seconds before asking for a fresh template with new "
+                       "transactions (default 1.0)")
+    miner.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND,
+                       help=f"ML-DSA implementation (default {DEFAULT_BACKEND})")
+    miner.add_argument("--log-level", default="INFO",
+                       choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    miner.set_defaults(func=cmd_miner)
+
     testnet = sub.add_parser(
         "testnet",
-        help="write keys, genesis and configs of a local CTBC testnet",
+        help="write keys, genesis and configs of a local CTBC or CMBC testnet",
         description="Writes DIR/keys/node-I.key, DIR/genesis.json and DIR/node-I.json for N "
-        "replicas on consecutive ports of 127.0.0.1, and prints the config paths.",
+        "replicas on consecutive ports of 127.0.0.1 (and DIR/keys/miner-J.key for CMBC "
+        "miners), and prints the config paths.",
     )
+    testnet.add_argument("--kind", choices=["ctbc", "cmbc"], default="ctbc",
+                         help="which chain (default ctbc)")
+    testnet.add_argument("--miners", type=int, default=0,
+                         help="CMBC: miner keys to write (default 0)")
+    testnet.add_argument("--difficulty", type=int, default=1_000_000,
+                         help="CMBC: expected hashes per block at genesis (default 1000000)")
+    testnet.add_argument("--interval", type=float, default=2.0,
+                         help="CMBC: target block interval in seconds (default 2.0)")
+    testnet.add_argument("--finality-depth", type=int, default=6,
+                         help="CMBC: blocks deep at which a block is final (default 6)")
     testnet.add_argument("--dir", type=Path, required=True, help="output directory")
     testnet.add_argument("--nodes", type=int, default=4, help="replicas (default 4)")
     testnet.add_argument("--committee-size", type=int, default=None,

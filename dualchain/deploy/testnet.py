@@ -1,10 +1,13 @@
-"""Generates the files of a local CTBC testnet: keys, one genesis, one config per replica.
+"""Generates the files of a local testnet: keys, one genesis, one config per replica.
 
     dualchain testnet --nodes 4 --dir runs/ctbc
+    dualchain testnet --kind cmbc --nodes 3 --miners 2 --dir runs/cmbc
 
-writes ``keys/node-I.key`` (mode 0600), ``genesis.json`` naming every node as a validator, and
-``node-I.json`` daemon configs listening on consecutive ports of 127.0.0.1 with every other node
-as a peer. Start a replica with ``dualchain chain --kind ctbc --config runs/ctbc/node-0.json``.
+writes ``keys/node-I.key`` (mode 0600), ``genesis.json`` (CTBC: naming every node as a
+validator; CMBC: with the proof-of-work parameters), and ``node-I.json`` daemon configs
+listening on consecutive ports of 127.0.0.1 with every other node as a peer; for CMBC also
+``keys/miner-J.key``. Start a replica with
+``dualchain chain --kind ctbc --config runs/ctbc/node-0.json``.
 """
 
 from __future__ import annotations
@@ -15,6 +18,7 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dualchain.chain.app import Validator
+from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.genesis import ConsensusParams, Genesis, LedgerLimits
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import DEFAULT_ALGORITHM, Algorithm
@@ -32,6 +36,9 @@ class TestnetPlan:
     limits: LedgerLimits = field(default_factory=LedgerLimits)
     chain_id: str = "ctbc-local"
     ports: tuple[int, ...] | None = None  # explicit ports instead of base_port + i
+    kind: str = "ctbc"
+    pow: PowParams = field(default_factory=PowParams)  # CMBC only
+    miners: int = 0  # CMBC: miner keys to write
 
 
 def make_testnet(directory: Path, plan: TestnetPlan) -> list[Path]:
@@ -47,21 +54,25 @@ def make_testnet(directory: Path, plan: TestnetPlan) -> list[Path]:
         signer = Signer.generate(plan.algorithm)
         signer.save(directory / "keys" / f"node-{i}.key")
         validators.append(Validator(signer.id, signer.public_key, address))
+    for j in range(plan.miners):
+        Signer.generate(plan.algorithm).save(directory / "keys" / f"miner-{j}.key")
     consensus = replace(plan.consensus, committee_size=plan.committee_size or plan.nodes)
     genesis = Genesis(
         chain_id=plan.chain_id,
-        kind="ctbc",
+        kind=plan.kind,
         algorithm=plan.algorithm,
         genesis_time_ms=time.time_ns() // 1_000_000,
-        validators=tuple(validators),
+        # Proof of work needs no validator set: anyone with hash power may mine.
+        validators=tuple(validators) if plan.kind == "ctbc" else (),
         consensus=consensus,
         limits=plan.limits,
+        pow=plan.pow,
     )
     genesis.save(directory / "genesis.json")
     configs = []
     for i, address in enumerate(addresses):
         config = {
-            "kind": "ctbc",
+            "kind": plan.kind,
             "genesis": "genesis.json",
             "key": f"keys/node-{i}.key",
             "data_dir": f"data/node-{i}",

@@ -35,7 +35,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from dualchain.chain.app import Application, Committee, Validator
+from dualchain.chain.app import Committee, CommitteeApplication, Validator
 from dualchain.chain.canonical import Writer
 from dualchain.chain.ctbc.payloads import (
     Evidence,
@@ -194,7 +194,7 @@ class _Approval:
     voter: bytes
 
 
-class RegistryApp(Application):
+class RegistryApp(CommitteeApplication):
     """The CTBC application: deterministic, built from the genesis, advanced by committed blocks."""
 
     def __init__(self, genesis: Genesis, verifier: SignatureVerifier) -> None:

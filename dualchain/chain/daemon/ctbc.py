@@ -18,9 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Iterable, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
@@ -44,27 +42,20 @@ from dualchain.chain.ctbc.registry import (
     RegistryApp,
     check_commit_qc,
 )
+from dualchain.chain.daemon.base import ChainNodeBase, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
-from dualchain.chain.daemon.metrics import ChainMetrics
-from dualchain.chain.daemon.peers import PeerLink
 from dualchain.chain.errors import (
     DecodeError,
     DualchainError,
-    MempoolError,
     SignatureError,
     ValidationError,
 )
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Domain, Signer
-from dualchain.chain.mempool import Mempool
-from dualchain.chain.rpc import message_limit
-from dualchain.chain.store import BlockStore
 from dualchain.chain.types import (
     Block,
-    BlockHeader,
     Proposal,
     QuorumCertificate,
-    Transaction,
     TxKind,
     Vote,
     VoteStep,
@@ -72,12 +63,9 @@ from dualchain.chain.types import (
 from dualchain.chain.validation import (
     build_block,
     check_block,
-    check_timestamp,
-    check_transaction_shape,
     sign_transaction,
-    tx_verify_request,
 )
-from dualchain.chain.verifier import SignatureVerifier
+from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 
 log = logging.getLogger(__name__)
@@ -85,39 +73,16 @@ T = TypeVar("T")
 
 SYNC_BATCH = 64
 SYNC_CHECK_S = 1.0
-GOSSIP_FLUSH_S = 0.02
-# Gossiped batches waiting for their signature checks. Small on purpose: a batch of decoded
-# transactions holds several MB, and under overload the transactions reach us in proposals anyway.
-ADMISSION_BACKLOG = 64
-ADMISSION_WORKERS = 2
 REBROADCAST_S = 1.0
 PROPOSE_POLL_S = 0.025
 
 
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
+class CtbcNode(ChainNodeBase):
+    kind = "ctbc"
+    app: RegistryApp
 
-
-@dataclass(frozen=True)
-class TxOutcome:
-    tx_hash: bytes
-    error: DualchainError | None = None
-
-
-class CtbcNode:
     def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:
-        self.config = config
-        self.genesis = genesis
-        self.signer = signer
-        self.params = genesis.ledger_params()
-        self.chain_id = genesis.chain_id
-        self.max_message = message_limit(self.params.max_block_bytes)
-        self.verifier = SignatureVerifier(config.backend)
-        self.app = RegistryApp(genesis, self.verifier)
-        self.mempool = Mempool()
-        self.metrics = ChainMetrics("ctbc")
-        config.data_dir.mkdir(parents=True, exist_ok=True)
-        self.store = BlockStore(config.data_dir / "chain.sqlite")
+        super().__init__(config, genesis, signer)
         self.guard = VoteGuard(config.data_dir / "consensus")
         c = genesis.consensus
         self.engine = CommitteeConsensus(
@@ -126,56 +91,21 @@ class CtbcNode:
             Timeouts(c.timeout_propose_ms / 1000, c.timeout_prevote_ms / 1000,
                      c.timeout_precommit_ms / 1000, c.timeout_delta_ms / 1000),
         )
-        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
-        self._cpu = ThreadPoolExecutor(2, thread_name_prefix="cpu")
         self._events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
-        self._nonces: dict[bytes, int] = {}
-        self._head: BlockHeader = genesis.genesis_block().header
         self._last_certificate: QuorumCertificate | None = None
         self._pending_proposals: dict[int, list[Proposal]] = {}
-        self._admitted_at: dict[bytes, float] = {}
         self._height_started = time.monotonic()
-        self._gossip_buffer: list[bytes] = []
-        self._admission: asyncio.Queue[list[Transaction]] = asyncio.Queue(ADMISSION_BACKLOG)
         # Votes we signed before a restart (from the vote guard): the engine of this run never
         # saw them, but a peer may need them. Our other messages are in the engine's record.
         self._restored_votes: list[Vote] = []
         self._seen_proposals: set[tuple[int, int, bytes, bytes]] = set()
         self._proposals_resent: set[tuple[str, int, int]] = set()  # (peer, height, round)
         self._reported: set[tuple[bytes, int, int, int]] = set()
-        self._committed = asyncio.Condition()
-        self._tasks: list[asyncio.Task[Any]] = []
         self.peer_heights: dict[str, int] = {}
-        self.links = [PeerLink(a, self.hello, self.max_message) for a in config.peers]
         self.byzantine = config.test_byzantine
 
-    # -- helpers ---------------------------------------------------------------------------------
-
-    async def in_store(self, fn: Callable[..., T], *args: Any) -> T:
-        """Runs a block store call on the store's own thread (the servicers read through it)."""
-        return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
-
-    async def _on_cpu(self, fn: Callable[..., T], *args: Any) -> T:
-        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
-
-    @property
-    def height(self) -> int:
-        return self._head.height
-
-    def hello(self) -> peer_pb.Hello:
-        return peer_pb.Hello(genesis_hash=self.genesis.hash, node_id=self.signer.id,
-                             height=self.height, address=self.config.listen)
-
-    def next_nonce(self, sender: bytes) -> int:
-        """The sender's next nonce on the committed chain (callers load it first)."""
-        return self._nonces[sender]
-
-    async def _load_nonces(self, senders: Iterable[bytes]) -> None:
-        missing = {s for s in senders if s not in self._nonces}
-        if missing:
-            found = await self.in_store(lambda: {s: self.store.next_nonce(s) for s in missing})
-            for sender, nonce in found.items():
-                self._nonces.setdefault(sender, nonce)
+    def _make_app(self) -> RegistryApp:
+        return RegistryApp(self.genesis, self.verifier)
 
     def committee(self, height: int) -> Committee:
         return self.app.committee(height)
@@ -195,15 +125,10 @@ class CtbcNode:
                 code="wrong_genesis",
             )
         await self._replay()
-        self.metrics.serve(self.config.metrics_port)
-        for link in self.links:
-            link.start()
+        self._start_common()
         self._tasks += [
             asyncio.create_task(self._consensus_loop(), name="consensus"),
-            asyncio.create_task(self._gossip_flusher(), name="gossip"),
             asyncio.create_task(self._sync_watch(), name="sync-watch"),
-            *(asyncio.create_task(self._admission_worker(), name=f"admission-{i}")
-              for i in range(ADMISSION_WORKERS)),
         ]
         await self._events.put(("start",))
 
@@ -219,84 +144,6 @@ class CtbcNode:
         self._last_certificate = QuorumCertificate.decode(cert) if cert else None
         self.metrics.height.set(self.height)
         log.info("replayed %d blocks; head %s", height, head_hash.hex()[:16])
-
-    async def close_links(self) -> None:
-        for link in self.links:
-            await link.close()
-
-    async def stop(self) -> None:
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        await self.close_links()
-        self._store_thread.submit(self.store.close).result()
-        self._store_thread.shutdown()
-        self._cpu.shutdown()
-        self.verifier.close()
-
-    # -- transactions ----------------------------------------------------------------------------
-
-    async def submit(self, txs: Sequence[Transaction], gossip: bool = True) -> list[TxOutcome]:
-        """Admission of transactions from a client (gossiped on) or a peer (not gossiped)."""
-        outcomes: list[TxOutcome | None] = [None] * len(txs)
-        checked: list[int] = []
-        now = now_ms()
-        await self._load_nonces(tx.sender for tx in txs)
-        for i, tx in enumerate(txs):
-            try:
-                check_transaction_shape(tx, self.params)
-                check_timestamp(tx.timestamp_ms, now, self.params, "transaction")
-                # Cheap refusals before the expensive signature check: under load many gossiped
-                # transactions arrive after their block (or after the client's own copy).
-                if tx.hash in self.mempool:
-                    raise MempoolError("transaction is already pending", code="duplicate")
-                if tx.nonce < self.next_nonce(tx.sender):
-                    raise MempoolError(
-                        f"nonce {tx.nonce} is below the sender's next nonce "
-                        f"{self.next_nonce(tx.sender)}", code="stale_nonce")
-            except DualchainError as exc:
-                outcomes[i] = TxOutcome(tx.hash, exc)
-            else:
-                checked.append(i)
-        started = time.perf_counter()
-        results = await self.verifier.verify_batch_async(
-            [tx_verify_request(txs[i], self.params) for i in checked]
-        )
-        self.metrics.verify_seconds.observe(time.perf_counter() - started)
-        accepted: list[bytes] = []
-        for i, ok in zip(checked, results, strict=True):
-            tx = txs[i]
-            try:
-                if not ok:
-                    raise SignatureError("transaction signature does not verify")
-                self.app.check_tx(tx)
-                self.mempool.add(tx, self.next_nonce(tx.sender), now)
-            except DualchainError as exc:
-                outcomes[i] = TxOutcome(tx.hash, exc)
-                continue
-            outcomes[i] = TxOutcome(tx.hash)
-            self._admitted_at[tx.hash] = time.monotonic()
-            accepted.append(tx.encoded)
-        for outcome in outcomes:
-            if outcome is not None and outcome.error is not None:
-                self.metrics.rejected.labels(outcome.error.code).inc()
-        if gossip:
-            self._gossip_buffer.extend(accepted)
-        self.metrics.mempool_size.set(len(self.mempool))
-        return [o for o in outcomes if o is not None]
-
-    async def _gossip_flusher(self) -> None:
-        """Sends admitted client transactions to every peer in batches (full mesh: no relaying)."""
-        while True:
-            await asyncio.sleep(GOSSIP_FLUSH_S)
-            if not self._gossip_buffer:
-                continue
-            batch, self._gossip_buffer = self._gossip_buffer, []
-            self.broadcast(peer_pb.PeerMessage(txs=peer_pb.TxBatch(txs=batch)))
-
-    def broadcast(self, message: peer_pb.PeerMessage) -> None:
-        for link in self.links:
-            link.send(message)
 
     # -- peer messages ---------------------------------------------------------------------------
 
@@ -359,23 +206,6 @@ class CtbcNode:
         if validator is not None and height - 1 > self.peer_heights.get(validator.address, -1):
             self.peer_heights[validator.address] = height - 1
         return True
-
-    def on_peer_txs(self, batch: Sequence[bytes]) -> None:
-        """Queues gossiped transactions for admission and returns at once.
-
-        The gossip stream also carries the peer's votes and proposals: checking a batch of
-        signatures inline would hold them up behind it (head-of-line blocking).
-        """
-        txs = [Transaction.decode(raw) for raw in batch]
-        try:
-            self._admission.put_nowait(txs)
-        except asyncio.QueueFull:
-            self.metrics.rejected.labels("admission_backlog").inc(len(txs))
-
-    async def _admission_worker(self) -> None:
-        while True:
-            txs = await self._admission.get()
-            await self.submit(txs, gossip=False)
 
     # -- the consensus loop ----------------------------------------------------------------------
 
@@ -546,18 +376,14 @@ class CtbcNode:
         now = time.monotonic()
         for tx in block.transactions:
             self._nonces[tx.sender] = tx.nonce + 1
-            admitted = self._admitted_at.pop(tx.hash, None)
-            if admitted is not None:
-                self.metrics.commit_latency.observe(now - admitted)
         self.mempool.remove_committed(block.transactions, self.next_nonce)
-        if len(self._admitted_at) > len(self.mempool):  # evicted or expired meanwhile
-            self._admitted_at = {h: t for h, t in self._admitted_at.items() if h in self.mempool}
+        self._observe_committed(block.transactions)
         self.metrics.height.set(block.height)
         self.metrics.txs_committed.inc(len(block.transactions))
         self.metrics.mempool_size.set(len(self.mempool))
         self.metrics.block_time.observe(now - self._height_started)
         self._height_started = now
-        self._notify_committed()
+        self._notify_grown()
 
     def _add_late_precommit(self, vote: Vote) -> None:
         """A precommit for the block we just committed that arrived after the quorum: it joins
@@ -570,14 +396,6 @@ class CtbcNode:
         self._last_certificate = replace(
             cert, signatures=tuple(sorted((*cert.signatures, (vote.voter, vote.signature)))))
 
-    def _notify_committed(self) -> None:
-        async def notify() -> None:
-            async with self._committed:
-                self._committed.notify_all()
-
-        self._tasks.append(asyncio.create_task(notify()))
-        self._tasks = [t for t in self._tasks if not t.done()]
-
     async def _enter_height(self, height: int, lock: Any) -> None:
         self._height_started = time.monotonic()
         self._restored_votes = []
@@ -588,10 +406,6 @@ class CtbcNode:
         for proposal in self._pending_proposals.pop(height, []):
             await self._handle_proposal(proposal)
         self._pending_proposals = {h: p for h, p in self._pending_proposals.items() if h > height}
-
-    async def wait_for_height(self, height: int) -> None:
-        async with self._committed:
-            await self._committed.wait_for(lambda: self.height >= height)
 
     # -- equivocation evidence -------------------------------------------------------------------
 
@@ -738,16 +552,31 @@ class CtbcNode:
         """A block of the height being decided that the engine holds (for GetBlockByHash)."""
         return self.engine.block(block_hash)
 
-    def status(self) -> dict[str, Any]:
+    def status_message(self) -> chain_pb.ChainStatus:
         committee = self.committee(self.engine.height) if self.engine.committee else None
-        return {
-            "height": self.height,
-            "head_hash": self._head.hash,
-            "round": self.engine.round,
-            "leader": committee.proposer(self.engine.height, self.engine.round)
-            if committee else b"",
-            "committee": list(committee.members) if committee else [],
-            "mempool": len(self.mempool),
-            "peers": [(link.address, link.connected, self.peer_heights.get(link.address, -1))
-                      for link in self.links],
-        }
+        return chain_pb.ChainStatus(
+            chain_id=self.chain_id,
+            kind=self.kind,
+            genesis_hash=self.genesis.hash,
+            height=self.height,
+            head_hash=self._head.hash,
+            final_height=self.height,
+            final_hash=self._head.hash,
+            view=self.engine.round,
+            leader=committee.proposer(self.engine.height, self.engine.round) if committee
+            else b"",
+            committee=list(committee.members) if committee else [],
+            mempool_size=len(self.mempool),
+            peers=[chain_pb.PeerInfo(address=link.address, connected=link.connected,
+                                     height=max(self.peer_heights.get(link.address, -1), 0))
+                   for link in self.links],
+        )
+
+    async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
+        kind = message.WhichOneof("kind")
+        if kind == "proposal":
+            await self.on_peer_proposal(message.proposal, peer)
+        elif kind == "vote":
+            await self.on_peer_vote(message.vote, peer)
+        else:
+            raise DecodeError(f"unexpected gossip message {kind!r} on CTBC")

@@ -16,13 +16,14 @@ from pathlib import Path
 import grpc
 import uvloop
 
+from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.daemon.config import ConfigError, DaemonConfig
 from dualchain.chain.daemon.ctbc import CtbcNode
-from dualchain.chain.daemon.servicers import ChainServicer, PeerServicer
+from dualchain.chain.daemon.servicers import ChainServicer, MinerServicer, PeerServicer
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import load_key_file
-from dualchain.chain.rpc import server_options
-from dualchain.proto.v1 import chain_pb2_grpc, peer_pb2_grpc
+from dualchain.chain.rpc import message_limit, server_options
+from dualchain.proto.v1 import chain_pb2_grpc, miner_pb2_grpc, peer_pb2_grpc
 
 log = logging.getLogger("dualchain.chain")
 
@@ -32,25 +33,30 @@ async def serve(config: DaemonConfig) -> None:
     if genesis.kind != config.kind:
         raise ConfigError(f"genesis {config.genesis} is for {genesis.kind}, config says "
                           f"{config.kind}")
-    if config.kind != "ctbc":
-        raise ConfigError("only --kind ctbc is implemented so far (cmbc comes with its issue)")
     signer = load_key_file(config.key, config.backend)
     if signer.algorithm != genesis.algorithm:
         raise ConfigError(f"key {config.key} is {signer.algorithm.label}, the chain uses "
                           f"{genesis.algorithm.label}")
-    node = CtbcNode(config, genesis, signer)
-    server = grpc.aio.server(options=server_options(node.max_message))
+    node: CtbcNode | CmbcNode
+    server = grpc.aio.server(options=server_options(message_limit(
+        genesis.ledger_params().max_block_bytes)))
+    if config.kind == "ctbc":
+        node = CtbcNode(config, genesis, signer)
+    else:
+        node = CmbcNode(config, genesis, signer)
+        miner_pb2_grpc.add_MinerServiceServicer_to_server(MinerServicer(node), server)
     chain_pb2_grpc.add_ChainServiceServicer_to_server(ChainServicer(node), server)
     peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(node), server)
     if server.add_insecure_port(config.listen) == 0:
         raise ConfigError(f"cannot listen on {config.listen}")
     await server.start()
     await node.start()
-    print(json.dumps({
-        "event": "ready", "kind": config.kind, "id": signer.id.hex(), "listen": config.listen,
-        "height": node.height, "metrics_port": config.metrics_port,
-        "member": signer.id in node.committee(node.height + 1),
-    }), flush=True)
+    ready = {"event": "ready", "kind": config.kind, "id": signer.id.hex(),
+             "listen": config.listen, "height": node.height,
+             "metrics_port": config.metrics_port}
+    if isinstance(node, CtbcNode):
+        ready["member"] = signer.id in node.committee(node.height + 1)
+    print(json.dumps(ready), flush=True)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):

@@ -72,3 +72,34 @@ class ChainMetrics:
         """Starts the HTTP endpoint (a daemon thread); port 0 means no endpoint."""
         if port:
             start_http_server(port, registry=self.registry)
+
+
+_INTERVAL_BUCKETS = (0.25, 0.5, 1.0, 1.5, 2.0, 3.0, 4.0, 6.0, 8.0, 12.0, 20.0, 40.0)
+
+
+class PowMetrics:
+    """What a proof-of-work daemon adds (prefix ``dualchain_pow_``)."""
+
+    def __init__(self, registry: CollectorRegistry) -> None:
+        p = "dualchain_pow"
+        r = registry
+        self.final_height = Gauge(f"{p}_final_height", "highest final block", registry=r)
+        self.difficulty = Gauge(f"{p}_difficulty", "expected hashes for the next block",
+                                registry=r)
+        self.reorgs = Counter(f"{p}_reorgs", "head changes that disconnected blocks", registry=r)
+        self.reorg_depth = Histogram(f"{p}_reorg_depth_blocks", "blocks disconnected by a reorg",
+                                     buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32), registry=r)
+        self.refused_reorgs = Counter(f"{p}_refused_reorgs",
+                                      "reorgs refused because they would revert final blocks",
+                                      registry=r)
+        self.orphans = Counter(f"{p}_orphans_parked",
+                               "blocks parked because their parent was unknown", registry=r)
+        self.side_blocks = Counter(f"{p}_side_blocks",
+                                   "valid blocks stored on a branch with less work", registry=r)
+        self.block_interval = Histogram(f"{p}_block_interval_seconds",
+                                        "timestamp difference of connected blocks to parent",
+                                        buckets=_INTERVAL_BUCKETS, registry=r)
+        self.hashrate = Gauge(f"{p}_miner_hashrate", "hash rate reported by a miner (H/s)",
+                              ["miner"], registry=r)
+        self.mined = Counter(f"{p}_solutions", "blocks submitted by miners, by outcome",
+                             ["outcome"], registry=r)

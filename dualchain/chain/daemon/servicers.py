@@ -1,4 +1,8 @@
-"""The gRPC face of a chain daemon: decode, call the node, map typed errors to statuses."""
+"""The gRPC face of a chain daemon: decode, call the node, map typed errors to statuses.
+
+The chain and peer services are the same for both chains; what differs (status fields, the
+consensus messages on the gossip stream) is asked of the node. CMBC daemons also serve miners.
+"""
 
 from __future__ import annotations
 
@@ -8,12 +12,15 @@ from collections.abc import AsyncIterator
 import grpc
 
 from dualchain.chain import wire
-from dualchain.chain.daemon.ctbc import CtbcNode
+from dualchain.chain.daemon.base import ChainNodeBase
+from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, ValidationError
 from dualchain.chain.rpc import abort
 from dualchain.chain.types import Block, Transaction
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
+from dualchain.proto.v1 import miner_pb2 as miner_pb
+from dualchain.proto.v1 import miner_pb2_grpc as miner_grpc
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
 
@@ -23,7 +30,7 @@ MAX_SYNC_BLOCKS = 256
 
 
 class ChainServicer(chain_grpc.ChainServiceServicer):
-    def __init__(self, node: CtbcNode) -> None:
+    def __init__(self, node: ChainNodeBase) -> None:
         self.node = node
 
     async def SubmitTx(self, request, context):
@@ -74,37 +81,31 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
         return chain_pb.GetBlockResponse(block=wire.block_to_proto(block), canonical=is_canonical)
 
     async def GetStatus(self, request, context):
-        node = self.node
-        status = node.status()
-        return chain_pb.ChainStatus(
-            chain_id=node.chain_id,
-            kind="ctbc",
-            genesis_hash=node.genesis.hash,
-            height=status["height"],
-            head_hash=status["head_hash"],
-            final_height=status["height"],
-            final_hash=status["head_hash"],
-            view=status["round"],
-            leader=status["leader"],
-            committee=status["committee"],
-            mempool_size=status["mempool"],
-            peers=[chain_pb.PeerInfo(address=a, connected=c, height=max(h, 0))
-                   for a, c, h in status["peers"]],
-        )
+        return self.node.status_message()
 
     async def SubscribeBlocks(self, request, context) -> AsyncIterator:
+        """Canonical blocks by height; after a reorg (CMBC) it resends from the fork point."""
         node = self.node
+        final = request.final_only
         next_height = request.from_height
+        last_hash: bytes | None = None
         while True:
-            while next_height <= node.height:
+            seen = node.head_version
+            while next_height <= (node.final_height if final else node.height):
                 block = await node.in_store(node.store.canonical_block, next_height)
+                if last_hash is not None and block.header.parent_hash != last_hash:
+                    # The chain we streamed was replaced: step back to where it forks.
+                    next_height -= 1
+                    last_hash = await node.in_store(node.store.canonical_hash, next_height - 1)
+                    continue
                 yield wire.block_to_proto(block)
+                last_hash = block.hash
                 next_height += 1
-            await node.wait_for_height(next_height)
+            await node.wait_for_change(seen)
 
 
 class PeerServicer(peer_grpc.PeerServiceServicer):
-    def __init__(self, node: CtbcNode) -> None:
+    def __init__(self, node: ChainNodeBase) -> None:
         self.node = node
 
     async def _check_hello(self, hello: peer_pb.Hello, context) -> None:
@@ -131,14 +132,12 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
                         raise DecodeError("a gossip stream must start with hello")
                     await self._check_hello(message.hello, context)
                     peer = message.hello.address
-                elif kind == "proposal":
-                    await node.on_peer_proposal(message.proposal, peer)
-                elif kind == "vote":
-                    await node.on_peer_vote(message.vote, peer)
                 elif kind == "txs":
                     node.on_peer_txs(message.txs.txs)
+                elif kind == "hello":
+                    raise DecodeError("hello comes once, first")
                 else:
-                    raise DecodeError(f"unexpected gossip message {kind!r}")
+                    await node.on_peer_message(message, peer)
             except DualchainError as exc:
                 node.metrics.rejected.labels(f"peer_{exc.code}").inc()
                 log.warning("gossip from %s refused: %s", peer or context.peer(), exc.reason)
@@ -169,6 +168,36 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
             await abort(context, exc)
 
 
-def _certified(node: CtbcNode, height: int) -> tuple[Block, bytes | None]:
+def _certified(node: ChainNodeBase, height: int) -> tuple[Block, bytes | None]:
     block = node.store.canonical_block(height)
     return block, node.store.get_certificate(block.hash)
+
+
+class MinerServicer(miner_grpc.MinerServiceServicer):
+    def __init__(self, node: CmbcNode) -> None:
+        self.node = node
+
+    async def GetBlockTemplate(self, request, context):
+        try:
+            return await self.node.block_template(bytes(request.miner_public_key),
+                                                  request.hashrate_hs)
+        except DualchainError as exc:
+            await abort(context, exc)
+
+    async def SubmitBlock(self, request, context):
+        try:
+            outcome, block = await self.node.submit_solution(
+                bytes(request.template_id), bytes(request.header), bytes(request.reward_tx))
+        except DualchainError as exc:
+            self.node.metrics.rejected.labels(f"block_{exc.code}").inc()
+            await abort(context, exc)
+        return miner_pb.SubmitBlockResponse(outcome=outcome, block_hash=block.hash,
+                                            height=block.height)
+
+    async def WatchTip(self, request, context) -> AsyncIterator:
+        node = self.node
+        while True:
+            seen = node.head_version
+            head = node.head
+            yield miner_pb.TipEvent(head_hash=head.hash, height=head.height)
+            await node.wait_for_change(seen)

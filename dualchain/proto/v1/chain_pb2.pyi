@@ -108,7 +108,9 @@ class ChainStatus(_message.Message):
     def __init__(self, chain_id: _Optional[str] = ..., kind: _Optional[str] = ..., genesis_hash: _Optional[bytes] = ..., height: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., final_height: _Optional[int] = ..., final_hash: _Optional[bytes] = ..., view: _Optional[int] = ..., leader: _Optional[bytes] = ..., committee: _Optional[_Iterable[bytes]] = ..., target: _Optional[bytes] = ..., cumulative_work: _Optional[bytes] = ..., mempool_size: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ...) -> None: ...
 
 class SubscribeBlocksRequest(_message.Message):
-    __slots__ = ("from_height",)
+    __slots__ = ("from_height", "final_only")
     FROM_HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_ONLY_FIELD_NUMBER: _ClassVar[int]
     from_height: int
-    def __init__(self, from_height: _Optional[int] = ...) -> None: ...
+    final_only: bool
+    def __init__(self, from_height: _Optional[int] = ..., final_only: _Optional[bool] = ...) -> None: ...

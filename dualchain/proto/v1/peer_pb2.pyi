@@ -7,28 +7,32 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Hello(_message.Message):
-    __slots__ = ("genesis_hash", "node_id", "height", "address")
+    __slots__ = ("genesis_hash", "node_id", "height", "address", "cumulative_work")
     GENESIS_HASH_FIELD_NUMBER: _ClassVar[int]
     NODE_ID_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
     ADDRESS_FIELD_NUMBER: _ClassVar[int]
+    CUMULATIVE_WORK_FIELD_NUMBER: _ClassVar[int]
     genesis_hash: bytes
     node_id: bytes
     height: int
     address: str
-    def __init__(self, genesis_hash: _Optional[bytes] = ..., node_id: _Optional[bytes] = ..., height: _Optional[int] = ..., address: _Optional[str] = ...) -> None: ...
+    cumulative_work: bytes
+    def __init__(self, genesis_hash: _Optional[bytes] = ..., node_id: _Optional[bytes] = ..., height: _Optional[int] = ..., address: _Optional[str] = ..., cumulative_work: _Optional[bytes] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
-    __slots__ = ("hello", "proposal", "vote", "txs")
+    __slots__ = ("hello", "proposal", "vote", "txs", "block")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PROPOSAL_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
     TXS_FIELD_NUMBER: _ClassVar[int]
+    BLOCK_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     proposal: bytes
     vote: bytes
     txs: TxBatch
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proposal: _Optional[bytes] = ..., vote: _Optional[bytes] = ..., txs: _Optional[_Union[TxBatch, _Mapping]] = ...) -> None: ...
+    block: bytes
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proposal: _Optional[bytes] = ..., vote: _Optional[bytes] = ..., txs: _Optional[_Union[TxBatch, _Mapping]] = ..., block: _Optional[bytes] = ...) -> None: ...
 
 class TxBatch(_message.Message):
     __slots__ = ("txs",)

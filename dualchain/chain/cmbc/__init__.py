@@ -1,0 +1,1 @@
+"""The CMBC application: the management state machine that proof of work orders blocks for."""

@@ -1,0 +1,124 @@
+"""Payloads of CMBC's management transactions, in the canonical encoding.
+
+Each payload has its own type tag and a strict decoder (short input, over-limit lengths and
+trailing bytes raise DecodeError). Measured quantities are integers in fixed units (ms, milli-
+samples per second) so that every replica reads the same values: no floats in signed bytes.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dualchain.chain.canonical import Reader, Writer
+from dualchain.chain.errors import ValidationError
+from dualchain.chain.identity import ID_BYTES
+from dualchain.chain.types import HASH_BYTES, TxKind
+
+REGISTER_TAG = b"DCR1"
+STATE_TAG = b"DCS2"
+ANCHOR_TAG = b"DCA1"
+REWARD_TAG = b"DCW1"
+MAX_LABEL = 256
+
+
+@dataclass(frozen=True)
+class ClientRegistration:
+    """A client's ML-DSA key (the transaction's own sender key) and the server node it uses.
+
+    Sending it again moves the client to another node (dynamic groups); the key stays the one
+    of the transaction's sender, so nobody can register a key they do not hold."""
+
+    node: bytes  # identity id of the server node the client attaches to
+    label: str = ""  # free text for operators (device name, region)
+
+    def encode(self) -> bytes:
+        return Writer(REGISTER_TAG).fixed(self.node, ID_BYTES).text(self.label).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ClientRegistration:
+        r = Reader(data, REGISTER_TAG, "client registration")
+        value = cls(r.fixed(ID_BYTES, "node"), r.text("label", MAX_LABEL))
+        r.finish()
+        return value
+
+
+@dataclass(frozen=True)
+class StateReport:
+    """A client's measured state: the inputs of seed 000 eq. 8, as the client measured them."""
+
+    task: int  # the task (model version it trained on) the measurement belongs to
+    rtt_ms: int  # round trip time to its server node
+    completion_ms: int  # wall time of the last task, fetch to upload
+    speed_milli: int  # training speed, samples per second x 1000
+    failures: int  # tasks failed or abandoned since the previous report
+    disconnected_ms: int  # time without its node since the previous report
+
+    def encode(self) -> bytes:
+        w = Writer(STATE_TAG).u64(self.task).u32(self.rtt_ms).u64(self.completion_ms)
+        return w.u64(self.speed_milli).u32(self.failures).u64(self.disconnected_ms).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> StateReport:
+        r = Reader(data, STATE_TAG, "state report")
+        value = cls(r.u64("task"), r.u32("rtt_ms"), r.u64("completion_ms"),
+                    r.u64("speed_milli"), r.u32("failures"), r.u64("disconnected_ms"))
+        r.finish()
+        return value
+
+
+@dataclass(frozen=True)
+class Anchor:
+    """Cross-chain record of a model version committed on CTBC."""
+
+    version: int
+    model_hash: bytes
+    ctbc_height: int
+
+    def encode(self) -> bytes:
+        w = Writer(ANCHOR_TAG).u64(self.version).fixed(self.model_hash, HASH_BYTES)
+        return w.u64(self.ctbc_height).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Anchor:
+        r = Reader(data, ANCHOR_TAG, "anchor")
+        value = cls(r.u64("version"), r.fixed(HASH_BYTES, "model_hash"), r.u64("ctbc_height"))
+        r.finish()
+        return value
+
+
+@dataclass(frozen=True)
+class Reward:
+    """The miner's reward: the first transaction of every CMBC block, bound to its position."""
+
+    height: int
+    parent_hash: bytes
+
+    def encode(self) -> bytes:
+        return Writer(REWARD_TAG).u64(self.height).fixed(self.parent_hash, HASH_BYTES).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> Reward:
+        r = Reader(data, REWARD_TAG, "reward")
+        value = cls(r.u64("height"), r.fixed(HASH_BYTES, "parent_hash"))
+        r.finish()
+        return value
+
+
+Payload = ClientRegistration | StateReport | Anchor | Reward | bytes
+_DECODERS = {
+    TxKind.CLIENT_REGISTER: ClientRegistration.decode,
+    TxKind.STATE_REPORT: StateReport.decode,
+    TxKind.ANCHOR: Anchor.decode,
+    TxKind.REWARD: Reward.decode,
+}
+
+
+def decode_payload(kind: TxKind, payload: bytes) -> Payload:
+    """The payload of a CMBC transaction of ``kind`` (MEMO: opaque bytes, for benchmarks)."""
+    if kind == TxKind.MEMO:
+        return payload
+    decoder = _DECODERS.get(kind)
+    if decoder is None:
+        raise ValidationError(f"CMBC does not take {kind.name} transactions",
+                              code="unsupported_kind")
+    return decoder(payload)

@@ -1,0 +1,253 @@
+"""What every chain daemon does alike, whatever orders its blocks: transaction admission and
+gossip, the store and CPU threads, peer links and waiting for the chain to grow.
+
+``CtbcNode`` (committee consensus) and ``CmbcNode`` (proof of work) build on it. Work that would
+hold up the event loop runs elsewhere: signature batches on the verifier's thread pool, block
+validation on a CPU thread, and every block store call on the store's own thread (SQLite
+connections are used from one thread at a time).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Callable, Iterable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any, TypeVar
+
+from dualchain.chain.app import Application
+from dualchain.chain.daemon.config import DaemonConfig
+from dualchain.chain.daemon.metrics import ChainMetrics
+from dualchain.chain.daemon.peers import PeerLink
+from dualchain.chain.errors import DualchainError, MempoolError, SignatureError
+from dualchain.chain.genesis import Genesis
+from dualchain.chain.identity import Signer
+from dualchain.chain.mempool import Mempool
+from dualchain.chain.rpc import message_limit
+from dualchain.chain.store import BlockStore
+from dualchain.chain.types import BlockHeader, Transaction
+from dualchain.chain.validation import check_timestamp, check_transaction_shape, tx_verify_request
+from dualchain.chain.verifier import SignatureVerifier
+from dualchain.proto.v1 import peer_pb2 as peer_pb
+
+T = TypeVar("T")
+
+GOSSIP_FLUSH_S = 0.02
+# Gossiped batches waiting for their signature checks. Small on purpose: a batch of decoded
+# transactions holds several MB, and under overload the transactions reach us in blocks anyway.
+ADMISSION_BACKLOG = 64
+ADMISSION_WORKERS = 2
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+@dataclass(frozen=True)
+class TxOutcome:
+    tx_hash: bytes
+    error: DualchainError | None = None
+
+
+class ChainNodeBase:
+    kind = ""
+
+    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:
+        self.config = config
+        self.genesis = genesis
+        self.signer = signer
+        self.params = genesis.ledger_params()
+        self.chain_id = genesis.chain_id
+        self.max_message = message_limit(self.params.max_block_bytes)
+        self.verifier = SignatureVerifier(config.backend)
+        self.app = self._make_app()
+        self.mempool = Mempool()
+        self.metrics = ChainMetrics(self.kind)
+        config.data_dir.mkdir(parents=True, exist_ok=True)
+        self.store = BlockStore(config.data_dir / "chain.sqlite")
+        self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
+        self._cpu = ThreadPoolExecutor(2, thread_name_prefix="cpu")
+        self._head: BlockHeader = genesis.genesis_block().header
+        self._nonces: dict[bytes, int] = {}
+        self._admitted_at: dict[bytes, float] = {}
+        self._gossip_buffer: list[bytes] = []
+        self._admission: asyncio.Queue[list[Transaction]] = asyncio.Queue(ADMISSION_BACKLOG)
+        self._grown = asyncio.Condition()
+        self.head_version = 0  # counts head changes, so a waiter cannot miss one
+        self._tasks: list[asyncio.Task[Any]] = []
+        self.links = [PeerLink(a, self.hello, self.max_message) for a in config.peers]
+
+    def _make_app(self) -> Application:
+        raise NotImplementedError
+
+    # -- helpers ---------------------------------------------------------------------------------
+
+    async def in_store(self, fn: Callable[..., T], *args: Any) -> T:
+        """Runs a block store call on the store's own thread (the servicers read through it)."""
+        return await asyncio.get_running_loop().run_in_executor(self._store_thread, fn, *args)
+
+    async def _on_cpu(self, fn: Callable[..., T], *args: Any) -> T:
+        return await asyncio.get_running_loop().run_in_executor(self._cpu, fn, *args)
+
+    @property
+    def height(self) -> int:
+        return self._head.height
+
+    @property
+    def final_height(self) -> int:
+        """The highest block that is never taken back."""
+        return self.height
+
+    def hello(self) -> peer_pb.Hello:
+        return peer_pb.Hello(genesis_hash=self.genesis.hash, node_id=self.signer.id,
+                             height=self.height, address=self.config.listen)
+
+    def next_nonce(self, sender: bytes) -> int:
+        """The sender's next nonce on the canonical chain (callers load it first)."""
+        return self._nonces[sender]
+
+    async def _load_nonces(self, senders: Iterable[bytes]) -> None:
+        missing = {s for s in senders if s not in self._nonces}
+        if missing:
+            found = await self.in_store(lambda: {s: self.store.next_nonce(s) for s in missing})
+            for sender, nonce in found.items():
+                self._nonces.setdefault(sender, nonce)
+
+    def _start_common(self) -> None:
+        self.metrics.serve(self.config.metrics_port)
+        for link in self.links:
+            link.start()
+        self._tasks += [
+            asyncio.create_task(self._gossip_flusher(), name="gossip"),
+            *(asyncio.create_task(self._admission_worker(), name=f"admission-{i}")
+              for i in range(ADMISSION_WORKERS)),
+        ]
+
+    async def close_links(self) -> None:
+        for link in self.links:
+            await link.close()
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await self.close_links()
+        self._store_thread.submit(self.store.close).result()
+        self._store_thread.shutdown()
+        self._cpu.shutdown()
+        self.verifier.close()
+
+    # -- transactions ----------------------------------------------------------------------------
+
+    async def submit(self, txs: Sequence[Transaction], gossip: bool = True) -> list[TxOutcome]:
+        """Admission of transactions from a client (gossiped on) or a peer (not gossiped)."""
+        outcomes: list[TxOutcome | None] = [None] * len(txs)
+        checked: list[int] = []
+        now = now_ms()
+        await self._load_nonces(tx.sender for tx in txs)
+        for i, tx in enumerate(txs):
+            try:
+                check_transaction_shape(tx, self.params)
+                check_timestamp(tx.timestamp_ms, now, self.params, "transaction")
+                # Cheap refusals before the expensive signature check: under load many gossiped
+                # transactions arrive after their block (or after the client's own copy).
+                if tx.hash in self.mempool:
+                    raise MempoolError("transaction is already pending", code="duplicate")
+                if tx.nonce < self.next_nonce(tx.sender):
+                    raise MempoolError(
+                        f"nonce {tx.nonce} is below the sender's next nonce "
+                        f"{self.next_nonce(tx.sender)}", code="stale_nonce")
+            except DualchainError as exc:
+                outcomes[i] = TxOutcome(tx.hash, exc)
+            else:
+                checked.append(i)
+        started = time.perf_counter()
+        results = await self.verifier.verify_batch_async(
+            [tx_verify_request(txs[i], self.params) for i in checked]
+        )
+        self.metrics.verify_seconds.observe(time.perf_counter() - started)
+        accepted: list[bytes] = []
+        for i, ok in zip(checked, results, strict=True):
+            tx = txs[i]
+            try:
+                if not ok:
+                    raise SignatureError("transaction signature does not verify")
+                self.app.check_tx(tx)
+                self.mempool.add(tx, self.next_nonce(tx.sender), now)
+            except DualchainError as exc:
+                outcomes[i] = TxOutcome(tx.hash, exc)
+                continue
+            outcomes[i] = TxOutcome(tx.hash)
+            self._admitted_at[tx.hash] = time.monotonic()
+            accepted.append(tx.encoded)
+        for outcome in outcomes:
+            if outcome is not None and outcome.error is not None:
+                self.metrics.rejected.labels(outcome.error.code).inc()
+        if gossip:
+            self._gossip_buffer.extend(accepted)
+        self.metrics.mempool_size.set(len(self.mempool))
+        return [o for o in outcomes if o is not None]
+
+    async def _gossip_flusher(self) -> None:
+        """Sends admitted client transactions to every peer in batches (full mesh: no relaying)."""
+        while True:
+            await asyncio.sleep(GOSSIP_FLUSH_S)
+            if not self._gossip_buffer:
+                continue
+            batch, self._gossip_buffer = self._gossip_buffer, []
+            self.broadcast(peer_pb.PeerMessage(txs=peer_pb.TxBatch(txs=batch)))
+
+    def broadcast(self, message: peer_pb.PeerMessage) -> None:
+        for link in self.links:
+            link.send(message)
+
+    def on_peer_txs(self, batch: Sequence[bytes]) -> None:
+        """Queues gossiped transactions for admission and returns at once.
+
+        The gossip stream also carries consensus messages or blocks: checking a batch of
+        signatures inline would hold them up behind it (head-of-line blocking).
+        """
+        txs = [Transaction.decode(raw) for raw in batch]
+        try:
+            self._admission.put_nowait(txs)
+        except asyncio.QueueFull:
+            self.metrics.rejected.labels("admission_backlog").inc(len(txs))
+
+    async def _admission_worker(self) -> None:
+        while True:
+            txs = await self._admission.get()
+            await self.submit(txs, gossip=False)
+
+    # -- chain growth ----------------------------------------------------------------------------
+
+    def _observe_committed(self, txs: Sequence[Transaction]) -> None:
+        """Commit latency of the transactions this replica admitted itself."""
+        now = time.monotonic()
+        for tx in txs:
+            admitted = self._admitted_at.pop(tx.hash, None)
+            if admitted is not None:
+                self.metrics.commit_latency.observe(now - admitted)
+        if len(self._admitted_at) > len(self.mempool):  # evicted or expired meanwhile
+            self._admitted_at = {h: t for h, t in self._admitted_at.items() if h in self.mempool}
+
+    def _notify_grown(self) -> None:
+        self.head_version += 1
+
+        async def notify() -> None:
+            async with self._grown:
+                self._grown.notify_all()
+
+        self._tasks.append(asyncio.create_task(notify()))
+        self._tasks = [t for t in self._tasks if not t.done()]
+
+    async def wait_for_height(self, height: int, final: bool = False) -> None:
+        """Returns once the chain (its final part, with ``final``) reaches ``height``."""
+        async with self._grown:
+            await self._grown.wait_for(
+                lambda: (self.final_height if final else self.height) >= height)
+
+    async def wait_for_change(self, seen_version: int) -> None:
+        """Returns once the head changed after ``head_version`` was ``seen_version``."""
+        async with self._grown:
+            await self._grown.wait_for(lambda: self.head_version != seen_version)

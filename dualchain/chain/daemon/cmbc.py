@@ -1,0 +1,425 @@
+"""A CMBC replica: proof-of-work fork choice over the block store, the management application,
+block templates for miners, and gossip of blocks with its peers.
+
+Blocks arrive from three places (a miner's solution, a peer's announcement, block sync) and all go
+through ``accept_block``, one at a time (a lock):
+
+1. a block already in the tree is a duplicate; one whose parent is unknown is parked (bounded) and
+   its parent is asked for, by hash, from the peers;
+2. rules that need only the block and its branch (reward, seal, target, timestamps, Merkle root,
+   signatures) are checked on a CPU thread; a block that passes is stored in the tree and
+   relayed to the peers, even on a side branch (its proof of work makes spam expensive);
+3. if its branch now has the most work, the head moves: blocks back to the fork point are
+   disconnected (the application takes them back through its undo journal), the new branch is
+   connected with the rules that need chain state (nonces, application rules, app hash), and
+   the store switches its canonical chain in one SQLite transaction. If a block of the new branch
+   fails, it and its descendants are marked invalid and the old chain is restored.
+
+A reorg that would take back a final block (``finality_depth`` deep) is refused: consumers act on
+final blocks, so they must never change. The cost is liveness: a replica that was cut off for
+longer than that stays on its own chain until an operator intervenes (docs/cmbc.md).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections import OrderedDict
+from collections.abc import Sequence
+
+import grpc
+
+from dualchain.chain.cmbc.app import CmbcApp, check_reward
+from dualchain.chain.cmbc.payloads import Reward
+from dualchain.chain.consensus.blocktree import BlockTree
+from dualchain.chain.consensus.pow import (
+    block_work,
+    check_seal,
+    difficulty_of,
+    median_time_past,
+    target_from_bytes,
+    target_to_bytes,
+)
+from dualchain.chain.daemon.base import ChainNodeBase, now_ms
+from dualchain.chain.daemon.config import DaemonConfig
+from dualchain.chain.daemon.metrics import PowMetrics
+from dualchain.chain.daemon.peers import PeerLink
+from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, ValidationError
+from dualchain.chain.genesis import Genesis
+from dualchain.chain.identity import Signer, identity_id
+from dualchain.chain.types import Block, BlockHeader, Transaction, TxKind
+from dualchain.chain.validation import check_block, check_nonces
+from dualchain.proto.v1 import chain_pb2 as chain_pb
+from dualchain.proto.v1 import miner_pb2 as miner_pb
+from dualchain.proto.v1 import peer_pb2 as peer_pb
+
+log = logging.getLogger(__name__)
+
+ORPHAN_LIMIT = 256
+TEMPLATES_KEPT = 64
+SYNC_POLL_S = 1.0
+SYNC_BATCH = 128
+RPC_TIMEOUT_S = 10.0
+
+
+class CmbcNode(ChainNodeBase):
+    kind = "cmbc"
+    app: CmbcApp
+
+    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:
+        super().__init__(config, genesis, signer)
+        self.pow = genesis.pow
+        self.tree = BlockTree(self.pow)
+        self.pow_metrics = PowMetrics(self.metrics.registry)
+        self._blocks_lock = asyncio.Lock()
+        self._orphans: OrderedDict[bytes, Block] = OrderedDict()
+        self._fetching: set[bytes] = set()
+        self._templates: OrderedDict[bytes, tuple[bytes, tuple[Transaction, ...]]] = \
+            OrderedDict()
+        self._template_count = 0
+        self.peer_heights: dict[str, int] = {}
+
+    def _make_app(self) -> CmbcApp:
+        # Undo journals for every block a permitted reorg can take back, plus headroom.
+        return CmbcApp(max_undo=self.genesis.pow.finality_depth + 16)
+
+    # -- reads -----------------------------------------------------------------------------------
+
+    @property
+    def head(self) -> BlockHeader:
+        return self._head
+
+    @property
+    def final_height(self) -> int:
+        return max(0, self.height - self.pow.finality_depth + 1)
+
+    @property
+    def work(self) -> int:
+        entry = self.tree.get(self._head.hash)
+        return entry.work if entry is not None else 0
+
+    def hello(self) -> peer_pb.Hello:
+        hello = super().hello()
+        hello.cumulative_work = self.work.to_bytes(32, "big")
+        return hello
+
+    def known_block(self, block_hash: bytes) -> Block | None:
+        return self._orphans.get(block_hash)
+
+    def status_message(self) -> chain_pb.ChainStatus:
+        final = self.tree.ancestor_at(self._head.hash, self.final_height)
+        return chain_pb.ChainStatus(
+            chain_id=self.chain_id,
+            kind=self.kind,
+            genesis_hash=self.genesis.hash,
+            height=self.height,
+            head_hash=self._head.hash,
+            final_height=final.height,
+            final_hash=final.hash,
+            target=target_to_bytes(self.tree.expected_target(self._head.hash)),
+            cumulative_work=self.work.to_bytes(32, "big"),
+            mempool_size=len(self.mempool),
+            peers=[chain_pb.PeerInfo(address=link.address, connected=link.connected,
+                                     height=self.peer_heights.get(link.address, 0))
+                   for link in self.links],
+        )
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Loads the block tree and replays the canonical chain into the application."""
+        genesis_block = self.genesis.genesis_block()
+        stored = await self.in_store(self.store.canonical_hash, 0)
+        if stored is None:
+            await self.in_store(self.store.append, genesis_block)
+        elif stored != genesis_block.hash:
+            raise ValidationError(
+                f"the store in {self.config.data_dir} holds another chain (genesis "
+                f"{stored.hex()[:16]}, this genesis file gives {genesis_block.hash.hex()[:16]})",
+                code="wrong_genesis",
+            )
+        for header, work in await self.in_store(self.store.headers):
+            self.tree.add(header, work)
+        height = await self.in_store(self.store.height)
+        for h in range(1, height + 1):
+            block = await self.in_store(self.store.canonical_block, h)
+            self.app.apply_block(block)
+            self._head = block.header
+        self._update_height_metrics()
+        log.info("loaded %d blocks (%d canonical); head %s", len(self.tree), height,
+                 self._head.hash.hex()[:16])
+        self._start_common()
+        self._tasks.append(asyncio.create_task(self._sync_loop(), name="sync"))
+
+    # -- accepting blocks ------------------------------------------------------------------------
+
+    async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
+        if message.WhichOneof("kind") != "block":
+            raise DecodeError(f"unexpected gossip message {message.WhichOneof('kind')!r} on CMBC")
+        if Block.peek_header(message.block).hash in self.tree:
+            return  # relayed back to us, or announced by several peers
+        await self.accept_block(Block.decode(message.block))
+
+    async def accept_block(self, block: Block) -> str:
+        """Takes a block from anywhere; returns "connected", "side_branch", "duplicate" or
+        "orphan" and raises ValidationError for an invalid one."""
+        async with self._blocks_lock:
+            outcome = await self._accept(block)
+            if outcome in ("connected", "side_branch"):
+                await self._adopt_orphans(block.hash)
+        return outcome
+
+    async def _accept(self, block: Block) -> str:
+        entry = self.tree.get(block.hash)
+        if entry is not None:
+            if entry.invalid:
+                raise ValidationError(f"block {block.hash.hex()[:16]} was found invalid before",
+                                      code="invalid_block")
+            return "duplicate"
+        if block.header.chain_id != self.chain_id:
+            raise ValidationError(f"block is for chain {block.header.chain_id!r}, this is "
+                                  f"{self.chain_id!r}", code="wrong_chain")
+        parent = self.tree.get(block.header.parent_hash)
+        if parent is None:
+            self._park(block)
+            return "orphan"
+        if parent.invalid:
+            raise ValidationError("block extends an invalid block", code="invalid_parent")
+        try:
+            await self._on_cpu(self._check_branch_rules, block, parent.header)
+        except DualchainError as exc:
+            self.metrics.rejected.labels(f"block_{exc.code}").inc()
+            log.warning("block %s at height %d refused: %s", block.hash.hex()[:16], block.height,
+                        exc.reason)
+            raise
+        await self.in_store(self.store.add_block, block,
+                            block_work(target_from_bytes(block.header.pow_target)))
+        self.tree.add(block.header)
+        self.broadcast(peer_pb.PeerMessage(block=block.encoded))
+        if not self.tree.better(block.hash, self._head.hash):
+            self.pow_metrics.side_blocks.inc()
+            return "side_branch"
+        return await self._switch_to(block)
+
+    def _check_branch_rules(self, block: Block, parent: BlockHeader) -> None:
+        """Everything about a block that its own branch decides, chain state aside."""
+        try:
+            reward_tx = check_reward(block)
+        except DecodeError as exc:
+            raise ValidationError(f"reward payload: {exc.reason}", code="bad_reward") from exc
+        now = now_ms()
+        check_seal(block.header, self.tree.expected_target(parent.hash),
+                   self.tree.median_window(parent.hash), now, self.params.max_future_drift_ms)
+        check_block(block, parent, self.params, self.verifier, now, None,
+                    lambda miner: reward_tx.public_key if miner == reward_tx.sender else None)
+
+    async def _switch_to(self, tip: Block) -> str:
+        disconnect, connect = self.tree.fork_path(self._head.hash, tip.hash)
+        fork_height = self._head.height - len(disconnect)
+        if disconnect and fork_height < self.final_height:
+            self.pow_metrics.refused_reorgs.inc()
+            log.warning("refused a reorg to %s: it would take back final blocks above height %d",
+                        tip.hash.hex()[:16], fork_height)
+            return "side_branch"
+        old = [await self.in_store(self.store.get_block, h) for h in disconnect]
+        new = [tip if h == tip.hash else await self.in_store(self.store.get_block, h)
+               for h in connect]
+        for block in old:
+            self.app.rollback_block(block)
+        # Nonces at the fork point: the disconnected blocks' senders go back to their first
+        # nonce there; everyone else keeps the canonical value.
+        nonces: dict[bytes, int] = {}
+        for block in old:
+            for tx in reversed(block.transactions):
+                nonces[tx.sender] = tx.nonce
+        await self._load_nonces(tx.sender for block in new for tx in block.transactions)
+        applied: list[Block] = []
+        try:
+            for block in new:
+                if block.header.app_hash != self.app.app_hash():
+                    raise ValidationError("app hash differs from the state after its parent",
+                                          code="bad_app_hash")
+                check_nonces(block.transactions, lambda s: nonces.get(s, self._nonces[s]))
+                self.app.apply_block(block)  # in the loop: templates read the app state
+                applied.append(block)
+                for tx in block.transactions:
+                    nonces[tx.sender] = tx.nonce + 1
+        except DualchainError as exc:
+            bad = new[len(applied)]
+            self.tree.mark_invalid(bad.hash)
+            for block in reversed(applied):
+                self.app.rollback_block(block)
+            for block in reversed(old):
+                self.app.apply_block(block)
+            self.metrics.rejected.labels(f"block_{exc.code}").inc()
+            log.warning("block %s at height %d is invalid on its chain: %s",
+                        bad.hash.hex()[:16], bad.height, exc.reason)
+            raise
+        await self.in_store(self.store.set_head, tip.hash)
+        self._nonces.update(nonces)
+        self._head = tip.header
+        self._after_switch(old, new)
+        return "connected"
+
+    def _after_switch(self, old: Sequence[Block], new: Sequence[Block]) -> None:
+        added = [tx for block in new for tx in block.transactions]
+        self.mempool.remove_committed(added, self.next_nonce)
+        if old:
+            in_new = {tx.hash for tx in added}
+            back = [tx for block in reversed(old) for tx in block.transactions
+                    if tx.hash not in in_new and tx.kind != TxKind.REWARD]
+            self.mempool.reinject([tx for tx in back if tx.sender in self._nonces],
+                                  self.next_nonce, now_ms())
+            self.pow_metrics.reorgs.inc()
+            self.pow_metrics.reorg_depth.observe(len(old))
+            log.info("reorg: %d blocks out, %d in; head %d %s", len(old), len(new), self.height,
+                     self._head.hash.hex()[:16])
+        for block in new:
+            parent = self.tree.get(block.header.parent_hash)
+            if parent is not None and parent.header.height > 0:
+                interval = (block.header.timestamp_ms - parent.header.timestamp_ms) / 1000
+                self.pow_metrics.block_interval.observe(interval)
+        self._observe_committed(added)
+        self.metrics.txs_committed.inc(len(added))
+        self.metrics.mempool_size.set(len(self.mempool))
+        self._update_height_metrics()
+        self._notify_grown()
+
+    def _update_height_metrics(self) -> None:
+        self.metrics.height.set(self.height)
+        self.pow_metrics.final_height.set(self.final_height)
+        self.pow_metrics.difficulty.set(
+            difficulty_of(self.tree.expected_target(self._head.hash)))
+
+    # -- orphans and sync ------------------------------------------------------------------------
+
+    def _park(self, block: Block) -> None:
+        if block.hash in self._orphans:
+            return
+        while len(self._orphans) >= ORPHAN_LIMIT:
+            self._orphans.popitem(last=False)
+        self._orphans[block.hash] = block
+        self.pow_metrics.orphans.inc()
+        parent = block.header.parent_hash
+        if parent not in self._fetching and parent not in self._orphans:
+            self._fetching.add(parent)
+            self._tasks.append(asyncio.create_task(self._fetch_parent(parent)))
+
+    async def _adopt_orphans(self, parent_hash: bytes) -> None:
+        """Accepts parked blocks whose parent just arrived, and their parked children."""
+        pending = [parent_hash]
+        while pending:
+            parent = pending.pop()
+            children = [b for b in self._orphans.values() if b.header.parent_hash == parent]
+            for child in children:
+                del self._orphans[child.hash]
+                try:
+                    outcome = await self._accept(child)
+                except DualchainError as exc:
+                    log.info("parked block %s refused: %s", child.hash.hex()[:16], exc.reason)
+                    continue
+                if outcome in ("connected", "side_branch"):
+                    pending.append(child.hash)
+
+    async def _fetch_parent(self, block_hash: bytes) -> None:
+        """Asks each peer in turn for a block by hash (over our own links to them)."""
+        try:
+            for link in self.links:
+                if not link.connected:
+                    continue
+                try:
+                    reply = await link.stub().GetBlockByHash(
+                        peer_pb.GetBlockByHashRequest(hash=block_hash), timeout=RPC_TIMEOUT_S)
+                    block = Block.decode(reply.block)
+                except (grpc.aio.AioRpcError, DecodeError):
+                    continue
+                if block.hash == block_hash:
+                    try:
+                        await self.accept_block(block)
+                    except DualchainError as exc:
+                        log.info("fetched block %s refused: %s", block_hash.hex()[:16],
+                                 exc.reason)
+                    return
+        finally:
+            self._fetching.discard(block_hash)
+
+    async def _sync_loop(self) -> None:
+        """Asks each peer for its chain's work every second and fetches blocks from the ones
+        ahead of us (a restarted replica, or both sides of a healed split, catch up so)."""
+        while True:
+            await asyncio.sleep(SYNC_POLL_S)
+            for link in self.links:
+                if not link.connected:
+                    continue
+                try:
+                    hello = await link.stub().Handshake(self.hello(), timeout=RPC_TIMEOUT_S)
+                except grpc.aio.AioRpcError:
+                    continue
+                self.peer_heights[link.address] = hello.height
+                if int.from_bytes(hello.cumulative_work, "big") > self.work:
+                    await self._sync_from(link)
+
+    async def _sync_from(self, link: PeerLink) -> None:
+        start = max(1, self.height - self.pow.finality_depth)
+        try:
+            stream = link.stub().GetBlocks(
+                peer_pb.GetBlocksRequest(from_height=start, max_blocks=SYNC_BATCH),
+                timeout=RPC_TIMEOUT_S * 3)
+            async for item in stream:
+                if Block.peek_header(item.block).hash in self.tree:
+                    continue
+                await self.accept_block(Block.decode(item.block))
+        except (grpc.aio.AioRpcError, DualchainError) as exc:
+            log.info("sync from %s stopped: %s", link.address, exc)
+
+    # -- mining ----------------------------------------------------------------------------------
+
+    async def block_template(self, miner_key: bytes, hashrate: float) -> miner_pb.BlockTemplate:
+        if len(miner_key) != self.params.algorithm.public_key_bytes:
+            raise DecodeError(f"miner key is {len(miner_key)} bytes; this chain uses "
+                              f"{self.params.algorithm.label}")
+        miner = identity_id(miner_key)
+        if hashrate > 0:
+            self.pow_metrics.hashrate.labels(miner.hex()[:16]).set(hashrate)
+        async with self._blocks_lock:  # not halfway through a reorg
+            return await self._template(miner, miner_key)
+
+    async def _template(self, miner: bytes, miner_key: bytes) -> miner_pb.BlockTemplate:
+        parent = self._head
+        await self._load_nonces([miner])
+        txs = tuple(tx for tx in self.mempool.select(
+            self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2)
+            if tx.sender != miner)  # the reward takes the miner's next nonce
+        timestamp = max(now_ms(), parent.timestamp_ms,
+                        median_time_past(self.tree.median_window(parent.hash)) + 1)
+        reward = Transaction(self.chain_id, TxKind.REWARD, miner, miner_key,
+                             self.next_nonce(miner), timestamp,
+                             Reward(parent.height + 1, parent.hash).encode())
+        self._template_count += 1
+        template_id = hashlib.sha256(
+            parent.hash + self._template_count.to_bytes(8, "big")).digest()[:16]
+        self._templates[template_id] = (parent.hash, txs)
+        while len(self._templates) > TEMPLATES_KEPT:
+            self._templates.popitem(last=False)
+        return miner_pb.BlockTemplate(
+            template_id=template_id, chain_id=self.chain_id, height=parent.height + 1,
+            parent_hash=parent.hash,
+            target=target_to_bytes(self.tree.expected_target(parent.hash)),
+            timestamp_ms=timestamp, app_hash=self.app.app_hash(), reward_tx=reward.encoded,
+            tx_hashes=[tx.hash for tx in txs],
+        )
+
+    async def submit_solution(self, template_id: bytes, header: bytes,
+                              reward_tx: bytes) -> tuple[str, Block]:
+        template = self._templates.get(template_id)
+        if template is None:
+            raise NotFoundError("the template is unknown or expired; ask for a new one")
+        parent_hash, txs = template
+        block = Block(BlockHeader.decode(header), (Transaction.decode(reward_tx), *txs))
+        if block.header.parent_hash != parent_hash:
+            raise ValidationError("the header does not build on its template's parent",
+                                  code="bad_parent")
+        outcome = await self.accept_block(block)
+        self.pow_metrics.mined.labels(outcome).inc()
+        return outcome, block

@@ -1,0 +1,235 @@
+"""The miner process: block templates from a CMBC daemon, nonce search on worker processes,
+solutions back to the daemon.
+
+    dualchain miner --cmbc 127.0.0.1:7100 --workers 2 --key keys/miner-0.key [--duty 0.5]
+
+For each template it signs its reward transaction, computes the Merkle root over the reward and
+the template's transaction hashes, and hashes the header prefix with nonces from a random start.
+Each of ``workers`` processes searches ``chunk`` nonces at a time; between chunks the miner
+checks whether the daemon's tip changed (a WatchTip stream) and drops stale work at once. It
+asks for a fresh template every ``refresh_s`` seconds, so new transactions get into blocks.
+
+``duty`` (0 < duty <= 1) is the share of time a worker hashes: after a chunk that took t seconds
+it sleeps t * (1 - duty) / duty. On a small machine where mining competes with training (seed
+004 studies that trade-off) the operator picks workers and duty to cap the miner's CPU.
+
+The miner prints JSON lines on stdout: ``ready`` once connected, ``block`` per accepted
+solution, and ``stopped`` with its totals.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import logging
+import multiprocessing
+import random
+import signal
+import time
+from concurrent.futures import ProcessPoolExecutor
+from dataclasses import dataclass, replace
+from pathlib import Path
+
+import grpc
+
+from dualchain.chain.consensus.pow import seal_prefix, search_nonce
+from dualchain.chain.errors import DualchainError
+from dualchain.chain.identity import Domain, Signer, load_key_file
+from dualchain.chain.merkle import merkle_root
+from dualchain.chain.rpc import channel_options
+from dualchain.chain.types import BlockHeader, Transaction, TxKind
+from dualchain.proto.v1 import miner_pb2 as miner_pb
+from dualchain.proto.v1 import miner_pb2_grpc as miner_grpc
+
+log = logging.getLogger("dualchain.miner")
+
+RECONNECT_S = 1.0
+
+
+@dataclass(frozen=True)
+class MinerConfig:
+    cmbc: str  # host:port of the CMBC daemon
+    key: Path
+    workers: int = 1
+    duty: float = 1.0
+    chunk: int = 20_000  # nonces per worker call: about 15 ms of hashing on one core
+    refresh_s: float = 1.0
+    backend: str = "cryptography"
+
+    def __post_init__(self) -> None:
+        if self.workers < 1:
+            raise ValueError("--workers must be at least 1")
+        if not 0 < self.duty <= 1:
+            raise ValueError("--duty must be in (0, 1]")
+        if self.chunk < 1 or self.refresh_s <= 0:
+            raise ValueError("chunk and refresh must be positive")
+
+
+def _search(prefix: bytes, target: bytes, start: int, count: int,
+            duty: float) -> tuple[int | None, int]:
+    """Worker process: one chunk of nonces, then the duty-cycle pause. Returns (nonce, hashes)."""
+    began = time.perf_counter()
+    nonce = search_nonce(prefix, target, start, count)
+    hashed = count if nonce is None else nonce - start + 1
+    if duty < 1:
+        time.sleep((time.perf_counter() - began) * (1 - duty) / duty)
+    return nonce, hashed
+
+
+@dataclass
+class MinerStats:
+    hashes: int = 0
+    blocks: int = 0
+    stale: int = 0
+    templates: int = 0
+    hashrate: float = 0.0
+
+
+class Miner:
+    def __init__(self, config: MinerConfig, signer: Signer) -> None:
+        self.config = config
+        self.signer = signer
+        self.stats = MinerStats()
+        self._tip = b""
+        self._tip_changed = asyncio.Event()
+        # Spawned workers: forking a process that already runs gRPC threads is unsafe.
+        self._pool = ProcessPoolExecutor(config.workers,
+                                         mp_context=multiprocessing.get_context("spawn"))
+        self._started = time.monotonic()
+
+    async def run(self, stop: asyncio.Event) -> None:
+        async with grpc.aio.insecure_channel(self.config.cmbc, options=channel_options()) as ch:
+            stub = miner_grpc.MinerServiceStub(ch)
+            watcher = asyncio.create_task(self._watch(stub))
+            announced = False
+            try:
+                while not stop.is_set():
+                    try:
+                        template = await stub.GetBlockTemplate(miner_pb.BlockTemplateRequest(
+                            miner_public_key=self.signer.public_key,
+                            hashrate_hs=self.stats.hashrate), timeout=10)
+                    except grpc.aio.AioRpcError as exc:
+                        log.warning("no template from %s: %s", self.config.cmbc, exc.details())
+                        await asyncio.sleep(RECONNECT_S)
+                        continue
+                    if not announced:
+                        print(json.dumps({"event": "ready", "id": self.signer.id.hex(),
+                                          "cmbc": self.config.cmbc,
+                                          "workers": self.config.workers,
+                                          "duty": self.config.duty}), flush=True)
+                        announced = True
+                    self.stats.templates += 1
+                    solved = await self._solve(template, stop)
+                    if solved is not None:
+                        await self._submit(stub, template, *solved)
+            finally:
+                watcher.cancel()
+                with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
+                    await watcher
+
+    async def _watch(self, stub: miner_grpc.MinerServiceStub) -> None:
+        while True:
+            try:
+                async for event in stub.WatchTip(miner_pb.WatchTipRequest()):
+                    if event.head_hash != self._tip:
+                        self._tip = bytes(event.head_hash)
+                        self._tip_changed.set()
+            except grpc.aio.AioRpcError:
+                await asyncio.sleep(RECONNECT_S)
+
+    def _prepare(self, template: miner_pb.BlockTemplate) -> tuple[BlockHeader, Transaction]:
+        reward = Transaction.decode(template.reward_tx)
+        if reward.sender != self.signer.id or reward.kind != TxKind.REWARD:
+            raise DualchainError("the template's reward transaction is not for this miner")
+        reward = reward.with_signature(self.signer.sign(Domain.TRANSACTION,
+                                                        reward.signing_bytes))
+        header = BlockHeader(
+            chain_id=template.chain_id, height=template.height,
+            parent_hash=bytes(template.parent_hash),
+            tx_root=merkle_root([reward.hash, *(bytes(h) for h in template.tx_hashes)]),
+            timestamp_ms=template.timestamp_ms, proposer=self.signer.id,
+            app_hash=bytes(template.app_hash), pow_target=bytes(template.target),
+        )
+        return header, reward
+
+    async def _solve(self, template: miner_pb.BlockTemplate,
+                     stop: asyncio.Event) -> tuple[BlockHeader, Transaction] | None:
+        header, reward = self._prepare(template)
+        prefix, target = seal_prefix(header), bytes(template.target)
+        loop = asyncio.get_running_loop()
+        cursor = random.getrandbits(62)
+        chunk, workers = self.config.chunk, self.config.workers
+        began = time.monotonic()
+        self._tip_changed.clear()
+        while not stop.is_set():
+            if self._tip not in (b"", header.parent_hash):
+                self.stats.stale += 1
+                return None  # the daemon's tip moved: this work is stale
+            if time.monotonic() - began > self.config.refresh_s:
+                return None  # a fresh template carries the transactions that arrived since
+            calls = [loop.run_in_executor(self._pool, _search, prefix, target,
+                                          cursor + i * chunk, chunk, self.config.duty)
+                     for i in range(workers)]
+            cursor += workers * chunk
+            chunk_began = time.monotonic()
+            results = await asyncio.gather(*calls)
+            hashed = sum(h for _, h in results)
+            self.stats.hashes += hashed
+            rate = hashed / max(time.monotonic() - chunk_began, 1e-6)
+            self.stats.hashrate = rate if not self.stats.hashrate else \
+                0.8 * self.stats.hashrate + 0.2 * rate
+            for nonce, _ in results:
+                if nonce is not None:
+                    sealed = replace(header, pow_nonce=nonce)
+                    return sealed.with_signature(
+                        self.signer.sign(Domain.BLOCK, sealed.signing_bytes)), reward
+        return None
+
+    async def _submit(self, stub: miner_grpc.MinerServiceStub,
+                      template: miner_pb.BlockTemplate, header: BlockHeader,
+                      reward: Transaction) -> None:
+        try:
+            reply = await stub.SubmitBlock(miner_pb.SubmitBlockRequest(
+                template_id=template.template_id, header=header.encoded,
+                reward_tx=reward.encoded), timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("solution at height %d refused: %s", header.height, exc.details())
+            return
+        if reply.outcome == "connected":
+            self.stats.blocks += 1
+        print(json.dumps({"event": "block", "height": reply.height,
+                          "hash": bytes(reply.block_hash).hex(), "outcome": reply.outcome,
+                          "txs": len(template.tx_hashes) + 1}), flush=True)
+
+    def close(self) -> None:
+        self._pool.shutdown(wait=True, cancel_futures=True)
+
+    def totals(self) -> dict:
+        return {"event": "stopped", "blocks": self.stats.blocks, "stale": self.stats.stale,
+                "hashes": self.stats.hashes, "templates": self.stats.templates,
+                "hashrate_hs": round(self.stats.hashrate, 1),
+                "seconds": round(time.monotonic() - self._started, 1)}
+
+
+async def _main(config: MinerConfig) -> None:
+    signer = load_key_file(config.key, config.backend)
+    miner = Miner(config, signer)
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    task = asyncio.create_task(miner.run(stop))
+    await stop.wait()
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    await loop.run_in_executor(None, miner.close)
+    print(json.dumps(miner.totals()), flush=True)
+
+
+def run(config: MinerConfig, log_level: str = "INFO") -> int:
+    logging.basicConfig(level=log_level,
+                        format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+    asyncio.run(_main(config))
+    return 0
