@@ -83,6 +83,24 @@ class ReputationWeights:
 
 
 @dataclass(frozen=True)
+class FlParams:
+    """Federated learning on CTBC: the model every replica starts from and the aggregation rule
+    every committee member re-executes (see ``ctbc.fl``). Optional: a CTBC without it carries no
+    model versions."""
+
+    dataset: str = "digits"
+    model_seed: int = 0
+    model_hash: str = ""  # hex SHA-256 of version 0's parameter blob (derived from the seed)
+    mode: str = "fedasync"  # "fedasync" or "fedavg"
+    staleness_rule: str = "eq2"
+    staleness_a: float = 0.5
+    staleness_b: int = 4
+    max_staleness: int = 8
+    mixing: float = 1.0
+    max_update_norm: float = 100.0
+
+
+@dataclass(frozen=True)
 class LedgerLimits:
     """The size and clock bounds of ``LedgerParams``, with its defaults."""
 
@@ -110,6 +128,7 @@ class Genesis:
     limits: LedgerLimits = field(default_factory=LedgerLimits)
     reputation: ReputationWeights = field(default_factory=ReputationWeights)
     pow: PowParams = field(default_factory=PowParams)  # CMBC only: absent from a CTBC file
+    fl: FlParams | None = None  # CTBC only, optional
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "validators", tuple(self.validators))
@@ -156,6 +175,8 @@ class Genesis:
         }
         if self.kind == "cmbc":
             data["pow"] = asdict(self.pow)
+        if self.fl is not None:
+            data["fl"] = asdict(self.fl)
         return data
 
     @classmethod
@@ -164,6 +185,8 @@ class Genesis:
                 "consensus", "limits", "reputation"]
         if isinstance(data, dict) and data.get("kind") == "cmbc":
             keys.append("pow")
+        if isinstance(data, dict) and data.get("kind") == "ctbc" and "fl" in data:
+            keys.append("fl")
         obj = _object(data, "", keys)
         if obj["format"] != GENESIS_FORMAT:
             raise GenesisError(f"format: is {obj['format']!r}, expected {GENESIS_FORMAT!r}")
@@ -189,6 +212,7 @@ class Genesis:
             limits=_section(LedgerLimits, obj["limits"], "limits"),
             reputation=_section(ReputationWeights, obj["reputation"], "reputation"),
             **({"pow": _section(PowParams, obj["pow"], "pow")} if "pow" in obj else {}),
+            **({"fl": _section(FlParams, obj["fl"], "fl")} if "fl" in obj else {}),
         )
 
     @classmethod
@@ -276,6 +300,8 @@ def _section(cls: type[Any], data: object, path: str) -> Any:
         where = f"{path}.{f.name}"
         if isinstance(f.default, float):
             values[f.name] = _number(obj[f.name], where)
+        elif isinstance(f.default, str):
+            values[f.name] = _string(obj[f.name], where)
         else:
             values[f.name] = _integer(obj[f.name], where)
     return cls(**values)
@@ -303,6 +329,8 @@ def _check_semantics(g: Genesis) -> None:
             raise GenesisError(f"limits.{f.name}: must be a positive integer, got {value!r}")
     _check_reputation(g.reputation)
     _check_pow(g.pow)
+    if g.fl is not None:
+        _check_fl(g)
 
 
 def _check_validators(g: Genesis) -> None:
@@ -366,3 +394,24 @@ def _check_pow(p: PowParams) -> None:
         raise GenesisError("pow.retarget_interval: must be at least 2 (a window has intervals)")
     if p.max_adjust < 2:
         raise GenesisError("pow.max_adjust: must be at least 2")
+
+
+def _check_fl(g: Genesis) -> None:
+    fl = g.fl
+    assert fl is not None
+    if g.kind != "ctbc":
+        raise GenesisError("fl: model versions live on ctbc")
+    if fl.mode not in ("fedasync", "fedavg"):
+        raise GenesisError(f"fl.mode: {fl.mode!r} is not fedasync or fedavg")
+    if fl.staleness_rule not in ("eq2", "constant", "polynomial", "hinge"):
+        raise GenesisError(f"fl.staleness_rule: unknown rule {fl.staleness_rule!r}")
+    if len(fl.model_hash) != 64 or any(c not in "0123456789abcdef" for c in fl.model_hash):
+        raise GenesisError("fl.model_hash: must be 64 lowercase hex digits")
+    for name in ("mixing", "max_update_norm"):
+        value = getattr(fl, name)
+        if not math.isfinite(value) or value <= 0:
+            raise GenesisError(f"fl.{name}: must be a positive finite number")
+    for name in ("model_seed", "staleness_b", "max_staleness"):
+        value = getattr(fl, name)
+        if type(value) is not int or not 0 <= value <= U64_MAX:
+            raise GenesisError(f"fl.{name}: must be a non-negative integer")

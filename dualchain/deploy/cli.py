@@ -162,6 +162,52 @@ def cmd_miner(args: argparse.Namespace) -> int:
     return run(config, args.log_level)
 
 
+def cmd_node(args: argparse.Namespace) -> int:
+    from dualchain.node.main import run
+
+    return run(args.config, args.log_level)
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from dualchain.deploy.up import Testbed, UpConfig, UpError
+
+    overrides = {name: getattr(args, name) for name in (
+        "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
+        "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s")}
+    if args.data_dir is not None:
+        overrides["data_dir"] = str(args.data_dir)
+    try:
+        if args.config is not None:
+            config = UpConfig.from_toml(args.config, overrides)
+        else:
+            config = UpConfig(**{k: v for k, v in overrides.items() if v is not None})
+        report = Testbed(config).run()
+    except UpError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
+    workdir = Path(config.workdir)
+    print(f"final accuracy {report['final_accuracy']} after {report['time_to_final_s']} s; "
+          f"report: {workdir / 'report.json'}, {workdir / 'metrics.csv'}, {workdir / 'plots'}/")
+    return 130 if report["interrupted"] else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dualchain.deploy.status import testbed_status
+
+    try:
+        print(json.dumps(testbed_status(args.workdir), indent=2))
+    except FileNotFoundError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_client(args: argparse.Namespace) -> int:
+    from dualchain.client.main import run
+
+    return run(args.config, args.log_level, slowdown=args.slowdown, drop_prob=args.drop_prob)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="dualchain",
@@ -222,6 +268,83 @@ def build_parser() -> argparse.ArgumentParser:
     miner.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     miner.set_defaults(func=cmd_miner)
+
+    client = sub.add_parser(
+        "client",
+        help="run a federated learning client (one device)",
+        description="Registers the client on CMBC, then asks its server node for tasks, "
+        "trains on its part of the dataset, uploads ML-DSA signed updates (buffering and "
+        "averaging them while its node is unreachable) and sends state reports to CMBC. "
+        "Prints JSON lines (ready, registered, task, flush, report, stopped) on stdout.",
+    )
+    client.add_argument("--config", type=Path, required=True,
+                        help="the client's JSON config (see dualchain/client/config.py)")
+    client.add_argument("--slowdown", type=float, default=None,
+                        help="override the config: emulate a device this many times slower "
+                        "(>= 1; sleeps (slowdown-1) x each batch's compute time)")
+    client.add_argument("--drop-prob", type=float, default=None,
+                        help="override the config: probability in [0, 1] that a finished "
+                        "update is not uploaded")
+    client.add_argument("--log-level", default="INFO",
+                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    client.set_defaults(func=cmd_client)
+
+    up = sub.add_parser(
+        "up",
+        help="run a whole local testbed (the main job) and write a report",
+        description="Starts a CTBC and a CMBC daemon per server node, the miners, the server "
+        "nodes and the clients, each its own process, on this host; prints one line per "
+        "committed model version; stops everything after ROUNDS versions (or on Ctrl-C) and "
+        "writes WORKDIR/report.json, metrics.csv and plots/*.png. Flags override the TOML "
+        "config's keys (same names).",
+    )
+    up.add_argument("--config", type=Path, default=None, help="a TOML file of UpConfig keys")
+    up.add_argument("--nodes", type=int, default=None, help="server nodes (default 4)")
+    up.add_argument("--clients", type=int, default=None, help="clients (default 8)")
+    up.add_argument("--miners", type=int, default=None, help="CMBC miners (default 1)")
+    up.add_argument("--dataset", default=None,
+                    help="digits (embedded, default), mnist, fashion-mnist, cifar10, cifar100")
+    up.add_argument("--data-dir", type=Path, default=None,
+                    help="where the dataset files are (not needed for digits)")
+    up.add_argument("--rounds", type=int, default=None,
+                    help="model versions to commit before stopping (default 20)")
+    up.add_argument("--mode", choices=["fedasync", "fedavg"], default=None,
+                    help="fedasync (asynchronous, default) or fedavg (synchronous rounds)")
+    up.add_argument("--workdir", default=None, help="output directory, replaced (default "
+                    "runs/default)")
+    up.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default=None,
+                    help="how client data is split (default iid)")
+    up.add_argument("--alpha", type=float, default=None, help="Dirichlet alpha (default 0.5)")
+    up.add_argument("--seed", type=int, default=None, help="model and partition seed (0)")
+    up.add_argument("--batches", type=int, default=None, help="batches per task (default 20)")
+    up.add_argument("--learning-rate", type=float, default=None,
+                    help="client SGD learning rate (default 0.05)")
+    up.add_argument("--algorithm", default=None, help="ML-DSA parameter set (ML-DSA-44)")
+    up.add_argument("--timeout-s", type=float, default=None,
+                    help="stop after this many seconds of training (default 600)")
+    up.set_defaults(func=cmd_up)
+
+    status = sub.add_parser(
+        "status",
+        help="summarise a running or finished testbed",
+        description="Asks a running testbed's nodes and chain daemons for their state, or "
+        "summarises the report of a finished one; prints JSON.",
+    )
+    status.add_argument("--workdir", type=Path, required=True, help="the testbed's workdir")
+    status.set_defaults(func=cmd_status)
+
+    node = sub.add_parser(
+        "node",
+        help="run a server node (FL coordinator beside its CTBC and CMBC daemons)",
+        description="Serves clients (tasks, models, signed updates), checks every update, "
+        "relays updates to the other nodes, aggregates when it is the aggregator and commits "
+        "model versions to CTBC. Prints JSON lines: 'ready', then 'version' per committed "
+        "model version with its test accuracy.",
+    )
+    node.add_argument("--config", type=Path, required=True, help="the node's JSON config")
+    node.add_argument("--log-level", default="INFO",
+                      choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
+    node.set_defaults(func=cmd_node)
 
     testnet = sub.add_parser(
         "testnet",

@@ -13,10 +13,18 @@ from dataclasses import dataclass
 from functools import cached_property
 
 from dualchain.chain.canonical import Reader, Writer
+from dualchain.chain.ctbc.fl import ModelCommit
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.genesis import MAX_ADDRESS
 from dualchain.chain.identity import ID_BYTES
-from dualchain.chain.types import MAX_KEY, MAX_PAYLOAD, SignedProposal, TxKind, Vote
+from dualchain.chain.types import (
+    MAX_KEY,
+    MAX_PAYLOAD,
+    SignedProposal,
+    Transaction,
+    TxKind,
+    Vote,
+)
 
 REGISTER_TAG = b"DVR1"
 REMOVE_TAG = b"DVX1"
@@ -62,6 +70,7 @@ class ValidatorRemove:
 class EvidenceKind(enum.IntEnum):
     DUPLICATE_VOTE = 1
     DUPLICATE_PROPOSAL = 2
+    BAD_MODEL = 3  # a signed MODEL_VERSION transaction whose model is not its aggregate
 
 
 @dataclass(frozen=True)
@@ -78,9 +87,12 @@ class Evidence:
         return w.var(self.first).var(self.second).bytes()
 
     @cached_property
-    def items(self) -> tuple[Vote, Vote] | tuple[SignedProposal, SignedProposal]:
+    def items(self) -> tuple[Vote, Vote] | tuple[SignedProposal, SignedProposal] | \
+            tuple[Transaction, bytes]:
         if self.kind == EvidenceKind.DUPLICATE_VOTE:
             return Vote.decode(self.first), Vote.decode(self.second)
+        if self.kind == EvidenceKind.BAD_MODEL:
+            return Transaction.decode(self.first), self.second
         return SignedProposal.decode(self.first), SignedProposal.decode(self.second)
 
     @classmethod
@@ -97,11 +109,12 @@ class Evidence:
         return value
 
 
-Payload = ValidatorRegister | ValidatorRemove | Evidence
+Payload = ValidatorRegister | ValidatorRemove | Evidence | ModelCommit
 _DECODERS = {
     TxKind.VALIDATOR_REGISTER: ValidatorRegister.decode,
     TxKind.VALIDATOR_REMOVE: ValidatorRemove.decode,
     TxKind.EVIDENCE: Evidence.decode,
+    TxKind.MODEL_VERSION: ModelCommit.decode,
 }
 
 

@@ -36,7 +36,9 @@ from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from dualchain.chain.app import Committee, CommitteeApplication, Validator
+from dualchain.chain.blobs import BlobStore
 from dualchain.chain.canonical import Writer
+from dualchain.chain.ctbc.fl import MissingBlobError, ModelCommit, ModelCommitChecker, fl_rules
 from dualchain.chain.ctbc.payloads import (
     Evidence,
     EvidenceKind,
@@ -133,12 +135,13 @@ class _State:
     stats: dict[int, dict[bytes, ValidatorStats]] = field(default_factory=dict)
     evidence: set[bytes] = field(default_factory=set)
     pending: dict[bytes, set[bytes]] = field(default_factory=dict)  # change -> its voters
+    models: list[bytes] = field(default_factory=list)  # model blob hash of each version
 
     def copy(self) -> _State:
         return _State(
             self.height, set(self.current), dict(self.known), dict(self.committees),
             {epoch: dict(per) for epoch, per in self.stats.items()}, set(self.evidence),
-            {change: set(voters) for change, voters in self.pending.items()},
+            {change: set(voters) for change, voters in self.pending.items()}, list(self.models),
         )
 
     def add(self, epoch: int, validator: bytes, delta: ValidatorStats) -> None:
@@ -171,6 +174,9 @@ class _State:
             w.fixed(change, 32).count(len(self.pending[change]))
             for voter in sorted(self.pending[change]):
                 w.fixed(voter, ID_BYTES)
+        w.count(len(self.models))
+        for model in self.models:
+            w.fixed(model, 32)
         return w.bytes()
 
 
@@ -186,6 +192,11 @@ class _Offence:
 
 
 @dataclass(frozen=True)
+class _NewVersion:
+    commit: ModelCommit
+
+
+@dataclass(frozen=True)
 class _Approval:
     """One committee member's vote for one membership change."""
 
@@ -194,10 +205,14 @@ class _Approval:
     voter: bytes
 
 
+_Checked = _Approval | _Offence | _NewVersion | None
+
+
 class RegistryApp(CommitteeApplication):
     """The CTBC application: deterministic, built from the genesis, advanced by committed blocks."""
 
-    def __init__(self, genesis: Genesis, verifier: SignatureVerifier) -> None:
+    def __init__(self, genesis: Genesis, verifier: SignatureVerifier,
+                 blobs: BlobStore | None = None) -> None:
         if genesis.kind != "ctbc":
             raise GenesisError(f"kind: the validator registry runs on ctbc, not {genesis.kind!r}")
         self.genesis = genesis
@@ -206,6 +221,12 @@ class RegistryApp(CommitteeApplication):
         known = {v.id: v for v in genesis.validators}
         first = tuple(sorted(known)[: genesis.consensus.committee_size])
         self._state = _State(height=0, current=set(known), known=known, committees={0: first})
+        self.models: ModelCommitChecker | None = None
+        if genesis.fl is not None:
+            if blobs is None:
+                raise GenesisError("fl: a chain with model versions needs a blob store")
+            self.models = ModelCommitChecker(fl_rules(genesis), blobs, verifier)
+            self._state.models.append(bytes.fromhex(genesis.fl.model_hash))
         self._hash: bytes | None = None
         self.last_failed: list[tuple[bytes, str]] = []  # (tx hash, code) of the last block run
         self._committees: dict[int, Committee] = {}  # Committee values built from the state
@@ -237,6 +258,27 @@ class RegistryApp(CommitteeApplication):
     def stats(self, epoch: int) -> Mapping[bytes, ValidatorStats]:
         """What was recorded about each validator in ``epoch`` (old epochs are pruned)."""
         return MappingProxyType(dict(self._state.stats.get(epoch, {})))
+
+    def latest_model(self) -> tuple[int, bytes] | None:
+        """The newest committed model version and its blob hash (None: no FL on this chain)."""
+        if not self._state.models:
+            return None
+        return len(self._state.models) - 1, self._state.models[-1]
+
+    def model_hash(self, version: int) -> bytes | None:
+        models = self._state.models
+        return models[version] if 0 <= version < len(models) else None
+
+    def blobs_for(self, tx: Transaction) -> list[bytes]:
+        """The blobs checking ``tx`` reads (a model commit's parent and updates)."""
+        if tx.kind != TxKind.MODEL_VERSION or self.models is None:
+            return []
+        try:
+            commit = ModelCommit.decode(tx.payload)
+        except DecodeError:
+            return []
+        parent = self.model_hash(commit.parent_version)
+        return [d for d, _ in commit.updates] + ([parent] if parent is not None else [])
 
     def app_hash(self) -> bytes:
         if self._hash is None:
@@ -305,6 +347,8 @@ class RegistryApp(CommitteeApplication):
         for tx in block.transactions:
             try:
                 outcome = self._check_tx(state, tx)
+            except MissingBlobError:
+                raise  # not a verdict on the transaction: this replica cannot judge it yet
             except ValidationError as exc:
                 # The ledger accepted it (signature, nonce): it stays in the block, uses its
                 # nonce and changes nothing else. Refusing the whole block instead would let one
@@ -350,7 +394,7 @@ class RegistryApp(CommitteeApplication):
         for old in [e for e in state.stats if e < oldest_needed]:
             del state.stats[old]
 
-    def _check_tx(self, state: _State, tx: Transaction) -> _Approval | _Offence | None:
+    def _check_tx(self, state: _State, tx: Transaction) -> _Checked:
         """Checks ``tx`` for the block at ``state.height + 1``, against ``state``."""
         if tx.kind == TxKind.MEMO:
             return None
@@ -360,8 +404,12 @@ class RegistryApp(CommitteeApplication):
             raise ValidationError(
                 f"{tx.kind.name} payload is malformed: {exc.reason}", code="malformed_payload"
             ) from exc
+        if isinstance(payload, Evidence) and payload.kind == EvidenceKind.BAD_MODEL:
+            return self._check_bad_model(state, payload)
         if isinstance(payload, Evidence):
             return self._check_evidence(state, payload)
+        if isinstance(payload, ModelCommit):
+            return self._check_commit(state, tx, payload)
         assert isinstance(payload, ValidatorRegister | ValidatorRemove)
         committee = self._committee(state, self.epoch_of(state.height + 1))
         if tx.sender not in committee:
@@ -466,8 +514,57 @@ class RegistryApp(CommitteeApplication):
             )
         return _Offence(key, offender)
 
-    def _apply_tx(self, state: _State, checked: _Approval | _Offence | None, epoch: int) -> None:
-        if isinstance(checked, _Approval):
+    def _check_commit(self, state: _State, tx: Transaction, commit: ModelCommit) -> _NewVersion:
+        if self.models is None:
+            raise ValidationError("this chain carries no model versions", code="no_fl")
+        if tx.sender not in state.current:
+            raise ValidationError("model versions come from server nodes (validators)",
+                                  code="not_a_validator")
+        self.models.check(commit, state.models[-1], len(state.models) - 1)
+        return _NewVersion(commit)
+
+    def _check_bad_model(self, state: _State, ev: Evidence) -> _Offence:
+        """Evidence that a validator signed a model commit that is not its aggregate: the
+        offence is re-executed here, so nobody can be blamed for a correct commit."""
+        tx, _ = ev.items
+        assert isinstance(tx, Transaction)
+        if self.models is None or tx.kind != TxKind.MODEL_VERSION:
+            raise ValidationError("bad-model evidence must carry a model commit",
+                                  code="bad_evidence")
+        record = state.known.get(tx.sender)
+        if record is None or record.public_key != tx.public_key:
+            raise ValidationError("the commit's sender is not a validator",
+                                  code="evidence_unknown_offender")
+        if tx.chain_id != self.genesis.chain_id:
+            raise ValidationError("evidence is not about this chain", code="evidence_wrong_chain")
+        if not self._verifier.verify(self.genesis.algorithm, tx.public_key, Domain.TRANSACTION,
+                                     tx.signing_bytes, tx.signature):
+            raise SignatureError("the commit's signature does not verify",
+                                 code="evidence_bad_signature")
+        commit = ModelCommit.decode(tx.payload)
+        parent = self.model_hash(commit.parent_version) if commit.parent_version < len(
+            state.models) else None
+        if parent is None:
+            raise ValidationError("the commit builds on an unknown version", code="bad_evidence")
+        try:
+            self.models.check(commit, parent, commit.parent_version)
+        except MissingBlobError:
+            raise
+        except ValidationError as exc:
+            if exc.code != "model_mismatch":
+                raise ValidationError(f"the commit is wrong for another reason ({exc.code}), "
+                                      "not a tampered model", code="bad_evidence") from exc
+        else:
+            raise ValidationError("the commit's model is its aggregate", code="bad_evidence")
+        key = evidence_key(ev.kind, tx.sender, commit.version, 0, 0)
+        if key in state.evidence:
+            raise ValidationError("this offence is already recorded", code="duplicate_evidence")
+        return _Offence(key, tx.sender)
+
+    def _apply_tx(self, state: _State, checked: _Checked, epoch: int) -> None:
+        if isinstance(checked, _NewVersion):
+            state.models.append(checked.commit.model_hash)
+        elif isinstance(checked, _Approval):
             voters = state.pending.setdefault(checked.key, set())
             voters.add(checked.voter)
             if len(voters) >= self._committee(state, epoch).quorum:

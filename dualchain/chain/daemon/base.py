@@ -107,7 +107,7 @@ class ChainNodeBase:
         """The sender's next nonce on the canonical chain (callers load it first)."""
         return self._nonces[sender]
 
-    async def _load_nonces(self, senders: Iterable[bytes]) -> None:
+    async def load_nonces(self, senders: Iterable[bytes]) -> None:
         missing = {s for s in senders if s not in self._nonces}
         if missing:
             found = await self.in_store(lambda: {s: self.store.next_nonce(s) for s in missing})
@@ -145,7 +145,7 @@ class ChainNodeBase:
         outcomes: list[TxOutcome | None] = [None] * len(txs)
         checked: list[int] = []
         now = now_ms()
-        await self._load_nonces(tx.sender for tx in txs)
+        await self.load_nonces(tx.sender for tx in txs)
         for i, tx in enumerate(txs):
             try:
                 check_transaction_shape(tx, self.params)

@@ -233,7 +233,7 @@ class CmbcNode(ChainNodeBase):
         for block in old:
             for tx in reversed(block.transactions):
                 nonces[tx.sender] = tx.nonce
-        await self._load_nonces(tx.sender for block in new for tx in block.transactions)
+        await self.load_nonces(tx.sender for block in new for tx in block.transactions)
         applied: list[Block] = []
         try:
             for block in new:
@@ -387,7 +387,7 @@ class CmbcNode(ChainNodeBase):
 
     async def _template(self, miner: bytes, miner_key: bytes) -> miner_pb.BlockTemplate:
         parent = self._head
-        await self._load_nonces([miner])
+        await self.load_nonces([miner])
         txs = tuple(tx for tx in self.mempool.select(
             self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2)
             if tx.sender != miner)  # the reward takes the miner's next nonce

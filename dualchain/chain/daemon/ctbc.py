@@ -18,12 +18,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
 import grpc
 
 from dualchain.chain.app import Committee
+from dualchain.chain.blobs import BlobStore
 from dualchain.chain.consensus.committee import (
     Action,
     CastVote,
@@ -42,7 +44,7 @@ from dualchain.chain.ctbc.registry import (
     RegistryApp,
     check_commit_qc,
 )
-from dualchain.chain.daemon.base import ChainNodeBase, now_ms
+from dualchain.chain.daemon.base import ChainNodeBase, TxOutcome, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.errors import (
     DecodeError,
@@ -56,6 +58,7 @@ from dualchain.chain.types import (
     Block,
     Proposal,
     QuorumCertificate,
+    Transaction,
     TxKind,
     Vote,
     VoteStep,
@@ -66,6 +69,7 @@ from dualchain.chain.validation import (
     sign_transaction,
 )
 from dualchain.proto.v1 import chain_pb2 as chain_pb
+from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 
 log = logging.getLogger(__name__)
@@ -75,6 +79,7 @@ SYNC_BATCH = 64
 SYNC_CHECK_S = 1.0
 REBROADCAST_S = 1.0
 PROPOSE_POLL_S = 0.025
+MAX_BLOB_BYTES = 256 * 1024 * 1024
 
 
 class CtbcNode(ChainNodeBase):
@@ -105,7 +110,9 @@ class CtbcNode(ChainNodeBase):
         self.byzantine = config.test_byzantine
 
     def _make_app(self) -> RegistryApp:
-        return RegistryApp(self.genesis, self.verifier)
+        self.blobs = (BlobStore(self.config.data_dir / "blobs")
+                      if self.genesis.fl is not None else None)
+        return RegistryApp(self.genesis, self.verifier, self.blobs)
 
     def committee(self, height: int) -> Committee:
         return self.app.committee(height)
@@ -262,9 +269,12 @@ class CtbcNode(ChainNodeBase):
             return False
         committee = self.committee(block.height)
         try:
+            if self.blobs is not None:
+                await self.fetch_blobs([h for tx in block.transactions
+                                        for h in self.app.blobs_for(tx)])
             if block.header.app_hash != self.app.app_hash():
                 raise ValidationError("app hash differs from ours", code="bad_app_hash")
-            await self._load_nonces(tx.sender for tx in block.transactions)
+            await self.load_nonces(tx.sender for tx in block.transactions)
             await self._on_cpu(
                 check_block, block, self._head, self.params, self.verifier, now_ms(),
                 self.next_nonce, committee.keys.get,
@@ -425,14 +435,52 @@ class CtbcNode(ChainNodeBase):
                                second.signed_part.encoded).encode()
         else:
             payload = Evidence(kind, first.encoded, second.encoded).encode()
-        await self._load_nonces([self.signer.id])
-        nonce = self.next_nonce(self.signer.id) + len(self.mempool.pending(self.signer.id))
-        tx = sign_transaction(self.signer, self.chain_id, TxKind.EVIDENCE, payload, nonce,
-                              now_ms())
-        outcome = (await self.submit([tx]))[0]
+        tx, outcome = await self._submit_evidence(payload)
         log.warning("equivocation by %s at %d/%d: evidence %s (%s)", action.offender.hex()[:16],
                     first.height, first.round, tx.hash.hex()[:16],
                     outcome.error.reason if outcome.error else "admitted")
+
+    async def _submit_evidence(self, payload: bytes) -> tuple[Transaction, TxOutcome]:
+        await self.load_nonces([self.signer.id])
+        nonce = self.next_nonce(self.signer.id) + len(self.mempool.pending(self.signer.id))
+        tx = sign_transaction(self.signer, self.chain_id, TxKind.EVIDENCE, payload, nonce,
+                              now_ms())
+        return tx, (await self.submit([tx]))[0]
+
+    # -- model versions (FL) ---------------------------------------------------------------------
+
+    async def submit(self, txs: Sequence[Transaction], gossip: bool = True) -> list[TxOutcome]:
+        """Admission, after fetching the blobs a model commit names; a commit whose model is
+        not the aggregate of its updates becomes evidence against its signer."""
+        if self.blobs is not None:
+            await self.fetch_blobs([h for tx in txs for h in self.app.blobs_for(tx)])
+        outcomes = await super().submit(txs, gossip)
+        for tx, outcome in zip(txs, outcomes, strict=True):
+            if outcome.error is not None and outcome.error.code == "model_mismatch":
+                evidence = Evidence(EvidenceKind.BAD_MODEL, tx.encoded, b"").encode()
+                ev_tx, ev_outcome = await self._submit_evidence(evidence)
+                log.warning("tampered model commit from %s: %s; evidence %s (%s)",
+                            tx.sender.hex()[:16], outcome.error.reason, ev_tx.hash.hex()[:16],
+                            ev_outcome.error.reason if ev_outcome.error else "admitted")
+        return outcomes
+
+    async def fetch_blobs(self, hashes: Sequence[bytes]) -> None:
+        """Fetches the blobs this replica lacks from its peers (each checked against its hash)."""
+        assert self.blobs is not None
+        for h in dict.fromkeys(hashes):
+            if await self._on_cpu(self.blobs.has, h):
+                continue
+            for link in self.links:
+                if link.channel is None:
+                    continue
+                try:
+                    stream = chain_grpc.ChainServiceStub(link.channel).GetBlob(
+                        chain_pb.GetBlobRequest(hash=h), timeout=30)
+                    chunks = [bytes(chunk.data) async for chunk in stream]
+                    await self._on_cpu(self.blobs.put_stream, chunks, h, MAX_BLOB_BYTES)
+                    break
+                except (grpc.aio.AioRpcError, DualchainError) as exc:
+                    log.info("blob %s not fetched from %s: %s", h.hex()[:16], link.address, exc)
 
     def _equivocate_vote(self, vote: Vote) -> None:
         """Test-only misbehaviour: also vote for a different block, signed, to every peer."""
@@ -570,7 +618,12 @@ class CtbcNode(ChainNodeBase):
             peers=[chain_pb.PeerInfo(address=link.address, connected=link.connected,
                                      height=max(self.peer_heights.get(link.address, -1), 0))
                    for link in self.links],
+            **self._model_fields(),
         )
+
+    def _model_fields(self) -> dict[str, Any]:
+        latest = self.app.latest_model()
+        return {} if latest is None else {"model_version": latest[0], "model_hash": latest[1]}
 
     async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
         kind = message.WhichOneof("kind")

@@ -14,7 +14,13 @@ import grpc
 from dualchain.chain import wire
 from dualchain.chain.daemon.base import ChainNodeBase
 from dualchain.chain.daemon.cmbc import CmbcNode
-from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, ValidationError
+from dualchain.chain.errors import (
+    DecodeError,
+    DualchainError,
+    NotFoundError,
+    OversizedError,
+    ValidationError,
+)
 from dualchain.chain.rpc import abort
 from dualchain.chain.types import Block, Transaction
 from dualchain.proto.v1 import chain_pb2 as chain_pb
@@ -27,6 +33,8 @@ from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
 log = logging.getLogger(__name__)
 
 MAX_SYNC_BLOCKS = 256
+MAX_BLOB_BYTES = 256 * 1024 * 1024
+BLOB_CHUNK = 1 << 20
 
 
 class ChainServicer(chain_grpc.ChainServiceServicer):
@@ -82,6 +90,54 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
 
     async def GetStatus(self, request, context):
         return self.node.status_message()
+
+    async def GetNonce(self, request, context):
+        node = self.node
+        if len(request.sender) != 32:
+            await abort(context, DecodeError("sender must be a 32-byte identity id"))
+        sender = bytes(request.sender)
+        await node.load_nonces([sender])
+        # After its committed transactions and the ones already waiting in the mempool.
+        return chain_pb.GetNonceResponse(
+            next_nonce=node.next_nonce(sender) + len(node.mempool.pending(sender)))
+
+    async def PutBlob(self, request_iterator, context):
+        node = self.node
+        blobs = getattr(node, "blobs", None)
+        if blobs is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "no_blobs: this chain keeps no blobs (CTBC with an fl genesis)")
+        chunks: list[bytes] = []
+        expected: bytes | None = None
+        total = 0
+        async for chunk in request_iterator:
+            if not chunks and chunk.expected_hash:
+                expected = bytes(chunk.expected_hash)
+            total += len(chunk.data)
+            if total > MAX_BLOB_BYTES:
+                await abort(context, OversizedError(f"blob exceeds {MAX_BLOB_BYTES} bytes"))
+            chunks.append(bytes(chunk.data))
+        try:
+            h = await node.in_store(blobs.put_stream, chunks, expected, MAX_BLOB_BYTES)
+        except (DualchainError, ValueError) as exc:
+            error = exc if isinstance(exc, DualchainError) else DecodeError(str(exc))
+            await abort(context, error)
+        return chain_pb.PutBlobResponse(hash=h, size=total)
+
+    async def GetBlob(self, request, context) -> AsyncIterator:
+        node = self.node
+        blobs = getattr(node, "blobs", None)
+        if blobs is None:
+            await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
+                                "no_blobs: this chain keeps no blobs")
+        try:
+            if len(request.hash) != 32:
+                raise DecodeError("hash must be 32 bytes")
+            data = await node.in_store(blobs.get, bytes(request.hash))
+        except DualchainError as exc:
+            await abort(context, exc)
+        for start in range(0, max(len(data), 1), BLOB_CHUNK):
+            yield chain_pb.BlobChunk(data=data[start : start + BLOB_CHUNK])
 
     async def SubscribeBlocks(self, request, context) -> AsyncIterator:
         """Canonical blocks by height; after a reorg (CMBC) it resends from the fork point."""

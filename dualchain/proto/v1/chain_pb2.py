@@ -25,35 +25,45 @@ _sym_db = _symbol_database.Default()
 from dualchain.proto.v1 import ledger_pb2 as dualchain_dot_proto_dot_v1_dot_ledger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ualchain/proto/v1/chain.proto\x12\x0c\x64ualchain.v1\x1a\x1f\x64ualchain/proto/v1/ledger.proto\"8\n\x0fSubmitTxRequest\x12%\n\x02tx\x18\x01 \x01(\x0b\x32\x19.dualchain.v1.Transaction\"#\n\x10SubmitTxResponse\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\":\n\x10SubmitTxsRequest\x12&\n\x03txs\x18\x01 \x03(\x0b\x32\x19.dualchain.v1.Transaction\"K\n\x08TxResult\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x11SubmitTxsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.dualchain.v1.TxResult\"?\n\x0fGetBlockRequest\x12\x0e\n\x04hash\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06height\x18\x02 \x01(\x04H\x00\x42\n\n\x08selector\"I\n\x10GetBlockResponse\x12\"\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x13.dualchain.v1.Block\x12\x11\n\tcanonical\x18\x02 \x01(\x08\"\x12\n\x10GetStatusRequest\"J\n\x08PeerInfo\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x0e\n\x06height\x18\x04 \x01(\x04\"\xa7\x02\n\x0b\x43hainStatus\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0cgenesis_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06height\x18\x04 \x01(\x04\x12\x11\n\thead_hash\x18\x05 \x01(\x0c\x12\x14\n\x0c\x66inal_height\x18\x06 \x01(\x04\x12\x12\n\nfinal_hash\x18\x07 \x01(\x0c\x12\x0c\n\x04view\x18\x08 \x01(\x04\x12\x0e\n\x06leader\x18\t \x01(\x0c\x12\x11\n\tcommittee\x18\n \x03(\x0c\x12\x0e\n\x06target\x18\x0b \x01(\x0c\x12\x17\n\x0f\x63umulative_work\x18\x0c \x01(\x0c\x12\x14\n\x0cmempool_size\x18\r \x01(\r\x12%\n\x05peers\x18\x0e \x03(\x0b\x32\x16.dualchain.v1.PeerInfo\"A\n\x16SubscribeBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x12\n\nfinal_only\x18\x02 \x01(\x08\x32\x8a\x03\n\x0c\x43hainService\x12I\n\x08SubmitTx\x12\x1d.dualchain.v1.SubmitTxRequest\x1a\x1e.dualchain.v1.SubmitTxResponse\x12L\n\tSubmitTxs\x12\x1e.dualchain.v1.SubmitTxsRequest\x1a\x1f.dualchain.v1.SubmitTxsResponse\x12I\n\x08GetBlock\x12\x1d.dualchain.v1.GetBlockRequest\x1a\x1e.dualchain.v1.GetBlockResponse\x12\x46\n\tGetStatus\x12\x1e.dualchain.v1.GetStatusRequest\x1a\x19.dualchain.v1.ChainStatus\x12N\n\x0fSubscribeBlocks\x12$.dualchain.v1.SubscribeBlocksRequest\x1a\x13.dualchain.v1.Block0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ualchain/proto/v1/chain.proto\x12\x0c\x64ualchain.v1\x1a\x1f\x64ualchain/proto/v1/ledger.proto\"!\n\x0fGetNonceRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\"&\n\x10GetNonceResponse\x12\x12\n\nnext_nonce\x18\x01 \x01(\x04\"0\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x15\n\rexpected_hash\x18\x02 \x01(\x0c\"-\n\x0fPutBlobResponse\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x1e\n\x0eGetBlobRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"8\n\x0fSubmitTxRequest\x12%\n\x02tx\x18\x01 \x01(\x0b\x32\x19.dualchain.v1.Transaction\"#\n\x10SubmitTxResponse\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\":\n\x10SubmitTxsRequest\x12&\n\x03txs\x18\x01 \x03(\x0b\x32\x19.dualchain.v1.Transaction\"K\n\x08TxResult\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x11SubmitTxsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.dualchain.v1.TxResult\"?\n\x0fGetBlockRequest\x12\x0e\n\x04hash\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06height\x18\x02 \x01(\x04H\x00\x42\n\n\x08selector\"I\n\x10GetBlockResponse\x12\"\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x13.dualchain.v1.Block\x12\x11\n\tcanonical\x18\x02 \x01(\x08\"\x12\n\x10GetStatusRequest\"J\n\x08PeerInfo\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x0e\n\x06height\x18\x04 \x01(\x04\"\xd2\x02\n\x0b\x43hainStatus\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0cgenesis_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06height\x18\x04 \x01(\x04\x12\x11\n\thead_hash\x18\x05 \x01(\x0c\x12\x14\n\x0c\x66inal_height\x18\x06 \x01(\x04\x12\x12\n\nfinal_hash\x18\x07 \x01(\x0c\x12\x0c\n\x04view\x18\x08 \x01(\x04\x12\x0e\n\x06leader\x18\t \x01(\x0c\x12\x11\n\tcommittee\x18\n \x03(\x0c\x12\x0e\n\x06target\x18\x0b \x01(\x0c\x12\x17\n\x0f\x63umulative_work\x18\x0c \x01(\x0c\x12\x14\n\x0cmempool_size\x18\r \x01(\r\x12%\n\x05peers\x18\x0e \x03(\x0b\x32\x16.dualchain.v1.PeerInfo\x12\x15\n\rmodel_version\x18\x0f \x01(\x04\x12\x12\n\nmodel_hash\x18\x10 \x01(\x0c\"A\n\x16SubscribeBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x12\n\nfinal_only\x18\x02 \x01(\x08\x32\xde\x04\n\x0c\x43hainService\x12I\n\x08SubmitTx\x12\x1d.dualchain.v1.SubmitTxRequest\x1a\x1e.dualchain.v1.SubmitTxResponse\x12L\n\tSubmitTxs\x12\x1e.dualchain.v1.SubmitTxsRequest\x1a\x1f.dualchain.v1.SubmitTxsResponse\x12I\n\x08GetBlock\x12\x1d.dualchain.v1.GetBlockRequest\x1a\x1e.dualchain.v1.GetBlockResponse\x12\x46\n\tGetStatus\x12\x1e.dualchain.v1.GetStatusRequest\x1a\x19.dualchain.v1.ChainStatus\x12N\n\x0fSubscribeBlocks\x12$.dualchain.v1.SubscribeBlocksRequest\x1a\x13.dualchain.v1.Block0\x01\x12I\n\x08GetNonce\x12\x1d.dualchain.v1.GetNonceRequest\x1a\x1e.dualchain.v1.GetNonceResponse\x12\x43\n\x07PutBlob\x12\x17.dualchain.v1.BlobChunk\x1a\x1d.dualchain.v1.PutBlobResponse(\x01\x12\x42\n\x07GetBlob\x12\x1c.dualchain.v1.GetBlobRequest\x1a\x17.dualchain.v1.BlobChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
 _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dualchain.proto.v1.chain_pb2', _globals)
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
-  _globals['_SUBMITTXREQUEST']._serialized_start=81
-  _globals['_SUBMITTXREQUEST']._serialized_end=137
-  _globals['_SUBMITTXRESPONSE']._serialized_start=139
-  _globals['_SUBMITTXRESPONSE']._serialized_end=174
-  _globals['_SUBMITTXSREQUEST']._serialized_start=176
-  _globals['_SUBMITTXSREQUEST']._serialized_end=234
-  _globals['_TXRESULT']._serialized_start=236
-  _globals['_TXRESULT']._serialized_end=311
-  _globals['_SUBMITTXSRESPONSE']._serialized_start=313
-  _globals['_SUBMITTXSRESPONSE']._serialized_end=373
-  _globals['_GETBLOCKREQUEST']._serialized_start=375
-  _globals['_GETBLOCKREQUEST']._serialized_end=438
-  _globals['_GETBLOCKRESPONSE']._serialized_start=440
-  _globals['_GETBLOCKRESPONSE']._serialized_end=513
-  _globals['_GETSTATUSREQUEST']._serialized_start=515
-  _globals['_GETSTATUSREQUEST']._serialized_end=533
-  _globals['_PEERINFO']._serialized_start=535
-  _globals['_PEERINFO']._serialized_end=609
-  _globals['_CHAINSTATUS']._serialized_start=612
-  _globals['_CHAINSTATUS']._serialized_end=907
-  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_start=909
-  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_end=974
-  _globals['_CHAINSERVICE']._serialized_start=977
-  _globals['_CHAINSERVICE']._serialized_end=1371
+  _globals['_GETNONCEREQUEST']._serialized_start=81
+  _globals['_GETNONCEREQUEST']._serialized_end=114
+  _globals['_GETNONCERESPONSE']._serialized_start=116
+  _globals['_GETNONCERESPONSE']._serialized_end=154
+  _globals['_BLOBCHUNK']._serialized_start=156
+  _globals['_BLOBCHUNK']._serialized_end=204
+  _globals['_PUTBLOBRESPONSE']._serialized_start=206
+  _globals['_PUTBLOBRESPONSE']._serialized_end=251
+  _globals['_GETBLOBREQUEST']._serialized_start=253
+  _globals['_GETBLOBREQUEST']._serialized_end=283
+  _globals['_SUBMITTXREQUEST']._serialized_start=285
+  _globals['_SUBMITTXREQUEST']._serialized_end=341
+  _globals['_SUBMITTXRESPONSE']._serialized_start=343
+  _globals['_SUBMITTXRESPONSE']._serialized_end=378
+  _globals['_SUBMITTXSREQUEST']._serialized_start=380
+  _globals['_SUBMITTXSREQUEST']._serialized_end=438
+  _globals['_TXRESULT']._serialized_start=440
+  _globals['_TXRESULT']._serialized_end=515
+  _globals['_SUBMITTXSRESPONSE']._serialized_start=517
+  _globals['_SUBMITTXSRESPONSE']._serialized_end=577
+  _globals['_GETBLOCKREQUEST']._serialized_start=579
+  _globals['_GETBLOCKREQUEST']._serialized_end=642
+  _globals['_GETBLOCKRESPONSE']._serialized_start=644
+  _globals['_GETBLOCKRESPONSE']._serialized_end=717
+  _globals['_GETSTATUSREQUEST']._serialized_start=719
+  _globals['_GETSTATUSREQUEST']._serialized_end=737
+  _globals['_PEERINFO']._serialized_start=739
+  _globals['_PEERINFO']._serialized_end=813
+  _globals['_CHAINSTATUS']._serialized_start=816
+  _globals['_CHAINSTATUS']._serialized_end=1154
+  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_start=1156
+  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_end=1221
+  _globals['_CHAINSERVICE']._serialized_start=1224
+  _globals['_CHAINSERVICE']._serialized_end=1830
 # @@protoc_insertion_point(module_scope)

@@ -7,6 +7,40 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
+class GetNonceRequest(_message.Message):
+    __slots__ = ("sender",)
+    SENDER_FIELD_NUMBER: _ClassVar[int]
+    sender: bytes
+    def __init__(self, sender: _Optional[bytes] = ...) -> None: ...
+
+class GetNonceResponse(_message.Message):
+    __slots__ = ("next_nonce",)
+    NEXT_NONCE_FIELD_NUMBER: _ClassVar[int]
+    next_nonce: int
+    def __init__(self, next_nonce: _Optional[int] = ...) -> None: ...
+
+class BlobChunk(_message.Message):
+    __slots__ = ("data", "expected_hash")
+    DATA_FIELD_NUMBER: _ClassVar[int]
+    EXPECTED_HASH_FIELD_NUMBER: _ClassVar[int]
+    data: bytes
+    expected_hash: bytes
+    def __init__(self, data: _Optional[bytes] = ..., expected_hash: _Optional[bytes] = ...) -> None: ...
+
+class PutBlobResponse(_message.Message):
+    __slots__ = ("hash", "size")
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    hash: bytes
+    size: int
+    def __init__(self, hash: _Optional[bytes] = ..., size: _Optional[int] = ...) -> None: ...
+
+class GetBlobRequest(_message.Message):
+    __slots__ = ("hash",)
+    HASH_FIELD_NUMBER: _ClassVar[int]
+    hash: bytes
+    def __init__(self, hash: _Optional[bytes] = ...) -> None: ...
+
 class SubmitTxRequest(_message.Message):
     __slots__ = ("tx",)
     TX_FIELD_NUMBER: _ClassVar[int]
@@ -76,7 +110,7 @@ class PeerInfo(_message.Message):
     def __init__(self, id: _Optional[bytes] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., height: _Optional[int] = ...) -> None: ...
 
 class ChainStatus(_message.Message):
-    __slots__ = ("chain_id", "kind", "genesis_hash", "height", "head_hash", "final_height", "final_hash", "view", "leader", "committee", "target", "cumulative_work", "mempool_size", "peers")
+    __slots__ = ("chain_id", "kind", "genesis_hash", "height", "head_hash", "final_height", "final_hash", "view", "leader", "committee", "target", "cumulative_work", "mempool_size", "peers", "model_version", "model_hash")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     GENESIS_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -91,6 +125,8 @@ class ChainStatus(_message.Message):
     CUMULATIVE_WORK_FIELD_NUMBER: _ClassVar[int]
     MEMPOOL_SIZE_FIELD_NUMBER: _ClassVar[int]
     PEERS_FIELD_NUMBER: _ClassVar[int]
+    MODEL_VERSION_FIELD_NUMBER: _ClassVar[int]
+    MODEL_HASH_FIELD_NUMBER: _ClassVar[int]
     chain_id: str
     kind: str
     genesis_hash: bytes
@@ -105,7 +141,9 @@ class ChainStatus(_message.Message):
     cumulative_work: bytes
     mempool_size: int
     peers: _containers.RepeatedCompositeFieldContainer[PeerInfo]
-    def __init__(self, chain_id: _Optional[str] = ..., kind: _Optional[str] = ..., genesis_hash: _Optional[bytes] = ..., height: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., final_height: _Optional[int] = ..., final_hash: _Optional[bytes] = ..., view: _Optional[int] = ..., leader: _Optional[bytes] = ..., committee: _Optional[_Iterable[bytes]] = ..., target: _Optional[bytes] = ..., cumulative_work: _Optional[bytes] = ..., mempool_size: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ...) -> None: ...
+    model_version: int
+    model_hash: bytes
+    def __init__(self, chain_id: _Optional[str] = ..., kind: _Optional[str] = ..., genesis_hash: _Optional[bytes] = ..., height: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., final_height: _Optional[int] = ..., final_hash: _Optional[bytes] = ..., view: _Optional[int] = ..., leader: _Optional[bytes] = ..., committee: _Optional[_Iterable[bytes]] = ..., target: _Optional[bytes] = ..., cumulative_work: _Optional[bytes] = ..., mempool_size: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., model_version: _Optional[int] = ..., model_hash: _Optional[bytes] = ...) -> None: ...
 
 class SubscribeBlocksRequest(_message.Message):
     __slots__ = ("from_height", "final_only")

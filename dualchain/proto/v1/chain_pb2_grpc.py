@@ -61,6 +61,21 @@ class ChainServiceStub:
                 request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.SubscribeBlocksRequest.SerializeToString,
                 response_deserializer=dualchain_dot_proto_dot_v1_dot_ledger__pb2.Block.FromString,
                 _registered_method=True)
+        self.GetNonce = channel.unary_unary(
+                '/dualchain.v1.ChainService/GetNonce',
+                request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceRequest.SerializeToString,
+                response_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceResponse.FromString,
+                _registered_method=True)
+        self.PutBlob = channel.stream_unary(
+                '/dualchain.v1.ChainService/PutBlob',
+                request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.SerializeToString,
+                response_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.PutBlobResponse.FromString,
+                _registered_method=True)
+        self.GetBlob = channel.unary_stream(
+                '/dualchain.v1.ChainService/GetBlob',
+                request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBlobRequest.SerializeToString,
+                response_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.FromString,
+                _registered_method=True)
 
 
 class ChainServiceServicer:
@@ -102,6 +117,29 @@ class ChainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetNonce(self, request, context):
+        """The nonce a sender's next transaction should carry: after its committed transactions and
+        those already waiting in the mempool.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def PutBlob(self, request_iterator, context):
+        """CTBC with FL: stores a blob (a model or a signed update) streamed in chunks and answers its
+        SHA-256. Over the size limit: RESOURCE_EXHAUSTED; wrong expected hash: INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetBlob(self, request, context):
+        """CTBC with FL: a stored blob by hash, in chunks (NOT_FOUND if absent).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -129,6 +167,21 @@ def add_ChainServiceServicer_to_server(servicer, server):
                     servicer.SubscribeBlocks,
                     request_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.SubscribeBlocksRequest.FromString,
                     response_serializer=dualchain_dot_proto_dot_v1_dot_ledger__pb2.Block.SerializeToString,
+            ),
+            'GetNonce': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetNonce,
+                    request_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceRequest.FromString,
+                    response_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceResponse.SerializeToString,
+            ),
+            'PutBlob': grpc.stream_unary_rpc_method_handler(
+                    servicer.PutBlob,
+                    request_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.FromString,
+                    response_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.PutBlobResponse.SerializeToString,
+            ),
+            'GetBlob': grpc.unary_stream_rpc_method_handler(
+                    servicer.GetBlob,
+                    request_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBlobRequest.FromString,
+                    response_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -267,6 +320,87 @@ class ChainService:
             '/dualchain.v1.ChainService/SubscribeBlocks',
             dualchain_dot_proto_dot_v1_dot_chain__pb2.SubscribeBlocksRequest.SerializeToString,
             dualchain_dot_proto_dot_v1_dot_ledger__pb2.Block.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetNonce(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dualchain.v1.ChainService/GetNonce',
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceRequest.SerializeToString,
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def PutBlob(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_unary(
+            request_iterator,
+            target,
+            '/dualchain.v1.ChainService/PutBlob',
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.SerializeToString,
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.PutBlobResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBlob(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/dualchain.v1.ChainService/GetBlob',
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBlobRequest.SerializeToString,
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.FromString,
             options,
             channel_credentials,
             insecure,

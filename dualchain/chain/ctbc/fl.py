@@ -1,0 +1,265 @@
+"""Federated learning on CTBC: signed client updates, model commits and their re-execution.
+
+- A ``SignedUpdate`` is what a client uploads: its id and key, the model version it trained on,
+  its sample count, the task it answers and its delta (a ``learning.codec`` blob), signed with
+  ML-DSA under ``Domain.MODEL_UPDATE`` over a digest of exactly those fields. Its canonical bytes
+  are stored as a blob; the blob's SHA-256 is the update's digest.
+- A ``ModelCommit`` is the payload of a MODEL_VERSION transaction: the new version, its parent,
+  the SHA-256 of the new model blob and the digests of the updates it includes with their
+  weights. The blobs themselves stay off chain (privacy and size: seed 002's digests-on-chain).
+- ``ModelCommitChecker`` re-executes a commit: it loads the parent model and every referenced
+  update from the blob store, checks each update's signature and bounds, recomputes the aggregate
+  with the rule fixed in the genesis (numpy, deterministic) and compares the hash. A committee
+  member that does this cannot be made to commit a model one server tampered with.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections import OrderedDict
+from dataclasses import dataclass
+from functools import cached_property
+
+import numpy as np
+
+from dualchain.chain.blobs import BlobStore
+from dualchain.chain.canonical import Reader, Writer
+from dualchain.chain.errors import DecodeError, NotFoundError, ValidationError
+from dualchain.chain.identity import ID_BYTES, Domain, identity_id
+from dualchain.chain.mldsa import Algorithm
+from dualchain.chain.types import HASH_BYTES, MAX_CHAIN_ID, MAX_KEY, MAX_SIGNATURE
+from dualchain.chain.verifier import SignatureVerifier
+from dualchain.learning.aggregation import (
+    StalenessRule,
+    Update,
+    UpdateRejected,
+    aggregate_async,
+    check_update,
+    fedavg,
+)
+from dualchain.learning.codec import CodecError, decode_params, encode_params
+
+UPDATE_TAG = b"DCU1"
+UPDATE_SIGNED_TAG = b"DCu1"
+COMMIT_TAG = b"DCM1"
+MAX_UPDATE_BYTES = 256 * 1024 * 1024
+MAX_COMMIT_UPDATES = 4096
+MODES = ("fedasync", "fedavg")
+
+
+class MissingBlobError(ValidationError):
+    """A blob a commit names is not in the local store yet (fetch it, then check again)."""
+
+    code = "missing_blob"
+
+
+@dataclass(frozen=True)
+class SignedUpdate:
+    chain_id: str
+    client: bytes
+    public_key: bytes
+    base_version: int
+    samples: int
+    task: int
+    params: bytes  # learning.codec encoding of the delta
+    signature: bytes = b""
+
+    @cached_property
+    def params_hash(self) -> bytes:
+        return hashlib.sha256(self.params).digest()
+
+    @cached_property
+    def signing_bytes(self) -> bytes:
+        w = Writer(UPDATE_SIGNED_TAG).text(self.chain_id).fixed(self.client, ID_BYTES)
+        w.u64(self.base_version).u64(self.samples).u64(self.task)
+        return w.fixed(self.params_hash, HASH_BYTES).bytes()
+
+    @cached_property
+    def encoded(self) -> bytes:
+        w = Writer(UPDATE_TAG).text(self.chain_id).fixed(self.client, ID_BYTES)
+        w.var(self.public_key).u64(self.base_version).u64(self.samples).u64(self.task)
+        return w.var(self.params).var(self.signature).bytes()
+
+    @cached_property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.encoded).digest()
+
+    @classmethod
+    def decode(cls, data: bytes) -> SignedUpdate:
+        r = Reader(data, UPDATE_TAG, "signed update")
+        value = cls(
+            chain_id=r.text("chain_id", MAX_CHAIN_ID), client=r.fixed(ID_BYTES, "client"),
+            public_key=r.var("public_key", MAX_KEY), base_version=r.u64("base_version"),
+            samples=r.u64("samples"), task=r.u64("task"),
+            params=r.var("params", MAX_UPDATE_BYTES),
+            signature=r.var("signature", MAX_SIGNATURE),
+        )
+        r.finish()
+        value.__dict__["encoded"] = bytes(data)
+        return value
+
+
+def sign_update(signer, chain_id: str, base_version: int, samples: int, task: int,
+                params: bytes) -> SignedUpdate:
+    """A client's signed update (``signer`` is a ``chain.identity.Signer``)."""
+    update = SignedUpdate(chain_id, signer.id, signer.public_key, base_version, samples, task,
+                          params)
+    return SignedUpdate(update.chain_id, update.client, update.public_key, update.base_version,
+                        update.samples, update.task, update.params,
+                        signer.sign(Domain.MODEL_UPDATE, update.signing_bytes))
+
+
+@dataclass(frozen=True)
+class ModelCommit:
+    version: int
+    parent_version: int
+    model_hash: bytes
+    updates: tuple[tuple[bytes, float], ...]  # (update digest, weight), in aggregation order
+
+    def encode(self) -> bytes:
+        w = Writer(COMMIT_TAG).u64(self.version).u64(self.parent_version)
+        w.fixed(self.model_hash, HASH_BYTES).count(len(self.updates))
+        for digest, weight in self.updates:
+            w.fixed(digest, HASH_BYTES).fixed(np.float32(weight).tobytes(), 4)
+        return w.bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> ModelCommit:
+        r = Reader(data, COMMIT_TAG, "model commit")
+        version, parent = r.u64("version"), r.u64("parent_version")
+        model_hash = r.fixed(HASH_BYTES, "model_hash")
+        n = r.count("updates", MAX_COMMIT_UPDATES)
+        updates = tuple(
+            (r.fixed(HASH_BYTES, "update"),
+             float(np.frombuffer(r.fixed(4, "weight"), dtype=np.float32)[0]))
+            for _ in range(n))
+        r.finish()
+        return cls(version, parent, model_hash, updates)
+
+
+@dataclass(frozen=True)
+class FlRules:
+    """The aggregation rules every committee member applies (from the genesis ``fl`` section)."""
+
+    chain_id: str
+    algorithm: Algorithm
+    mode: str
+    rule: StalenessRule
+    mixing: float
+    max_update_norm: float
+
+    def __post_init__(self) -> None:
+        if self.mode not in MODES:
+            raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+
+
+def fl_rules(genesis) -> FlRules:
+    fl = genesis.fl
+    return FlRules(
+        chain_id=genesis.chain_id, algorithm=genesis.algorithm, mode=fl.mode,
+        rule=StalenessRule(fl.staleness_rule, fl.staleness_a, fl.staleness_b, fl.max_staleness),
+        mixing=fl.mixing, max_update_norm=fl.max_update_norm,
+    )
+
+
+def check_update_signature(update: SignedUpdate, rules: FlRules,
+                           verifier: SignatureVerifier) -> None:
+    if update.chain_id != rules.chain_id:
+        raise ValidationError(f"update is for chain {update.chain_id!r}", code="wrong_chain")
+    if len(update.public_key) != rules.algorithm.public_key_bytes:
+        raise ValidationError("update key has the wrong length", code="bad_key")
+    if identity_id(update.public_key) != update.client:
+        raise ValidationError("client id is not SHA-256 of the update's key", code="bad_key")
+    if not verifier.verify(rules.algorithm, update.public_key, Domain.MODEL_UPDATE,
+                           update.signing_bytes, update.signature):
+        raise ValidationError("update signature does not verify", code="bad_signature")
+
+
+def decode_delta(update: SignedUpdate, size: int, max_norm: float) -> np.ndarray:
+    """The update's delta, checked for shape, finiteness and norm."""
+    try:
+        decoded = decode_params(update.params)
+    except CodecError as exc:
+        raise ValidationError(f"update parameters: {exc}", code="bad_params") from exc
+    try:
+        check_update(decoded.flat, size, max_norm)
+    except UpdateRejected as exc:
+        raise ValidationError(exc.reason, code=exc.code) from exc
+    return decoded.flat
+
+
+def aggregate(rules: FlRules, base: np.ndarray, updates: list[tuple[SignedUpdate, np.ndarray]],
+              current_version: int):
+    inputs = [Update(u.client, u.base_version, u.samples, delta) for u, delta in updates]
+    if rules.mode == "fedavg":
+        return fedavg(base, inputs, current_version)
+    return aggregate_async(base, inputs, current_version, rules.rule, rules.mixing)
+
+
+class ModelCommitChecker:
+    """Re-executes model commits against the blob store; remembers the last verdicts."""
+
+    def __init__(self, rules: FlRules, blobs: BlobStore, verifier: SignatureVerifier) -> None:
+        self.rules = rules
+        self.blobs = blobs
+        self.verifier = verifier
+        self._verdicts: OrderedDict[bytes, str | None] = OrderedDict()
+
+    def referenced(self, commit: ModelCommit, parent_hash: bytes) -> list[bytes]:
+        """The blobs a check of ``commit`` reads."""
+        return [parent_hash, *(d for d, _ in commit.updates)]
+
+    def _blob(self, h: bytes) -> bytes:
+        try:
+            return self.blobs.get(h)
+        except NotFoundError as exc:
+            raise MissingBlobError(f"blob {h.hex()[:16]} is not here yet") from exc
+
+    def check(self, commit: ModelCommit, parent_hash: bytes, latest_version: int) -> None:
+        """Raises ValidationError unless ``commit`` is exactly the aggregate it claims."""
+        if commit.version != latest_version + 1 or commit.parent_version != latest_version:
+            raise ValidationError(
+                f"commit of version {commit.version} on {commit.parent_version}; the chain is at "
+                f"version {latest_version}", code="stale_version")
+        key = hashlib.sha256(commit.encode() + parent_hash).digest()
+        if key in self._verdicts:
+            verdict = self._verdicts[key]
+            if verdict is not None:
+                raise ValidationError(verdict, code="model_mismatch")
+            return
+        try:
+            base = decode_params(self._blob(parent_hash))
+        except CodecError as exc:
+            raise ValidationError(f"parent model: {exc}", code="bad_params") from exc
+        if not commit.updates:
+            raise ValidationError("a commit needs at least one update", code="empty_commit")
+        updates: list[tuple[SignedUpdate, np.ndarray]] = []
+        for digest, _ in commit.updates:
+            try:
+                update = SignedUpdate.decode(self._blob(digest))
+            except DecodeError as exc:
+                raise ValidationError(f"update {digest.hex()[:16]}: {exc.reason}",
+                                      code="bad_update") from exc
+            check_update_signature(update, self.rules, self.verifier)
+            if update.base_version > latest_version:
+                raise ValidationError("update trained on a future version", code="bad_update")
+            updates.append((update, decode_delta(update, base.flat.size,
+                                                 self.rules.max_update_norm)))
+        try:
+            result = aggregate(self.rules, base.flat, updates, latest_version)
+        except ValueError as exc:
+            raise ValidationError(f"aggregation failed: {exc}", code="bad_update") from exc
+        blob = encode_params(result.params, base.shapes)
+        model_hash = hashlib.sha256(blob).digest()
+        verdict = None
+        if model_hash == commit.model_hash:
+            self.blobs.put(blob)  # every replica then holds the model it verified
+        if model_hash != commit.model_hash:
+            verdict = (f"version {commit.version}: the aggregate of the referenced updates hashes "
+                       f"to {model_hash.hex()[:16]}, the commit claims "
+                       f"{commit.model_hash.hex()[:16]}")
+        self._verdicts[key] = verdict
+        while len(self._verdicts) > 64:
+            self._verdicts.popitem(last=False)
+        if verdict is not None:
+            raise ValidationError(verdict, code="model_mismatch")

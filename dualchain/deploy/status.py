@@ -1,0 +1,62 @@
+"""`dualchain status --workdir D`: a summary of a running or finished testbed.
+
+While the testbed runs (``state.json`` says so and its launcher lives) it asks the processes
+themselves: each server node's version, accuracy and refused updates, and the chain daemons'
+heights. Afterwards it summarises ``report.json``.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+
+def testbed_status(workdir: Path) -> dict[str, Any]:
+    workdir = Path(workdir)
+    state_path = workdir / "state.json"
+    if not state_path.exists():
+        raise FileNotFoundError(f"{workdir} holds no testbed (no state.json); start one with "
+                                "'dualchain up --workdir ...'")
+    state = json.loads(state_path.read_text())
+    processes = state["processes"]
+    alive = {p["name"]: p["pid"] is not None and psutil.pid_exists(p["pid"]) for p in processes}
+    running = state["running"] and psutil.pid_exists(state["launcher_pid"])
+    out: dict[str, Any] = {"workdir": str(workdir), "running": running,
+                           "processes": len(processes),
+                           "processes_alive": sum(alive.values())}
+    if running:
+        out.update(_live(processes))
+    report_path = workdir / "report.json"
+    if report_path.exists():
+        report = json.loads(report_path.read_text())
+        out["report"] = {k: report.get(k) for k in (
+            "final_accuracy", "time_to_final_s", "mean_c_gmax_s", "chain_heights",
+            "updates_refused", "interrupted")}
+        out["report"]["versions"] = len(report.get("versions", []))
+    return out
+
+
+def _live(processes: list[dict[str, Any]]) -> dict[str, Any]:
+    import grpc
+
+    from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc, node_pb2, node_pb2_grpc
+
+    nodes, chains = [], {}
+    for p in processes:
+        with contextlib.suppress(grpc.RpcError), grpc.insecure_channel(p["address"]) as ch:
+            if p["role"] == "node":
+                st = node_pb2_grpc.NodeServiceStub(ch).GetNodeStatus(
+                    node_pb2.NodeStatusRequest(), timeout=2)
+                nodes.append({"name": p["name"], "version": st.version,
+                              "accuracy": round(st.accuracy, 4), "clients": st.clients,
+                              "accepted": st.updates_accepted,
+                              "refused": dict(st.updates_refused)})
+            elif p["role"] in ("ctbc", "cmbc"):
+                st = chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
+                    chain_pb2.GetStatusRequest(), timeout=2)
+                chains[p["name"]] = {"height": st.height, "final_height": st.final_height}
+    return {"nodes": nodes, "chains": chains}

@@ -1,0 +1,423 @@
+"""`dualchain up`: a whole testbed on this host, every role its own process.
+
+    dualchain up --nodes 4 --clients 8 --miners 1 --dataset digits --rounds 20 \\
+                 --mode fedasync --workdir runs/NAME
+
+1. Plans the testbed (``UpConfig``, from flags or a TOML file with the same keys) and writes its
+   files under the workdir: keys, the CTBC genesis (validators = the server nodes, the ``fl``
+   section with version 0's hash derived from the model seed), the CMBC genesis (proof-of-work
+   difficulty calibrated to this machine's measured hash rate), one JSON config per process.
+2. Starts, each as a subprocess with its log in ``logs/``: a CTBC daemon and a CMBC daemon per
+   server node, the miners, the server nodes and the clients; waits for each one's ``ready`` line.
+3. Prints progress per committed model version (accuracy, round time, chain heights, refused
+   updates) until ``rounds`` versions are committed (or the timeout, or Ctrl-C).
+4. Stops every process it started (SIGTERM, then SIGKILL by PID after a grace period) and writes
+   ``report.json``, ``metrics.csv`` and PNG plots (``plots/``).
+
+``state.json`` in the workdir names the processes while the testbed runs; ``dualchain status
+--workdir D`` reads it (see ``status.py``).
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import queue
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+import time
+import tomllib
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+from typing import Any
+
+import psutil
+
+from dualchain.chain.app import Validator
+from dualchain.chain.consensus.pow import PowParams
+from dualchain.chain.genesis import ConsensusParams, FlParams, Genesis
+from dualchain.chain.identity import Signer
+from dualchain.chain.mldsa import Algorithm
+from dualchain.deploy.processes import free_ports
+
+READY_TIMEOUT_S = 180.0
+STOP_GRACE_S = 10.0
+CTBC_CHAIN = "ctbc-testbed"
+CMBC_CHAIN = "cmbc-testbed"
+
+
+class UpError(RuntimeError):
+    pass
+
+
+@dataclass
+class UpConfig:
+    nodes: int = 4
+    clients: int = 8
+    miners: int = 1
+    dataset: str = "digits"
+    data_dir: str | None = None
+    rounds: int = 20
+    mode: str = "fedasync"
+    workdir: str = "runs/default"
+    partition: str = "iid"
+    alpha: float = 0.5
+    seed: int = 0
+    batches: int = 20
+    batch_size: int = 64
+    learning_rate: float = 0.05
+    min_updates: int = 0  # 0: half the clients
+    window_s: float = 3.0
+    max_staleness: int = 8
+    algorithm: str = "ML-DSA-44"
+    timeout_s: float = 600.0
+    slowdowns: list[float] = field(default_factory=list)  # per client; missing ones are 1.0
+    miner_workers: int = 1
+    miner_duty: float = 0.2
+    cmbc_interval_s: float = 1.0
+    finality_depth: int = 3
+    metrics: bool = False  # a Prometheus endpoint per process
+
+    def __post_init__(self) -> None:
+        if self.nodes < 1 or self.clients < 1 or self.miners < 0 or self.rounds < 1:
+            raise UpError("nodes, clients and rounds must be at least 1, miners at least 0")
+        if self.mode not in ("fedasync", "fedavg"):
+            raise UpError(f"mode {self.mode!r}: fedasync or fedavg (the scheduling issue adds "
+                          "ddmlts and semisync)")
+        if self.miners == 0:
+            raise UpError("CMBC needs at least one miner (registrations are mined)")
+
+    @classmethod
+    def from_toml(cls, path: Path, overrides: dict[str, Any]) -> UpConfig:
+        try:
+            data = tomllib.loads(Path(path).read_text())
+        except (OSError, tomllib.TOMLDecodeError) as exc:
+            raise UpError(f"config {path}: {exc}") from exc
+        names = {f.name for f in fields(cls)}
+        unknown = sorted(set(data) - names)
+        if unknown:
+            raise UpError(f"config {path}: unknown keys {', '.join(unknown)}")
+        data.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**data)
+
+
+@dataclass
+class Proc:
+    name: str
+    role: str
+    argv: list[str]
+    popen: subprocess.Popen[bytes] | None = None
+    ready: dict[str, Any] | None = None
+    address: str = ""
+
+
+def _calibrate_difficulty(config: UpConfig) -> int:
+    """Expected hashes per block so the configured miners find one per interval on this host."""
+    from dualchain.chain.consensus.pow import search_nonce
+
+    count = 100_000
+    began = time.perf_counter()
+    search_nonce(b"calibrate", bytes(32), 0, count)
+    rate = count / (time.perf_counter() - began)
+    total = rate * config.miner_workers * config.miner_duty * config.miners
+    return max(1000, int(total * config.cmbc_interval_s))
+
+
+def _genesis_model_hash(config: UpConfig) -> str:
+    import hashlib
+
+    from dualchain.learning.codec import encode_params
+    from dualchain.learning.datasets import load_dataset
+    from dualchain.learning.models import build_model, get_flat, param_shapes
+
+    dataset = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
+                           seed=0)
+    model = build_model(dataset.name, dataset.num_classes, config.seed)
+    blob = encode_params(get_flat(model), param_shapes(model))
+    return hashlib.sha256(blob).hexdigest()
+
+
+class Testbed:
+    def __init__(self, config: UpConfig, progress=print) -> None:
+        self.config = config
+        self.workdir = Path(config.workdir).resolve()
+        self.progress = progress
+        self.procs: list[Proc] = []
+        self.events: queue.Queue[tuple[Proc, dict[str, Any]]] = queue.Queue()
+        self.versions: dict[int, dict[str, Any]] = {}
+        self.started = 0.0
+        self.client_tasks: dict[str, int] = {}
+        self.cpu: dict[str, float] = {}
+
+    # -- files -----------------------------------------------------------------------------------
+
+    def write(self) -> None:
+        c = self.config
+        if self.workdir.exists():
+            shutil.rmtree(self.workdir)
+        keys = self.workdir / "keys"
+        keys.mkdir(parents=True, mode=0o700)
+        (self.workdir / "logs").mkdir()
+        alg = Algorithm.parse(c.algorithm)
+        n, m, k = c.nodes, c.miners, c.clients
+        ports = free_ports(3 * n)
+        ctbc = [f"127.0.0.1:{p}" for p in ports[:n]]
+        cmbc = [f"127.0.0.1:{p}" for p in ports[n : 2 * n]]
+        node_addr = [f"127.0.0.1:{p}" for p in ports[2 * n :]]
+        metric_ports = free_ports(3 * n) if c.metrics else [0] * (3 * n)
+        node_keys = []
+        for i in range(n):
+            signer = Signer.generate(alg)
+            signer.save(keys / f"node-{i}.key")
+            Signer.generate(alg).save(keys / f"cmbc-{i}.key")
+            node_keys.append(signer)
+        for j in range(m):
+            Signer.generate(alg).save(keys / f"miner-{j}.key")
+        client_keys = []
+        for j in range(k):
+            signer = Signer.generate(alg)
+            signer.save(keys / f"client-{j}.key")
+            client_keys.append(signer)
+        now = time.time_ns() // 1_000_000
+        fl = FlParams(dataset=c.dataset, model_seed=c.seed, model_hash=_genesis_model_hash(c),
+                      mode=c.mode, max_staleness=c.max_staleness)
+        Genesis(
+            chain_id=CTBC_CHAIN, kind="ctbc", algorithm=alg, genesis_time_ms=now,
+            validators=tuple(Validator(s.id, s.public_key, a) for s, a in zip(node_keys, ctbc,
+                                                                                strict=True)),
+            consensus=ConsensusParams(committee_size=n, block_interval_ms=300,
+                                      timeout_propose_ms=2000, timeout_prevote_ms=1000,
+                                      timeout_precommit_ms=1000, timeout_delta_ms=500),
+            fl=fl,
+        ).save(self.workdir / "ctbc-genesis.json")
+        Genesis(
+            chain_id=CMBC_CHAIN, kind="cmbc", algorithm=alg, genesis_time_ms=now, validators=(),
+            pow=PowParams(initial_difficulty=_calibrate_difficulty(c),
+                          block_interval_ms=int(c.cmbc_interval_s * 1000),
+                          retarget_interval=10, finality_depth=c.finality_depth),
+        ).save(self.workdir / "cmbc-genesis.json")
+        py = [sys.executable, "-m", "dualchain.deploy.cli"]
+        for i in range(n):
+            for kind, addrs, key, port in (("ctbc", ctbc, f"keys/node-{i}.key", metric_ports[i]),
+                                           ("cmbc", cmbc, f"keys/cmbc-{i}.key",
+                                            metric_ports[n + i])):
+                self._json(f"{kind}-{i}.json", {
+                    "kind": kind, "genesis": f"{kind}-genesis.json", "key": key,
+                    "data_dir": f"data/{kind}-{i}", "listen": addrs[i],
+                    "peers": [a for a in addrs if a != addrs[i]], "metrics_port": port,
+                })
+                self.procs.append(Proc(f"{kind}-{i}", kind, [
+                    *py, "chain", "--kind", kind, "--config", f"{kind}-{i}.json",
+                    "--log-level", "WARNING"], address=addrs[i]))
+        for j in range(m):
+            self.procs.append(Proc(f"miner-{j}", "miner", [
+                *py, "miner", "--cmbc", cmbc[j % n], "--key", f"keys/miner-{j}.key",
+                "--workers", str(c.miner_workers), "--duty", str(c.miner_duty),
+                "--log-level", "WARNING"], address=cmbc[j % n]))
+        nodes_map = {s.id.hex(): a for s, a in zip(node_keys, node_addr, strict=True)}
+        min_updates = c.min_updates or max(1, c.clients // 2)
+        for i in range(n):
+            self._json(f"node-{i}.json", {
+                "key": f"keys/node-{i}.key", "listen": node_addr[i], "ctbc": ctbc[i],
+                "cmbc": cmbc[i], "ctbc_genesis": "ctbc-genesis.json",
+                "cmbc_genesis": "cmbc-genesis.json", "nodes": nodes_map, "dataset": c.dataset,
+                "data_dir": c.data_dir,
+                "task": {"batches": c.batches, "batch_size": c.batch_size,
+                         "learning_rate": c.learning_rate},
+                "aggregation": {"min_updates": min_updates, "window_s": c.window_s},
+                "metrics_port": metric_ports[2 * n + i],
+            })
+            self.procs.append(Proc(f"node-{i}", "node", [
+                *py, "node", "--config", f"node-{i}.json", "--log-level", "WARNING"],
+                address=node_addr[i]))
+        for j in range(k):
+            i = j % n
+            self._json(f"client-{j}.json", self._client_config(j, i, node_addr[i],
+                                                               node_keys[i].id.hex(), cmbc[i]))
+            self.procs.append(Proc(f"client-{j}", "client", [
+                *py, "client", "--config", f"client-{j}.json", "--log-level", "WARNING"],
+                address=node_addr[i]))
+        self._json("up.json", asdict(c))
+
+    def _client_config(self, j: int, i: int, node: str, node_id: str,
+                       cmbc: str) -> dict[str, Any]:
+        c = self.config
+        slowdown = c.slowdowns[j] if j < len(c.slowdowns) else 1.0
+        return {
+            "key": f"keys/client-{j}.key", "node": node, "node_id": node_id, "cmbc": cmbc,
+            "ctbc_chain_id": CTBC_CHAIN, "cmbc_chain_id": CMBC_CHAIN, "dataset": c.dataset,
+            "data_dir": c.data_dir,
+            "partition": {"scheme": c.partition, "clients": c.clients, "index": j,
+                          "seed": c.seed, "alpha": c.alpha},
+            "seed": c.seed + j, "threads": 1, "slowdown": slowdown, "label": f"client-{j}",
+        }
+
+    def _json(self, name: str, data: dict[str, Any]) -> None:
+        (self.workdir / name).write_text(json.dumps(data, indent=2) + "\n")
+
+    # -- processes -------------------------------------------------------------------------------
+
+    def _launch(self, proc: Proc) -> None:
+        log = (self.workdir / "logs" / f"{proc.name}.log").open("ab")
+        proc.popen = subprocess.Popen(proc.argv, cwd=self.workdir, stdout=subprocess.PIPE,
+                                      stderr=log, stdin=subprocess.DEVNULL)
+        log.close()
+        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+
+    def _read(self, proc: Proc) -> None:
+        assert proc.popen is not None and proc.popen.stdout is not None
+        for line in proc.popen.stdout:
+            with contextlib.suppress(ValueError):
+                event = json.loads(line)
+                if isinstance(event, dict) and "event" in event:
+                    self.events.put((proc, event))
+        self.events.put((proc, {"event": "exited", "code": proc.popen.wait()}))
+
+    def _start_role(self, role: str) -> None:
+        group = [p for p in self.procs if p.role == role]
+        for proc in group:
+            self._launch(proc)
+        deadline = time.monotonic() + READY_TIMEOUT_S
+        while any(p.ready is None for p in group):
+            proc, event = self._next_event(deadline)
+            if event["event"] == "ready" and proc.role == role:
+                proc.ready = event
+        self._write_state(running=True)
+
+    def _next_event(self, deadline: float) -> tuple[Proc, dict[str, Any]]:
+        while True:
+            remaining = deadline - time.monotonic()
+            if remaining <= 0:
+                missing = [p.name for p in self.procs if p.popen and p.ready is None]
+                raise UpError(f"timed out waiting (not ready: {missing}); see "
+                              f"{self.workdir / 'logs'}")
+            try:
+                proc, event = self.events.get(timeout=min(remaining, 1.0))
+            except queue.Empty:
+                continue
+            if event["event"] == "exited" and proc.ready is None:
+                raise UpError(f"{proc.name} exited with code {event['code']} before it was "
+                              f"ready; see {self.workdir / 'logs' / (proc.name + '.log')}")
+            self._observe(proc, event)
+            return proc, event
+
+    def _observe(self, proc: Proc, event: dict[str, Any]) -> None:
+        if event["event"] == "version":
+            v = event["version"]
+            known = self.versions.get(v)
+            if known is None:
+                event = {**event, "elapsed_s": round(event["time"] - self.started, 3),
+                         "node": proc.name}
+                self.versions[v] = event
+                self._print_version(event)
+            else:
+                known["c_gmax_s"] = max(known.get("c_gmax_s", 0.0), event.get("c_gmax_s", 0.0))
+        elif event["event"] == "task":
+            self.client_tasks[proc.name] = self.client_tasks.get(proc.name, 0) + 1
+        elif event["event"] == "exited":
+            self.progress(f"  {proc.name} exited with code {event['code']}")
+
+    def _print_version(self, event: dict[str, Any]) -> None:
+        status = self._chain_heights()
+        self.progress(
+            f"  version {event['version']:3d}  accuracy {event['accuracy']:.4f}  "
+            f"loss {event['loss']:.4f}  round {event['round_s']:5.2f}s  "
+            f"updates {event['included']:2d}  t={event['elapsed_s']:6.1f}s  "
+            f"CTBC h{status.get('ctbc', '?')}  CMBC h{status.get('cmbc', '?')}"
+            f"  refused {status.get('refused', 0)}")
+
+    def _chain_heights(self) -> dict[str, Any]:
+        import grpc
+
+        from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc, node_pb2, node_pb2_grpc
+
+        out: dict[str, Any] = {}
+        with contextlib.suppress(Exception):
+            for role in ("ctbc", "cmbc"):
+                proc = next(p for p in self.procs if p.role == role)
+                with grpc.insecure_channel(proc.address) as ch:
+                    st = chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
+                        chain_pb2.GetStatusRequest(), timeout=2)
+                    out[role] = st.height
+            refused = 0
+            for proc in (p for p in self.procs if p.role == "node"):
+                with grpc.insecure_channel(proc.address) as ch:
+                    st = node_pb2_grpc.NodeServiceStub(ch).GetNodeStatus(
+                        node_pb2.NodeStatusRequest(), timeout=2)
+                    refused += sum(st.updates_refused.values())
+            out["refused"] = refused
+        return out
+
+    def _write_state(self, running: bool) -> None:
+        self._json("state.json", {
+            "running": running, "launcher_pid": os.getpid(),
+            "processes": [{"name": p.name, "role": p.role, "address": p.address,
+                           "pid": p.popen.pid if p.popen else None} for p in self.procs],
+        })
+
+    def run(self) -> dict[str, Any]:
+        c = self.config
+        self.progress(f"dualchain up: {c.nodes} server nodes (CTBC + CMBC daemon each), "
+                      f"{c.miners} miner(s), {c.clients} clients, {c.dataset}, mode {c.mode}, "
+                      f"{c.rounds} versions; workdir {self.workdir}")
+        self.write()
+        interrupted = False
+        try:
+            self.started = time.time()
+            for role, what in (("ctbc", "CTBC daemons"), ("cmbc", "CMBC daemons"),
+                               ("miner", "miners"), ("node", "server nodes"),
+                               ("client", "clients")):
+                self._start_role(role)
+                self.progress(f"  {what} ready ({time.time() - self.started:.1f}s)")
+            self.started = time.time()
+            deadline = time.monotonic() + c.timeout_s
+            self.progress("training: one line per committed model version")
+            while max(self.versions, default=0) < c.rounds:
+                self._next_event(deadline)
+        except KeyboardInterrupt:
+            interrupted = True
+            self.progress("interrupted: stopping the testbed")
+        finally:
+            self._sample_cpu()
+            heights = self._chain_heights()
+            self.stop()
+        report = self.report(heights, interrupted)
+        return report
+
+    def _sample_cpu(self) -> None:
+        for proc in self.procs:
+            if proc.popen is None:
+                continue
+            with contextlib.suppress(psutil.Error):
+                times = psutil.Process(proc.popen.pid).cpu_times()
+                self.cpu[proc.name] = round(times.user + times.system, 2)
+
+    def stop(self) -> None:
+        """SIGTERM every process (clients first), then SIGKILL what is left, by PID."""
+        order = ("client", "node", "miner", "cmbc", "ctbc")
+        live = [p for role in order for p in self.procs
+                if p.role == role and p.popen is not None and p.popen.poll() is None]
+        for proc in live:
+            with contextlib.suppress(ProcessLookupError):
+                proc.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
+        deadline = time.monotonic() + STOP_GRACE_S
+        for proc in live:
+            assert proc.popen is not None
+            try:
+                proc.popen.wait(max(0.1, deadline - time.monotonic()))
+            except subprocess.TimeoutExpired:
+                proc.popen.kill()
+                proc.popen.wait()
+        self._write_state(running=False)
+
+    # -- report ----------------------------------------------------------------------------------
+
+    def report(self, heights: dict[str, Any], interrupted: bool) -> dict[str, Any]:
+        from dualchain.deploy.report import write_report
+
+        return write_report(self.workdir, asdict(self.config), self.versions, heights, self.cpu,
+                            self.client_tasks, interrupted)

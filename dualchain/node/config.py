@@ -1,0 +1,123 @@
+"""The configuration file of one server node process (JSON).
+
+    {
+      "key": "keys/node-0.key",          the node's ML-DSA key (the same identity as its CTBC
+                                          validator: it signs model commits)
+      "listen": "127.0.0.1:7300",         the client API and node-to-node relay
+      "ctbc": "127.0.0.1:7000",           its own CTBC daemon
+      "cmbc": "127.0.0.1:7100",           its own CMBC daemon
+      "ctbc_genesis": "ctbc-genesis.json",
+      "cmbc_genesis": "cmbc-genesis.json",
+      "nodes": {"<node id hex>": "127.0.0.1:7301", ...},   every server node, itself included
+      "dataset": "digits", "data_dir": null,
+      "task": {"batches": 10, "batch_size": 64, "learning_rate": 0.01},
+      "aggregation": {"min_updates": 4, "window_s": 2.0, "fedavg_timeout_s": 60.0},
+      "aggregator_timeout_s": 20.0,       next node takes over when no version for this long
+      "metrics_port": 0,
+      "test_tamper_model": false          test-only: commit a perturbed model
+    }
+
+Paths are relative to the file.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dualchain.chain.errors import DualchainError
+
+
+class NodeConfigError(DualchainError):
+    code = "config"
+
+
+@dataclass(frozen=True)
+class TaskParams:
+    batches: int = 10
+    batch_size: int = 64
+    learning_rate: float = 0.01
+
+
+@dataclass(frozen=True)
+class AggregationParams:
+    min_updates: int = 4  # fedasync: aggregate once this many updates wait...
+    window_s: float = 2.0  # ...or once the oldest waiting update is this old
+    fedavg_timeout_s: float = 60.0  # fedavg: give up waiting for missing clients after this
+
+
+@dataclass(frozen=True)
+class NodeConfig:
+    key: Path
+    listen: str
+    ctbc: str
+    cmbc: str
+    ctbc_genesis: Path
+    cmbc_genesis: Path
+    nodes: dict[bytes, str]
+    dataset: str = "digits"
+    data_dir: Path | None = None
+    task: TaskParams = field(default_factory=TaskParams)
+    aggregation: AggregationParams = field(default_factory=AggregationParams)
+    aggregator_timeout_s: float = 20.0
+    metrics_port: int = 0
+    test_tamper_model: bool = False
+
+    @classmethod
+    def load(cls, path: Path) -> NodeConfig:
+        path = Path(path)
+        try:
+            data = json.loads(path.read_text())
+        except FileNotFoundError as exc:
+            raise NodeConfigError(f"node config {path} does not exist") from exc
+        except (OSError, ValueError) as exc:
+            raise NodeConfigError(f"node config {path} is not valid JSON: {exc}") from exc
+        if not isinstance(data, dict):
+            raise NodeConfigError(f"node config {path} must hold a JSON object")
+        return cls.from_json(data, path.parent)
+
+    @classmethod
+    def from_json(cls, data: dict, base: Path) -> NodeConfig:
+        known = {"key", "listen", "ctbc", "cmbc", "ctbc_genesis", "cmbc_genesis", "nodes",
+                 "dataset", "data_dir", "task", "aggregation", "aggregator_timeout_s",
+                 "metrics_port", "test_tamper_model"}
+        unknown = sorted(set(data) - known)
+        if unknown:
+            raise NodeConfigError(f"unknown node config keys: {', '.join(unknown)}")
+        for required in ("key", "listen", "ctbc", "cmbc", "ctbc_genesis", "cmbc_genesis"):
+            if not isinstance(data.get(required), str) or not data[required]:
+                raise NodeConfigError(f"node config key {required!r} must be a non-empty string")
+        nodes = data.get("nodes")
+        if not isinstance(nodes, dict) or not nodes:
+            raise NodeConfigError("node config key 'nodes' must map node ids (hex) to addresses")
+        try:
+            node_map = {bytes.fromhex(k): v for k, v in nodes.items()}
+        except ValueError as exc:
+            raise NodeConfigError("node config 'nodes' keys must be hex node ids") from exc
+        try:
+            task = TaskParams(**data.get("task", {}))
+            aggregation = AggregationParams(**data.get("aggregation", {}))
+        except TypeError as exc:
+            raise NodeConfigError(f"node config task/aggregation: {exc}") from exc
+        if task.batches < 1 or task.batch_size < 1 or not task.learning_rate > 0:
+            raise NodeConfigError("task: batches, batch_size and learning_rate must be positive")
+        if aggregation.min_updates < 1 or aggregation.window_s <= 0:
+            raise NodeConfigError("aggregation: min_updates and window_s must be positive")
+        data_dir = data.get("data_dir")
+        return cls(
+            key=(base / data["key"]).resolve(),
+            listen=data["listen"],
+            ctbc=data["ctbc"],
+            cmbc=data["cmbc"],
+            ctbc_genesis=(base / data["ctbc_genesis"]).resolve(),
+            cmbc_genesis=(base / data["cmbc_genesis"]).resolve(),
+            nodes=node_map,
+            dataset=data.get("dataset", "digits"),
+            data_dir=(base / data_dir).resolve() if data_dir else None,
+            task=task,
+            aggregation=aggregation,
+            aggregator_timeout_s=float(data.get("aggregator_timeout_s", 20.0)),
+            metrics_port=int(data.get("metrics_port", 0)),
+            test_tamper_model=bool(data.get("test_tamper_model", False)),
+        )

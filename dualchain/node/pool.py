@@ -1,0 +1,92 @@
+"""Updates waiting for the next model version, and when to aggregate them.
+
+- ``fedasync``: aggregate as soon as ``min_updates`` wait, or the oldest has waited ``window_s``
+  (one update is enough then): fast clients never wait for slow ones.
+- ``fedavg``: synchronous rounds: aggregate when every registered client sent an update on the
+  current version, or ``fedavg_timeout_s`` after the first one arrived (a client that died must
+  not stop training forever; the report counts the round as incomplete).
+
+Every server node keeps the pool (updates are relayed to all nodes), so whichever node is the
+aggregator has them.
+"""
+
+from __future__ import annotations
+
+import time
+from dataclasses import dataclass, field
+
+from dualchain.chain.ctbc.fl import FlRules, ModelCommit, aggregate
+from dualchain.node.config import AggregationParams
+from dualchain.node.gate import CheckedUpdate
+
+
+@dataclass
+class Pending:
+    checked: CheckedUpdate
+    arrived: float = field(default_factory=time.monotonic)
+
+
+class UpdatePool:
+    def __init__(self, rules: FlRules, params: AggregationParams) -> None:
+        self.rules = rules
+        self.params = params
+        self._pending: dict[bytes, Pending] = {}  # by update digest
+
+    def __len__(self) -> int:
+        return len(self._pending)
+
+    def add(self, checked: CheckedUpdate) -> bool:
+        digest = checked.update.digest
+        if digest in self._pending:
+            return False
+        self._pending[digest] = Pending(checked)
+        return True
+
+    def prune(self, current_version: int) -> list[bytes]:
+        """Drops updates now too stale (or, in fedavg, from an earlier round); returns their
+        clients."""
+        dropped = []
+        for digest, p in list(self._pending.items()):
+            staleness = current_version - p.checked.update.base_version
+            too_old = staleness > (0 if self.rules.mode == "fedavg" else
+                                   self.rules.rule.max_staleness)
+            if too_old:
+                dropped.append(p.checked.update.client)
+                del self._pending[digest]
+        return dropped
+
+    def remove(self, digests: list[bytes]) -> None:
+        for d in digests:
+            self._pending.pop(d, None)
+
+    def ready(self, current_version: int, clients: int, now: float | None = None) -> bool:
+        if not self._pending:
+            return False
+        now = time.monotonic() if now is None else now
+        oldest = min(p.arrived for p in self._pending.values())
+        if self.rules.mode == "fedavg":
+            senders = {p.checked.update.client for p in self._pending.values()
+                       if p.checked.update.base_version == current_version}
+            return len(senders) >= clients or now - oldest >= self.params.fedavg_timeout_s
+        return (len(self._pending) >= self.params.min_updates
+                or now - oldest >= self.params.window_s)
+
+    def has_update_from(self, client: bytes, version: int) -> bool:
+        return any(p.checked.update.client == client and p.checked.update.base_version == version
+                   for p in self._pending.values())
+
+    def build(self, base, current_version: int):
+        """The next version from what waits: (new params, commit without its hash, digests).
+
+        ``base`` is the current global model (float32 flat). The aggregation is the one every
+        committee member re-executes (``ctbc.fl.aggregate``)."""
+        chosen = sorted(self._pending.values(), key=lambda p: p.checked.update.digest)
+        updates = [(p.checked.update, p.checked.delta) for p in chosen]
+        result = aggregate(self.rules, base, updates, current_version)
+        by_client_version = {(u.client, u.base_version): u.digest for u, _ in updates}
+        weights = dict(result.weights)
+        kept = [(u.digest, weights.get(u.client, 0.0)) for u, _ in updates
+                if (u.client, u.base_version) in by_client_version
+                and u.client not in result.dropped]
+        commit = ModelCommit(current_version + 1, current_version, b"", tuple(kept))
+        return result.params, commit, [d for d, _ in kept]

@@ -1,0 +1,394 @@
+"""A server node: the FL coordinator beside its CTBC and CMBC daemons.
+
+What it does, each part one asyncio task or one method the gRPC servicer calls:
+
+- follows CMBC's final blocks for client registrations (their keys), so an update is checked
+  against a key no reorg can change;
+- follows CTBC: when a block carries a model commit, it asks its CTBC daemon for the newest
+  committed version (the daemon's application decided whether the commit applied), fetches that
+  model, evaluates it on the held-out test set off the event loop, anchors it on CMBC when it
+  was the commit's author, and prints a ``version`` event line;
+- hands out tasks and models, checks uploaded updates (``gate``), stores them in its CTBC
+  daemon's blob store and relays them to every other node, so each holds the pool;
+- when it is the aggregator (below) and the pool is ready, computes the next version with the
+  rule every committee member re-executes, stores the model blob and submits the commit.
+
+The aggregator of the next version is the node that authored the commit of the current one
+(version 0: the first node by id); when no new version arrives for ``aggregator_timeout_s`` the
+next node by id takes over, and so on. Any node may submit a commit: CTBC accepts the first
+valid one for a version and refuses the rest as stale, so a takeover cannot fork the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import json
+import logging
+import time
+from collections import OrderedDict
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from typing import Any
+
+import grpc
+import numpy as np
+
+from dualchain.chain import wire
+from dualchain.chain.cmbc.payloads import Anchor, ClientRegistration
+from dualchain.chain.ctbc.fl import FlRules, ModelCommit, fl_rules
+from dualchain.chain.genesis import Genesis
+from dualchain.chain.identity import Signer
+from dualchain.chain.rpc import channel_options
+from dualchain.chain.types import Block, TxKind
+from dualchain.chain.validation import sign_transaction
+from dualchain.chain.verifier import SignatureVerifier
+from dualchain.learning.codec import decode_params, encode_params
+from dualchain.node.config import NodeConfig
+from dualchain.node.gate import CheckedUpdate, UpdateGate, UpdateRefused
+from dualchain.node.metrics import NodeMetrics
+from dualchain.node.pool import UpdatePool
+from dualchain.proto.v1 import chain_pb2 as chain_pb
+from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
+from dualchain.proto.v1 import node_pb2 as node_pb
+from dualchain.proto.v1 import node_pb2_grpc as node_grpc
+
+log = logging.getLogger("dualchain.node")
+
+CHUNK = 1 << 20
+AGGREGATE_POLL_S = 0.1
+COMMIT_WAIT_S = 15.0
+MODELS_KEPT = 16
+RETRY_S = 1.0
+
+
+def now_ms() -> int:
+    return time.time_ns() // 1_000_000
+
+
+def chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
+    return [data[i : i + size] for i in range(0, max(len(data), 1), size)]
+
+
+@dataclass
+class IssuedTask:
+    task: int
+    version: int
+    issued: float
+
+
+class ServerNode:
+    def __init__(self, config: NodeConfig, signer: Signer) -> None:
+        self.config = config
+        self.signer = signer
+        self.ctbc_genesis = Genesis.load(config.ctbc_genesis)
+        self.cmbc_genesis = Genesis.load(config.cmbc_genesis)
+        if self.ctbc_genesis.fl is None:
+            raise UpdateRefused("config", f"{config.ctbc_genesis} has no fl section")
+        self.fl = self.ctbc_genesis.fl
+        self.rules: FlRules = fl_rules(self.ctbc_genesis)
+        self.verifier = SignatureVerifier()
+        self.metrics = NodeMetrics()
+        self.clients: dict[bytes, bytes] = {}  # client id -> registered public key
+        self.version = 0
+        self.model_hash = bytes.fromhex(self.fl.model_hash)
+        self.params: np.ndarray | None = None
+        self.shapes: list[tuple[str, tuple[int, ...]]] = []
+        self._models: OrderedDict[bytes, bytes] = OrderedDict()  # hash -> blob
+        self.gate: UpdateGate | None = None
+        self.pool = UpdatePool(self.rules, config.aggregation)
+        self._issued: dict[bytes, IssuedTask] = {}
+        self._arrivals: dict[bytes, float] = {}  # update digest -> completion seconds
+        self._task_counter = 0
+        self._author: bytes = min(config.nodes)  # author of the current version's commit
+        self._version_time = time.monotonic()
+        self._awaiting: tuple[int, float] | None = None  # (version submitted, when)
+        self._ctbc_height = 0
+        self._cmbc_final = 0
+        self.accuracy = 0.0
+        self.loss = 0.0
+        self._torch = ThreadPoolExecutor(1, thread_name_prefix="torch")
+        self._model: Any = None
+        self._test: tuple[Any, Any] | None = None
+        self._tasks: list[asyncio.Task[Any]] = []
+        options = channel_options()
+        self._ctbc_channel = grpc.aio.insecure_channel(config.ctbc, options=options)
+        self._cmbc_channel = grpc.aio.insecure_channel(config.cmbc, options=options)
+        self.ctbc = chain_grpc.ChainServiceStub(self._ctbc_channel)
+        self.cmbc = chain_grpc.ChainServiceStub(self._cmbc_channel)
+        self._peers = {nid: grpc.aio.insecure_channel(addr, options=options)
+                       for nid, addr in config.nodes.items() if nid != signer.id}
+
+    # -- start -----------------------------------------------------------------------------------
+
+    async def start(self) -> None:
+        await asyncio.get_running_loop().run_in_executor(self._torch, self._load_learning)
+        await self._put_blob(self._models[self.model_hash])
+        status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
+        if status.model_version > 0:  # a restart mid-run: serve the newest version at once
+            await self._adopt(status.model_version, bytes(status.model_hash), status.height)
+        self._ctbc_height = status.height
+        self._tasks += [
+            asyncio.create_task(self._follow_cmbc(), name="follow-cmbc"),
+            asyncio.create_task(self._follow_ctbc(status.height + 1), name="follow-ctbc"),
+            asyncio.create_task(self._aggregate_loop(), name="aggregate"),
+        ]
+
+    def _load_learning(self) -> None:
+        """Version 0 from the genesis seed (checked against the genesis hash) and the test set."""
+        import torch
+
+        from dualchain.learning.datasets import load_dataset
+        from dualchain.learning.models import build_model, get_flat, param_shapes
+
+        torch.set_num_threads(1)
+        dataset = load_dataset(self.fl.dataset, self.config.data_dir, seed=0)
+        self._model = build_model(dataset.name, dataset.num_classes, self.fl.model_seed)
+        self.shapes = param_shapes(self._model)
+        flat = get_flat(self._model)
+        blob = encode_params(flat, self.shapes)
+        if hashlib.sha256(blob).digest() != self.model_hash:
+            raise UpdateRefused("config", "the genesis model hash does not match the model this "
+                                "node derives from the genesis seed (different code or dataset?)")
+        self._remember(self.model_hash, blob)
+        self.params = flat
+        self._test = (dataset.test_x, dataset.test_y)
+        self.gate = UpdateGate(self.rules, self.verifier, self.clients.get, flat.size)
+        self.accuracy, self.loss = self._evaluate(flat)
+
+    def _evaluate(self, flat: np.ndarray) -> tuple[float, float]:
+        from dualchain.learning.models import set_flat
+        from dualchain.learning.training import evaluate
+
+        assert self._test is not None
+        set_flat(self._model, flat)
+        accuracy, loss = evaluate(self._model, self._test[0], self._test[1])
+        return float(accuracy), float(loss)
+
+    async def stop(self) -> None:
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for channel in [self._ctbc_channel, self._cmbc_channel, *self._peers.values()]:
+            await channel.close()
+        self._torch.shutdown(wait=False, cancel_futures=True)
+        self.verifier.close()
+
+    # -- models ----------------------------------------------------------------------------------
+
+    def _remember(self, model_hash: bytes, blob: bytes) -> None:
+        self._models[model_hash] = blob
+        while len(self._models) > MODELS_KEPT:
+            self._models.popitem(last=False)
+
+    def model_blob(self, model_hash: bytes) -> bytes | None:
+        return self._models.get(model_hash)
+
+    async def _put_blob(self, data: bytes) -> bytes:
+        async def parts():
+            for i, part in enumerate(chunks(data)):
+                yield chain_pb.BlobChunk(data=part, expected_hash=hashlib.sha256(data).digest()
+                                         if i == 0 else b"")
+
+        reply = await self.ctbc.PutBlob(parts(), timeout=60)
+        return bytes(reply.hash)
+
+    async def _get_blob(self, h: bytes) -> bytes:
+        stream = self.ctbc.GetBlob(chain_pb.GetBlobRequest(hash=h), timeout=60)
+        data = b"".join([bytes(c.data) async for c in stream])
+        if hashlib.sha256(data).digest() != h:
+            raise UpdateRefused("bad_blob", f"blob {h.hex()[:16]} from CTBC does not match")
+        return data
+
+    async def _adopt(self, version: int, model_hash: bytes, height: int,
+                     included: int = 0) -> None:
+        """Takes version ``version`` as the current model and evaluates it."""
+        blob = self._models.get(model_hash) or await self._get_blob(model_hash)
+        self._remember(model_hash, blob)
+        params = decode_params(blob).flat
+        previous = self._version_time
+        self.version, self.model_hash, self.params = version, model_hash, params
+        self._version_time = time.monotonic()
+        self._awaiting = None
+        dropped = self.pool.prune(version)
+        self.metrics.updates_dropped.inc(len(dropped))
+        loop = asyncio.get_running_loop()
+        self.accuracy, self.loss = await loop.run_in_executor(self._torch, self._evaluate, params)
+        self.metrics.version.set(version)
+        self.metrics.accuracy.set(self.accuracy)
+        print(json.dumps({
+            "event": "version", "version": version, "hash": model_hash.hex(),
+            "accuracy": round(self.accuracy, 4), "loss": round(self.loss, 4),
+            "ctbc_height": height, "included": included, "dropped": len(dropped),
+            "round_s": round(self._version_time - previous, 3), "time": time.time(),
+            "c_gmax_s": round(self._last_c_gmax, 3), "author": self._author.hex(),
+        }), flush=True)
+
+    _last_c_gmax = 0.0
+
+    # -- following the chains -------------------------------------------------------------------
+
+    async def _follow_cmbc(self) -> None:
+        """Registrations from final CMBC blocks (a reorg can never take them back)."""
+        next_height = 1
+        while True:
+            try:
+                stream = self.cmbc.SubscribeBlocks(chain_pb.SubscribeBlocksRequest(
+                    from_height=next_height, final_only=True))
+                async for message in stream:
+                    block = wire.block_from_proto(message)
+                    for tx in block.transactions:
+                        if tx.kind == TxKind.CLIENT_REGISTER:
+                            registration = ClientRegistration.decode(tx.payload)
+                            self.clients[tx.sender] = tx.public_key
+                            log.info("client %s registered (node %s)", tx.sender.hex()[:16],
+                                     registration.node.hex()[:16])
+                    self._cmbc_final = block.height
+                    next_height = block.height + 1
+                    self.metrics.clients.set(len(self.clients))
+            except grpc.aio.AioRpcError as exc:
+                log.warning("CMBC stream broke: %s", exc.details())
+                await asyncio.sleep(RETRY_S)
+
+    async def _follow_ctbc(self, next_height: int) -> None:
+        while True:
+            try:
+                stream = self.ctbc.SubscribeBlocks(
+                    chain_pb.SubscribeBlocksRequest(from_height=next_height))
+                async for message in stream:
+                    block = wire.block_from_proto(message)
+                    self._ctbc_height = block.height
+                    next_height = block.height + 1
+                    if any(tx.kind == TxKind.MODEL_VERSION for tx in block.transactions):
+                        await self._on_commit_block(block)
+            except grpc.aio.AioRpcError as exc:
+                log.warning("CTBC stream broke: %s", exc.details())
+                await asyncio.sleep(RETRY_S)
+
+    async def _on_commit_block(self, block: Block) -> None:
+        status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
+        if status.model_version <= self.version:
+            return  # the commit did not apply (stale or refused)
+        commit_tx = next(tx for tx in block.transactions if tx.kind == TxKind.MODEL_VERSION
+                         and ModelCommit.decode(tx.payload).version == status.model_version)
+        commit = ModelCommit.decode(commit_tx.payload)
+        self._author = commit_tx.sender
+        digests = [d for d, _ in commit.updates]
+        self._last_c_gmax = max((self._arrivals.pop(d, 0.0) for d in digests), default=0.0)
+        self.pool.remove(digests)
+        self.metrics.updates_included.inc(len(digests))
+        await self._adopt(status.model_version, bytes(status.model_hash), block.height,
+                          len(digests))
+        if commit_tx.sender == self.signer.id:
+            await self._anchor(commit, block.height)
+
+    async def _anchor(self, commit: ModelCommit, ctbc_height: int) -> None:
+        payload = Anchor(commit.version, commit.model_hash, ctbc_height).encode()
+        try:
+            await self._submit(self.cmbc, self.cmbc_genesis.chain_id, TxKind.ANCHOR, payload)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("anchor of version %d refused: %s", commit.version, exc.details())
+
+    async def _submit(self, stub: chain_grpc.ChainServiceStub, chain_id: str, kind: TxKind,
+                      payload: bytes) -> bytes:
+        nonce = (await stub.GetNonce(chain_pb.GetNonceRequest(sender=self.signer.id),
+                                     timeout=10)).next_nonce
+        tx = sign_transaction(self.signer, chain_id, kind, payload, nonce, now_ms())
+        await stub.SubmitTx(chain_pb.SubmitTxRequest(tx=wire.tx_to_proto(tx)), timeout=30)
+        return tx.hash
+
+    # -- aggregation -----------------------------------------------------------------------------
+
+    def is_aggregator(self) -> bool:
+        order = sorted(self.config.nodes)
+        turns = int((time.monotonic() - self._version_time) // self.config.aggregator_timeout_s)
+        start = order.index(self._author) if self._author in order else 0
+        return order[(start + turns) % len(order)] == self.signer.id
+
+    async def _aggregate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(AGGREGATE_POLL_S)
+            if self._awaiting is not None:
+                version, since = self._awaiting
+                if version > self.version and time.monotonic() - since < COMMIT_WAIT_S:
+                    continue
+                self._awaiting = None
+            if not self.is_aggregator() or not self.pool.ready(self.version, len(self.clients)):
+                continue
+            try:
+                await self._propose_version()
+            except (grpc.aio.AioRpcError, ValueError) as exc:
+                log.warning("commit of version %d failed: %s", self.version + 1,
+                            exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc)
+                self._awaiting = (self.version + 1, time.monotonic())
+
+    async def _propose_version(self) -> None:
+        assert self.params is not None
+        base_version = self.version
+        params, commit, digests = self.pool.build(self.params, base_version)
+        if not digests:
+            return
+        if self.config.test_tamper_model:  # test-only: a poisoned model the committee must refuse
+            params = params + np.float32(0.01)
+        blob = encode_params(params, self.shapes)
+        model_hash = await self._put_blob(blob)
+        self._remember(model_hash, blob)
+        commit = ModelCommit(commit.version, commit.parent_version, model_hash, commit.updates)
+        self._awaiting = (commit.version, time.monotonic())
+        await self._submit(self.ctbc, self.ctbc_genesis.chain_id, TxKind.MODEL_VERSION,
+                           commit.encode())
+        log.info("submitted version %d with %d updates", commit.version, len(digests))
+
+    # -- the client API (called by the servicer) ------------------------------------------------
+
+    def task_for(self, client: bytes) -> node_pb.Task:
+        if client not in self.clients:
+            raise UpdateRefused("unknown_client", f"client {client.hex()[:16]} is not registered "
+                                "on CMBC (or its registration is not final yet)")
+        if self.rules.mode == "fedavg":
+            issued = self._issued.get(client)
+            if issued is not None and issued.version == self.version:
+                return node_pb.Task(wait_ms=200)  # one task per client and round
+        self._task_counter += 1
+        self._issued[client] = IssuedTask(self._task_counter, self.version, time.monotonic())
+        t = self.config.task
+        return node_pb.Task(task_id=self._task_counter, version=self.version,
+                            model_hash=self.model_hash, batches=t.batches,
+                            batch_size=t.batch_size, learning_rate=t.learning_rate,
+                            dataset=self.fl.dataset)
+
+    async def accept_update(self, raw: bytes, relay: bool) -> CheckedUpdate:
+        """Checks an update, stores its blob in CTBC and pools it; relays client uploads."""
+        assert self.gate is not None
+        try:
+            checked = self.gate.check(raw, self.version)
+        except UpdateRefused as exc:
+            self.metrics.updates_refused.labels(exc.code).inc()
+            raise
+        await self._put_blob(raw)
+        issued = self._issued.get(checked.update.client)
+        if issued is not None:
+            self._arrivals[checked.update.digest] = time.monotonic() - issued.issued
+        self.pool.add(checked)
+        self.metrics.updates_accepted.inc()
+        if relay:
+            for nid, channel in self._peers.items():
+                self._tasks.append(asyncio.create_task(self._relay(nid, channel, raw)))
+            self._tasks = [t for t in self._tasks if not t.done()]
+        return checked
+
+    async def _relay(self, nid: bytes, channel: grpc.aio.Channel, raw: bytes) -> None:
+        stub = node_grpc.NodeServiceStub(channel)
+        try:
+            await stub.RelayUpdate(iter([node_pb.UpdateChunk(data=c) for c in chunks(raw)]),
+                                   timeout=30)
+        except grpc.aio.AioRpcError as exc:
+            log.info("relay to %s failed: %s", nid.hex()[:16], exc.details())
+
+    def status(self) -> node_pb.NodeStatus:
+        return node_pb.NodeStatus(
+            node_id=self.signer.id, version=self.version, accuracy=self.accuracy, loss=self.loss,
+            updates_accepted=int(self.metrics.accepted_count()),
+            updates_refused=self.metrics.refused_counts(), aggregator=self.is_aggregator(),
+            ctbc_height=self._ctbc_height, cmbc_final_height=self._cmbc_final,
+            clients=len(self.clients))
