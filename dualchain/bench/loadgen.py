@@ -46,15 +46,16 @@ class LoadSpec:
     batch: int
     times_file: str
     timestamp_ms: int
+    kind: int = int(TxKind.MEMO)
 
 
 def _sender_seed(index: int) -> bytes:
     return b"loadgen-sender-" + index.to_bytes(17, "big")
 
 
-def _sign_slice(args: tuple[str, str, int, int, int, int]) -> list[bytes]:
+def _sign_slice(args: tuple[str, str, int, int, int, int, int]) -> list[bytes]:
     """Signs the transactions of senders [first, last) in a worker process."""
-    chain_id, algorithm, first, last, per_sender, timestamp_ms = args
+    chain_id, algorithm, first, last, per_sender, timestamp_ms, kind = args
     alg = Algorithm.parse(algorithm)
     out: list[bytes] = []
     for index in range(first, last):
@@ -62,7 +63,7 @@ def _sign_slice(args: tuple[str, str, int, int, int, int]) -> list[bytes]:
         for nonce in range(per_sender):
             payload = (index.to_bytes(4, "big") + nonce.to_bytes(4, "big")).ljust(
                 PAYLOAD_BYTES, b"\x00")
-            tx = sign_transaction(signer, chain_id, TxKind.MEMO, payload, nonce, timestamp_ms)
+            tx = sign_transaction(signer, chain_id, TxKind(kind), payload, nonce, timestamp_ms)
             out.append(tx.encoded)
     return out
 
@@ -73,7 +74,7 @@ def presign(spec: LoadSpec) -> list[list[Transaction]]:
     workers = max(1, multiprocessing.cpu_count())
     bounds = [spec.senders * i // workers for i in range(workers + 1)]
     jobs = [(spec.chain_id, spec.algorithm, bounds[i], bounds[i + 1], per_sender,
-             spec.timestamp_ms) for i in range(workers) if bounds[i] < bounds[i + 1]]
+             spec.timestamp_ms, spec.kind) for i in range(workers) if bounds[i] < bounds[i + 1]]
     with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
         slices = pool.map(_sign_slice, jobs)
     flat = [Transaction.decode(raw) for chunk in slices for raw in chunk]

@@ -100,6 +100,20 @@ def cmd_bench_consensus(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_pow(args: argparse.Namespace) -> int:
+    from dualchain.bench.pow import pow_benchmark
+
+    result = pow_benchmark(
+        daemons=args.daemons, miners=args.miners, interval=args.interval,
+        duration=args.duration, warmup=args.warmup, rate=args.rate,
+        miner_workers=args.miner_workers, miner_duty=args.miner_duty, retarget=args.retarget,
+        algorithm=args.alg,
+        progress=None if args.json else (lambda line: print(line, file=sys.stderr)),
+    )
+    _print(result, args.json)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dualchain.deploy.demo import DemoConfig, run_demo
 
@@ -444,6 +458,35 @@ def build_parser() -> argparse.ArgumentParser:
                            help="transactions per block at most, in the genesis (default 5000)")
     consensus.add_argument("--json", action="store_true", help="print one compact JSON document")
     consensus.set_defaults(func=cmd_bench_consensus)
+
+    pow_ = bench_sub.add_parser(
+        "pow",
+        help="block intervals, forks and throughput of a real CMBC network (D daemons, M miners)",
+        description="Starts D CMBC daemons and M miner processes and a load generator process "
+        "that submits pre-signed management transactions (256-byte payloads); after a warm-up "
+        "prints blocks, mean_interval_s, interval_cv, orphan_rate, reorgs, max_reorg_depth, tps "
+        "and hashrate_hs over the measurement window. Every daemon verifies every signature.",
+    )
+    pow_.add_argument("--daemons", type=int, default=3, help="CMBC daemons (default 3)")
+    pow_.add_argument("--miners", type=int, default=2, help="miner processes (default 2)")
+    pow_.add_argument("--interval", type=float, default=2.0,
+                      help="target block interval in seconds (default 2)")
+    pow_.add_argument("--duration", type=float, default=60.0,
+                      help="measurement window in seconds (default 60)")
+    pow_.add_argument("--warmup", type=float, default=20.0,
+                      help="seconds before the window, for retargeting to settle (default 20)")
+    pow_.add_argument("--rate", type=float, default=1200.0,
+                      help="offered transactions per second (default 1200)")
+    pow_.add_argument("--miner-workers", type=int, default=1,
+                      help="worker processes per miner (default 1)")
+    pow_.add_argument("--miner-duty", type=float, default=0.25,
+                      help="share of time each miner worker hashes (default 0.25)")
+    pow_.add_argument("--retarget", type=int, default=5,
+                      help="blocks between difficulty changes (default 5)")
+    pow_.add_argument("--alg", type=_algorithm, default=Algorithm.ML_DSA_44,
+                      help="ML-DSA parameter set (default ML-DSA-44)")
+    pow_.add_argument("--json", action="store_true", help="print one compact JSON document")
+    pow_.set_defaults(func=cmd_bench_pow)
 
     ledger = bench_sub.add_parser(
         "ledger",

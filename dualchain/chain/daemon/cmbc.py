@@ -79,6 +79,7 @@ class CmbcNode(ChainNodeBase):
             OrderedDict()
         self._template_count = 0
         self.peer_heights: dict[str, int] = {}
+        self._deepest_reorg = 0
 
     def _make_app(self) -> CmbcApp:
         # Undo journals for every block a permitted reorg can take back, plus headroom.
@@ -273,6 +274,8 @@ class CmbcNode(ChainNodeBase):
                                   self.next_nonce, now_ms())
             self.pow_metrics.reorgs.inc()
             self.pow_metrics.reorg_depth.observe(len(old))
+            self._deepest_reorg = max(self._deepest_reorg, len(old))
+            self.pow_metrics.max_reorg_depth.set(self._deepest_reorg)
             log.info("reorg: %d blocks out, %d in; head %d %s", len(old), len(new), self.height,
                      self._head.hash.hex()[:16])
         for block in new:

@@ -89,6 +89,8 @@ class PowMetrics:
         self.reorgs = Counter(f"{p}_reorgs", "head changes that disconnected blocks", registry=r)
         self.reorg_depth = Histogram(f"{p}_reorg_depth_blocks", "blocks disconnected by a reorg",
                                      buckets=(1, 2, 3, 4, 6, 8, 12, 16, 32), registry=r)
+        self.max_reorg_depth = Gauge(f"{p}_max_reorg_depth", "deepest reorg so far (blocks)",
+                                     registry=r)
         self.refused_reorgs = Counter(f"{p}_refused_reorgs",
                                       "reorgs refused because they would revert final blocks",
                                       registry=r)

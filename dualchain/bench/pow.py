@@ -1,0 +1,223 @@
+"""`dualchain bench pow`: a real CMBC network on this machine: block intervals, forks, throughput.
+
+D CMBC daemons and M miners run as separate processes on loopback; a load generator process
+(``loadgen.py``) submits pre-signed management transactions (256-byte payloads) at an offered
+rate, spread over the daemons. The difficulty starts from this machine's measured hash rate and
+retargets every ``retarget`` blocks; the first ``warmup`` seconds are not measured.
+
+Figures, over the canonical chain of daemon 0 at the end, for blocks whose timestamps fall in the
+measurement window:
+
+- ``blocks``, ``mean_interval_s`` and ``interval_cv`` (standard deviation / mean of the
+  timestamp differences);
+- ``orphan_rate``: stale blocks (valid blocks that ended off the canonical chain: stored on a side
+  branch, or disconnected by a reorg, as daemon 0 counted them) over all blocks mined;
+- ``reorgs`` and ``max_reorg_depth``: the most any daemon saw;
+- ``tps``: management transactions (rewards excluded) in those blocks per second of window;
+- ``hashrate_hs``: the sum of the miners' reported hash rates.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import signal
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from collections.abc import Callable
+from pathlib import Path
+
+import grpc
+
+from dualchain.bench.loadgen import LoadSpec
+from dualchain.chain.consensus.pow import PowParams, search_nonce
+from dualchain.chain.genesis import Genesis, LedgerLimits
+from dualchain.chain.mldsa import Algorithm
+from dualchain.chain.types import TxKind
+from dualchain.chain.wire import block_from_proto
+from dualchain.deploy.processes import free_ports, read_json_line
+from dualchain.deploy.testnet import TestnetPlan, make_testnet
+from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
+
+CHAIN_ID = "bench-cmbc"
+
+
+def _metrics(port: int) -> dict[str, float]:
+    """Every sample of a daemon's metrics endpoint, summed over labels."""
+    out: dict[str, float] = {}
+    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+        for line in reply.read().decode().splitlines():
+            if line.startswith("#") or " " not in line:
+                continue
+            name = line.split("{", 1)[0].split(" ", 1)[0]
+            out[name] = out.get(name, 0.0) + float(line.rsplit(" ", 1)[1])
+    return out
+
+
+def _hash_rate() -> float:
+    count = 200_000
+    began = time.perf_counter()
+    search_nonce(b"calibrate", bytes(32), 0, count)
+    return count / (time.perf_counter() - began)
+
+
+def pow_benchmark(
+    daemons: int = 3,
+    miners: int = 2,
+    interval: float = 2.0,
+    duration: float = 60.0,
+    warmup: float = 20.0,
+    rate: float = 1200.0,
+    miner_workers: int = 1,
+    miner_duty: float = 0.25,
+    retarget: int = 5,
+    finality_depth: int = 6,
+    algorithm: Algorithm = Algorithm.ML_DSA_44,
+    senders: int = 512,
+    batch: int = 256,
+    progress: Callable[[str], None] | None = None,
+) -> dict:
+    progress = progress or (lambda line: None)
+    with tempfile.TemporaryDirectory(prefix="bench-pow-") as tmp:
+        return _run(Path(tmp), daemons, miners, interval, duration, warmup, rate, miner_workers,
+                    miner_duty, retarget, finality_depth, algorithm, senders, batch, progress)
+
+
+def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float, warmup: float,
+         rate: float, miner_workers: int, miner_duty: float, retarget: int, finality_depth: int,
+         algorithm: Algorithm, senders: int, batch: int,
+         progress: Callable[[str], None]) -> dict:
+    ports = free_ports(2 * daemons)
+    # The miners share this machine with the daemons: assume each gets its duty share of a core.
+    difficulty = int(_hash_rate() * miners * miner_workers * miner_duty * interval)
+    configs = make_testnet(tmp, TestnetPlan(
+        nodes=daemons, algorithm=algorithm, ports=tuple(ports[:daemons]), chain_id=CHAIN_ID,
+        kind="cmbc", miners=miners,
+        pow=PowParams(initial_difficulty=max(difficulty, 1000),
+                      block_interval_ms=int(interval * 1000), retarget_interval=retarget,
+                      finality_depth=finality_depth),
+        limits=LedgerLimits(max_block_txs=20_000),
+    ))
+    for i, path in enumerate(configs):
+        config = json.loads(path.read_text())
+        config["metrics_port"] = ports[daemons + i]
+        path.write_text(json.dumps(config))
+    Genesis.load(tmp / "genesis.json")
+    targets = [f"127.0.0.1:{p}" for p in ports[:daemons]]
+    procs: list[subprocess.Popen[bytes]] = []
+    py = [sys.executable, "-m", "dualchain.deploy.cli"]
+    try:
+        for i, path in enumerate(configs):
+            procs.append(subprocess.Popen(
+                [*py, "chain", "--kind", "cmbc", "--config", str(path), "--log-level", "WARNING"],
+                stdout=subprocess.PIPE, stderr=open(tmp / f"node-{i}.log", "wb")))  # noqa: SIM115
+        for proc in procs:
+            read_json_line(proc, "ready", 60)
+        spec = LoadSpec(CHAIN_ID, algorithm.label, targets, int(rate * (duration + warmup) * 1.1),
+                        senders, rate, batch, str(tmp / "submit-times.bin"),
+                        time.time_ns() // 1_000_000, int(TxKind.MEMO))
+        loadgen = subprocess.Popen([sys.executable, "-m", "dualchain.bench.loadgen",
+                                    json.dumps(spec.__dict__)],
+                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
+        procs.append(loadgen)
+        progress(f"{daemons} CMBC daemons ready; the load generator is signing")
+        read_json_line(loadgen, "signed", 600)
+        miner_procs = []
+        for j in range(miners):
+            miner_procs.append(subprocess.Popen(
+                [*py, "miner", "--cmbc", targets[j % daemons], "--key",
+                 str(tmp / "keys" / f"miner-{j}.key"), "--workers", str(miner_workers),
+                 "--duty", str(miner_duty), "--log-level", "WARNING"],
+                stdout=subprocess.PIPE, stderr=open(tmp / f"miner-{j}.log", "wb")))  # noqa: SIM115
+        procs += miner_procs
+        for proc in miner_procs:
+            read_json_line(proc, "ready", 60)
+        assert loadgen.stdin is not None
+        loadgen.stdin.write(b"go\n")
+        loadgen.stdin.flush()
+        started = time.time()
+        progress(f"{miners} miners mining, {rate:.0f} tx/s offered; warming up {warmup:.0f} s")
+        time.sleep(warmup)
+        before = [_metrics(ports[daemons + i]) for i in range(daemons)]
+        window_start = time.time()
+        while time.time() < window_start + duration:
+            time.sleep(min(5.0, window_start + duration - time.time()))
+            progress(f"t={time.time() - started:5.1f}s height {_height(targets[0])}")
+        window_end = time.time()
+        after = [_metrics(ports[daemons + i]) for i in range(daemons)]
+        blocks = _canonical_window(targets[0], window_start, window_end)
+    finally:
+        for proc in procs:
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGTERM)
+        for proc in procs:
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def delta(i: int, name: str) -> float:
+        return after[i].get(name, 0.0) - before[i].get(name, 0.0)
+
+    stamps = [b.header.timestamp_ms / 1000 for b in blocks]
+    intervals = [b - a for a, b in itertools.pairwise(stamps)]
+    mean = statistics.mean(intervals) if intervals else None
+    stale = delta(0, "dualchain_pow_side_blocks_total") + \
+        delta(0, "dualchain_pow_reorg_depth_blocks_sum")
+    txs = sum(len(b.transactions) - 1 for b in blocks)
+    span = window_end - window_start
+    return {
+        "benchmark": "pow",
+        "daemons": daemons,
+        "miners": miners,
+        "target_interval_s": interval,
+        "blocks": len(blocks),
+        "mean_interval_s": round(mean, 3) if mean else None,
+        "interval_cv": round(statistics.pstdev(intervals) / mean, 3) if mean else None,
+        "orphan_rate": round(stale / (len(blocks) + stale), 4) if blocks else None,
+        "reorgs": int(max(delta(i, "dualchain_pow_reorgs_total") for i in range(daemons))),
+        "max_reorg_depth": int(max(a.get("dualchain_pow_max_reorg_depth", 0) for a in after)),
+        "tps": round(txs / span, 1),
+        "hashrate_hs": round(sum(a.get("dualchain_pow_miner_hashrate", 0.0) for a in after), 1),
+        "offered_rate_tps": rate,
+        "duration_s": duration,
+        "warmup_s": warmup,
+        "miner_workers": miner_workers,
+        "miner_duty": miner_duty,
+        "retarget_interval": retarget,
+        "payload_bytes": 256,
+        "alg": algorithm.label,
+        "every_daemon_verifies_signatures": True,
+        "machine": {"cpus": os.cpu_count()},
+    }
+
+
+def _height(target: str) -> int:
+    with grpc.insecure_channel(target) as ch:
+        return chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
+            chain_pb2.GetStatusRequest(), timeout=10).height
+
+
+def _canonical_window(target: str, start: float, end: float) -> list:
+    """Canonical blocks of ``target`` with timestamps in [start, end], oldest first."""
+    out = []
+    with grpc.insecure_channel(target, options=[("grpc.max_receive_message_length",
+                                                 256 * 1024 * 1024)]) as ch:
+        stub = chain_pb2_grpc.ChainServiceStub(ch)
+        height = stub.GetStatus(chain_pb2.GetStatusRequest(), timeout=10).height
+        while height > 0:
+            reply = stub.GetBlock(chain_pb2.GetBlockRequest(height=height), timeout=30)
+            block = block_from_proto(reply.block)
+            stamp = block.header.timestamp_ms / 1000
+            if stamp < start:
+                break
+            if stamp <= end:
+                out.append(block)
+            height -= 1
+    return out[::-1]
