@@ -1,1 +1,16 @@
-"""Pure learning code: models, datasets, partitioning, parameter codec, aggregation rules."""
+"""Pure learning code: no network or process I/O (datasets read local files only), deterministic for
+a seed, so every replica that re-executes a step gets the same result.
+
+Modules:
+
+- ``datasets``: ``load_dataset`` for digits (scikit-learn), MNIST and Fashion-MNIST (IDX files),
+  CIFAR-10/100 (python pickles), as normalised float32 (N, C, H, W) arrays.
+- ``partition``: splitting a training set among clients (iid, Dirichlet label skew, shards).
+- ``models``: the CNNs of seed 000 §5.1 (torch), seeded initialisation, flat float32 views.
+- ``training``: local SGD for a task of m batches, evaluation, the centralised baseline (torch).
+- ``codec``: byte format of parameter vectors, chunking and hash-checked reassembly (numpy only).
+- ``aggregation``: staleness-weighted asynchronous aggregation (seed 000 eq. 2), FedAsync staleness
+  functions, FedAvg, and the admission checks on updates (numpy only, byte-identical on replicas).
+
+``codec`` and ``aggregation`` never import torch, so chain daemons and validators can use them.
+"""
