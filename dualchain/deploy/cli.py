@@ -114,6 +114,19 @@ def cmd_bench_pow(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_fl(args: argparse.Namespace) -> int:
+    from dualchain.bench.fl import fl_benchmark
+    from dualchain.deploy.up import UpConfig
+
+    base = UpConfig(nodes=args.nodes, clients=args.clients, rounds=args.rounds,
+                    dataset=args.dataset, data_dir=str(args.data_dir) if args.data_dir else None,
+                    slowdowns=[float(x) for x in args.slowdowns.split(",")] if args.slowdowns
+                    else [])
+    progress = None if args.json else (lambda line: print(line, file=sys.stderr))
+    _print(fl_benchmark(args.modes.split(","), base, args.target, progress), args.json)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dualchain.deploy.demo import DemoConfig, run_demo
 
@@ -487,6 +500,27 @@ def build_parser() -> argparse.ArgumentParser:
                       help="ML-DSA parameter set (default ML-DSA-44)")
     pow_.add_argument("--json", action="store_true", help="print one compact JSON document")
     pow_.set_defaults(func=cmd_bench_pow)
+
+    fl = bench_sub.add_parser(
+        "fl",
+        help="FL modes compared on the same testbed: C_gmax, accuracy, time to target, bytes",
+        description="Runs 'dualchain up' once per mode with the same configuration and prints, "
+        "per mode, the mean C_gmax, final accuracy, time to the target accuracy and the bytes "
+        "the server nodes moved for FL.",
+    )
+    fl.add_argument("--modes", default="fedasync,fedavg",
+                    help="comma-separated modes (default fedasync,fedavg)")
+    fl.add_argument("--nodes", type=int, default=2, help="server nodes (default 2)")
+    fl.add_argument("--clients", type=int, default=4, help="clients (default 4)")
+    fl.add_argument("--rounds", type=int, default=15, help="versions per mode (default 15)")
+    fl.add_argument("--dataset", default="digits", help="dataset (default digits)")
+    fl.add_argument("--data-dir", type=Path, default=None, help="dataset files")
+    fl.add_argument("--target", type=float, default=0.9,
+                    help="accuracy for time-to-target (default 0.9)")
+    fl.add_argument("--slowdowns", default="",
+                    help="per-client slowdown factors, e.g. 1,1,2,4 (default: none)")
+    fl.add_argument("--json", action="store_true", help="print one compact JSON document")
+    fl.set_defaults(func=cmd_bench_fl)
 
     ledger = bench_sub.add_parser(
         "ledger",

@@ -33,6 +33,9 @@ def write_report(workdir: Path, config: dict[str, Any], versions: dict[int, dict
         if rows else None,
         "chain_heights": {k: v for k, v in heights.items() if k in ("ctbc", "cmbc")},
         "updates_refused": heights.get("refused"),
+        # Model downloads, update uploads and node-to-node relays, as the server nodes counted
+        # them (chain traffic not included).
+        "bytes_sent": heights.get("bytes_sent"),
         "tasks_per_client": client_tasks,
         "cpu_seconds": cpu,
     }

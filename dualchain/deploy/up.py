@@ -152,6 +152,7 @@ class Testbed:
         self.started = 0.0
         self.client_tasks: dict[str, int] = {}
         self.cpu: dict[str, float] = {}
+        self._last_event: dict[str, Any] = {}
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -343,14 +344,51 @@ class Testbed:
                     st = chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
                         chain_pb2.GetStatusRequest(), timeout=2)
                     out[role] = st.height
-            refused = 0
+            refused, sent = 0, 0
             for proc in (p for p in self.procs if p.role == "node"):
                 with grpc.insecure_channel(proc.address) as ch:
                     st = node_pb2_grpc.NodeServiceStub(ch).GetNodeStatus(
                         node_pb2.NodeStatusRequest(), timeout=2)
                     refused += sum(st.updates_refused.values())
+                    sent += st.bytes_from_clients + st.bytes_to_clients + st.bytes_relayed
             out["refused"] = refused
+            out["bytes_sent"] = sent
         return out
+
+    def proc(self, name: str) -> Proc:
+        return next(p for p in self.procs if p.name == name)
+
+    def start_roles(self, roles: tuple[str, ...] = ("ctbc", "cmbc", "miner", "node",
+                                                    "client")) -> None:
+        """Starts the roles in order, each waiting for its ready lines (tests drive this)."""
+        self.started = time.time()
+        for role in roles:
+            self._start_role(role)
+
+    def kill(self, name: str) -> None:
+        """SIGKILL one process (by its PID)."""
+        proc = self.proc(name)
+        assert proc.popen is not None
+        proc.popen.kill()
+        proc.popen.wait()
+
+    def restart(self, name: str, timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
+        """Starts a stopped process again with the same config; returns its ready event."""
+        proc = self.proc(name)
+        proc.ready = None
+        self._launch(proc)
+        self.wait_for(lambda p, e: p is proc and e["event"] == "ready", timeout)
+        proc.ready = self._last_event
+        return proc.ready
+
+    def wait_for(self, predicate, timeout: float) -> dict[str, Any]:
+        """The next event (process, event) the predicate accepts; UpError at the timeout."""
+        deadline = time.monotonic() + timeout
+        while True:
+            proc, event = self._next_event(deadline)
+            if predicate(proc, event):
+                self._last_event = event
+                return event
 
     def _write_state(self, running: bool) -> None:
         self._json("state.json", {

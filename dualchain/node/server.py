@@ -13,10 +13,13 @@ What it does, each part one asyncio task or one method the gRPC servicer calls:
 - when it is the aggregator (below) and the pool is ready, computes the next version with the
   rule every committee member re-executes, stores the model blob and submits the commit.
 
-The aggregator of the next version is the node that authored the commit of the current one
-(version 0: the first node by id); when no new version arrives for ``aggregator_timeout_s`` the
-next node by id takes over, and so on. Any node may submit a commit: CTBC accepts the first
-valid one for a version and refuses the rest as stale, so a takeover cannot fork the model.
+The aggregator of the next version is the node that leads CTBC's next height after the commit
+of the current one: with the server nodes in id order, node ``(h + 1) mod n`` for a commit at
+height h (version 0: h = 0), the way the committee's leader rotates by height. Aggregation duty
+therefore moves from node to node. When no new version arrives for ``aggregator_timeout_s`` the
+next node takes over, and so on (a crashed aggregator costs one timeout). Any node may submit a
+commit: CTBC accepts the first valid one for a version and refuses the rest as stale, so a
+takeover cannot fork the model.
 """
 
 from __future__ import annotations
@@ -100,10 +103,11 @@ class ServerNode:
         self._issued: dict[bytes, IssuedTask] = {}
         self._arrivals: dict[bytes, float] = {}  # update digest -> completion seconds
         self._task_counter = 0
-        self._author: bytes = min(config.nodes)  # author of the current version's commit
+        self._commit_height = 0  # CTBC height that committed the current version
         self._version_time = time.monotonic()
         self._awaiting: tuple[int, float] | None = None  # (version submitted, when)
         self._ctbc_height = 0
+        self.traffic = {"bytes_from_clients": 0, "bytes_to_clients": 0, "bytes_relayed": 0}
         self._cmbc_final = 0
         self.accuracy = 0.0
         self.loss = 0.0
@@ -126,6 +130,7 @@ class ServerNode:
         await self._put_blob(self._models[self.model_hash])
         status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
         if status.model_version > 0:  # a restart mid-run: serve the newest version at once
+            self._commit_height = status.model_height
             await self._adopt(status.model_version, bytes(status.model_hash), status.height)
         self._ctbc_height = status.height
         self._tasks += [
@@ -182,7 +187,10 @@ class ServerNode:
             self._models.popitem(last=False)
 
     def model_blob(self, model_hash: bytes) -> bytes | None:
-        return self._models.get(model_hash)
+        blob = self._models.get(model_hash)
+        if blob is not None:
+            self.traffic["bytes_to_clients"] += len(blob)
+        return blob
 
     async def _put_blob(self, data: bytes) -> bytes:
         async def parts():
@@ -221,7 +229,7 @@ class ServerNode:
             "accuracy": round(self.accuracy, 4), "loss": round(self.loss, 4),
             "ctbc_height": height, "included": included, "dropped": len(dropped),
             "round_s": round(self._version_time - previous, 3), "time": time.time(),
-            "c_gmax_s": round(self._last_c_gmax, 3), "author": self._author.hex(),
+            "c_gmax_s": round(self._last_c_gmax, 3),
         }), flush=True)
 
     _last_c_gmax = 0.0
@@ -272,7 +280,7 @@ class ServerNode:
         commit_tx = next(tx for tx in block.transactions if tx.kind == TxKind.MODEL_VERSION
                          and ModelCommit.decode(tx.payload).version == status.model_version)
         commit = ModelCommit.decode(commit_tx.payload)
-        self._author = commit_tx.sender
+        self._commit_height = status.model_height
         digests = [d for d, _ in commit.updates]
         self._last_c_gmax = max((self._arrivals.pop(d, 0.0) for d in digests), default=0.0)
         self.pool.remove(digests)
@@ -302,8 +310,7 @@ class ServerNode:
     def is_aggregator(self) -> bool:
         order = sorted(self.config.nodes)
         turns = int((time.monotonic() - self._version_time) // self.config.aggregator_timeout_s)
-        start = order.index(self._author) if self._author in order else 0
-        return order[(start + turns) % len(order)] == self.signer.id
+        return order[(self._commit_height + 1 + turns) % len(order)] == self.signer.id
 
     async def _aggregate_loop(self) -> None:
         while True:
@@ -372,6 +379,7 @@ class ServerNode:
         self.pool.add(checked)
         self.metrics.updates_accepted.inc()
         if relay:
+            self.traffic["bytes_from_clients"] += len(raw)
             for nid, channel in self._peers.items():
                 self._tasks.append(asyncio.create_task(self._relay(nid, channel, raw)))
             self._tasks = [t for t in self._tasks if not t.done()]
@@ -382,6 +390,7 @@ class ServerNode:
         try:
             await stub.RelayUpdate(iter([node_pb.UpdateChunk(data=c) for c in chunks(raw)]),
                                    timeout=30)
+            self.traffic["bytes_relayed"] += len(raw)
         except grpc.aio.AioRpcError as exc:
             log.info("relay to %s failed: %s", nid.hex()[:16], exc.details())
 
@@ -391,4 +400,4 @@ class ServerNode:
             updates_accepted=int(self.metrics.accepted_count()),
             updates_refused=self.metrics.refused_counts(), aggregator=self.is_aggregator(),
             ctbc_height=self._ctbc_height, cmbc_final_height=self._cmbc_final,
-            clients=len(self.clients))
+            clients=len(self.clients), **self.traffic)

@@ -136,12 +136,14 @@ class _State:
     evidence: set[bytes] = field(default_factory=set)
     pending: dict[bytes, set[bytes]] = field(default_factory=dict)  # change -> its voters
     models: list[bytes] = field(default_factory=list)  # model blob hash of each version
+    model_heights: list[int] = field(default_factory=list)  # the height that committed each
 
     def copy(self) -> _State:
         return _State(
             self.height, set(self.current), dict(self.known), dict(self.committees),
             {epoch: dict(per) for epoch, per in self.stats.items()}, set(self.evidence),
             {change: set(voters) for change, voters in self.pending.items()}, list(self.models),
+            list(self.model_heights),
         )
 
     def add(self, epoch: int, validator: bytes, delta: ValidatorStats) -> None:
@@ -175,8 +177,8 @@ class _State:
             for voter in sorted(self.pending[change]):
                 w.fixed(voter, ID_BYTES)
         w.count(len(self.models))
-        for model in self.models:
-            w.fixed(model, 32)
+        for model, height in zip(self.models, self.model_heights, strict=True):
+            w.fixed(model, 32).u64(height)
         return w.bytes()
 
 
@@ -227,6 +229,7 @@ class RegistryApp(CommitteeApplication):
                 raise GenesisError("fl: a chain with model versions needs a blob store")
             self.models = ModelCommitChecker(fl_rules(genesis), blobs, verifier)
             self._state.models.append(bytes.fromhex(genesis.fl.model_hash))
+            self._state.model_heights.append(0)
         self._hash: bytes | None = None
         self.last_failed: list[tuple[bytes, str]] = []  # (tx hash, code) of the last block run
         self._committees: dict[int, Committee] = {}  # Committee values built from the state
@@ -259,11 +262,13 @@ class RegistryApp(CommitteeApplication):
         """What was recorded about each validator in ``epoch`` (old epochs are pruned)."""
         return MappingProxyType(dict(self._state.stats.get(epoch, {})))
 
-    def latest_model(self) -> tuple[int, bytes] | None:
-        """The newest committed model version and its blob hash (None: no FL on this chain)."""
+    def latest_model(self) -> tuple[int, bytes, int] | None:
+        """The newest committed model version, its blob hash and the height that committed it
+        (None: no FL on this chain)."""
         if not self._state.models:
             return None
-        return len(self._state.models) - 1, self._state.models[-1]
+        return (len(self._state.models) - 1, self._state.models[-1],
+                self._state.model_heights[-1])
 
     def model_hash(self, version: int) -> bytes | None:
         models = self._state.models
@@ -564,6 +569,7 @@ class RegistryApp(CommitteeApplication):
     def _apply_tx(self, state: _State, checked: _Checked, epoch: int) -> None:
         if isinstance(checked, _NewVersion):
             state.models.append(checked.commit.model_hash)
+            state.model_heights.append(state.height + 1)  # state.height is still the parent's
         elif isinstance(checked, _Approval):
             voters = state.pending.setdefault(checked.key, set())
             voters.add(checked.voter)

@@ -623,7 +623,9 @@ class CtbcNode(ChainNodeBase):
 
     def _model_fields(self) -> dict[str, Any]:
         latest = self.app.latest_model()
-        return {} if latest is None else {"model_version": latest[0], "model_hash": latest[1]}
+        if latest is None:
+            return {}
+        return {"model_version": latest[0], "model_hash": latest[1], "model_height": latest[2]}
 
     async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
         kind = message.WhichOneof("kind")

@@ -76,7 +76,7 @@ class NodeStatusRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class NodeStatus(_message.Message):
-    __slots__ = ("node_id", "version", "accuracy", "loss", "updates_accepted", "updates_refused", "aggregator", "ctbc_height", "cmbc_final_height", "clients")
+    __slots__ = ("node_id", "version", "accuracy", "loss", "updates_accepted", "updates_refused", "aggregator", "ctbc_height", "cmbc_final_height", "clients", "bytes_from_clients", "bytes_to_clients", "bytes_relayed")
     class UpdatesRefusedEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -94,6 +94,9 @@ class NodeStatus(_message.Message):
     CTBC_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CMBC_FINAL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_FROM_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_TO_CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    BYTES_RELAYED_FIELD_NUMBER: _ClassVar[int]
     node_id: bytes
     version: int
     accuracy: float
@@ -104,4 +107,7 @@ class NodeStatus(_message.Message):
     ctbc_height: int
     cmbc_final_height: int
     clients: int
-    def __init__(self, node_id: _Optional[bytes] = ..., version: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., updates_accepted: _Optional[int] = ..., updates_refused: _Optional[_Mapping[str, int]] = ..., aggregator: _Optional[bool] = ..., ctbc_height: _Optional[int] = ..., cmbc_final_height: _Optional[int] = ..., clients: _Optional[int] = ...) -> None: ...
+    bytes_from_clients: int
+    bytes_to_clients: int
+    bytes_relayed: int
+    def __init__(self, node_id: _Optional[bytes] = ..., version: _Optional[int] = ..., accuracy: _Optional[float] = ..., loss: _Optional[float] = ..., updates_accepted: _Optional[int] = ..., updates_refused: _Optional[_Mapping[str, int]] = ..., aggregator: _Optional[bool] = ..., ctbc_height: _Optional[int] = ..., cmbc_final_height: _Optional[int] = ..., clients: _Optional[int] = ..., bytes_from_clients: _Optional[int] = ..., bytes_to_clients: _Optional[int] = ..., bytes_relayed: _Optional[int] = ...) -> None: ...

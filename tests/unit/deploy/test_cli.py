@@ -27,7 +27,8 @@ def test_help_lists_only_commands_that_exist() -> None:
     commands = parser._subparsers._group_actions[0].choices
     for name in commands:
         assert name in result.stdout
-    assert set(commands) == {"keygen", "demo", "bench", "chain", "miner", "testnet"}
+    assert set(commands) == {"keygen", "demo", "bench", "chain", "miner", "client", "node",
+                             "up", "status", "testnet"}
 
 
 def test_keygen_writes_a_private_seed_file_and_prints_the_id(tmp_path: Path) -> None:

@@ -103,14 +103,14 @@ def test_a_commit_for_the_wrong_version_is_stale(setup, verifier) -> None:
 def test_the_registry_commits_a_version_and_records_bad_model_evidence(setup, verifier) -> None:
     genesis, blobs, base_blob, commit, params = setup
     app = RegistryApp(genesis, verifier, blobs)
-    assert app.latest_model() == (0, hashlib.sha256(base_blob).digest())
+    assert app.latest_model() == (0, hashlib.sha256(base_blob).digest(), 0)
     author, reporter = SIGNERS[0], SIGNERS[1]
     good_tx = make_tx(author, 0, CHAIN, commit.encode(), TxKind.MODEL_VERSION)
     head = genesis.genesis_block().header
     proposer = next(s for s in SIGNERS if s.id == app.committee(1).proposer(1, 0))
     block = make_block(head, [good_tx], proposer, CHAIN, app_hash=app.app_hash())
     app.apply_block(block)
-    assert app.latest_model() == (1, commit.model_hash)
+    assert app.latest_model() == (1, commit.model_hash, 1)
 
     # A second commit of version 2 whose model is not the aggregate: refused at admission, and
     # its signed transaction proves the offence.
@@ -131,7 +131,7 @@ def test_the_registry_commits_a_version_and_records_bad_model_evidence(setup, ve
         app_hash=app.app_hash(), parent_qc=make_qc(block.header, app.committee(1).members))
     app.apply_block(block2)
     assert app.stats(0)[author.id].misbehaviour == 1
-    assert app.latest_model() == (1, commit.model_hash)
+    assert app.latest_model() == (1, commit.model_hash, 1)
     # Evidence against a correct commit is refused: nobody can be blamed for an honest model.
     honest = Evidence(EvidenceKind.BAD_MODEL, good_tx.encoded, b"").encode()
     with pytest.raises(ValidationError):

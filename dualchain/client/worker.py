@@ -1,0 +1,951 @@
+"""The client (FL device) loop: registration, tasks, signed uploads, buffering, state reports.
+
+One ``ClientWorker`` per process. The pieces that carry a decision are plain classes and
+functions (``Backoff``, ``average_buffered``, ``UpdateBuffer``, ``clip_to_norm``,
+``OfflineSchedule``, ``Meter``) so the unit tests call them directly.
+
+**Loop.** The client sends a CLIENT_REGISTER transaction to CMBC, then polls its server node's
+GetTask with exponential backoff and jitter until the node stops answering UNAUTHENTICATED (the
+registration is final on CMBC). Then, per task: Ping (round trip time), GetTask (``wait_ms > 0``:
+ask again after that long), GetModel only when the task names another model hash than the
+global model held (its SHA-256 is checked while the chunks arrive), train ``batches`` mini-batches
+on a single-thread executor (never on the event loop), sign ``params_after - params_before`` as a
+``SignedUpdate`` and upload it in chunks of at most 1 MiB. Every ``report_every`` trained tasks a
+STATE_REPORT goes to CMBC with the inputs of seed 000 eq. 8 as measured here: rtt of the last
+Ping, completion time of the last task (from receiving it to the node's reply to the upload),
+speed (samples per second of wall training time, emulated slowdown included), failures and time
+disconnected since the previous report.
+
+**Slowdown is emulation.** A device ``slowdown`` times slower than this machine is emulated by
+sleeping ``(slowdown - 1) x`` each mini-batch's measured compute time after that batch. The
+arithmetic is real and runs at this machine's speed; only the wall time, and hence every timing
+the client measures and reports (speed, completion time), is stretched. It does not emulate
+memory limits or a slower network.
+
+**Disconnection (seed 002 Alg. 2).** The client is disconnected when a call to its node fails
+with UNAVAILABLE or DEADLINE_EXCEEDED, or while the clock is inside one of its ``offline``
+windows; inside a window it contacts nothing at all (neither node nor CMBC: the device has no
+network). While disconnected it keeps training: a *buffered run* starts from the client's own
+latest local model (its *origin*, descended from global version ``v``; when the run starts with a
+task whose upload failed, that task's own starting point, the global model of ``v``) and each
+further local task continues from the previous one's result, with the last task's batches, batch
+size and learning rate. It stops training once ``max_buffered`` local models are held and then
+only waits. It probes the node with Ping on an exponential backoff with jitter (at once when an
+offline window ends); once the node answers it uploads **one** update for the whole run: base
+version ``v``, the sum of the run's sample counts, the delta below and a task id: the node's id
+when the run began with that task's failed upload, else an id of the client's own (top bit set,
+random low bits), since the node accepts one update per (client, base version, task) and the
+node's last task on ``v`` may already have had its update accepted. Then it continues with
+GetTask.
+
+**What "average" means.** Alg. 2 line 11 averages the stored local *models*:
+``w = (1/K) sum_k w_k``. As a delta on the run's origin ``o`` that is::
+
+    delta = (1/K) sum_k (w_k - o)  =  sum_j ((K - j + 1) / K) * d_j,   d_j = w_j - w_{j-1}
+
+i.e. the mean of the cumulative local progress after each task, not the mean of the per-task
+increments ``d_j`` (that is ``(w_K - o) / K``, which would throw away (K-1)/K of the progress),
+nor the total progress ``w_K - o`` (not an average, and its norm grows with K). It is a Polyak-
+style average of the local trajectory: early progress counts fully, later (more drifted) progress
+partly. ``||delta|| <= max_k ||w_k - o||``. The node refuses updates whose L2 norm exceeds
+``max_update_norm`` (genesis, default 100); every update, buffered or not, whose norm exceeds
+that bound is scaled to just below it (norm clipping, as in DP-FedAvg) instead of being refused;
+such uploads are counted as ``clipped`` and logged. Staleness is the aggregator's business: it
+weighs the update by w(current - v) and a node refuses it beyond the maximum staleness
+(FAILED_PRECONDITION), which counts as a failure; the run is then dropped.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import random
+import threading
+import time
+from collections.abc import Callable, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+import grpc
+import numpy as np
+
+from dualchain.chain.cmbc.payloads import ClientRegistration, StateReport
+from dualchain.chain.ctbc.fl import SignedUpdate, sign_update
+from dualchain.chain.errors import DualchainError
+from dualchain.chain.identity import Signer
+from dualchain.chain.rpc import channel_options
+from dualchain.chain.types import TxKind
+from dualchain.chain.validation import sign_transaction
+from dualchain.chain.wire import tx_to_proto
+from dualchain.client.config import ClientConfig
+from dualchain.learning.aggregation import update_norm
+from dualchain.learning.codec import ChunkAssembler, CodecError, decode_params, encode_params
+from dualchain.learning.codec import iter_chunks as codec_chunks
+from dualchain.proto.v1 import chain_pb2 as chain_pb
+from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
+from dualchain.proto.v1 import node_pb2 as node_pb
+from dualchain.proto.v1 import node_pb2_grpc as node_grpc
+
+log = logging.getLogger("dualchain.client")
+
+CHUNK_BYTES = 1 << 20  # upload chunk size (the node takes at most 1 MiB per chunk)
+MAX_MODEL_BYTES = 512 * 1024 * 1024
+CLIP_MARGIN = 0.999  # clipped norms land this far below the bound (float32 rounding headroom)
+LOCAL_TASK_BIT = 1 << 63  # task ids the client makes up itself (never issued by a node)
+_U32 = 2**32 - 1
+
+Emit = Callable[[dict], None]
+
+
+class ClientError(DualchainError):
+    """A condition the client cannot work around (wrong dataset, model layout mismatch)."""
+
+    code = "client"
+
+
+def emit_json(event: dict) -> None:
+    """The default event sink: one JSON line on stdout."""
+    print(json.dumps(event), flush=True)
+
+
+# --- backoff -------------------------------------------------------------------------------
+
+
+class Backoff:
+    """Exponential backoff with jitter.
+
+    The n-th delay (from 0) is ``d_n = min(maximum, initial * factor**n)`` scaled by a random
+    factor in ``[1 - jitter, 1]``: never above ``maximum``, never below ``(1 - jitter) *
+    initial``, and clients that lost their node at the same moment spread their retries.
+    """
+
+    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
+                 jitter: float = 0.5, rng: random.Random | None = None) -> None:
+        if not 0 < initial <= maximum:
+            raise ValueError(f"need 0 < initial <= maximum, got {initial}, {maximum}")
+        if factor < 1 or not 0 <= jitter < 1:
+            raise ValueError(f"need factor >= 1 and 0 <= jitter < 1, got {factor}, {jitter}")
+        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
+        self._rng = rng or random.Random()
+        self.attempt = 0
+
+    def ceiling(self) -> float:
+        """The un-jittered delay of the next attempt."""
+        # Capped before the power is taken: no float overflow for a client that waits for days.
+        if self.factor == 1 or self.attempt >= math.log(self.maximum / self.initial, self.factor):
+            return self.maximum if self.factor != 1 else self.initial
+        return min(self.maximum, self.initial * self.factor ** self.attempt)
+
+    def next(self) -> float:
+        delay = self.ceiling() * (1.0 - self.jitter * self._rng.random())
+        self.attempt += 1
+        return delay
+
+    def reset(self) -> None:
+        self.attempt = 0
+
+
+# --- buffering and averaging ---------------------------------------------------------------
+
+
+def average_buffered(origin: np.ndarray, local_models: Sequence[np.ndarray]) -> np.ndarray:
+    """The delta of a buffered run: ``mean_k(w_k) - origin`` (see the module docstring).
+
+    Computed as ``(1/K) sum_k (w_k - origin)`` in float64 and rounded once to float32.
+    """
+    if not local_models:
+        raise ValueError("nothing buffered")
+    total = np.zeros(origin.shape, dtype=np.float64)
+    base = origin.astype(np.float64)
+    for w in local_models:
+        if w.shape != origin.shape:
+            raise ValueError(f"local model of shape {w.shape}, origin is {origin.shape}")
+        total += w.astype(np.float64) - base
+    return (total / len(local_models)).astype(np.float32)
+
+
+def clip_to_norm(delta: np.ndarray, max_norm: float) -> tuple[np.ndarray, float, bool]:
+    """``(delta', norm of delta, clipped)``: ``delta`` scaled to just below ``max_norm`` when over.
+
+    The norm is ``learning.aggregation.update_norm``, the node's own admission measure.
+    """
+    norm = update_norm(delta)
+    if norm <= max_norm:
+        return delta, norm, False
+    scaled = (delta.astype(np.float64) * (CLIP_MARGIN * max_norm / norm)).astype(np.float32)
+    return scaled, norm, True
+
+
+@dataclass
+class UpdateBuffer:
+    """The local models of one buffered run, kept as a running float64 sum (O(1) memory).
+
+    ``delta()`` equals ``average_buffered(origin, [w_1, ..., w_K])``.
+    """
+
+    base_version: int = 0
+    task: int = 0
+    origin: np.ndarray | None = None
+    latest: np.ndarray | None = None  # w_K: where the next local task starts
+    count: int = 0
+    samples: int = 0
+    _sum: np.ndarray | None = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return self.count
+
+    def start(self, base_version: int, task: int, origin: np.ndarray) -> None:
+        self.base_version, self.task = base_version, task
+        self.origin = origin.astype(np.float32, copy=True)
+        self.latest = self.origin
+        self.count = self.samples = 0
+        self._sum = np.zeros(origin.shape, dtype=np.float64)
+
+    def add(self, local_model: np.ndarray, samples: int) -> None:
+        if self.origin is None or self._sum is None:
+            raise ValueError("add before start")
+        if local_model.shape != self.origin.shape:
+            raise ValueError(f"local model of shape {local_model.shape}, origin is "
+                             f"{self.origin.shape}")
+        self._sum += local_model.astype(np.float64) - self.origin.astype(np.float64)
+        self.latest = local_model.astype(np.float32, copy=True)
+        self.count += 1
+        self.samples += samples
+
+    def delta(self) -> np.ndarray:
+        if not self.count or self._sum is None:
+            raise ValueError("nothing buffered")
+        return (self._sum / self.count).astype(np.float32)
+
+    def clear(self) -> None:
+        self.origin = self.latest = self._sum = None
+        self.count = self.samples = 0
+
+
+# --- offline windows -----------------------------------------------------------------------
+
+
+class OfflineSchedule:
+    """Windows ``[start_s, end_s)`` after process start during which the device has no network."""
+
+    def __init__(self, windows: Sequence[tuple[float, float]]) -> None:
+        merged: list[list[float]] = []
+        for start, end in sorted(windows):
+            if merged and start <= merged[-1][1]:
+                merged[-1][1] = max(merged[-1][1], end)
+            else:
+                merged.append([start, end])
+        self.windows = tuple((s, e) for s, e in merged)
+
+    def offline_until(self, t: float) -> float | None:
+        """The end of the window that contains ``t`` (seconds since start), or None."""
+        for start, end in self.windows:
+            if start <= t < end:
+                return end
+        return None
+
+
+# --- measurements --------------------------------------------------------------------------
+
+
+@dataclass
+class Meter:
+    """The eq. 8 inputs measured since the last state report."""
+
+    rtt_ms: int = 0
+    completion_ms: int = 0
+    speed: float = 0.0  # samples per second of wall training time
+    failures: int = 0
+    disconnected_s: float = 0.0
+    tasks: int = 0  # trained since the last report
+    last_task: int = 0
+
+    def report(self) -> StateReport:
+        return StateReport(
+            task=self.last_task,
+            rtt_ms=min(self.rtt_ms, _U32),
+            completion_ms=self.completion_ms,
+            speed_milli=round(self.speed * 1000),
+            failures=min(self.failures, _U32),
+            disconnected_ms=round(self.disconnected_s * 1000),
+        )
+
+    def reported(self) -> None:
+        self.failures = 0
+        self.disconnected_s = 0.0
+        self.tasks = 0
+
+
+@dataclass
+class Totals:
+    tasks: int = 0  # trained (any outcome)
+    accepted: int = 0
+    refused: int = 0
+    dropped: int = 0
+    buffered: int = 0
+    flushes: int = 0
+    clipped: int = 0
+    failures: int = 0
+    reports: int = 0
+    models_fetched: int = 0
+    disconnections: int = 0
+    disconnected_s: float = 0.0
+    samples: int = 0
+    uploaded_bytes: int = 0
+
+
+# --- RPC links -----------------------------------------------------------------------------
+
+_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
+
+
+class Unreachable(Exception):
+    """The peer did not answer (UNAVAILABLE, DEADLINE_EXCEEDED)."""
+
+
+class Refused(Exception):
+    """The peer answered with an error status; ``code`` is the ``code`` of "code: reason"."""
+
+    def __init__(self, status: grpc.StatusCode, details: str) -> None:
+        super().__init__(f"{status.name}: {details}")
+        self.status = status
+        self.details = details
+        head, sep, _ = details.partition(":")
+        self.code = head.strip() if sep and head.strip() and " " not in head.strip() \
+            else status.name.lower()
+
+
+class NotRegistered(Refused):
+    """GetTask answered UNAUTHENTICATED: the registration is not final (yet)."""
+
+
+def _map_error(exc: grpc.aio.AioRpcError) -> Exception:
+    status = exc.code()
+    if status in _UNREACHABLE:
+        return Unreachable(f"{status.name}: {exc.details()}")
+    return Refused(status, exc.details() or "")
+
+
+@dataclass(frozen=True)
+class Timing:
+    """Backoffs and deadlines (tests shrink them)."""
+
+    backoff_initial_s: float = 0.5
+    backoff_max_s: float = 30.0
+    register_poll_max_s: float = 5.0
+    reregister_s: float = 120.0  # send CLIENT_REGISTER again when still unknown after this long
+    rpc_timeout_s: float = 10.0
+    transfer_timeout_s: float = 300.0
+
+
+class NodeLink:
+    """The client's calls to its server node's NodeService."""
+
+    def __init__(self, channel: grpc.aio.Channel, client_id: bytes, timing: Timing) -> None:
+        self._stub = node_grpc.NodeServiceStub(channel)
+        self._id = client_id
+        self._timing = timing
+
+    async def ping(self) -> node_pb.PingReply:
+        try:
+            return await self._stub.Ping(node_pb.PingRequest(client_id=self._id),
+                                         timeout=self._timing.rpc_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _map_error(exc) from None
+
+    async def get_task(self) -> node_pb.Task:
+        try:
+            return await self._stub.GetTask(node_pb.TaskRequest(client_id=self._id),
+                                            timeout=self._timing.rpc_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
+                raise NotRegistered(exc.code(), exc.details() or "") from None
+            raise _map_error(exc) from None
+
+    async def get_model(self, model_hash: bytes) -> bytes:
+        """The model blob, checked against ``model_hash`` (a mismatch is ``CodecError``)."""
+        assembler = ChunkAssembler(model_hash, MAX_MODEL_BYTES)
+        try:
+            call = self._stub.GetModel(node_pb.GetModelRequest(model_hash=model_hash),
+                                       timeout=self._timing.transfer_timeout_s)
+            async for chunk in call:
+                assembler.add(chunk.data)
+        except grpc.aio.AioRpcError as exc:
+            raise _map_error(exc) from None
+        return assembler.finish()
+
+    async def submit_update(self, data: bytes) -> node_pb.SubmitUpdateReply:
+        chunks = [node_pb.UpdateChunk(data=c) for c in codec_chunks(data, CHUNK_BYTES)]
+        try:
+            return await self._stub.SubmitUpdate(iter(chunks),
+                                                 timeout=self._timing.transfer_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise _map_error(exc) from None
+
+
+class ChainLink:
+    """Signed transactions to a CMBC daemon's ChainService."""
+
+    def __init__(self, channel: grpc.aio.Channel, signer: Signer, chain_id: str,
+                 timing: Timing) -> None:
+        self._stub = chain_grpc.ChainServiceStub(channel)
+        self._signer = signer
+        self._chain_id = chain_id
+        self._timing = timing
+
+    async def submit(self, kind: TxKind, payload: bytes) -> bytes:
+        """Signs and submits; returns the tx hash. A nonce race is retried with a fresh nonce."""
+        attempts = 3
+        for attempt in range(attempts):
+            try:
+                reply = await self._stub.GetNonce(
+                    chain_pb.GetNonceRequest(sender=self._signer.id),
+                    timeout=self._timing.rpc_timeout_s)
+                tx = sign_transaction(self._signer, self._chain_id, kind, payload,
+                                      reply.next_nonce, int(time.time() * 1000))
+                await self._stub.SubmitTx(chain_pb.SubmitTxRequest(tx=tx_to_proto(tx)),
+                                          timeout=self._timing.rpc_timeout_s)
+                return tx.hash
+            except grpc.aio.AioRpcError as exc:
+                nonce_race = exc.code() in (grpc.StatusCode.FAILED_PRECONDITION,
+                                            grpc.StatusCode.ALREADY_EXISTS)
+                if nonce_race and attempt + 1 < attempts:
+                    continue
+                raise _map_error(exc) from None
+        raise AssertionError("unreachable")
+
+
+# --- local training ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True, eq=False)
+class ClientData:
+    """This client's part of the training set."""
+
+    x: np.ndarray
+    y: np.ndarray
+    num_classes: int
+
+
+def load_client_data(config: ClientConfig) -> ClientData:
+    """Loads the dataset and keeps partition ``index`` (errors are ClientError)."""
+    from dualchain.learning.datasets import DatasetError, load_dataset
+    from dualchain.learning.partition import partition
+
+    spec = config.partition
+    try:
+        dataset = load_dataset(config.dataset, config.data_dir, spec.seed)
+        parts = partition(dataset.train_y, spec.clients, spec.scheme, spec.seed,
+                          alpha=spec.alpha, shards_per_client=spec.shards_per_client)
+    except DatasetError as exc:
+        raise ClientError(str(exc), code="dataset") from exc
+    except ValueError as exc:
+        raise ClientError(f"partition: {exc}", code="partition") from exc
+    idx = parts[spec.index]
+    return ClientData(x=np.ascontiguousarray(dataset.train_x[idx]),
+                      y=np.ascontiguousarray(dataset.train_y[idx]),
+                      num_classes=dataset.num_classes)
+
+
+@dataclass(frozen=True, eq=False)
+class TrainResult:
+    params: np.ndarray
+    batches: int
+    samples: int
+    mean_loss: float
+    compute_s: float
+    wall_s: float  # compute plus emulated slowdown
+
+
+def task_seed(client_seed: int, task_id: int, local_index: int) -> int:
+    """The batch-order seed of one task: distinct per client, task and buffered repetition."""
+    return int(np.random.SeedSequence([client_seed, task_id, local_index]).generate_state(1)[0])
+
+
+class LocalTrainer:
+    """The torch side: one model, used only on the single training thread."""
+
+    def __init__(self, dataset: str, data: ClientData, slowdown: float = 1.0) -> None:
+        from dualchain.learning.models import build_model, param_shapes
+
+        self.model = build_model(dataset, data.num_classes, seed=0)  # a container: params come
+        self.shapes = tuple(param_shapes(self.model))  # from the node
+        self.data = data
+        self.slowdown = slowdown
+
+    def train(self, start: np.ndarray, batches: int, batch_size: int, lr: float, seed: int,
+              cancel: threading.Event) -> TrainResult | None:
+        """``batches`` SGD steps from ``start``; None when ``cancel`` is set (task abandoned)."""
+        from dualchain.learning.models import get_flat, set_flat
+        from dualchain.learning.training import batch_order, train_local
+
+        set_flat(self.model, start)
+        x, y = self.data.x, self.data.y
+        samples = 0
+        loss_sum = compute = 0.0
+        began = time.perf_counter()
+        for idx in batch_order(x.shape[0], batches, batch_size, seed):
+            if cancel.is_set():
+                return None
+            # One SGD step on exactly this mini-batch (plain SGD keeps no state between steps).
+            stats = train_local(self.model, x[idx], y[idx], batches=1, batch_size=len(idx),
+                                lr=lr, seed=seed)
+            samples += stats.samples
+            loss_sum += stats.mean_loss * stats.samples
+            compute += stats.seconds
+            if self.slowdown > 1.0 and cancel.wait((self.slowdown - 1.0) * stats.seconds):
+                return None  # emulated slowdown: see the module docstring
+        return TrainResult(params=get_flat(self.model), batches=batches, samples=samples,
+                           mean_loss=loss_sum / max(samples, 1), compute_s=compute,
+                           wall_s=time.perf_counter() - began)
+
+
+def _init_training_thread(threads: int) -> None:
+    import torch
+
+    torch.set_num_threads(threads)
+
+
+# --- the worker ----------------------------------------------------------------------------
+
+
+@dataclass
+class _Global:
+    version: int
+    model_hash: bytes
+    params: np.ndarray
+
+
+@dataclass(frozen=True)
+class _TaskTemplate:
+    task_id: int
+    batches: int
+    batch_size: int
+    lr: float
+
+
+class ClientWorker:
+    def __init__(self, config: ClientConfig, signer: Signer, data: ClientData, *,
+                 emit: Emit = emit_json, timing: Timing | None = None,
+                 started: float | None = None) -> None:
+        self.config = config
+        self.signer = signer
+        self.emit = emit
+        self.timing = timing or Timing()
+        self.trainer = LocalTrainer(config.dataset, data, config.slowdown)
+        self.schedule = OfflineSchedule(config.offline)
+        self.totals = Totals()
+        self.meter = Meter()
+        self.buffer = UpdateBuffer()
+        self._started = time.monotonic() if started is None else started
+        self._executor = ThreadPoolExecutor(1, thread_name_prefix="dualchain-train",
+                                            initializer=_init_training_thread,
+                                            initargs=(config.threads,))
+        self._cancel = threading.Event()
+        self._drop_rng = random.Random(f"drop/{config.seed}")
+        self._jitter_rng = random.Random(f"jitter/{config.seed}/{signer.id.hex()}")
+        self._global: _Global | None = None
+        self._local: np.ndarray | None = None  # the client's own latest local model
+        self._local_version = 0  # the global version it descends from
+        self._template: _TaskTemplate | None = None
+        self._pending: node_pb.Task | None = None
+        self._node: NodeLink | None = None
+        self._cmbc: ChainLink | None = None
+        self._local_index = 0
+        # Grows over consecutive refusals or bad tasks; reset by a task that trains.
+        self._retry = self._backoff()
+
+    # -- lifecycle
+
+    async def run(self) -> None:
+        """Registers, then works until ``max_tasks`` (forever when null); cancel to stop."""
+        opts = channel_options()
+        async with grpc.aio.insecure_channel(self.config.node, options=opts) as node_ch, \
+                grpc.aio.insecure_channel(self.config.cmbc, options=opts) as cmbc_ch:
+            self._node = NodeLink(node_ch, self.signer.id, self.timing)
+            self._cmbc = ChainLink(cmbc_ch, self.signer, self.config.cmbc_chain_id, self.timing)
+            await self.register()
+            while not self._finished():
+                await self.step()
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        """``run`` until it ends or ``stop`` is set; then abandon the batch and clean up."""
+        work = asyncio.create_task(self.run())
+        stopper = asyncio.create_task(stop.wait())
+        try:
+            await asyncio.wait({work, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            self._cancel.set()  # the training thread abandons the task after its batch
+            stopper.cancel()
+            work.cancel()
+            await asyncio.wait({work})  # channels close as run() unwinds
+            await asyncio.get_running_loop().run_in_executor(None, self.close)
+        error = None if work.cancelled() else work.exception()
+        if error is not None:
+            raise error
+
+    def close(self) -> None:
+        self._cancel.set()
+        self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def summary(self) -> dict:
+        t = self.totals
+        return {"event": "stopped", "tasks": t.tasks, "accepted": t.accepted,
+                "refused": t.refused, "dropped": t.dropped, "buffered": t.buffered,
+                "flushes": t.flushes, "clipped": t.clipped, "failures": t.failures,
+                "reports": t.reports, "models_fetched": t.models_fetched,
+                "disconnections": t.disconnections,
+                "disconnected_s": round(t.disconnected_s, 3), "samples": t.samples,
+                "uploaded_bytes": t.uploaded_bytes,
+                "version": None if self._global is None else self._global.version,
+                "seconds": round(self._now(), 3)}
+
+    # -- helpers
+
+    def _now(self) -> float:
+        return time.monotonic() - self._started
+
+    def _offline_until(self) -> float | None:
+        return self.schedule.offline_until(self._now())
+
+    def _finished(self) -> bool:
+        limit = self.config.max_tasks
+        return limit is not None and self.totals.tasks >= limit and not self.buffer.count
+
+    def _backoff(self, maximum: float | None = None) -> Backoff:
+        return Backoff(self.timing.backoff_initial_s,
+                       maximum or self.timing.backoff_max_s, rng=self._jitter_rng)
+
+    async def _sleep_online(self) -> None:
+        """Waits out an offline window (the device may contact nothing inside one)."""
+        until = self._offline_until()
+        while until is not None:
+            await asyncio.sleep(until - self._now())
+            until = self._offline_until()
+
+    async def _in_executor(self, fn, *args):
+        return await asyncio.get_running_loop().run_in_executor(self._executor, fn, *args)
+
+    def _fail(self, n: int = 1) -> None:
+        self.totals.failures += n
+        self.meter.failures += n
+
+    # -- registration
+
+    async def _send_registration(self) -> bytes:
+        assert self._cmbc is not None
+        payload = ClientRegistration(node=self.config.node_id, label=self.config.label).encode()
+        backoff = self._backoff()
+        while True:
+            await self._sleep_online()
+            try:
+                return await self._cmbc.submit(TxKind.CLIENT_REGISTER, payload)
+            except (Unreachable, Refused) as exc:
+                log.warning("registration not accepted by CMBC %s: %s", self.config.cmbc, exc)
+            await asyncio.sleep(backoff.next())
+
+    async def register(self) -> None:
+        """CLIENT_REGISTER on CMBC, then GetTask until the node knows this client."""
+        assert self._node is not None
+        began = time.monotonic()
+        tx_hash = await self._send_registration()
+        sent = time.monotonic()
+        backoff = self._backoff(self.timing.register_poll_max_s)
+        while True:
+            await self._sleep_online()
+            try:
+                self._pending = await self._node.get_task()
+                break
+            except NotRegistered:
+                log.debug("node does not know this client yet")
+            except (Unreachable, Refused) as exc:
+                log.info("waiting for node %s: %s", self.config.node, exc)
+            if time.monotonic() - sent > self.timing.reregister_s:
+                log.warning("registration still not final after %.0f s; sending it again",
+                            self.timing.reregister_s)
+                tx_hash = await self._send_registration()
+                sent = time.monotonic()
+            await asyncio.sleep(backoff.next())
+        self.emit({"event": "registered", "tx": tx_hash.hex(),
+                   "seconds": round(time.monotonic() - began, 3)})
+
+    # -- one step of the task loop
+
+    async def step(self) -> None:
+        assert self._node is not None
+        if self._offline_until() is not None:
+            await self.disconnected("offline")
+            return
+        task, self._pending = self._pending, None
+        try:
+            t0 = time.perf_counter()
+            await self._node.ping()
+            self.meter.rtt_ms = round((time.perf_counter() - t0) * 1000)
+            if task is None:
+                task = await self._node.get_task()
+        except Unreachable as exc:
+            log.warning("node %s unreachable: %s", self.config.node, exc)
+            await self.disconnected("unreachable")
+            return
+        except NotRegistered:
+            log.warning("node %s no longer knows this client; registering again",
+                        self.config.node)
+            await self.register()
+            return
+        except Refused as exc:
+            log.warning("node %s refused: %s", self.config.node, exc)
+            await asyncio.sleep(self._retry.next())
+            return
+        if task.wait_ms > 0:
+            await asyncio.sleep(task.wait_ms / 1000)
+            return
+        await self.run_task(task)
+
+    def _check_task(self, task: node_pb.Task) -> str | None:
+        if task.dataset and task.dataset != self.config.dataset:
+            raise ClientError(f"the node's task is for dataset {task.dataset!r}, this client "
+                              f"holds {self.config.dataset!r}", code="dataset")
+        if task.batches < 1 or task.batch_size < 1:
+            return f"task {task.task_id} has {task.batches} batches of {task.batch_size}"
+        if not (task.learning_rate > 0 and math.isfinite(task.learning_rate)):
+            return f"task {task.task_id} has learning rate {task.learning_rate}"
+        if len(task.model_hash) != 32:
+            return f"task {task.task_id} names no 32-byte model hash"
+        return None
+
+    async def _global_for(self, task: node_pb.Task) -> np.ndarray:
+        """The task's model: the one held if the hash matches, else fetched and checked."""
+        assert self._node is not None
+        model_hash = bytes(task.model_hash)
+        if self._global is not None and self._global.model_hash == model_hash:
+            return self._global.params
+        blob = await self._node.get_model(model_hash)
+        decoded = await self._in_executor(decode_params, blob)
+        if tuple(decoded.shapes) != self.trainer.shapes:
+            raise ClientError(f"model {model_hash.hex()[:16]} of version {task.version} does "
+                              f"not have the layout of the {self.config.dataset} model",
+                              code="model_layout")
+        self._global = _Global(task.version, model_hash, decoded.flat)
+        self.totals.models_fetched += 1
+        return decoded.flat
+
+    async def _train(self, start: np.ndarray, template: _TaskTemplate) -> TrainResult | None:
+        self._local_index += 1
+        seed = task_seed(self.config.seed, template.task_id, self._local_index)
+        result = await self._in_executor(self.trainer.train, start, template.batches,
+                                         template.batch_size, template.lr, seed, self._cancel)
+        if result is not None:
+            self.totals.tasks += 1
+            self.totals.samples += result.samples
+            self.meter.tasks += 1
+            self.meter.last_task = template.task_id
+            self.meter.speed = result.samples / max(result.wall_s, 1e-9)
+        return result
+
+    async def run_task(self, task: node_pb.Task) -> None:
+        assert self._node is not None
+        received = time.perf_counter()
+        problem = self._check_task(task)
+        if problem is not None:
+            log.warning("ignoring a malformed task: %s", problem)
+            self._fail()
+            await asyncio.sleep(self._retry.next())
+            return
+        try:
+            start = await self._global_for(task)
+        except Unreachable as exc:
+            log.warning("model fetch interrupted: %s", exc)
+            self._fail()  # task abandoned
+            await self.disconnected("unreachable")
+            return
+        except (Refused, CodecError) as exc:
+            log.warning("model %s of task %d not fetched: %s", bytes(task.model_hash).hex()[:16],
+                        task.task_id, exc)
+            self._fail()
+            await asyncio.sleep(self._retry.next())
+            return
+        self._retry.reset()
+        template = _TaskTemplate(task.task_id, task.batches, task.batch_size,
+                                 float(task.learning_rate))
+        self._template = template
+        result = await self._train(start, template)
+        if result is None:
+            return  # stopping
+        self._local, self._local_version = result.params, task.version
+        event = {"event": "task", "version": task.version, "task": task.task_id,
+                 "batches": task.batches, "samples": result.samples,
+                 "loss": round(result.mean_loss, 5)}
+        if self._offline_until() is not None:
+            self._buffer_result(task.version, task.task_id, start, result)
+            self.emit({**event, "seconds": round(time.perf_counter() - received, 3),
+                       "outcome": "buffered"})
+            await self.disconnected("offline")
+            return
+        if self._drop_rng.random() < self.config.drop_prob:
+            self.totals.dropped += 1
+            self._fail()
+            self.emit({**event, "seconds": round(time.perf_counter() - received, 3),
+                       "outcome": "dropped"})
+            await self._maybe_report()
+            return
+        delta = result.params - start
+        try:
+            outcome, _ = await self._upload(task.version, task.task_id, result.samples, delta)
+        except Unreachable as exc:
+            log.warning("upload of task %d failed: %s", task.task_id, exc)
+            self._buffer_result(task.version, task.task_id, start, result)
+            self.emit({**event, "seconds": round(time.perf_counter() - received, 3),
+                       "outcome": "buffered"})
+            await self.disconnected("unreachable")
+            return
+        self.meter.completion_ms = round((time.perf_counter() - received) * 1000)
+        self.emit({**event, "seconds": round(time.perf_counter() - received, 3),
+                   "outcome": outcome})
+        await self._maybe_report()
+
+    def _buffer_result(self, version: int, task_id: int, start: np.ndarray,
+                       result: TrainResult) -> None:
+        if not self.buffer.count:
+            self.buffer.start(version, task_id, start)
+        self.buffer.add(result.params, result.samples)
+        self.totals.buffered += 1
+
+    # -- upload
+
+    def _sign(self, base_version: int, task_id: int, samples: int,
+              delta: np.ndarray) -> tuple[SignedUpdate, float, bool]:
+        delta, norm, clipped = clip_to_norm(delta.astype(np.float32, copy=False),
+                                            self.config.max_update_norm)
+        params = encode_params(delta, self.trainer.shapes)
+        update = sign_update(self.signer, chain_id=self.config.ctbc_chain_id,
+                             base_version=base_version, samples=samples, task=task_id,
+                             params=params)
+        return update, norm, clipped
+
+    async def _upload(self, base_version: int, task_id: int, samples: int,
+                      delta: np.ndarray) -> tuple[str, float]:
+        """Signs and uploads: (``accepted`` or ``refused:<code>``, L2 norm before clipping).
+
+        ``Unreachable`` propagates (the caller buffers)."""
+        assert self._node is not None
+        update, norm, clipped = await self._in_executor(self._sign, base_version, task_id,
+                                                        samples, delta)
+        if clipped:
+            self.totals.clipped += 1
+            log.info("update of task %d has L2 norm %.4g over the bound %.4g: clipped",
+                     task_id, norm, self.config.max_update_norm)
+        try:
+            await self._node.submit_update(update.encoded)
+        except Refused as exc:
+            self.totals.refused += 1
+            self._fail()
+            log.warning("update of task %d refused: %s", task_id, exc)
+            return f"refused:{exc.code}", norm
+        self.totals.accepted += 1
+        self.totals.uploaded_bytes += len(update.encoded)
+        return "accepted", norm
+
+    # -- disconnection
+
+    def _can_train_locally(self) -> bool:
+        limit = self.config.max_tasks
+        return (self._template is not None and self._global is not None
+                and self.buffer.count < self.config.max_buffered
+                and (limit is None or self.totals.tasks < limit))
+
+    async def _train_buffered(self) -> None:
+        assert self._template is not None and self._global is not None
+        if not self.buffer.count:
+            origin = self._local if self._local is not None else self._global.params
+            version = self._local_version if self._local is not None else self._global.version
+            # The node's last task id may already have an update on this version (the node
+            # refuses a second one as a replay): a run of our own gets an id of our own.
+            self.buffer.start(version, LOCAL_TASK_BIT | self._jitter_rng.getrandbits(62),
+                              origin)
+        assert self.buffer.latest is not None
+        began = time.perf_counter()
+        result = await self._train(self.buffer.latest, self._template)
+        if result is None:
+            return
+        self.buffer.add(result.params, result.samples)
+        self._local = result.params
+        self.totals.buffered += 1
+        self.emit({"event": "task", "version": self.buffer.base_version,
+                   "task": self.buffer.task, "batches": self._template.batches,
+                   "samples": result.samples, "loss": round(result.mean_loss, 5),
+                   "local": self.buffer.count,
+                   "seconds": round(time.perf_counter() - began, 3), "outcome": "buffered"})
+
+    async def disconnected(self, reason: str) -> None:
+        """Train locally and buffer until the node answers again, then flush the buffer."""
+        assert self._node is not None
+        since = time.monotonic()
+        self.totals.disconnections += 1
+        self.emit({"event": "disconnected", "reason": reason})
+        backoff = self._backoff()
+        next_probe = time.monotonic() + (0.0 if reason == "offline" else backoff.next())
+        while True:
+            offline_end = self._offline_until()
+            if offline_end is None and time.monotonic() >= next_probe:
+                if await self._probe_and_flush():
+                    break
+                next_probe = time.monotonic() + backoff.next()
+                continue
+            if self._can_train_locally():
+                await self._train_buffered()
+                continue
+            wake = next_probe if offline_end is None else self._started + offline_end
+            await asyncio.sleep(max(0.0, wake - time.monotonic()))
+        gone = time.monotonic() - since
+        self.totals.disconnected_s += gone
+        self.meter.disconnected_s += gone
+        self.emit({"event": "reconnected", "seconds": round(gone, 3)})
+        await self._maybe_report()
+
+    async def _probe_and_flush(self) -> bool:
+        """True once the node answered and the buffer (if any) was uploaded or refused."""
+        assert self._node is not None
+        try:
+            t0 = time.perf_counter()
+            await self._node.ping()
+            self.meter.rtt_ms = round((time.perf_counter() - t0) * 1000)
+        except Unreachable:
+            return False
+        except Refused as exc:
+            log.warning("node %s answers Ping with %s", self.config.node, exc)
+        if not self.buffer.count:
+            return True
+        buf = self.buffer
+        try:
+            outcome, norm = await self._upload(buf.base_version, buf.task, buf.samples,
+                                               buf.delta())
+        except Unreachable:
+            return False
+        self.totals.flushes += 1
+        self.emit({"event": "flush", "version": buf.base_version, "task": buf.task,
+                   "updates": buf.count, "samples": buf.samples, "norm": round(norm, 6),
+                   "outcome": outcome})
+        buf.clear()
+        return True
+
+    # -- state reports
+
+    async def _maybe_report(self) -> None:
+        if self.meter.tasks < self.config.report_every or self._offline_until() is not None:
+            return
+        assert self._cmbc is not None
+        report = self.meter.report()
+        try:
+            tx_hash = await self._cmbc.submit(TxKind.STATE_REPORT, report.encode())
+        except (Unreachable, Refused) as exc:
+            log.warning("state report not accepted by CMBC %s: %s (retrying after the next "
+                        "task)", self.config.cmbc, exc)
+            return
+        self.meter.reported()
+        self.totals.reports += 1
+        self.emit({"event": "report", "tx": tx_hash.hex(), "task": report.task,
+                   "rtt_ms": report.rtt_ms, "completion_ms": report.completion_ms,
+                   "speed_milli": report.speed_milli, "failures": report.failures,
+                   "disconnected_ms": report.disconnected_ms})
