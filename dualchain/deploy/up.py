@@ -142,6 +142,8 @@ def _genesis_model_hash(config: UpConfig) -> str:
 
 
 class Testbed:
+    __test__ = False  # not a pytest test class, despite the name
+
     def __init__(self, config: UpConfig, progress=print) -> None:
         self.config = config
         self.workdir = Path(config.workdir).resolve()
@@ -153,6 +155,7 @@ class Testbed:
         self.client_tasks: dict[str, int] = {}
         self.cpu: dict[str, float] = {}
         self._last_event: dict[str, Any] = {}
+        self.history: list[tuple[Proc, dict[str, Any]]] = []  # every event, in arrival order
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -267,16 +270,17 @@ class Testbed:
         proc.popen = subprocess.Popen(proc.argv, cwd=self.workdir, stdout=subprocess.PIPE,
                                       stderr=log, stdin=subprocess.DEVNULL)
         log.close()
-        threading.Thread(target=self._read, args=(proc,), daemon=True).start()
+        threading.Thread(target=self._read, args=(proc, proc.popen), daemon=True).start()
 
-    def _read(self, proc: Proc) -> None:
-        assert proc.popen is not None and proc.popen.stdout is not None
-        for line in proc.popen.stdout:
+    def _read(self, proc: Proc, popen: subprocess.Popen[bytes]) -> None:
+        assert popen.stdout is not None
+        for line in popen.stdout:
             with contextlib.suppress(ValueError):
                 event = json.loads(line)
                 if isinstance(event, dict) and "event" in event:
                     self.events.put((proc, event))
-        self.events.put((proc, {"event": "exited", "code": proc.popen.wait()}))
+        popen = proc.popen
+        self.events.put((proc, {"event": "exited", "code": popen.wait(), "pid": popen.pid}))
 
     def _start_role(self, role: str) -> None:
         group = [p for p in self.procs if p.role == role]
@@ -300,10 +304,14 @@ class Testbed:
                 proc, event = self.events.get(timeout=min(remaining, 1.0))
             except queue.Empty:
                 continue
+            if event["event"] == "exited" and proc.popen is not None and \
+                    event["pid"] != proc.popen.pid:
+                continue  # an earlier run of a restarted process
             if event["event"] == "exited" and proc.ready is None:
                 raise UpError(f"{proc.name} exited with code {event['code']} before it was "
                               f"ready; see {self.workdir / 'logs' / (proc.name + '.log')}")
             self._observe(proc, event)
+            self.history.append((proc, event))
             return proc, event
 
     def _observe(self, proc: Proc, event: dict[str, Any]) -> None:
@@ -381,8 +389,14 @@ class Testbed:
         proc.ready = self._last_event
         return proc.ready
 
-    def wait_for(self, predicate, timeout: float) -> dict[str, Any]:
-        """The next event (process, event) the predicate accepts; UpError at the timeout."""
+    def wait_for(self, predicate, timeout: float, past: bool = False) -> dict[str, Any]:
+        """The next event (process, event) the predicate accepts, or with ``past`` the first
+        one already seen; UpError at the timeout."""
+        if past:
+            for proc, event in self.history:
+                if predicate(proc, event):
+                    self._last_event = event
+                    return event
         deadline = time.monotonic() + timeout
         while True:
             proc, event = self._next_event(deadline)
