@@ -319,8 +319,13 @@ class Testbed:
             v = event["version"]
             known = self.versions.get(v)
             if known is None:
-                event = {**event, "elapsed_s": round(event["time"] - self.started, 3),
-                         "node": proc.name}
+                # Round time as the launcher sees it: since the previous version was committed
+                # (version 1: since the clients were all ready).
+                elapsed = round(event["time"] - self.started, 3)
+                previous = max((e["elapsed_s"] for k, e in self.versions.items() if k < v),
+                               default=0.0)
+                event = {**event, "elapsed_s": elapsed, "node": proc.name,
+                         "round_s": round(elapsed - previous, 3)}
                 self.versions[v] = event
                 self._print_version(event)
             else:

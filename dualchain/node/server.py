@@ -25,6 +25,7 @@ takeover cannot fork the model.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import json
 import logging
@@ -39,7 +40,8 @@ import numpy as np
 
 from dualchain.chain import wire
 from dualchain.chain.cmbc.payloads import Anchor, ClientRegistration
-from dualchain.chain.ctbc.fl import FlRules, ModelCommit, fl_rules
+from dualchain.chain.ctbc.fl import FlRules, ModelCommit, SignedUpdate, fl_rules
+from dualchain.chain.errors import DecodeError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer
 from dualchain.chain.rpc import channel_options
@@ -63,6 +65,7 @@ AGGREGATE_POLL_S = 0.1
 COMMIT_WAIT_S = 15.0
 MODELS_KEPT = 16
 RETRY_S = 1.0
+CATCH_UP_S = 5.0
 
 
 def now_ms() -> int:
@@ -106,6 +109,7 @@ class ServerNode:
         self._commit_height = 0  # CTBC height that committed the current version
         self._version_time = time.monotonic()
         self._awaiting: tuple[int, float] | None = None  # (version submitted, when)
+        self._version_changed = asyncio.Event()
         self._ctbc_height = 0
         self.traffic = {"bytes_from_clients": 0, "bytes_to_clients": 0, "bytes_relayed": 0}
         self._cmbc_final = 0
@@ -130,8 +134,8 @@ class ServerNode:
         await self._put_blob(self._models[self.model_hash])
         status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
         if status.model_version > 0:  # a restart mid-run: serve the newest version at once
-            self._commit_height = status.model_height
-            await self._adopt(status.model_version, bytes(status.model_hash), status.height)
+            await self._adopt(status.model_version, bytes(status.model_hash), status.height,
+                              status.model_height)
         self._ctbc_height = status.height
         self._tasks += [
             asyncio.create_task(self._follow_cmbc(), name="follow-cmbc"),
@@ -208,14 +212,18 @@ class ServerNode:
             raise UpdateRefused("bad_blob", f"blob {h.hex()[:16]} from CTBC does not match")
         return data
 
-    async def _adopt(self, version: int, model_hash: bytes, height: int,
+    async def _adopt(self, version: int, model_hash: bytes, height: int, commit_height: int,
                      included: int = 0) -> None:
         """Takes version ``version`` as the current model and evaluates it."""
         blob = self._models.get(model_hash) or await self._get_blob(model_hash)
         self._remember(model_hash, blob)
         params = decode_params(blob).flat
         previous = self._version_time
+        # All at once, with no await in between: the aggregation loop must never see the new
+        # commit height with the old version (it would think it leads the wrong version).
         self.version, self.model_hash, self.params = version, model_hash, params
+        self._commit_height = commit_height
+        self._version_changed.set()
         self._version_time = time.monotonic()
         self._awaiting = None
         dropped = self.pool.prune(version)
@@ -280,13 +288,12 @@ class ServerNode:
         commit_tx = next(tx for tx in block.transactions if tx.kind == TxKind.MODEL_VERSION
                          and ModelCommit.decode(tx.payload).version == status.model_version)
         commit = ModelCommit.decode(commit_tx.payload)
-        self._commit_height = status.model_height
         digests = [d for d, _ in commit.updates]
         self._last_c_gmax = max((self._arrivals.pop(d, 0.0) for d in digests), default=0.0)
         self.pool.remove(digests)
         self.metrics.updates_included.inc(len(digests))
         await self._adopt(status.model_version, bytes(status.model_hash), block.height,
-                          len(digests))
+                          status.model_height, len(digests))
         if commit_tx.sender == self.signer.id:
             await self._anchor(commit, block.height)
 
@@ -322,12 +329,15 @@ class ServerNode:
                 self._awaiting = None
             if not self.is_aggregator() or not self.pool.ready(self.version, len(self.clients)):
                 continue
+            log.info("aggregating version %d from %d pooled updates (commit height %d)",
+                     self.version + 1, len(self.pool), self._commit_height)
             try:
                 await self._propose_version()
             except (grpc.aio.AioRpcError, ValueError) as exc:
+                # Stale (another node's commit won) or refused: the next turn decides afresh.
+                self._awaiting = None
                 log.warning("commit of version %d failed: %s", self.version + 1,
                             exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc)
-                self._awaiting = (self.version + 1, time.monotonic())
 
     async def _propose_version(self) -> None:
         assert self.params is not None
@@ -367,6 +377,7 @@ class ServerNode:
     async def accept_update(self, raw: bytes, relay: bool) -> CheckedUpdate:
         """Checks an update, stores its blob in CTBC and pools it; relays client uploads."""
         assert self.gate is not None
+        await self._catch_up_for(raw)
         try:
             checked = self.gate.check(raw, self.version)
         except UpdateRefused as exc:
@@ -384,6 +395,20 @@ class ServerNode:
                 self._tasks.append(asyncio.create_task(self._relay(nid, channel, raw)))
             self._tasks = [t for t in self._tasks if not t.done()]
         return checked
+
+    async def _catch_up_for(self, raw: bytes) -> None:
+        """An update on a version this node has not adopted yet (its CTBC stream lags the
+        client's node by a block or two) waits briefly instead of being refused."""
+        try:
+            base = SignedUpdate.decode(raw).base_version
+        except DecodeError:
+            return  # the gate refuses it with its reason
+        deadline = time.monotonic() + CATCH_UP_S
+        while base > self.version and time.monotonic() < deadline:
+            self._version_changed.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._version_changed.wait(),
+                                       deadline - time.monotonic())
 
     async def _relay(self, nid: bytes, channel: grpc.aio.Channel, raw: bytes) -> None:
         stub = node_grpc.NodeServiceStub(channel)

@@ -15,6 +15,8 @@ Group assignments and task plans join with the scheduler; until then CMBC refuse
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from dualchain.chain.app import ReorgApplication
 from dualchain.chain.cmbc.payloads import (
     Anchor,
@@ -102,6 +104,32 @@ class CmbcApp(ReorgApplication):
 
     def rollback_block(self, block: Block) -> None:
         self.state.undo_last()
+
+    def executable(self, txs: Sequence[Transaction]) -> list[Transaction]:
+        """What of ``txs``, applied in order, the rules accept; changes nothing.
+
+        Each transaction was checked alone when it was admitted, but together they may conflict
+        (two anchors of one version with different hashes), and a reorg can take back what one
+        relied on. A block template must leave such a transaction out, and every later one of
+        its sender (their nonces would skip), or each block mined from it is invalid and the
+        chain stalls.
+        """
+        kept: list[Transaction] = []
+        refused: set[bytes] = set()
+        self.state.begin()
+        try:
+            for tx in txs:
+                if tx.sender in refused:
+                    continue
+                try:
+                    self._apply(tx, self._check(tx))
+                except ValidationError:
+                    refused.add(tx.sender)
+                    continue
+                kept.append(tx)
+        finally:
+            self.state.abort()
+        return kept
 
     # -- rules -----------------------------------------------------------------------------------
 

@@ -49,7 +49,7 @@ from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, V
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer, identity_id
 from dualchain.chain.types import Block, BlockHeader, Transaction, TxKind
-from dualchain.chain.validation import check_block, check_nonces
+from dualchain.chain.validation import check_block, check_nonces, check_timestamp
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import miner_pb2 as miner_pb
 from dualchain.proto.v1 import peer_pb2 as peer_pb
@@ -391,11 +391,15 @@ class CmbcNode(ChainNodeBase):
     async def _template(self, miner: bytes, miner_key: bytes) -> miner_pb.BlockTemplate:
         parent = self._head
         await self.load_nonces([miner])
-        txs = tuple(tx for tx in self.mempool.select(
-            self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2)
-            if tx.sender != miner)  # the reward takes the miner's next nonce
         timestamp = max(now_ms(), parent.timestamp_ms,
                         median_time_past(self.tree.median_window(parent.hash)) + 1)
+        selected = [tx for tx in self.mempool.select(
+            self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2)
+            if tx.sender != miner]  # the reward takes the miner's next nonce
+        # Leave out what would make the block invalid, or every block mined from this template
+        # is refused and the chain stalls: transactions the state refuses together, and ones
+        # stamped too far from the block's time (admitted long ago, or the parent runs ahead).
+        txs = tuple(self.app.executable(self._timely(selected, timestamp)))
         reward = Transaction(self.chain_id, TxKind.REWARD, miner, miner_key,
                              self.next_nonce(miner), timestamp,
                              Reward(parent.height + 1, parent.hash).encode())
@@ -412,6 +416,22 @@ class CmbcNode(ChainNodeBase):
             timestamp_ms=timestamp, app_hash=self.app.app_hash(), reward_tx=reward.encoded,
             tx_hashes=[tx.hash for tx in txs],
         )
+
+    def _timely(self, txs: Sequence[Transaction], timestamp_ms: int) -> list[Transaction]:
+        """``txs`` whose timestamps a block stamped ``timestamp_ms`` accepts; a refused one is
+        left out with every later one of its sender (their nonces would skip)."""
+        kept: list[Transaction] = []
+        late: set[bytes] = set()
+        for tx in txs:
+            if tx.sender in late:
+                continue
+            try:
+                check_timestamp(tx.timestamp_ms, timestamp_ms, self.params, "transaction")
+            except ValidationError:
+                late.add(tx.sender)
+                continue
+            kept.append(tx)
+        return kept
 
     async def submit_solution(self, template_id: bytes, header: bytes,
                               reward_tx: bytes) -> tuple[str, Block]:

@@ -33,6 +33,7 @@ from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
 log = logging.getLogger(__name__)
 
 MAX_SYNC_BLOCKS = 256
+RESEND_WINDOW = 1024  # heights a block stream remembers; CMBC reorgs are far shallower
 MAX_BLOB_BYTES = 256 * 1024 * 1024
 BLOB_CHUNK = 1 << 20
 
@@ -144,20 +145,29 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
         node = self.node
         final = request.final_only
         next_height = request.from_height
-        last_hash: bytes | None = None
+        # The hashes this stream sent, by height (the last RESEND_WINDOW of them). After a reorg
+        # the stream steps back to the highest height where what it sent is still canonical.
+        # Remembering only the last hash is not enough: it assumed the block below it was still
+        # the one sent, so a reorg two or more blocks deep skipped blocks of the new branch, and
+        # a reorg to a shorter (heavier) chain was not noticed until the chain grew back.
+        sent: dict[int, bytes] = {}
         while True:
             seen = node.head_version
+            while next_height - 1 in sent and sent[next_height - 1] != await node.in_store(
+                    node.store.canonical_hash, next_height - 1):
+                next_height -= 1
             while next_height <= (node.final_height if final else node.height):
-                block = await node.in_store(node.store.canonical_block, next_height)
-                if last_hash is not None and block.header.parent_hash != last_hash:
-                    # The chain we streamed was replaced: step back to where it forks.
-                    next_height -= 1
-                    last_hash = await node.in_store(node.store.canonical_hash, next_height - 1)
-                    continue
+                try:
+                    block = await node.in_store(node.store.canonical_block, next_height)
+                except NotFoundError:
+                    break  # a reorg to a shorter chain is under way: step back once it is done
+                if next_height - 1 in sent and block.header.parent_hash != sent[next_height - 1]:
+                    break  # a reorg replaced what was sent: step back once it is done
                 yield wire.block_to_proto(block)
-                last_hash = block.hash
+                sent[next_height] = block.hash
+                sent.pop(next_height - RESEND_WINDOW, None)
                 next_height += 1
-            await node.wait_for_change(seen)
+            await node.wait_for_change(seen)  # at once if the head changed since ``seen``
 
 
 class PeerServicer(peer_grpc.PeerServiceServicer):
