@@ -31,7 +31,7 @@ import sys
 import threading
 import time
 import tomllib
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -145,6 +145,8 @@ class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
     def __init__(self, config: UpConfig, progress=print) -> None:
+        if config.data_dir is not None:  # process configs live in the workdir: no relative path
+            config = replace(config, data_dir=str(Path(config.data_dir).resolve()))
         self.config = config
         self.workdir = Path(config.workdir).resolve()
         self.progress = progress

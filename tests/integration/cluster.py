@@ -35,6 +35,7 @@ from pathlib import Path
 from typing import Any, ClassVar
 
 import grpc
+import psutil
 
 from dualchain.chain import wire
 from dualchain.chain.genesis import ConsensusParams, Genesis
@@ -63,17 +64,53 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 RPC_TIMEOUT_S = 10.0
 
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}  # every daemon started and not yet reaped
+_LIVE: dict[int, subprocess.Popen[bytes]] = {}  # every process started and not yet reaped
+
+
+def launch(args: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
+    """Starts ``python -m dualchain.deploy.cli ARGS`` with stdout a pipe and stderr appended to
+    ``log_path``; the process is remembered until ``reap`` (killed at exit otherwise)."""
+    with log_path.open("ab") as log:
+        log.write(f"--- start {time.strftime('%H:%M:%S')} ---\n".encode())
+        log.flush()
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "dualchain.deploy.cli", *args],
+            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd=cwd, bufsize=0,
+        )
+    _LIVE[proc.pid] = proc
+    return proc
+
+
+def kill_tree(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
+    """SIGKILL ``proc`` and every process it started (a miner's hashing workers), each by its
+    PID, and reap ``proc``. Children are listed first: once their parent is gone they are
+    re-parented and could not be found from it any more."""
+    try:
+        children = psutil.Process(proc.pid).children(recursive=True)
+    except psutil.Error:
+        children = []
+    if proc.poll() is None:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(proc.pid, signal.SIGKILL)
+    for child in children:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(child.pid, signal.SIGKILL)
+    with contextlib.suppress(subprocess.TimeoutExpired):
+        proc.wait(timeout)
+    psutil.wait_procs(children, timeout=timeout)
+    reap(proc)
+
+
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """Forgets an exited process and closes its stdout pipe."""
+    if proc.stdout is not None and not proc.stdout.closed:
+        proc.stdout.close()
+    _LIVE.pop(proc.pid, None)
 
 
 def _kill_leftovers() -> None:
-    for pid, proc in list(_LIVE.items()):
-        if proc.poll() is None:
-            with contextlib.suppress(ProcessLookupError):
-                os.kill(pid, signal.SIGKILL)
-            with contextlib.suppress(subprocess.TimeoutExpired):
-                proc.wait(5)
-        _LIVE.pop(pid, None)
+    for proc in list(_LIVE.values()):
+        kill_tree(proc)
 
 
 atexit.register(_kill_leftovers)
@@ -87,6 +124,7 @@ class Cluster:
     """Writes a testnet under ``directory`` and runs each of its nodes as a subprocess."""
 
     instances: ClassVar[list[Cluster]] = []  # live clusters, for failure reports (see conftest.py)
+    kind = "ctbc"  # the daemons' --kind; a subclass for CMBC writes its own testnet
 
     def __init__(
         self,
@@ -100,20 +138,12 @@ class Cluster:
     ) -> None:
         self.directory = Path(directory)
         self.nodes = nodes
-        self.ports = free_ports(nodes)
-        self.configs = make_testnet(
-            self.directory,
-            TestnetPlan(nodes=nodes, algorithm=ALGORITHM, consensus=consensus,
-                        chain_id=chain_id, ports=tuple(self.ports)),
-        )
-        for index, mode in (byzantine or {}).items():
-            config = json.loads(self.configs[index].read_text())
-            config["test_byzantine"] = mode
-            self.configs[index].write_text(json.dumps(config, indent=2) + "\n")
-        self.genesis = Genesis.load(self.directory / "genesis.json")
         self.chain_id = chain_id
-        self.ids: list[bytes] = [v.id for v in self.genesis.validators]
+        self.ports = free_ports(nodes)
         self.addresses = [f"127.0.0.1:{port}" for port in self.ports]
+        self.configs = self._write_testnet(consensus, byzantine or {})
+        self.genesis = Genesis.load(self.directory / "genesis.json")
+        self.ids: list[bytes] = self._node_ids()
         self.logs_dir = self.directory / "logs"
         self.logs_dir.mkdir(exist_ok=True)
         self.procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
@@ -130,23 +160,29 @@ class Cluster:
                 self.close()
                 raise
 
+    def _write_testnet(self, consensus: ConsensusParams, byzantine: dict[int, str]) -> list[Path]:
+        """Writes keys, genesis and node configs under ``directory``; returns the configs."""
+        configs = make_testnet(
+            self.directory,
+            TestnetPlan(nodes=self.nodes, algorithm=ALGORITHM, consensus=consensus,
+                        chain_id=self.chain_id, ports=tuple(self.ports)),
+        )
+        for index, mode in byzantine.items():
+            config = json.loads(configs[index].read_text())
+            config["test_byzantine"] = mode
+            configs[index].write_text(json.dumps(config, indent=2) + "\n")
+        return configs
+
+    def _node_ids(self) -> list[bytes]:
+        return [v.id for v in self.genesis.validators]
+
     # -- processes -------------------------------------------------------------------------------
 
     def _launch(self, i: int) -> None:
         if self.procs[i] is not None and self.procs[i].poll() is None:
             raise RuntimeError(f"node {i} is already running (pid {self.procs[i].pid})")
-        log_path = self.log_path(i)
-        with log_path.open("ab") as log:
-            log.write(f"--- start {time.strftime('%H:%M:%S')} ---\n".encode())
-            log.flush()
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "dualchain.deploy.cli", "chain", "--kind", "ctbc",
-                 "--config", str(self.configs[i])],
-                stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log,
-                cwd=self.directory, bufsize=0,
-            )
-        _LIVE[proc.pid] = proc
-        self.procs[i] = proc
+        self.procs[i] = launch(["chain", "--kind", self.kind, "--config", str(self.configs[i])],
+                               self.log_path(i), self.directory)
         self.ready[i] = None
 
     def _wait_ready(self, indices: Sequence[int], timeout: float) -> None:
@@ -246,9 +282,7 @@ class Cluster:
     def _reaped(self, i: int) -> None:
         proc = self.procs[i]
         assert proc is not None
-        if proc.stdout is not None:
-            proc.stdout.close()
-        _LIVE.pop(proc.pid, None)
+        reap(proc)
         channel = self._channels.pop(i, None)
         if channel is not None:  # a restarted node gets a fresh channel (no reconnect backoff)
             self._stale.append(channel)
@@ -256,16 +290,8 @@ class Cluster:
     def close(self) -> None:
         """Kills every process this cluster started (SIGKILL by PID); safe to call twice."""
         for proc in self.procs:
-            if proc is None:
-                continue
-            if proc.poll() is None:
-                with contextlib.suppress(ProcessLookupError):
-                    os.kill(proc.pid, signal.SIGKILL)
-                with contextlib.suppress(subprocess.TimeoutExpired):
-                    proc.wait(5)
-            if proc.stdout is not None and not proc.stdout.closed:
-                proc.stdout.close()
-            _LIVE.pop(proc.pid, None)
+            if proc is not None:
+                kill_tree(proc)
         if self in Cluster.instances:
             Cluster.instances.remove(self)
 
@@ -363,12 +389,15 @@ class Cluster:
         """Awaits node ``i``'s SubscribeBlocks stream until it yields ``height``; that block."""
         return (await self.follow(i, height, height, timeout))[-1]
 
-    async def follow(self, i: int, first: int, last: int, timeout: float) -> list[Block]:
+    async def follow(
+        self, i: int, first: int, last: int, timeout: float, final_only: bool = False
+    ) -> list[Block]:
         """The blocks ``first..last`` as node ``i`` announces them on SubscribeBlocks (at commit
-        time), awaiting the stream until ``last``."""
+        time; CMBC: once final with ``final_only``), awaiting the stream until ``last``."""
         blocks: list[Block] = []
         stream = self.chain(i).SubscribeBlocks(
-            chain_pb.SubscribeBlocksRequest(from_height=first), timeout=timeout
+            chain_pb.SubscribeBlocksRequest(from_height=first, final_only=final_only),
+            timeout=timeout,
         )
         try:
             async for message in stream:
@@ -389,16 +418,19 @@ class Cluster:
         await asyncio.gather(*(self.wait_height(i, height, timeout) for i in indices))
 
     async def wait_txs(
-        self, i: int, hashes: Iterable[bytes], timeout: float, from_height: int = 1
+        self, i: int, hashes: Iterable[bytes], timeout: float, from_height: int = 1,
+        final_only: bool = False,
     ) -> dict[bytes, int]:
-        """Follows node ``i``'s committed blocks from ``from_height`` until every transaction in
-        ``hashes`` was in one; returns the height of each (its first occurrence)."""
+        """Follows node ``i``'s committed blocks (CMBC: final blocks with ``final_only``) from
+        ``from_height`` until every transaction in ``hashes`` was in one; returns the height of
+        each (its first occurrence)."""
         wanted = set(hashes)
         found: dict[bytes, int] = {}
         if not wanted:
             return found
         stream = self.chain(i).SubscribeBlocks(
-            chain_pb.SubscribeBlocksRequest(from_height=from_height), timeout=timeout
+            chain_pb.SubscribeBlocksRequest(from_height=from_height, final_only=final_only),
+            timeout=timeout,
         )
         try:
             async for message in stream:

@@ -10,6 +10,7 @@ import pytest
 import pytest_asyncio
 
 from tests.integration.cluster import Cluster
+from tests.integration.cmbc_cluster import CmbcCluster
 
 
 @pytest.hookimpl(wrapper=True)
@@ -33,6 +34,26 @@ async def make_cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Cluster]]:
     def make(**kwargs: Any) -> Cluster:
         cluster = Cluster(tmp_path / f"cluster-{len(clusters)}", **kwargs)
         clusters.append(cluster)
+        return cluster
+
+    try:
+        yield make
+    finally:
+        for cluster in clusters:
+            await cluster.aclose()
+
+
+@pytest_asyncio.fixture
+async def make_cmbc_cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]:
+    """``await make_cmbc_cluster(nodes=3, miners=2, pow=..., proxied=False)``: a CMBC cluster
+    under ``tmp_path`` with every daemon ready (no miner yet: ``start_miner``), torn down (every
+    process killed by PID, proxies closed) when the test ends, pass or fail."""
+    clusters: list[CmbcCluster] = []
+
+    async def make(**kwargs: Any) -> CmbcCluster:
+        cluster = CmbcCluster(tmp_path / f"cmbc-{len(clusters)}", **kwargs)
+        clusters.append(cluster)
+        await cluster.aopen()
         return cluster
 
     try:

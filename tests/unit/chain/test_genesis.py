@@ -5,11 +5,13 @@ from __future__ import annotations
 import copy
 import json
 from collections.abc import Callable
+from dataclasses import replace
 from typing import Any
 
 import pytest
 
 from dualchain.chain.app import Validator
+from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.genesis import (
     ConsensusParams,
     Genesis,
@@ -231,3 +233,58 @@ def test_values_built_in_code_are_checked_too() -> None:
 def test_a_proof_of_work_genesis_needs_no_validators() -> None:
     genesis = make_genesis(kind="cmbc", validators=())
     assert Genesis.from_json(genesis.to_json()) == genesis
+
+
+# -- the proof-of-work section (CMBC) ------------------------------------------------------------
+
+POW = PowParams(initial_difficulty=12_345, block_interval_ms=500, retarget_interval=4,
+                max_adjust=3, finality_depth=9, median_window=7)
+
+
+def make_pow_genesis(pow_params: PowParams = POW) -> Genesis:
+    return make_genesis(kind="cmbc", chain_id="cmbc-test", validators=(), pow=pow_params)
+
+
+def test_pow_section_round_trips() -> None:
+    genesis = make_pow_genesis()
+    data = json.loads(json.dumps(genesis.to_json()))
+    assert data["pow"] == {
+        "initial_difficulty": 12_345, "block_interval_ms": 500, "retarget_interval": 4,
+        "max_adjust": 3, "finality_depth": 9, "median_window": 7,
+    }
+    again = Genesis.from_json(data)
+    assert again == genesis and again.pow == POW and again.hash == genesis.hash
+
+
+def test_pow_section_is_part_of_the_hash() -> None:
+    assert make_pow_genesis().hash != make_pow_genesis(replace(POW, finality_depth=10)).hash
+
+
+def test_pow_section_belongs_to_cmbc_only() -> None:
+    ctbc = make_genesis().to_json()
+    assert "pow" not in ctbc
+    ctbc["pow"] = make_pow_genesis().to_json()["pow"]
+    with pytest.raises(GenesisError, match=r"^pow: unknown key"):
+        Genesis.from_json(ctbc)
+    cmbc = make_pow_genesis().to_json()
+    del cmbc["pow"]
+    with pytest.raises(GenesisError, match=r"^pow: missing"):
+        Genesis.from_json(cmbc)
+
+
+@pytest.mark.parametrize(
+    ("field", "value"),
+    [("initial_difficulty", 0), ("block_interval_ms", -1), ("retarget_interval", 1),
+     ("max_adjust", 1), ("finality_depth", 0), ("median_window", 0),
+     ("block_interval_ms", 0.5), ("finality_depth", True), ("retarget_interval", "4")],
+)
+def test_malformed_pow_section_is_refused(field: str, value: object) -> None:
+    data = make_pow_genesis().to_json()
+    data["pow"][field] = value
+    with pytest.raises(GenesisError) as info:
+        Genesis.from_json(data)
+    assert info.value.reason.startswith(f"pow.{field}"), info.value.reason
+    data["pow"]["surprise"] = 1
+    del data["pow"][field]
+    with pytest.raises(GenesisError, match=r"^pow\."):
+        Genesis.from_json(data)
