@@ -19,7 +19,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 demo: $(STAMP)
-	$(BIN)/dualchain demo
+	$(BIN)/dualchain up --workdir runs/demo
 
 test: $(STAMP)
 	$(BIN)/python -m pytest

@@ -127,6 +127,14 @@ def cmd_bench_fl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_central(args: argparse.Namespace) -> int:
+    from dualchain.bench.central import central_benchmark
+
+    _print(central_benchmark(args.dataset, args.data_dir, args.epochs, args.learning_rate,
+                             threads=args.threads), args.json)
+    return 0
+
+
 def cmd_demo(args: argparse.Namespace) -> int:
     from dualchain.deploy.demo import DemoConfig, run_demo
 
@@ -521,6 +529,21 @@ def build_parser() -> argparse.ArgumentParser:
                     help="per-client slowdown factors, e.g. 1,1,2,4 (default: none)")
     fl.add_argument("--json", action="store_true", help="print one compact JSON document")
     fl.set_defaults(func=cmd_bench_fl)
+
+    central = bench_sub.add_parser(
+        "central",
+        help="the FL model trained centrally on the same split (the accuracy baseline)",
+        description="Trains the dataset's model on the whole training split in one process "
+        "and prints the test accuracy per epoch: what 'dualchain up' is compared with.",
+    )
+    central.add_argument("--dataset", default="digits", help="dataset (default digits)")
+    central.add_argument("--data-dir", type=Path, default=None, help="dataset files")
+    central.add_argument("--epochs", type=int, default=5, help="epochs (default 5)")
+    central.add_argument("--learning-rate", type=float, default=0.05,
+                         help="SGD learning rate (default 0.05, as the testbed's clients)")
+    central.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    central.add_argument("--json", action="store_true", help="print one compact JSON document")
+    central.set_defaults(func=cmd_bench_central)
 
     ledger = bench_sub.add_parser(
         "ledger",

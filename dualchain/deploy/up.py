@@ -144,12 +144,12 @@ def _genesis_model_hash(config: UpConfig) -> str:
 class Testbed:
     __test__ = False  # not a pytest test class, despite the name
 
-    def __init__(self, config: UpConfig, progress=print) -> None:
+    def __init__(self, config: UpConfig, progress=None) -> None:
         if config.data_dir is not None:  # process configs live in the workdir: no relative path
             config = replace(config, data_dir=str(Path(config.data_dir).resolve()))
         self.config = config
         self.workdir = Path(config.workdir).resolve()
-        self.progress = progress
+        self.progress = progress or (lambda line: print(line, flush=True))
         self.procs: list[Proc] = []
         self.events: queue.Queue[tuple[Proc, dict[str, Any]]] = queue.Queue()
         self.versions: dict[int, dict[str, Any]] = {}
