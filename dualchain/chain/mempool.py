@@ -248,13 +248,15 @@ class Mempool:
 
     # -- block building -----------------------------------------------------------------------
 
-    def select(self, next_nonce: NextNonce, max_txs: int, max_bytes: int) -> list[Transaction]:
+    def select(self, next_nonce: NextNonce, max_txs: int, max_bytes: int,
+               admitted_by_ms: int | None = None) -> list[Transaction]:
         """Executable transactions for a block, without removing them.
 
         Per sender only the contiguous run of nonces from ``next_nonce(sender)``; across senders
         round-robin, senders ordered by the arrival of their earliest pending transaction. A
         transaction that does not fit the remaining bytes is skipped and ends its sender's run
-        (the sender's later nonces would not be executable without it).
+        (the sender's later nonces would not be executable without it). With
+        ``admitted_by_ms``, a transaction admitted later than that ends its sender's run too.
         """
         if max_txs <= 0 or max_bytes <= 0:
             return []
@@ -267,8 +269,10 @@ class Mempool:
         budget = max_bytes
         while runs and len(selected) < max_txs:
             queue, nonce = runs.popleft()
-            tx = queue.by_nonce[nonce].tx
-            if tx.size > budget:
+            entry = queue.by_nonce[nonce]
+            tx = entry.tx
+            if tx.size > budget or (admitted_by_ms is not None
+                                    and entry.admitted_ms > admitted_by_ms):
                 continue
             selected.append(tx)
             budget -= tx.size

@@ -189,11 +189,14 @@ class BlockStore:
         with self._guard(f"adding block {block.hash.hex()}"), self._write():
             return self._insert(block, work)
 
-    def set_head(self, block_hash: bytes) -> HeadChange:
-        """Makes a stored block the canonical tip, rewriting the chain back to the fork point."""
+    def set_head(self, block_hash: bytes, known: Block | None = None) -> HeadChange:
+        """Makes a stored block the canonical tip, rewriting the chain back to the fork point.
+
+        ``known`` is the new tip in hand (the caller just validated it), so it is not read back
+        and decoded."""
         _check_hash(block_hash)
         with self._guard(f"setting head to {block_hash.hex()}"), self._write():
-            return self._switch_head(block_hash)
+            return self._switch_head(block_hash, known)
 
     def append(self, block: Block, work: int = 0, certificate: bytes | None = None) -> None:
         """Stores a block that extends the head (or genesis on an empty store) and makes it head.
@@ -459,6 +462,17 @@ class BlockStore:
         """The canonical block's hash at a height, or None above the head."""
         with self._guard("reading the canonical index"):
             return self._canonical_at(height)
+
+    def canonical_block_bytes(self, height: int) -> bytes:
+        """The canonical block at a height as stored (its canonical encoding), not decoded: for
+        serving peers, who check what they receive anyway."""
+        with self._guard("reading the canonical chain"):
+            row = self._db.execute(
+                "SELECT b.body FROM canonical c JOIN blocks b ON b.hash = c.hash "
+                "WHERE c.height=?", (height,)).fetchone()
+        if row is None:
+            raise NotFoundError(f"no canonical block at height {height}")
+        return bytes(row[0])
 
     def canonical_block(self, height: int) -> Block:
         """The canonical block at a height (NotFoundError above the head)."""

@@ -46,6 +46,7 @@ QC_TAG = b"DCQ1"
 PROPOSAL_TAG = b"DCP1"
 PROPOSAL_UNSIGNED_TAG = b"DCp1"
 SIGNED_PROPOSAL_TAG = b"DCS1"
+COMPACT_BLOCK_TAG = b"DCK1"
 
 
 def sha256(data: bytes) -> bytes:
@@ -389,6 +390,40 @@ class Block:
         a block already known before paying for the rest."""
         r = Reader(data, BLOCK_TAG, "block")
         return BlockHeader.decode(r.raw("header", MAX_VOTES * 9000 + 64 * 1024))
+
+
+@dataclass(frozen=True)
+class CompactBlock:
+    """A block as announced to peers that hold its transactions: the header, the first
+    transaction in full (a proof-of-work block's reward, which no mempool holds) and the hashes
+    of the others."""
+
+    header: BlockHeader
+    first: Transaction
+    hashes: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, block: Block) -> CompactBlock:
+        return cls(block.header, block.transactions[0],
+                   tuple(tx.hash for tx in block.transactions[1:]))
+
+    @cached_property
+    def encoded(self) -> bytes:
+        w = Writer(COMPACT_BLOCK_TAG).raw(self.header.encoded).raw(self.first.encoded)
+        w.count(len(self.hashes))
+        for h in self.hashes:
+            w.fixed(h, HASH_BYTES)
+        return w.bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> CompactBlock:
+        r = Reader(data, COMPACT_BLOCK_TAG, "compact block")
+        header = BlockHeader.decode(r.raw("header", MAX_VOTES * 9000 + 64 * 1024))
+        first = Transaction.decode(r.raw("first", MAX_TX_ENCODED))
+        n = r.count("hashes", MAX_TXS_PER_BLOCK)
+        hashes = tuple(r.fixed(HASH_BYTES, "hash") for _ in range(n))
+        r.finish()
+        return cls(header, first, hashes)
 
 
 @dataclass(frozen=True)

@@ -156,13 +156,16 @@ def check_block(
     now_ms: int,
     next_nonce: Callable[[bytes], int] | None,
     proposer_key: Callable[[bytes], bytes | None] | None = None,
+    verified: Callable[[bytes], bool] | None = None,
 ) -> None:
     """Full validation of a block against its parent and the chain state at the parent.
 
     ``next_nonce`` gives each sender's next nonce after the parent (None: nonces are checked
     later, e.g. when a proof-of-work side branch is connected); ``proposer_key`` resolves the
     proposer id to a public key (None: the header signature is not checked here, e.g. proof of
-    work blocks whose consensus engine checks the seal instead).
+    work blocks whose consensus engine checks the seal instead). ``verified(tx_hash)`` names
+    transactions whose signatures this replica already checked (its mempool holds only those; a
+    transaction hash covers the signature, so the same hash is the same signed bytes).
     """
     header = block.header
     check_header_linkage(header, parent, params)
@@ -191,7 +194,9 @@ def check_block(
         check_timestamp(tx.timestamp_ms, header.timestamp_ms, params, "transaction")
     if next_nonce is not None:
         check_nonces(block.transactions, next_nonce)
-    check_signatures(block.transactions, params, verifier)
+    unchecked = block.transactions if verified is None else \
+        [tx for tx in block.transactions if not verified(tx.hash)]
+    check_signatures(unchecked, params, verifier)
 
 
 def check_nonces(txs: Sequence[Transaction], next_nonce: Callable[[bytes], int]) -> None:

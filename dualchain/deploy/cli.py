@@ -494,14 +494,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="target block interval in seconds (default 2)")
     pow_.add_argument("--duration", type=float, default=60.0,
                       help="measurement window in seconds (default 60)")
-    pow_.add_argument("--warmup", type=float, default=20.0,
-                      help="seconds before the window, for retargeting to settle (default 20)")
+    pow_.add_argument("--warmup", type=float, default=30.0,
+                      help="seconds before the window, for retargeting to settle (default 30)")
     pow_.add_argument("--rate", type=float, default=1200.0,
                       help="offered transactions per second (default 1200)")
     pow_.add_argument("--miner-workers", type=int, default=1,
                       help="worker processes per miner (default 1)")
-    pow_.add_argument("--miner-duty", type=float, default=0.25,
-                      help="share of time each miner worker hashes (default 0.25)")
+    pow_.add_argument("--miner-duty", type=float, default=0.15,
+                      help="share of time each miner worker hashes (default 0.15)")
     pow_.add_argument("--retarget", type=int, default=5,
                       help="blocks between difficulty changes (default 5)")
     pow_.add_argument("--alg", type=_algorithm, default=Algorithm.ML_DSA_44,

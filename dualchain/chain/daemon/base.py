@@ -23,7 +23,7 @@ from dualchain.chain.daemon.peers import PeerLink
 from dualchain.chain.errors import DualchainError, MempoolError, SignatureError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer
-from dualchain.chain.mempool import Mempool
+from dualchain.chain.mempool import Mempool, MempoolConfig
 from dualchain.chain.rpc import message_limit
 from dualchain.chain.store import BlockStore
 from dualchain.chain.types import BlockHeader, Transaction
@@ -62,7 +62,7 @@ class ChainNodeBase:
         self.max_message = message_limit(self.params.max_block_bytes)
         self.verifier = SignatureVerifier(config.backend)
         self.app = self._make_app()
-        self.mempool = Mempool()
+        self.mempool = Mempool(self._mempool_config())
         self.metrics = ChainMetrics(self.kind)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = BlockStore(config.data_dir / "chain.sqlite")
@@ -80,6 +80,9 @@ class ChainNodeBase:
 
     def _make_app(self) -> Application:
         raise NotImplementedError
+
+    def _mempool_config(self) -> MempoolConfig:
+        return MempoolConfig()
 
     # -- helpers ---------------------------------------------------------------------------------
 

@@ -25,6 +25,7 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import logging
+import time
 from collections import OrderedDict
 from collections.abc import Sequence
 
@@ -48,7 +49,8 @@ from dualchain.chain.daemon.peers import PeerLink
 from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, ValidationError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer, identity_id
-from dualchain.chain.types import Block, BlockHeader, Transaction, TxKind
+from dualchain.chain.mempool import MempoolConfig
+from dualchain.chain.types import Block, BlockHeader, CompactBlock, Transaction, TxKind
 from dualchain.chain.validation import check_block, check_nonces, check_timestamp
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import miner_pb2 as miner_pb
@@ -61,6 +63,7 @@ TEMPLATES_KEPT = 64
 SYNC_POLL_S = 1.0
 SYNC_BATCH = 128
 RPC_TIMEOUT_S = 10.0
+TEMPLATE_TX_AGE_MS = 2000
 
 
 class CmbcNode(ChainNodeBase):
@@ -80,6 +83,13 @@ class CmbcNode(ChainNodeBase):
         self._template_count = 0
         self.peer_heights: dict[str, int] = {}
         self._deepest_reorg = 0
+        self._peer_ahead: dict[str, int] = {}  # peer -> the work it reported while ahead of us
+        self.template_tx_age_ms = TEMPLATE_TX_AGE_MS
+
+    def _mempool_config(self) -> MempoolConfig:
+        # Blocks come every few seconds and a slow one may follow a fast one: room for several
+        # blocks' worth of transactions at the rates the benchmark offers.
+        return MempoolConfig(max_txs=40_000, max_bytes=192 * 1024 * 1024)
 
     def _make_app(self) -> CmbcApp:
         # Undo journals for every block a permitted reorg can take back, plus headroom.
@@ -156,19 +166,43 @@ class CmbcNode(ChainNodeBase):
     # -- accepting blocks ------------------------------------------------------------------------
 
     async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
-        if message.WhichOneof("kind") != "block":
-            raise DecodeError(f"unexpected gossip message {message.WhichOneof('kind')!r} on CMBC")
+        kind = message.WhichOneof("kind")
+        if kind == "compact_block":
+            await self._on_compact(CompactBlock.decode(message.compact_block))
+            return
+        if kind != "block":
+            raise DecodeError(f"unexpected gossip message {kind!r} on CMBC")
         if Block.peek_header(message.block).hash in self.tree:
             return  # relayed back to us, or announced by several peers
         await self.accept_block(Block.decode(message.block))
 
+    async def _on_compact(self, compact: CompactBlock) -> None:
+        """Rebuilds an announced block from the mempool; fetches it whole when a transaction
+        is missing (the Merkle root, checked with the block, ties the hashes to the header)."""
+        block_hash = compact.header.hash
+        if block_hash in self.tree or block_hash in self._orphans:
+            return
+        txs = [self.mempool.get(h) for h in compact.hashes]
+        if any(tx is None for tx in txs):
+            self.pow_metrics.compact_misses.inc()
+            if block_hash not in self._fetching:
+                self._fetching.add(block_hash)
+                self._tasks.append(asyncio.create_task(self._fetch_block(block_hash)))
+            return
+        await self.accept_block(Block(compact.header, (compact.first, *txs)))  # type: ignore[arg-type]
+
     async def accept_block(self, block: Block) -> str:
         """Takes a block from anywhere; returns "connected", "side_branch", "duplicate" or
         "orphan" and raises ValidationError for an invalid one."""
+        arrived = time.perf_counter()
         async with self._blocks_lock:
+            locked = time.perf_counter()
             outcome = await self._accept(block)
             if outcome in ("connected", "side_branch"):
                 await self._adopt_orphans(block.hash)
+        if outcome in ("connected", "side_branch"):
+            self.pow_metrics.accept_seconds.labels("wait").observe(locked - arrived)
+            self.pow_metrics.accept_seconds.labels("process").observe(time.perf_counter() - locked)
         return outcome
 
     async def _accept(self, block: Block) -> str:
@@ -188,6 +222,15 @@ class CmbcNode(ChainNodeBase):
         if parent.invalid:
             raise ValidationError("block extends an invalid block", code="invalid_parent")
         try:
+            # The seal is cheap to check and expensive to fake: once it holds, the compact
+            # announcement goes out before the full check (BIP 152's high-bandwidth relay), so
+            # peers and their miners learn of the block one validation earlier (fewer forks).
+            check_seal(block.header, self.tree.expected_target(parent.header.hash),
+                       self.tree.median_window(parent.header.hash), now_ms(),
+                       self.params.max_future_drift_ms)
+            if block.transactions:
+                self.broadcast(peer_pb.PeerMessage(
+                    compact_block=CompactBlock.of(block).encoded))
             await self._on_cpu(self._check_branch_rules, block, parent.header)
         except DualchainError as exc:
             self.metrics.rejected.labels(f"block_{exc.code}").inc()
@@ -197,7 +240,6 @@ class CmbcNode(ChainNodeBase):
         await self.in_store(self.store.add_block, block,
                             block_work(target_from_bytes(block.header.pow_target)))
         self.tree.add(block.header)
-        self.broadcast(peer_pb.PeerMessage(block=block.encoded))
         if not self.tree.better(block.hash, self._head.hash):
             self.pow_metrics.side_blocks.inc()
             return "side_branch"
@@ -213,7 +255,8 @@ class CmbcNode(ChainNodeBase):
         check_seal(block.header, self.tree.expected_target(parent.hash),
                    self.tree.median_window(parent.hash), now, self.params.max_future_drift_ms)
         check_block(block, parent, self.params, self.verifier, now, None,
-                    lambda miner: reward_tx.public_key if miner == reward_tx.sender else None)
+                    lambda miner: reward_tx.public_key if miner == reward_tx.sender else None,
+                    verified=self.mempool.__contains__)
 
     async def _switch_to(self, tip: Block) -> str:
         disconnect, connect = self.tree.fork_path(self._head.hash, tip.hash)
@@ -257,7 +300,7 @@ class CmbcNode(ChainNodeBase):
             log.warning("block %s at height %d is invalid on its chain: %s",
                         bad.hash.hex()[:16], bad.height, exc.reason)
             raise
-        await self.in_store(self.store.set_head, tip.hash)
+        await self.in_store(self.store.set_head, tip.hash, tip)
         self._nonces.update(nonces)
         self._head = tip.header
         self._after_switch(old, new)
@@ -307,7 +350,7 @@ class CmbcNode(ChainNodeBase):
         parent = block.header.parent_hash
         if parent not in self._fetching and parent not in self._orphans:
             self._fetching.add(parent)
-            self._tasks.append(asyncio.create_task(self._fetch_parent(parent)))
+            self._tasks.append(asyncio.create_task(self._fetch_block(parent)))
 
     async def _adopt_orphans(self, parent_hash: bytes) -> None:
         """Accepts parked blocks whose parent just arrived, and their parked children."""
@@ -325,7 +368,7 @@ class CmbcNode(ChainNodeBase):
                 if outcome in ("connected", "side_branch"):
                     pending.append(child.hash)
 
-    async def _fetch_parent(self, block_hash: bytes) -> None:
+    async def _fetch_block(self, block_hash: bytes) -> None:
         """Asks each peer in turn for a block by hash (over our own links to them)."""
         try:
             for link in self.links:
@@ -360,8 +403,19 @@ class CmbcNode(ChainNodeBase):
                 except grpc.aio.AioRpcError:
                     continue
                 self.peer_heights[link.address] = hello.height
-                if int.from_bytes(hello.cumulative_work, "big") > self.work:
+                work = int.from_bytes(hello.cumulative_work, "big")
+                if work <= self.work:
+                    self._peer_ahead.pop(link.address, None)
+                    continue
+                # A peer is ahead for a moment each time it mines or receives a block first;
+                # gossip brings that block within a poll. Sync only from a peer that was ahead
+                # a poll ago too and whose lead gossip has not closed since.
+                previous = self._peer_ahead.get(link.address)
+                if previous is not None and self.work < previous:
+                    self._peer_ahead.pop(link.address, None)
                     await self._sync_from(link)
+                else:
+                    self._peer_ahead[link.address] = work
 
     async def _sync_from(self, link: PeerLink) -> None:
         start = max(1, self.height - self.pow.finality_depth)
@@ -393,8 +447,12 @@ class CmbcNode(ChainNodeBase):
         await self.load_nonces([miner])
         timestamp = max(now_ms(), parent.timestamp_ms,
                         median_time_past(self.tree.median_window(parent.hash)) + 1)
+        # Only transactions this daemon has held for a moment: by then gossip has brought them
+        # to the peers, so the compact announcement of the block is rebuilt from their mempools
+        # instead of being fetched whole (a slow block makes forks).
         selected = [tx for tx in self.mempool.select(
-            self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2)
+            self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2,
+            admitted_by_ms=now_ms() - self.template_tx_age_ms)
             if tx.sender != miner]  # the reward takes the miner's next nonce
         # Leave out what would make the block invalid, or every block mined from this template
         # is refused and the chain stalls: transactions the state refuses together, and ones

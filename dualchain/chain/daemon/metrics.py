@@ -96,6 +96,13 @@ class PowMetrics:
                                       registry=r)
         self.orphans = Counter(f"{p}_orphans_parked",
                                "blocks parked because their parent was unknown", registry=r)
+        self.accept_seconds = Histogram(
+            f"{p}_block_accept_seconds", "time to accept a new block: waiting for the previous "
+            "one (stage=wait) and checking, storing and connecting it (stage=process)",
+            ["stage"], buckets=_LATENCY_BUCKETS, registry=r)
+        self.compact_misses = Counter(f"{p}_compact_misses",
+                                      "announced blocks fetched whole (a transaction was missing)",
+                                      registry=r)
         self.side_blocks = Counter(f"{p}_side_blocks",
                                    "valid blocks stored on a branch with less work", registry=r)
         self.block_interval = Histogram(f"{p}_block_interval_seconds",

@@ -217,7 +217,7 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
                                                           MAX_SYNC_BLOCKS) - 1)
         for height in range(request.from_height, last + 1):
             block, certificate = await node.in_store(_certified, node, height)
-            yield peer_pb.CertifiedBlock(block=block.encoded, certificate=certificate or b"")
+            yield peer_pb.CertifiedBlock(block=block, certificate=certificate or b"")
 
     async def GetBlockByHash(self, request, context):
         node = self.node
@@ -234,9 +234,13 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
             await abort(context, exc)
 
 
-def _certified(node: ChainNodeBase, height: int) -> tuple[Block, bytes | None]:
-    block = node.store.canonical_block(height)
-    return block, node.store.get_certificate(block.hash)
+def _certified(node: ChainNodeBase, height: int) -> tuple[bytes, bytes | None]:
+    """A canonical block's stored bytes (served undecoded: the peer checks them) and its
+    certificate."""
+    block = node.store.canonical_block_bytes(height)
+    block_hash = node.store.canonical_hash(height)
+    assert block_hash is not None
+    return block, node.store.get_certificate(block_hash)
 
 
 class MinerServicer(miner_grpc.MinerServiceServicer):

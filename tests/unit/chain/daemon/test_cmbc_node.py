@@ -67,6 +67,7 @@ def make_node(directory: Path, genesis: Genesis, signer: Signer) -> CmbcNode:
 async def running_node(directory: Path, pow_params: PowParams = POW,
                        limits: LedgerLimits | None = None):
     n = make_node(directory, make_genesis(pow_params, limits), Signer.generate(ALG))
+    n.template_tx_age_ms = 0  # templates take what was just admitted (no peers to wait for)
     await n.start()
     try:
         yield n
