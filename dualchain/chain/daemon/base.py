@@ -20,7 +20,7 @@ from dualchain.chain.app import Application
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import ChainMetrics
 from dualchain.chain.daemon.peers import PeerLink
-from dualchain.chain.errors import DualchainError, MempoolError, SignatureError
+from dualchain.chain.errors import DualchainError, MempoolError, SignatureError, ValidationError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer
 from dualchain.chain.mempool import Mempool, MempoolConfig
@@ -116,6 +116,19 @@ class ChainNodeBase:
             found = await self.in_store(lambda: {s: self.store.next_nonce(s) for s in missing})
             for sender, nonce in found.items():
                 self._nonces.setdefault(sender, nonce)
+
+    async def _open_store(self) -> None:
+        """Writes block 0 on first start; refuses a store that holds another chain."""
+        genesis_block = self.genesis.genesis_block()
+        stored = await self.in_store(self.store.canonical_hash, 0)
+        if stored is None:
+            await self.in_store(self.store.append, genesis_block)
+        elif stored != genesis_block.hash:
+            raise ValidationError(
+                f"the store in {self.config.data_dir} holds another chain (genesis "
+                f"{stored.hex()[:16]}, this genesis file gives {genesis_block.hash.hex()[:16]})",
+                code="wrong_genesis",
+            )
 
     def _start_common(self) -> None:
         self.metrics.serve(self.config.metrics_port)

@@ -140,16 +140,7 @@ class CmbcNode(ChainNodeBase):
 
     async def start(self) -> None:
         """Loads the block tree and replays the canonical chain into the application."""
-        genesis_block = self.genesis.genesis_block()
-        stored = await self.in_store(self.store.canonical_hash, 0)
-        if stored is None:
-            await self.in_store(self.store.append, genesis_block)
-        elif stored != genesis_block.hash:
-            raise ValidationError(
-                f"the store in {self.config.data_dir} holds another chain (genesis "
-                f"{stored.hex()[:16]}, this genesis file gives {genesis_block.hash.hex()[:16]})",
-                code="wrong_genesis",
-            )
+        await self._open_store()
         for header, work in await self.in_store(self.store.headers):
             self.tree.add(header, work)
         height = await self.in_store(self.store.height)

@@ -121,16 +121,7 @@ class CtbcNode(ChainNodeBase):
 
     async def start(self) -> None:
         """Loads the chain (writing genesis on first start) and starts consensus and gossip."""
-        genesis_block = self.genesis.genesis_block()
-        stored = await self.in_store(self.store.canonical_hash, 0)
-        if stored is None:
-            await self.in_store(self.store.append, genesis_block)
-        elif stored != genesis_block.hash:
-            raise ValidationError(
-                f"the store in {self.config.data_dir} holds another chain (genesis "
-                f"{stored.hex()[:16]}, this genesis file gives {genesis_block.hash.hex()[:16]})",
-                code="wrong_genesis",
-            )
+        await self._open_store()
         await self._replay()
         self._start_common()
         self._tasks += [
