@@ -31,13 +31,12 @@ dataset's train/test split (``digits``), so clients and server nodes see the sam
 
 from __future__ import annotations
 
-import json
 import math
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dualchain.chain.errors import DualchainError
+from dualchain.chain.daemon.config import ConfigError, read_json_object
 from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
 from dualchain.learning.datasets import DATASETS
 from dualchain.learning.partition import SCHEMES
@@ -52,10 +51,6 @@ _KEYS = {
 _REQUIRED = ("key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset",
              "partition")
 _PARTITION_KEYS = {"scheme", "clients", "index", "seed", "alpha", "shards_per_client"}
-
-
-class ConfigError(DualchainError):
-    code = "config"
 
 
 @dataclass(frozen=True)
@@ -103,14 +98,7 @@ class ClientConfig:
     @classmethod
     def load(cls, path: Path) -> ClientConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a JSON object")
+        data = read_json_object(path)
         try:
             return cls.from_json(data, base=path.parent, source=path)
         except ConfigError as exc:

@@ -22,15 +22,10 @@ Paths are relative to the file.
 
 from __future__ import annotations
 
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dualchain.chain.errors import DualchainError
-
-
-class NodeConfigError(DualchainError):
-    code = "config"
+from dualchain.chain.daemon.config import ConfigError, read_json_object
 
 
 @dataclass(frozen=True)
@@ -67,14 +62,7 @@ class NodeConfig:
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise NodeConfigError(f"node config {path} does not exist") from exc
-        except (OSError, ValueError) as exc:
-            raise NodeConfigError(f"node config {path} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise NodeConfigError(f"node config {path} must hold a JSON object")
+        data = read_json_object(path)
         return cls.from_json(data, path.parent)
 
     @classmethod
@@ -84,26 +72,26 @@ class NodeConfig:
                  "metrics_port", "test_tamper_model"}
         unknown = sorted(set(data) - known)
         if unknown:
-            raise NodeConfigError(f"unknown node config keys: {', '.join(unknown)}")
+            raise ConfigError(f"unknown node config keys: {', '.join(unknown)}")
         for required in ("key", "listen", "ctbc", "cmbc", "ctbc_genesis", "cmbc_genesis"):
             if not isinstance(data.get(required), str) or not data[required]:
-                raise NodeConfigError(f"node config key {required!r} must be a non-empty string")
+                raise ConfigError(f"node config key {required!r} must be a non-empty string")
         nodes = data.get("nodes")
         if not isinstance(nodes, dict) or not nodes:
-            raise NodeConfigError("node config key 'nodes' must map node ids (hex) to addresses")
+            raise ConfigError("node config key 'nodes' must map node ids (hex) to addresses")
         try:
             node_map = {bytes.fromhex(k): v for k, v in nodes.items()}
         except ValueError as exc:
-            raise NodeConfigError("node config 'nodes' keys must be hex node ids") from exc
+            raise ConfigError("node config 'nodes' keys must be hex node ids") from exc
         try:
             task = TaskParams(**data.get("task", {}))
             aggregation = AggregationParams(**data.get("aggregation", {}))
         except TypeError as exc:
-            raise NodeConfigError(f"node config task/aggregation: {exc}") from exc
+            raise ConfigError(f"node config task/aggregation: {exc}") from exc
         if task.batches < 1 or task.batch_size < 1 or not task.learning_rate > 0:
-            raise NodeConfigError("task: batches, batch_size and learning_rate must be positive")
+            raise ConfigError("task: batches, batch_size and learning_rate must be positive")
         if aggregation.min_updates < 1 or aggregation.window_s <= 0:
-            raise NodeConfigError("aggregation: min_updates and window_s must be positive")
+            raise ConfigError("aggregation: min_updates and window_s must be positive")
         data_dir = data.get("data_dir")
         return cls(
             key=(base / data["key"]).resolve(),

@@ -27,7 +27,22 @@ KINDS = ("ctbc", "cmbc")
 
 
 class ConfigError(DualchainError):
+    """A process config file that is missing, unreadable or wrong; the reason names it."""
+
     code = "config"
+
+
+def read_json_object(path: Path) -> dict:
+    """The JSON object in a config file (every dualchain process reads its config so)."""
+    try:
+        data = json.loads(Path(path).read_text())
+    except FileNotFoundError as exc:
+        raise ConfigError(f"config file {path} does not exist") from exc
+    except (OSError, ValueError) as exc:
+        raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"config file {path} must hold a JSON object")
+    return data
 
 
 @dataclass(frozen=True)
@@ -46,15 +61,7 @@ class DaemonConfig:
     @classmethod
     def load(cls, path: Path) -> DaemonConfig:
         path = Path(path)
-        try:
-            data = json.loads(path.read_text())
-        except FileNotFoundError as exc:
-            raise ConfigError(f"config file {path} does not exist") from exc
-        except (OSError, ValueError) as exc:
-            raise ConfigError(f"config file {path} is not valid JSON: {exc}") from exc
-        if not isinstance(data, dict):
-            raise ConfigError(f"config file {path} must hold a JSON object")
-        return cls.from_json(data, base=path.parent, source=path)
+        return cls.from_json(read_json_object(path), base=path.parent, source=path)
 
     @classmethod
     def from_json(cls, data: dict, base: Path, source: Path | None = None) -> DaemonConfig:
