@@ -47,10 +47,7 @@ class UpdatePool:
         clients."""
         dropped = []
         for digest, p in list(self._pending.items()):
-            staleness = current_version - p.checked.update.base_version
-            too_old = staleness > (0 if self.rules.mode == "fedavg" else
-                                   self.rules.rule.max_staleness)
-            if too_old:
+            if not self._admissible(p.checked.update.base_version, current_version):
                 dropped.append(p.checked.update.client)
                 del self._pending[digest]
         return dropped
@@ -81,12 +78,17 @@ class UpdatePool:
         ``base`` is the current global model (float32 flat). The aggregation is the one every
         committee member re-executes (``ctbc.fl.aggregate``)."""
         chosen = sorted(self._pending.values(), key=lambda p: p.checked.update.digest)
-        updates = [(p.checked.update, p.checked.delta) for p in chosen]
+        # Only updates the rule admits: the commit must name exactly what was aggregated, since
+        # every committee member re-executes the aggregate over the updates it names.
+        updates = [(p.checked.update, p.checked.delta) for p in chosen
+                   if self._admissible(p.checked.update.base_version, current_version)]
         result = aggregate(self.rules, base, updates, current_version)
-        by_client_version = {(u.client, u.base_version): u.digest for u, _ in updates}
         weights = dict(result.weights)
-        kept = [(u.digest, weights.get(u.client, 0.0)) for u, _ in updates
-                if (u.client, u.base_version) in by_client_version
-                and u.client not in result.dropped]
-        commit = ModelCommit(current_version + 1, current_version, b"", tuple(kept))
+        kept = tuple((u.digest, weights.get(u.client, 0.0)) for u, _ in updates)
+        commit = ModelCommit(current_version + 1, current_version, b"", kept)
         return result.params, commit, [d for d, _ in kept]
+
+    def _admissible(self, base_version: int, current_version: int) -> bool:
+        if self.rules.mode == "fedavg":
+            return base_version == current_version
+        return 0 <= current_version - base_version <= self.rules.rule.max_staleness

@@ -41,6 +41,7 @@ import numpy as np
 from dualchain.chain import wire
 from dualchain.chain.cmbc.payloads import Anchor, ClientRegistration
 from dualchain.chain.ctbc.fl import FlRules, ModelCommit, SignedUpdate, fl_rules
+from dualchain.chain.daemon.config import ConfigError
 from dualchain.chain.errors import DecodeError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer
@@ -90,7 +91,7 @@ class ServerNode:
         self.ctbc_genesis = Genesis.load(config.ctbc_genesis)
         self.cmbc_genesis = Genesis.load(config.cmbc_genesis)
         if self.ctbc_genesis.fl is None:
-            raise UpdateRefused("config", f"{config.ctbc_genesis} has no fl section")
+            raise ConfigError(f"{config.ctbc_genesis} has no fl section")
         self.fl = self.ctbc_genesis.fl
         self.rules: FlRules = fl_rules(self.ctbc_genesis)
         self.verifier = SignatureVerifier()
@@ -107,6 +108,7 @@ class ServerNode:
         self._arrivals: dict[bytes, float] = {}  # update digest -> completion seconds
         self._task_counter = 0
         self._commit_height = 0  # CTBC height that committed the current version
+        self._last_c_gmax = 0.0  # the longest completion among the last version's updates
         self._version_time = time.monotonic()
         self._awaiting: tuple[int, float] | None = None  # (version submitted, when)
         self._version_changed = asyncio.Event()
@@ -157,8 +159,8 @@ class ServerNode:
         flat = get_flat(self._model)
         blob = encode_params(flat, self.shapes)
         if hashlib.sha256(blob).digest() != self.model_hash:
-            raise UpdateRefused("config", "the genesis model hash does not match the model this "
-                                "node derives from the genesis seed (different code or dataset?)")
+            raise ConfigError("the genesis model hash does not match the model this "
+                              "node derives from the genesis seed (different code or dataset?)")
         self._remember(self.model_hash, blob)
         self.params = flat
         self._test = (dataset.test_x, dataset.test_y)
@@ -239,8 +241,6 @@ class ServerNode:
             "round_s": round(self._version_time - previous, 3), "time": time.time(),
             "c_gmax_s": round(self._last_c_gmax, 3),
         }), flush=True)
-
-    _last_c_gmax = 0.0
 
     # -- following the chains -------------------------------------------------------------------
 

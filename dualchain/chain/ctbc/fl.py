@@ -205,10 +205,6 @@ class ModelCommitChecker:
         self.verifier = verifier
         self._verdicts: OrderedDict[bytes, str | None] = OrderedDict()
 
-    def referenced(self, commit: ModelCommit, parent_hash: bytes) -> list[bytes]:
-        """The blobs a check of ``commit`` reads."""
-        return [parent_hash, *(d for d, _ in commit.updates)]
-
     def _blob(self, h: bytes) -> bytes:
         try:
             return self.blobs.get(h)

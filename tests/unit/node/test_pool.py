@@ -1,0 +1,66 @@
+"""The aggregation pool: when it is ready, and that a commit names exactly what it aggregated
+(committee members re-execute the aggregate over the updates a commit names)."""
+
+from __future__ import annotations
+
+import hashlib
+from dataclasses import replace
+from pathlib import Path
+
+import numpy as np
+
+from dualchain.chain.blobs import BlobStore
+from dualchain.chain.ctbc.fl import FlRules, ModelCommitChecker, sign_update
+from dualchain.chain.identity import Signer
+from dualchain.chain.mldsa import Algorithm
+from dualchain.learning.aggregation import StalenessRule
+from dualchain.learning.codec import decode_params, encode_params
+from dualchain.node.config import AggregationParams
+from dualchain.node.gate import CheckedUpdate
+from dualchain.node.pool import UpdatePool
+
+ALG = Algorithm.ML_DSA_44
+CHAIN = "ctbc-test"
+SHAPES = [("w", (6,))]
+
+
+def checked(signer: Signer, base: int, value: float, task: int = 1) -> CheckedUpdate:
+    delta = np.full(6, value, np.float32)
+    update = sign_update(signer, CHAIN, base, 64, task, encode_params(delta, SHAPES))
+    return CheckedUpdate(update, decode_params(update.params).flat)
+
+
+def rules(mode: str = "fedasync") -> FlRules:
+    return FlRules(CHAIN, ALG, mode, StalenessRule("eq2", max_staleness=2), 1.0, 10.0)
+
+
+def test_fedasync_is_ready_at_min_updates_or_after_the_window() -> None:
+    pool = UpdatePool(rules(), AggregationParams(min_updates=2, window_s=5.0))
+    a = Signer.generate(ALG)
+    assert not pool.ready(3, clients=4)
+    pool.add(checked(a, 3, 0.1))
+    assert not pool.ready(3, clients=4, now=0.0)
+    assert pool.ready(3, clients=4, now=1e12)  # the window has passed
+    pool.add(checked(a, 3, 0.2, task=2))
+    assert pool.ready(3, clients=4, now=0.0)
+
+
+def test_a_commit_names_exactly_the_updates_it_aggregated(tmp_path: Path, verifier) -> None:
+    pool = UpdatePool(rules(), AggregationParams(min_updates=1))
+    clients = [Signer.generate(ALG) for _ in range(3)]
+    fresh = [checked(clients[0], 5, 0.1), checked(clients[1], 4, 0.2)]
+    stale = checked(clients[2], 1, 0.3)  # staleness 4 > 2
+    for c in [*fresh, stale]:
+        pool.add(c)
+    base = np.zeros(6, np.float32)
+    params, commit, digests = pool.build(base, 5)
+    assert set(digests) == {c.update.digest for c in fresh}
+    blobs = BlobStore(tmp_path)
+    parent = blobs.put(encode_params(base, SHAPES))
+    for c in fresh:
+        blobs.put(c.update.encoded)
+    model_hash = hashlib.sha256(encode_params(params, SHAPES)).digest()
+    ModelCommitChecker(rules(), blobs, verifier).check(replace(commit, model_hash=model_hash),
+                                                       parent, 5)
+    assert pool.prune(5) == [clients[2].id]
+    assert len(pool) == 2
