@@ -79,6 +79,12 @@ SYNC_BATCH = 64
 SYNC_CHECK_S = 1.0
 REBROADCAST_S = 1.0
 PROPOSE_POLL_S = 0.025
+# Consensus messages this many heights past the one being decided are kept for later (the
+# engine buffers the votes, we the proposals): a replica that commits a height a moment after
+# its peers then still has their messages for the next one, instead of falling a height behind
+# for good and catching up only by block sync.
+LOOKAHEAD = 1
+MAX_PENDING_PROPOSALS = 16
 MAX_BLOB_BYTES = 256 * 1024 * 1024
 
 
@@ -157,7 +163,7 @@ class CtbcNode(ChainNodeBase):
         if not self._authentic(signed.chain_id, signed.height, signed.proposer, Domain.PROPOSAL,
                                signed.signing_bytes, signed.signature):
             return
-        if signed.height > self.height + 1:
+        if signed.height > self.height + 1 + LOOKAHEAD:
             return
         self._seen_proposals.add(seen)
         proposal = Proposal.decode(data)
@@ -171,7 +177,7 @@ class CtbcNode(ChainNodeBase):
         if vote.height == self.height:
             if vote.step == VoteStep.PRECOMMIT:
                 self._add_late_precommit(vote)
-        elif vote.height <= self.height + 1:
+        elif vote.height <= self.height + 1 + LOOKAHEAD:
             await self._events.put(("vote", vote))
 
     def _authentic(self, chain_id: str, height: int, signer: bytes, domain: Domain,
@@ -246,13 +252,15 @@ class CtbcNode(ChainNodeBase):
             await self._sync(event[1])
 
     async def _handle_proposal(self, proposal: Proposal) -> None:
-        if proposal.height > self.height + 1:
+        if proposal.height > self.height + 1 + LOOKAHEAD:
             return  # far ahead: block sync brings us there
         if proposal.height == self.height + 1 and self.engine.height == proposal.height:
             valid = await self._validate(proposal.block)
             await self._run(self.engine.on_proposal(proposal, valid))
         elif proposal.height > self.engine.height:
-            self._pending_proposals.setdefault(proposal.height, []).append(proposal)
+            pending = self._pending_proposals.setdefault(proposal.height, [])
+            if len(pending) < MAX_PENDING_PROPOSALS:
+                pending.append(proposal)
 
     async def _validate(self, block: Block) -> bool:
         """Full validation of a block for the height being decided: ledger rules and app rules."""
@@ -517,29 +525,32 @@ class CtbcNode(ChainNodeBase):
     async def _sync_watch(self) -> None:
         """Watches for a stalled height: re-sends our own messages of it (a peer that restarted
         or reconnected missed them; the engine never asks twice), and starts block sync when a
-        peer is known to be ahead."""
+        peer is known to be ahead: at once when it is past the heights we keep messages for,
+        after a stall when it is just one ahead (that is normal for a moment after each commit)."""
         last_height = -1
         while True:
             await asyncio.sleep(min(SYNC_CHECK_S, REBROADCAST_S))
             stalled = self.height == last_height
             last_height = self.height
-            if not stalled:
-                continue
-            resend = self._stalled_height_messages()
-            position = (self.engine.height, self.engine.round)
-            for link in self.links:
-                if not link.idle:  # a peer still busy with our backlog gets nothing more
-                    continue
-                # Votes every time; a proposal (a whole block) once per round and peer.
-                again = (link.address, *position) not in self._proposals_resent
-                self._proposals_resent.add((link.address, *position))
-                for message in resend:
-                    if again or message.WhichOneof("kind") != "proposal":
-                        link.send(message)
+            if stalled:
+                self._resend_stalled()
             if self.peer_heights:
                 peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
-                if height > self.height:
+                if height > self.height + LOOKAHEAD or (stalled and height > self.height):
                     await self._events.put(("sync", peer))
+
+    def _resend_stalled(self) -> None:
+        resend = self._stalled_height_messages()
+        position = (self.engine.height, self.engine.round)
+        for link in self.links:
+            if not link.idle:  # a peer still busy with our backlog gets nothing more
+                continue
+            # Votes every time; a proposal (a whole block) once per round and peer.
+            again = (link.address, *position) not in self._proposals_resent
+            self._proposals_resent.add((link.address, *position))
+            for message in resend:
+                if again or message.WhichOneof("kind") != "proposal":
+                    link.send(message)
 
     def _stalled_height_messages(self) -> list[peer_pb.PeerMessage]:
         """What we re-send while a height stalls: the votes and the current round's proposal we
