@@ -101,6 +101,26 @@ class FlParams:
 
 
 @dataclass(frozen=True)
+class SchedParams:
+    """Task scheduling on CMBC (seed 000 §4): the inputs of the scheduler every replica
+    re-executes to check a group assignment or a task plan. Optional: a CMBC without it refuses
+    both. ``mode``: "ddmlts" (eqs. 12-13), "olar" (the makespan optimum) or "equal"."""
+
+    mode: str = "ddmlts"
+    k_max: int = 4
+    alpha: float = 1.0
+    batches_per_client: int = 20  # a group's total work is this times its size
+    lower: int = 1
+    upper: int = 200
+    batch_size: int = 64  # samples per batch: turns a reported speed into batches per second
+    drift: float = 0.25  # relative change of a client's state that triggers re-clustering
+    eps_rtt: float = 1 / 3  # eq. 8 weights
+    eps_completion: float = 1 / 3
+    eps_speed: float = 1 / 3
+    history: int = 32  # state reports kept per client (the oldest basis a plan may use)
+
+
+@dataclass(frozen=True)
 class LedgerLimits:
     """The size and clock bounds of ``LedgerParams``, with its defaults."""
 
@@ -129,6 +149,7 @@ class Genesis:
     reputation: ReputationWeights = field(default_factory=ReputationWeights)
     pow: PowParams = field(default_factory=PowParams)  # CMBC only: absent from a CTBC file
     fl: FlParams | None = None  # CTBC only, optional
+    sched: SchedParams | None = None  # CMBC only, optional
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "validators", tuple(self.validators))
@@ -177,6 +198,8 @@ class Genesis:
             data["pow"] = asdict(self.pow)
         if self.fl is not None:
             data["fl"] = asdict(self.fl)
+        if self.sched is not None:
+            data["sched"] = asdict(self.sched)
         return data
 
     @classmethod
@@ -185,6 +208,8 @@ class Genesis:
                 "consensus", "limits", "reputation"]
         if isinstance(data, dict) and data.get("kind") == "cmbc":
             keys.append("pow")
+            if "sched" in data:
+                keys.append("sched")
         if isinstance(data, dict) and data.get("kind") == "ctbc" and "fl" in data:
             keys.append("fl")
         obj = _object(data, "", keys)
@@ -213,6 +238,8 @@ class Genesis:
             reputation=_section(ReputationWeights, obj["reputation"], "reputation"),
             **({"pow": _section(PowParams, obj["pow"], "pow")} if "pow" in obj else {}),
             **({"fl": _section(FlParams, obj["fl"], "fl")} if "fl" in obj else {}),
+            **({"sched": _section(SchedParams, obj["sched"], "sched")} if "sched" in obj
+               else {}),
         )
 
     @classmethod
@@ -331,6 +358,28 @@ def _check_semantics(g: Genesis) -> None:
     _check_pow(g.pow)
     if g.fl is not None:
         _check_fl(g)
+    if g.sched is not None:
+        _check_sched(g)
+
+
+def _check_sched(g: Genesis) -> None:
+    sched = g.sched
+    assert sched is not None
+    if g.kind != "cmbc":
+        raise GenesisError("sched: task plans live on cmbc")
+    if sched.mode not in ("ddmlts", "olar", "equal"):
+        raise GenesisError(f"sched.mode: {sched.mode!r} is not ddmlts, olar or equal")
+    for name in ("k_max", "batches_per_client", "lower", "upper", "batch_size", "history"):
+        if type(getattr(sched, name)) is not int or getattr(sched, name) < 1:
+            raise GenesisError(f"sched.{name}: must be a positive integer")
+    if sched.lower > sched.upper or sched.lower > sched.batches_per_client:
+        raise GenesisError("sched: need lower <= batches_per_client and lower <= upper")
+    for name in ("alpha", "drift"):
+        if not 0 < getattr(sched, name) < float("inf"):
+            raise GenesisError(f"sched.{name}: must be a positive finite number")
+    weights = (sched.eps_rtt, sched.eps_completion, sched.eps_speed)
+    if min(weights) < 0 or abs(sum(weights) - 1) > 1e-9:
+        raise GenesisError("sched: eps_rtt + eps_completion + eps_speed must be 1, each >= 0")
 
 
 def _check_validators(g: Genesis) -> None:

@@ -127,6 +127,27 @@ def cmd_bench_fl(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_bench_paper(args: argparse.Namespace) -> int:
+    from dualchain.bench.paper import run_experiment
+    from dualchain.deploy.up import UpConfig, UpError
+
+    try:
+        base = UpConfig(nodes=args.nodes, clients=args.clients, rounds=args.rounds,
+                        dataset=args.dataset,
+                        data_dir=str(args.data_dir) if args.data_dir else None,
+                        stragglers=args.stragglers, sched_alpha=args.sched_alpha,
+                        batches=args.batches, timeout_s=args.timeout_s)
+    except UpError as exc:
+        print(f"dualchain bench paper: {exc}", file=sys.stderr)
+        return 2
+    ratios = [float(x) for x in args.ratios.split(",")] if args.ratios else None
+    progress = None if args.json else (lambda line: print(line, file=sys.stderr))
+    result = run_experiment(args.experiment, base, args.out, progress or (lambda line: None),
+                            modes=args.modes.split(","), ratios=ratios)
+    _print(result, args.json)
+    return 0
+
+
 def cmd_bench_central(args: argparse.Namespace) -> int:
     from dualchain.bench.central import central_benchmark
 
@@ -208,7 +229,8 @@ def cmd_up(args: argparse.Namespace) -> int:
 
     overrides = {name: getattr(args, name) for name in (
         "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
-        "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s")}
+        "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
+        "stragglers", "quorum", "sched_alpha")}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
@@ -343,8 +365,18 @@ def build_parser() -> argparse.ArgumentParser:
                     help="where the dataset files are (not needed for digits)")
     up.add_argument("--rounds", type=int, default=None,
                     help="model versions to commit before stopping (default 20)")
-    up.add_argument("--mode", choices=["fedasync", "fedavg"], default=None,
-                    help="fedasync (asynchronous, default) or fedavg (synchronous rounds)")
+    up.add_argument("--mode", choices=["fedasync", "fedavg", "ddmlts", "semisync"],
+                    default=None,
+                    help="fedasync (asynchronous, equal tasks; default), fedavg (synchronous "
+                    "rounds), ddmlts (client groups and tasks sized per client by the CMBC "
+                    "task plan), semisync (a round waits for --quorum of the clients)")
+    up.add_argument("--stragglers", type=float, default=None,
+                    help="fraction of clients emulated 8x slower; the others spread over "
+                    "1x..2x (default 0)")
+    up.add_argument("--quorum", type=float, default=None,
+                    help="semisync: fraction of clients a round waits for (default 0.5)")
+    up.add_argument("--sched-alpha", type=float, default=None,
+                    help="ddmlts: eq. 13 balancing factor alpha (default 1.0)")
     up.add_argument("--workdir", default=None, help="output directory, replaced (default "
                     "runs/default)")
     up.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default=None,
@@ -529,6 +561,39 @@ def build_parser() -> argparse.ArgumentParser:
                     help="per-client slowdown factors, e.g. 1,1,2,4 (default: none)")
     fl.add_argument("--json", action="store_true", help="print one compact JSON document")
     fl.set_defaults(func=cmd_bench_fl)
+
+    paper = bench_sub.add_parser(
+        "paper",
+        help="seed 000 §5 scheduling experiments: table3, fig4, fig7",
+        description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
+        "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
+        "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
+        "straggler ratio for alpha 0.5/1/1.5, grouped and ungrouped (computed from measured "
+        "training speed). Writes NAME.json, NAME.csv and NAME.png under --out.",
+    )
+    paper.add_argument("--experiment", required=True, choices=["table3", "fig4", "fig7"])
+    paper.add_argument("--modes", default="ddmlts,fedasync,semisync,fedavg",
+                       help="table3: modes to run (default ddmlts,fedasync,semisync,fedavg)")
+    paper.add_argument("--nodes", type=int, default=2, help="server nodes (default 2)")
+    paper.add_argument("--clients", type=int, default=10, help="clients (default 10)")
+    paper.add_argument("--rounds", type=int, default=15, help="versions per run (default 15)")
+    paper.add_argument("--stragglers", type=float, default=0.2,
+                       help="fraction of clients 8x slower, the rest over 1x..2x (default 0.2)")
+    paper.add_argument("--ratios", default="",
+                       help="fig4/fig7: comma-separated straggler ratios (defaults: "
+                       "0,.2,.4,.6,.8,1 and 0,.2,.4)")
+    paper.add_argument("--sched-alpha", type=float, default=1.0,
+                       help="ddmlts alpha for table3/fig7 (default 1.0)")
+    paper.add_argument("--batches", type=int, default=20,
+                       help="batches per task on average (default 20)")
+    paper.add_argument("--dataset", default="digits", help="dataset (default digits)")
+    paper.add_argument("--data-dir", type=Path, default=None, help="dataset files")
+    paper.add_argument("--timeout-s", type=float, default=600.0,
+                       help="per-run training time limit (default 600)")
+    paper.add_argument("--out", type=Path, default=Path("runs/paper"),
+                       help="where NAME.json/csv/png go (default runs/paper)")
+    paper.add_argument("--json", action="store_true", help="print one compact JSON document")
+    paper.set_defaults(func=cmd_bench_paper)
 
     central = bench_sub.add_parser(
         "central",

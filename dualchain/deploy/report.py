@@ -2,8 +2,9 @@
 
 Per model version: accuracy and loss on the held-out test set (the same on every node, which
 evaluates the same committed model), the time since training started, the round time (since
-the previous version), C_gmax of seed 000 eq. 14 (the longest task completion among the updates
-it includes: from handing out the task to receiving the update), and the updates included and
+the previous version), C_gmax of seed 000 eq. 14 (per client group, the longest task completion
+among the updates the version includes, from handing out the task to receiving the update;
+averaged over the groups: one group in the modes without groups), and the updates included and
 dropped as too stale.
 """
 
@@ -20,7 +21,8 @@ COLUMNS = ("version", "elapsed_s", "accuracy", "loss", "round_s", "c_gmax_s", "i
 
 def write_report(workdir: Path, config: dict[str, Any], versions: dict[int, dict[str, Any]],
                  heights: dict[str, Any], cpu: dict[str, float],
-                 client_tasks: dict[str, int], interrupted: bool) -> dict[str, Any]:
+                 client_tasks: dict[str, int], interrupted: bool,
+                 plans: list[dict[str, Any]] | None = None) -> dict[str, Any]:
     rows = [{k: versions[v].get(k) for k in COLUMNS} for v in sorted(versions)]
     final = rows[-1] if rows else None
     report = {
@@ -38,6 +40,9 @@ def write_report(workdir: Path, config: dict[str, Any], versions: dict[int, dict
         "bytes_sent": heights.get("bytes_sent"),
         "tasks_per_client": client_tasks,
         "cpu_seconds": cpu,
+        # ddmlts: each task plan a node put on CMBC, with its groups' planned makespans and
+        # the OLAR optimum for the same measured speeds.
+        "plans": plans or [],
     }
     (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     with (workdir / "metrics.csv").open("w", newline="") as out:

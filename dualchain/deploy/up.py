@@ -39,13 +39,17 @@ import psutil
 
 from dualchain.chain.app import Validator
 from dualchain.chain.consensus.pow import PowParams
-from dualchain.chain.genesis import ConsensusParams, FlParams, Genesis
+from dualchain.chain.genesis import ConsensusParams, FlParams, Genesis, SchedParams
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.deploy.processes import free_ports
 
 READY_TIMEOUT_S = 180.0
 STOP_GRACE_S = 10.0
+MODES = ("fedasync", "fedavg", "ddmlts", "semisync")
+# How each mode aggregates: (the chain's rule, the aggregator's policy).
+MODE_RULES = {"fedasync": ("fedasync", "window"), "fedavg": ("fedavg", "window"),
+              "ddmlts": ("fedasync", "plan"), "semisync": ("fedasync", "quorum")}
 CTBC_CHAIN = "ctbc-testbed"
 CMBC_CHAIN = "cmbc-testbed"
 
@@ -75,7 +79,15 @@ class UpConfig:
     max_staleness: int = 8
     algorithm: str = "ML-DSA-44"
     timeout_s: float = 600.0
-    slowdowns: list[float] = field(default_factory=list)  # per client; missing ones are 1.0
+    slowdowns: list[float] = field(default_factory=list)  # per client; empty: from stragglers
+    stragglers: float = 0.0  # fraction of clients (the last ones) slowed straggler_slowdown x;
+    straggler_slowdown: float = 8.0  # the others spread evenly over 1x..spread
+    spread: float = 2.0
+    quorum: float = 0.5  # semisync: the fraction of clients a round waits for
+    deadline_s: float = 30.0  # ddmlts and semisync: a round waits at most this long
+    sched_alpha: float = 1.0  # ddmlts: eq. 13's balancing factor
+    k_max: int = 4  # ddmlts: at most this many client groups (Algorithm 1)
+    sched_mode: str = "ddmlts"  # how a plan sizes tasks: ddmlts, olar (the optimum) or equal
     miner_workers: int = 1
     miner_duty: float = 0.2
     cmbc_interval_s: float = 1.0
@@ -85,9 +97,12 @@ class UpConfig:
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.clients < 1 or self.miners < 0 or self.rounds < 1:
             raise UpError("nodes, clients and rounds must be at least 1, miners at least 0")
-        if self.mode not in ("fedasync", "fedavg"):
-            raise UpError(f"mode {self.mode!r}: fedasync or fedavg (the scheduling issue adds "
-                          "ddmlts and semisync)")
+        if self.mode not in MODES:
+            raise UpError(f"mode {self.mode!r}: one of {', '.join(MODES)}")
+        if not 0 <= self.stragglers <= 1 or self.straggler_slowdown < 1 or self.spread < 1:
+            raise UpError("stragglers must be in [0, 1]; straggler_slowdown and spread >= 1")
+        if self.sched_mode not in ("ddmlts", "olar", "equal"):
+            raise UpError(f"sched_mode {self.sched_mode!r}: ddmlts, olar or equal")
         if self.miners == 0:
             raise UpError("CMBC needs at least one miner (registrations are mined)")
 
@@ -113,6 +128,24 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
     ready: dict[str, Any] | None = None
     address: str = ""
+
+
+def c_gmax(groups: dict[str, float]) -> float:
+    """Seed 000 eq. 14 for one version: the mean over groups of each group's longest
+    completion time (of the tasks the version includes)."""
+    return round(sum(groups.values()) / len(groups), 3) if groups else 0.0
+
+
+def client_slowdowns(config: UpConfig) -> list[float]:
+    """Each client's emulated slowdown: ``slowdowns`` where given; otherwise the last
+    ``stragglers`` fraction at ``straggler_slowdown`` and the rest spread over 1x..``spread``."""
+    if config.slowdowns:
+        return [config.slowdowns[j] if j < len(config.slowdowns) else 1.0
+                for j in range(config.clients)]
+    slow = round(config.stragglers * config.clients)
+    fast = config.clients - slow
+    spread = [1.0 + (config.spread - 1.0) * j / max(fast - 1, 1) for j in range(fast)]
+    return [round(x, 3) for x in spread] + [config.straggler_slowdown] * slow
 
 
 def _calibrate_difficulty(config: UpConfig) -> int:
@@ -155,6 +188,7 @@ class Testbed:
         self.versions: dict[int, dict[str, Any]] = {}
         self.started = 0.0
         self.client_tasks: dict[str, int] = {}
+        self.plans: list[dict[str, Any]] = []  # the task plans the nodes submitted (ddmlts)
         self.cpu: dict[str, float] = {}
         self._last_event: dict[str, Any] = {}
         self.history: list[tuple[Proc, dict[str, Any]]] = []  # every event, in arrival order
@@ -189,8 +223,9 @@ class Testbed:
             signer.save(keys / f"client-{j}.key")
             client_keys.append(signer)
         now = time.time_ns() // 1_000_000
+        rule, policy = MODE_RULES[c.mode]
         fl = FlParams(dataset=c.dataset, model_seed=c.seed, model_hash=_genesis_model_hash(c),
-                      mode=c.mode, max_staleness=c.max_staleness)
+                      mode=rule, max_staleness=c.max_staleness)
         Genesis(
             chain_id=CTBC_CHAIN, kind="ctbc", algorithm=alg, genesis_time_ms=now,
             validators=tuple(Validator(s.id, s.public_key, a) for s, a in zip(node_keys, ctbc,
@@ -205,6 +240,9 @@ class Testbed:
             pow=PowParams(initial_difficulty=_calibrate_difficulty(c),
                           block_interval_ms=int(c.cmbc_interval_s * 1000),
                           retarget_interval=10, finality_depth=c.finality_depth),
+            sched=SchedParams(mode=c.sched_mode, k_max=c.k_max, alpha=c.sched_alpha,
+                              batches_per_client=c.batches, upper=c.batches * 8,
+                              batch_size=c.batch_size) if policy == "plan" else None,
         ).save(self.workdir / "cmbc-genesis.json")
         py = [sys.executable, "-m", "dualchain.deploy.cli"]
         for i in range(n):
@@ -234,7 +272,9 @@ class Testbed:
                 "data_dir": c.data_dir,
                 "task": {"batches": c.batches, "batch_size": c.batch_size,
                          "learning_rate": c.learning_rate},
-                "aggregation": {"min_updates": min_updates, "window_s": c.window_s},
+                "aggregation": {"min_updates": min_updates, "window_s": c.window_s,
+                                "policy": policy, "quorum": c.quorum,
+                                "deadline_s": c.deadline_s},
                 "metrics_port": metric_ports[2 * n + i],
             })
             self.procs.append(Proc(f"node-{i}", "node", [
@@ -252,7 +292,7 @@ class Testbed:
     def _client_config(self, j: int, i: int, node: str, node_id: str,
                        cmbc: str) -> dict[str, Any]:
         c = self.config
-        slowdown = c.slowdowns[j] if j < len(c.slowdowns) else 1.0
+        slowdown = client_slowdowns(c)[j]
         return {
             "key": f"keys/client-{j}.key", "node": node, "node_id": node_id, "cmbc": cmbc,
             "ctbc_chain_id": CTBC_CHAIN, "cmbc_chain_id": CMBC_CHAIN, "dataset": c.dataset,
@@ -327,13 +367,20 @@ class Testbed:
                 previous = max((e["elapsed_s"] for k, e in self.versions.items() if k < v),
                                default=0.0)
                 event = {**event, "elapsed_s": elapsed, "node": proc.name,
-                         "round_s": round(elapsed - previous, 3)}
+                         "round_s": round(elapsed - previous, 3),
+                         "c_groups_s": dict(event.get("c_groups_s", {}))}
+                event["c_gmax_s"] = c_gmax(event["c_groups_s"])
                 self.versions[v] = event
                 self._print_version(event)
             else:
-                known["c_gmax_s"] = max(known.get("c_gmax_s", 0.0), event.get("c_gmax_s", 0.0))
+                merged = known.setdefault("c_groups_s", {})
+                for group, seconds in event.get("c_groups_s", {}).items():
+                    merged[group] = max(merged.get(group, 0.0), seconds)
+                known["c_gmax_s"] = c_gmax(merged)
         elif event["event"] == "task":
             self.client_tasks[proc.name] = self.client_tasks.get(proc.name, 0) + 1
+        elif event["event"] == "plan":
+            self.plans.append({**event, "node": proc.name})
         elif event["event"] == "exited":
             self.progress(f"  {proc.name} exited with code {event['code']}")
 
@@ -479,4 +526,4 @@ class Testbed:
         from dualchain.deploy.report import write_report
 
         return write_report(self.workdir, asdict(self.config), self.versions, heights, self.cpu,
-                            self.client_tasks, interrupted)
+                            self.client_tasks, interrupted, self.plans)

@@ -11,7 +11,8 @@
       "nodes": {"<node id hex>": "127.0.0.1:7301", ...},   every server node, itself included
       "dataset": "digits", "data_dir": null,
       "task": {"batches": 10, "batch_size": 64, "learning_rate": 0.01},
-      "aggregation": {"min_updates": 4, "window_s": 2.0, "fedavg_timeout_s": 60.0},
+      "aggregation": {"min_updates": 4, "window_s": 2.0, "fedavg_timeout_s": 60.0,
+                      "policy": "window", "quorum": 0.5, "deadline_s": 30.0},
       "aggregator_timeout_s": 20.0,       next node takes over when no version for this long
       "metrics_port": 0,
       "test_tamper_model": false          test-only: commit a perturbed model
@@ -35,11 +36,22 @@ class TaskParams:
     learning_rate: float = 0.01
 
 
+POLICIES = ("window", "plan", "quorum")
+
+
 @dataclass(frozen=True)
 class AggregationParams:
-    min_updates: int = 4  # fedasync: aggregate once this many updates wait...
+    """When the aggregator builds the next version (the chain's rule decides what it may
+    include). ``policy``: "window" (fedasync), "plan" (ddmlts: every client of the final task
+    plan, or the deadline) or "quorum" (semisync: ``quorum`` of the clients, or the deadline).
+    A chain in fedavg mode always waits for every client."""
+
+    min_updates: int = 4  # window: aggregate once this many updates wait...
     window_s: float = 2.0  # ...or once the oldest waiting update is this old
     fedavg_timeout_s: float = 60.0  # fedavg: give up waiting for missing clients after this
+    policy: str = "window"
+    quorum: float = 0.5  # quorum: the fraction of clients whose updates on this version suffice
+    deadline_s: float = 30.0  # plan and quorum: aggregate what came this long after the first
 
 
 @dataclass(frozen=True)
@@ -92,6 +104,11 @@ class NodeConfig:
             raise ConfigError("task: batches, batch_size and learning_rate must be positive")
         if aggregation.min_updates < 1 or aggregation.window_s <= 0:
             raise ConfigError("aggregation: min_updates and window_s must be positive")
+        if aggregation.policy not in POLICIES:
+            raise ConfigError(f"aggregation.policy: {aggregation.policy!r} is not one of "
+                              f"{', '.join(POLICIES)}")
+        if not 0 < aggregation.quorum <= 1 or aggregation.deadline_s <= 0:
+            raise ConfigError("aggregation: quorum must be in (0, 1], deadline_s positive")
         data_dir = data.get("data_dir")
         return cls(
             key=(base / data["key"]).resolve(),

@@ -5,6 +5,11 @@
 - ``fedavg``: synchronous rounds: aggregate when every registered client sent an update on the
   current version, or ``fedavg_timeout_s`` after the first one arrived (a client that died must
   not stop training forever; the report counts the round as incomplete).
+- policy ``plan`` (ddmlts): when every client of the final task plan sent an update on the
+  current version (their tasks were sized to finish together), or ``deadline_s`` after the
+  first arrived; updates that miss it join a later version with their staleness weight.
+- policy ``quorum`` (semisync, PerFedS2-like): when ``quorum`` of the clients sent one, or at
+  the deadline.
 
 Every server node keeps the pool (updates are relayed to all nodes), so whichever node is the
 aggregator has them.
@@ -12,6 +17,7 @@ aggregator has them.
 
 from __future__ import annotations
 
+import math
 import time
 from dataclasses import dataclass, field
 
@@ -56,15 +62,26 @@ class UpdatePool:
         for d in digests:
             self._pending.pop(d, None)
 
-    def ready(self, current_version: int, clients: int, now: float | None = None) -> bool:
+    def ready(self, current_version: int, expected: set[bytes],
+              now: float | None = None) -> bool:
+        """Whether to aggregate now; ``expected``: the clients a round waits for."""
         if not self._pending:
             return False
         now = time.monotonic() if now is None else now
         oldest = min(p.arrived for p in self._pending.values())
+        current = [p for p in self._pending.values()
+                   if p.checked.update.base_version == current_version]
+        senders = {p.checked.update.client for p in current}
         if self.rules.mode == "fedavg":
-            senders = {p.checked.update.client for p in self._pending.values()
-                       if p.checked.update.base_version == current_version}
-            return len(senders) >= clients or now - oldest >= self.params.fedavg_timeout_s
+            return senders >= expected or now - oldest >= self.params.fedavg_timeout_s
+        if self.params.policy in ("plan", "quorum"):
+            if not current:  # only late updates of earlier rounds: they wait for this round's
+                return False
+            waited = now - min(p.arrived for p in current)
+            if self.params.policy == "plan":
+                return senders >= expected or waited >= self.params.deadline_s
+            needed = math.ceil(self.params.quorum * len(expected))
+            return len(senders & expected) >= needed or waited >= self.params.deadline_s
         return (len(self._pending) >= self.params.min_updates
                 or now - oldest >= self.params.window_s)
 

@@ -42,7 +42,7 @@ from dualchain.chain import wire
 from dualchain.chain.cmbc.payloads import Anchor, ClientRegistration
 from dualchain.chain.ctbc.fl import FlRules, ModelCommit, SignedUpdate, fl_rules
 from dualchain.chain.daemon.config import ConfigError
-from dualchain.chain.errors import DecodeError
+from dualchain.chain.errors import DecodeError, DualchainError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer
 from dualchain.chain.rpc import channel_options
@@ -53,6 +53,7 @@ from dualchain.learning.codec import decode_params, encode_params
 from dualchain.node.config import NodeConfig
 from dualchain.node.gate import CheckedUpdate, UpdateGate, UpdateRefused
 from dualchain.node.metrics import NodeMetrics
+from dualchain.node.planner import Planner
 from dualchain.node.pool import UpdatePool
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
@@ -105,10 +106,16 @@ class ServerNode:
         self.gate: UpdateGate | None = None
         self.pool = UpdatePool(self.rules, config.aggregation)
         self._issued: dict[bytes, IssuedTask] = {}
-        self._arrivals: dict[bytes, float] = {}  # update digest -> completion seconds
+        # update digest -> (client, completion seconds), for this node's own clients
+        self._arrivals: dict[bytes, tuple[bytes, float]] = {}
         self._task_counter = 0
         self._commit_height = 0  # CTBC height that committed the current version
-        self._last_c_gmax = 0.0  # the longest completion among the last version's updates
+        # Per group, the longest completion among the last version's updates from this node's
+        # clients (the launcher merges the nodes' figures into eq. 14's C_gmax).
+        self._last_c_groups: dict[int, float] = {}
+        self.planner = Planner(self.cmbc_genesis.sched if config.aggregation.policy == "plan"
+                               else None)
+        self._planning = asyncio.Lock()
         self._version_time = time.monotonic()
         self._awaiting: tuple[int, float] | None = None  # (version submitted, when)
         self._version_changed = asyncio.Event()
@@ -239,13 +246,14 @@ class ServerNode:
             "accuracy": round(self.accuracy, 4), "loss": round(self.loss, 4),
             "ctbc_height": height, "included": included, "dropped": len(dropped),
             "round_s": round(self._version_time - previous, 3), "time": time.time(),
-            "c_gmax_s": round(self._last_c_gmax, 3),
+            "c_groups_s": {str(g): round(t, 3) for g, t in sorted(self._last_c_groups.items())},
         }), flush=True)
 
     # -- following the chains -------------------------------------------------------------------
 
     async def _follow_cmbc(self) -> None:
-        """Registrations from final CMBC blocks (a reorg can never take them back)."""
+        """Registrations, group assignments and task plans from final CMBC blocks (a reorg can
+        never take them back); after this node's anchor is final, the next plan."""
         next_height = 1
         while True:
             try:
@@ -253,18 +261,57 @@ class ServerNode:
                     from_height=next_height, final_only=True))
                 async for message in stream:
                     block = wire.block_from_proto(message)
+                    async with self._planning:
+                        try:
+                            self.planner.apply_final(block)
+                        except DualchainError as exc:  # would mean replicas disagree: loud
+                            log.error("final CMBC block %d refused by the planner: %s",
+                                      block.height, exc)
                     for tx in block.transactions:
                         if tx.kind == TxKind.CLIENT_REGISTER:
                             registration = ClientRegistration.decode(tx.payload)
                             self.clients[tx.sender] = tx.public_key
                             log.info("client %s registered (node %s)", tx.sender.hex()[:16],
                                      registration.node.hex()[:16])
+                        elif tx.kind == TxKind.ANCHOR and tx.sender == self.signer.id:
+                            version = Anchor.decode(tx.payload).version
+                            self._tasks.append(asyncio.create_task(self._publish_plan(version)))
                     self._cmbc_final = block.height
                     next_height = block.height + 1
                     self.metrics.clients.set(len(self.clients))
             except grpc.aio.AioRpcError as exc:
                 log.warning("CMBC stream broke: %s", exc.details())
                 await asyncio.sleep(RETRY_S)
+
+    async def _publish_plan(self, version: int) -> None:
+        """Submits the group assignment (if one is due) and task plan after ``version``."""
+        if self.planner.sched is None:
+            return
+        async with self._planning:
+            loop = asyncio.get_running_loop()
+            try:
+                records = await loop.run_in_executor(None, self.planner.records_after, version)
+            except DualchainError as exc:
+                log.warning("no plan after version %d: %s", version, exc)
+                return
+        if records is None:
+            return
+        chain_id = self.cmbc_genesis.chain_id
+        try:
+            if records.assignment is not None:
+                await self._submit(self.cmbc, chain_id, TxKind.GROUP_ASSIGNMENT,
+                                   records.assignment.encode())
+            await self._submit(self.cmbc, chain_id, TxKind.TASK_PLAN, records.plan.encode())
+        except grpc.aio.AioRpcError as exc:
+            log.warning("plan after version %d refused: %s", version, exc.details())
+            return
+        print(json.dumps({
+            "event": "plan", "version": version, "basis_height": records.plan.basis_height,
+            "regrouped": None if records.assignment is None
+            else records.assignment.reason.name.lower(),
+            "batches": [b for _, b in records.plan.tasks], "groups": records.makespans,
+            "time": time.time(),
+        }), flush=True)
 
     async def _follow_ctbc(self, next_height: int) -> None:
         while True:
@@ -289,7 +336,13 @@ class ServerNode:
                          and ModelCommit.decode(tx.payload).version == status.model_version)
         commit = ModelCommit.decode(commit_tx.payload)
         digests = [d for d, _ in commit.updates]
-        self._last_c_gmax = max((self._arrivals.pop(d, 0.0) for d in digests), default=0.0)
+        groups: dict[int, float] = {}
+        for digest in digests:
+            arrival = self._arrivals.pop(digest, None)
+            if arrival is not None:
+                group = self.planner.group_of(arrival[0])
+                groups[group] = max(groups.get(group, 0.0), arrival[1])
+        self._last_c_groups = groups
         self.pool.remove(digests)
         self.metrics.updates_included.inc(len(digests))
         await self._adopt(status.model_version, bytes(status.model_hash), block.height,
@@ -327,7 +380,8 @@ class ServerNode:
                 if version > self.version and time.monotonic() - since < COMMIT_WAIT_S:
                     continue
                 self._awaiting = None
-            if not self.is_aggregator() or not self.pool.ready(self.version, len(self.clients)):
+            expected = self.planner.planned_clients() or set(self.clients)
+            if not self.is_aggregator() or not self.pool.ready(self.version, expected):
                 continue
             log.info("aggregating version %d from %d pooled updates (commit height %d)",
                      self.version + 1, len(self.pool), self._commit_height)
@@ -362,15 +416,16 @@ class ServerNode:
         if client not in self.clients:
             raise UpdateRefused("unknown_client", f"client {client.hex()[:16]} is not registered "
                                 "on CMBC (or its registration is not final yet)")
-        if self.rules.mode == "fedavg":
+        if self.rules.mode == "fedavg" or self.config.aggregation.policy != "window":
             issued = self._issued.get(client)
             if issued is not None and issued.version == self.version:
                 return node_pb.Task(wait_ms=200)  # one task per client and round
         self._task_counter += 1
         self._issued[client] = IssuedTask(self._task_counter, self.version, time.monotonic())
         t = self.config.task
+        batches = self.planner.batches_for(client) or t.batches  # the final plan's, if any
         return node_pb.Task(task_id=self._task_counter, version=self.version,
-                            model_hash=self.model_hash, batches=t.batches,
+                            model_hash=self.model_hash, batches=batches,
                             batch_size=t.batch_size, learning_rate=t.learning_rate,
                             dataset=self.fl.dataset)
 
@@ -386,7 +441,8 @@ class ServerNode:
         await self._put_blob(raw)
         issued = self._issued.get(checked.update.client)
         if issued is not None:
-            self._arrivals[checked.update.digest] = time.monotonic() - issued.issued
+            self._arrivals[checked.update.digest] = (checked.update.client,
+                                                     time.monotonic() - issued.issued)
         self.pool.add(checked)
         self.metrics.updates_accepted.inc()
         if relay:

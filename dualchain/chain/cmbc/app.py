@@ -10,28 +10,51 @@ Rules (each refusal is a ValidationError with a code):
   to the block's height and parent; never admitted to the mempool.
 - ``MEMO``: opaque bytes, accepted and not stored (benchmarks).
 
-Group assignments and task plans join with the scheduler; until then CMBC refuses them.
+- ``GROUP_ASSIGNMENT`` and ``TASK_PLAN`` (seed 000 §4): only from a server node (one that
+  clients registered with), only with a ``sched`` genesis section, and only if re-running the
+  scheduler on the client states at the record's basis height reproduces it exactly
+  (``management``). A record overtaken by another (an assignment that does not replace the
+  one in force, a plan over another assignment or for an older version) is superseded: it is
+  accepted and changes nothing. Refusing it instead would strand every later transaction of
+  its honest sender behind a nonce that can never be used.
+
+Every state report is also kept in a short per-client history with the height that recorded it,
+so a record made from the (final) state at an earlier height can be checked against the same
+inputs later.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 from dualchain.chain.app import ReorgApplication
+from dualchain.chain.canonical import Reader, Writer
+from dualchain.chain.cmbc import management
 from dualchain.chain.cmbc.payloads import (
     Anchor,
     ClientRegistration,
+    GroupAssignment,
     Reward,
     StateReport,
+    TaskPlan,
     decode_payload,
 )
 from dualchain.chain.cmbc.state import JournaledState
 from dualchain.chain.errors import DecodeError, ValidationError
+from dualchain.chain.genesis import SchedParams
+from dualchain.chain.identity import ID_BYTES
 from dualchain.chain.types import Block, Transaction, TxKind
+from dualchain.scheduler import ClientState
 
 CLIENT = b"client/"
+CLIENTS = b"clients"  # every registered client id, sorted
 STATE = b"state/"
+HISTORY = b"history/"
 ANCHOR = b"anchor/"
+ZERO_DIGEST = bytes(32)
+ASSIGNMENT = b"assignment"
+PLAN = b"plan"
+HISTORY_TAG = b"DCH1"
 
 
 def check_reward(block: Block) -> Transaction:
@@ -53,9 +76,34 @@ def check_reward(block: Block) -> Transaction:
     return reward_tx
 
 
+def _encode_history(entries: list[tuple[int, StateReport]]) -> bytes:
+    w = Writer(HISTORY_TAG).count(len(entries))
+    for height, report in entries:
+        w.u64(height).raw(report.encode())
+    return w.bytes()
+
+
+def _decode_history(data: bytes) -> list[tuple[int, StateReport]]:
+    r = Reader(data, HISTORY_TAG, "state history")
+    entries = [(r.u64("height"), StateReport.decode(r.raw("report", 1024)))
+               for _ in range(r.count("entries", 1 << 16))]
+    r.finish()
+    return entries
+
+
+class Superseded:
+    """A scheduling record that no longer applies: accepted, with no effect."""
+
+
+SUPERSEDED = Superseded()
+
+
 class CmbcApp(ReorgApplication):
-    def __init__(self, max_undo: int = 64) -> None:
+    def __init__(self, max_undo: int = 64, sched: SchedParams | None = None) -> None:
         self.state = JournaledState(max_undo)
+        self.sched = sched
+        self.height = 0  # of the last applied block
+        self._cache: dict[tuple, object] = {}
 
     # -- reads -----------------------------------------------------------------------------------
 
@@ -71,6 +119,54 @@ class CmbcApp(ReorgApplication):
         raw = self.state.get(STATE + client_id)
         return None if raw is None else StateReport.decode(raw)
 
+    def clients(self) -> list[bytes]:
+        raw = self.state.get(CLIENTS) or b""
+        return [raw[i : i + ID_BYTES] for i in range(0, len(raw), ID_BYTES)]
+
+    def history(self, client_id: bytes) -> list[tuple[int, StateReport]]:
+        raw = self.state.get(HISTORY + client_id)
+        return [] if raw is None else _decode_history(raw)
+
+    def states_at(self, basis_height: int) -> dict[bytes, ClientState]:
+        """Each client's latest state at ``basis_height``, as the scheduler reads it; clients
+        with no report by then are left out. Raises if a history no longer reaches back."""
+        assert self.sched is not None
+        states = {}
+        for client in self.clients():
+            entries = self.history(client)
+            earlier = [report for height, report in entries if height <= basis_height]
+            if earlier:
+                states[client] = management.client_state(client, earlier[-1],
+                                                          self.sched.batch_size)
+            elif len(entries) >= self.sched.history:
+                raise ValidationError(f"basis height {basis_height} is older than the kept "
+                                      "state history", code="basis_too_old")
+        return states
+
+    def nodes_of(self, clients: list[bytes]) -> dict[bytes, bytes]:
+        out = {}
+        for client in clients:
+            registered = self.client(client)
+            if registered is not None:
+                out[client] = registered[1].node
+        return out
+
+    def assignment(self) -> GroupAssignment | None:
+        raw = self.state.get(ASSIGNMENT)
+        return None if raw is None else GroupAssignment.decode(raw)
+
+    def plan(self) -> TaskPlan | None:
+        raw = self.state.get(PLAN)
+        return None if raw is None else TaskPlan.decode(raw)
+
+    def is_server_node(self, node: bytes) -> bool:
+        return any(registration.node == node
+                   for c in self.clients() if (registration := self._registration(c)))
+
+    def _registration(self, client: bytes) -> ClientRegistration | None:
+        registered = self.client(client)
+        return None if registered is None else registered[1]
+
     def anchor(self, version: int) -> Anchor | None:
         raw = self.state.get(ANCHOR + version.to_bytes(8, "big"))
         return None if raw is None else Anchor.decode(raw)
@@ -84,7 +180,7 @@ class CmbcApp(ReorgApplication):
         if tx.kind == TxKind.REWARD:
             raise ValidationError("reward transactions come only with their block",
                                   code="unsupported_kind")
-        self._check(tx)
+        self._check(tx, admission=True)
 
     def validate_block(self, block: Block) -> None:
         self.apply_block(block)
@@ -93,17 +189,21 @@ class CmbcApp(ReorgApplication):
     def apply_block(self, block: Block) -> bytes:
         check_reward(block)
         self.state.begin()
+        previous, self.height = self.height, block.header.height - 1
         try:
             for tx in block.transactions:
                 self._apply(tx, self._check(tx))
         except BaseException:
             self.state.abort()
+            self.height = previous
             raise
         self.state.commit()
+        self.height = block.header.height
         return self.app_hash()
 
     def rollback_block(self, block: Block) -> None:
         self.state.undo_last()
+        self.height = block.header.height - 1
 
     def executable(self, txs: Sequence[Transaction]) -> list[Transaction]:
         """What of ``txs``, applied in order, the rules accept; changes nothing.
@@ -133,7 +233,10 @@ class CmbcApp(ReorgApplication):
 
     # -- rules -----------------------------------------------------------------------------------
 
-    def _check(self, tx: Transaction) -> object:
+    def _check(self, tx: Transaction, admission: bool = False) -> object:
+        """The rules for ``tx`` applied next. At mempool ``admission`` a group assignment or
+        plan is only checked for its sender and kind: it may depend on records still in the
+        mempool, and the scheduler is re-run when a block (or a template) applies it."""
         try:
             payload = decode_payload(tx.kind, tx.payload)
         except DecodeError as exc:
@@ -149,13 +252,87 @@ class CmbcApp(ReorgApplication):
                 raise ValidationError(
                     f"version {payload.version} is already anchored with another hash",
                     code="conflicting_anchor")
+        if (isinstance(payload, GroupAssignment | TaskPlan)
+                and not self._check_schedule(tx, payload, admission)):
+            return SUPERSEDED
         return payload
+
+    def _check_schedule(self, tx: Transaction, record: GroupAssignment | TaskPlan,
+                        admission: bool) -> bool:
+        """Re-executes the scheduler for a group assignment or task plan (the block being
+        applied has height ``self.height + 1``); False when the record is superseded."""
+        what = "group assignment" if isinstance(record, GroupAssignment) else "task plan"
+        if self.sched is None:
+            raise ValidationError(f"this CMBC has no sched section: no {what}s",
+                                  code="unsupported_kind")
+        if not self.is_server_node(tx.sender):
+            raise ValidationError(f"{what} from {tx.sender.hex()[:16]}, not a server node",
+                                  code="not_a_node")
+        if admission:
+            return True
+        if record.basis_height > self.height:
+            raise ValidationError(f"{what} basis {record.basis_height} is past height "
+                                  f"{self.height}", code="future_basis")
+        current = self.assignment()
+        if isinstance(record, GroupAssignment):
+            if record.previous != (current.digest if current else ZERO_DIGEST):
+                return False
+            states = self.states_at(record.basis_height)
+            nodes = self.nodes_of(list(states))
+            expected = self._reexecute(
+                ("groups", record.reason, record.version, record.basis_height, record.previous,
+                 tuple(sorted(states.items())), tuple(sorted(nodes.items()))),
+                lambda: management.expected_groups(
+                    record.reason, states, nodes, current, self.sched, record.version,
+                    record.basis_height))
+            if expected != record.groups:
+                raise ValidationError("group assignment does not reproduce",
+                                      code="plan_mismatch")
+            return True
+        plan = self.plan()
+        if (plan is not None and record.version <= plan.version) or current is None \
+                or record.assignment != current.digest:
+            return False
+        states = self.states_at(record.basis_height)
+        missing = [c for _, members in current.groups for c in members if c not in states]
+        if missing:
+            raise ValidationError(f"task plan basis lacks states of {len(missing)} group "
+                                  "member(s)", code="plan_mismatch")
+        expected_tasks = self._reexecute(
+            ("tasks", record.version, record.basis_height, record.assignment,
+             tuple(sorted(states.items()))),
+            lambda: management.expected_tasks(current, states, self.sched, record.version,
+                                              record.basis_height))
+        if expected_tasks != record.tasks:
+            raise ValidationError("task plan does not reproduce", code="plan_mismatch")
+        return True
+
+    def _reexecute(self, key: tuple, compute: Callable[[], object]) -> object:
+        """The scheduler's output for a record's inputs, computed once: a record is checked at
+        every template, block validation and application, and clustering is not free. ``key``
+        must hold every input of ``compute``."""
+        if key not in self._cache:
+            if len(self._cache) >= 64:
+                self._cache.clear()
+            self._cache[key] = compute()
+        return self._cache[key]
 
     def _apply(self, tx: Transaction, payload: object) -> None:
         if isinstance(payload, ClientRegistration):
             key = len(tx.public_key).to_bytes(4, "big") + tx.public_key
+            if self.state.get(CLIENT + tx.sender) is None:
+                known = sorted([*self.clients(), tx.sender])
+                self.state.put(CLIENTS, b"".join(known))
             self.state.put(CLIENT + tx.sender, key + payload.encode())
         elif isinstance(payload, StateReport):
             self.state.put(STATE + tx.sender, payload.encode())
+            if self.sched is not None:
+                entries = [*self.history(tx.sender), (self.height + 1, payload)]
+                self.state.put(HISTORY + tx.sender,
+                               _encode_history(entries[-self.sched.history :]))
+        elif isinstance(payload, GroupAssignment):  # (a superseded one is not a payload)
+            self.state.put(ASSIGNMENT, payload.encode())
+        elif isinstance(payload, TaskPlan):
+            self.state.put(PLAN, payload.encode())
         elif isinstance(payload, Anchor) and self.anchor(payload.version) is None:
             self.state.put(ANCHOR + payload.version.to_bytes(8, "big"), payload.encode())

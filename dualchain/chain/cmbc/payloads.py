@@ -7,10 +7,12 @@ samples per second) so that every replica reads the same values: no floats in si
 
 from __future__ import annotations
 
+import enum
+import hashlib
 from dataclasses import dataclass
 
 from dualchain.chain.canonical import Reader, Writer
-from dualchain.chain.errors import ValidationError
+from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.identity import ID_BYTES
 from dualchain.chain.types import HASH_BYTES, TxKind
 
@@ -18,7 +20,11 @@ REGISTER_TAG = b"DCR1"
 STATE_TAG = b"DCS2"
 ANCHOR_TAG = b"DCA1"
 REWARD_TAG = b"DCW1"
+GROUPS_TAG = b"DCG1"
+PLAN_TAG = b"DCP1"
 MAX_LABEL = 256
+MAX_CLIENTS = 4096  # per plan: a bound for the decoder, far above any testbed
+MAX_BATCHES = 1 << 20
 
 
 @dataclass(frozen=True)
@@ -104,12 +110,98 @@ class Reward:
         return value
 
 
-Payload = ClientRegistration | StateReport | Anchor | Reward | bytes
+class Regrouping(enum.IntEnum):
+    """Why a group assignment was made: both are re-executed by every replica."""
+
+    RECLUSTER = 1  # Algorithm 1 over every client's state
+    PLACE = 2  # the previous groups kept; newcomers placed by Algorithm 2, departed ones removed
+
+
+@dataclass(frozen=True)
+class GroupAssignment:
+    """Client groups and the server node that manages each, computed by the scheduler from the
+    client states CMBC held at ``basis_height`` (a final height when it was made)."""
+
+    version: int  # the anchored model version it follows
+    basis_height: int
+    reason: Regrouping
+    previous: bytes  # digest of the assignment it replaces (zeros: the first)
+    groups: tuple[tuple[bytes, tuple[bytes, ...]], ...]  # (node, member client ids)
+
+    def encode(self) -> bytes:
+        w = Writer(GROUPS_TAG).u64(self.version).u64(self.basis_height).u8(self.reason)
+        w.fixed(self.previous, HASH_BYTES).count(len(self.groups))
+        for node, members in self.groups:
+            w.fixed(node, ID_BYTES).count(len(members))
+            for client in members:
+                w.fixed(client, ID_BYTES)
+        return w.bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> GroupAssignment:
+        r = Reader(data, GROUPS_TAG, "group assignment")
+        version, basis = r.u64("version"), r.u64("basis_height")
+        try:
+            reason = Regrouping(r.u8("reason"))
+        except ValueError as exc:
+            raise DecodeError("group assignment: unknown reason") from exc
+        previous = r.fixed(HASH_BYTES, "previous")
+        groups = []
+        for _ in range(r.count("groups", MAX_CLIENTS)):
+            node = r.fixed(ID_BYTES, "node")
+            members = tuple(r.fixed(ID_BYTES, "client")
+                            for _ in range(r.count("members", MAX_CLIENTS)))
+            groups.append((node, members))
+        r.finish()
+        return cls(version, basis, reason, previous, tuple(groups))
+
+    @property
+    def digest(self) -> bytes:
+        return hashlib.sha256(self.encode()).digest()
+
+
+@dataclass(frozen=True)
+class TaskPlan:
+    """Batches per client for the tasks after ``version``, by the scheduler over the groups of
+    the assignment named by ``assignment`` and the client states at ``basis_height``."""
+
+    version: int
+    basis_height: int
+    assignment: bytes  # SHA-256 of the GroupAssignment payload it sizes tasks for
+    tasks: tuple[tuple[bytes, int], ...]  # (client, batches), by client id
+
+    def encode(self) -> bytes:
+        w = Writer(PLAN_TAG).u64(self.version).u64(self.basis_height)
+        w.fixed(self.assignment, HASH_BYTES).count(len(self.tasks))
+        for client, batches in self.tasks:
+            w.fixed(client, ID_BYTES).u32(batches)
+        return w.bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> TaskPlan:
+        r = Reader(data, PLAN_TAG, "task plan")
+        version, basis = r.u64("version"), r.u64("basis_height")
+        assignment = r.fixed(HASH_BYTES, "assignment")
+        tasks = []
+        for _ in range(r.count("tasks", MAX_CLIENTS)):
+            client = r.fixed(ID_BYTES, "client")
+            batches = r.u32("batches")
+            if not 0 < batches <= MAX_BATCHES:
+                raise DecodeError(f"task plan: {batches} batches is out of range")
+            tasks.append((client, batches))
+        r.finish()
+        return cls(version, basis, assignment, tuple(tasks))
+
+
+Payload = (ClientRegistration | StateReport | Anchor | Reward | GroupAssignment | TaskPlan
+           | bytes)
 _DECODERS = {
     TxKind.CLIENT_REGISTER: ClientRegistration.decode,
     TxKind.STATE_REPORT: StateReport.decode,
     TxKind.ANCHOR: Anchor.decode,
     TxKind.REWARD: Reward.decode,
+    TxKind.GROUP_ASSIGNMENT: GroupAssignment.decode,
+    TxKind.TASK_PLAN: TaskPlan.decode,
 }
 
 

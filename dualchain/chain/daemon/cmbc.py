@@ -93,7 +93,7 @@ class CmbcNode(ChainNodeBase):
 
     def _make_app(self) -> CmbcApp:
         # Undo journals for every block a permitted reorg can take back, plus headroom.
-        return CmbcApp(max_undo=self.genesis.pow.finality_depth + 16)
+        return CmbcApp(max_undo=self.genesis.pow.finality_depth + 16, sched=self.genesis.sched)
 
     # -- reads -----------------------------------------------------------------------------------
 

@@ -37,12 +37,36 @@ def rules(mode: str = "fedasync") -> FlRules:
 def test_fedasync_is_ready_at_min_updates_or_after_the_window() -> None:
     pool = UpdatePool(rules(), AggregationParams(min_updates=2, window_s=5.0))
     a = Signer.generate(ALG)
-    assert not pool.ready(3, clients=4)
+    everyone = {bytes(32)}
+    assert not pool.ready(3, everyone)
     pool.add(checked(a, 3, 0.1))
-    assert not pool.ready(3, clients=4, now=0.0)
-    assert pool.ready(3, clients=4, now=1e12)  # the window has passed
+    assert not pool.ready(3, everyone, now=0.0)
+    assert pool.ready(3, everyone, now=1e12)  # the window has passed
     pool.add(checked(a, 3, 0.2, task=2))
-    assert pool.ready(3, clients=4, now=0.0)
+    assert pool.ready(3, everyone, now=0.0)
+
+
+def test_plan_policy_waits_for_every_planned_client_or_the_deadline() -> None:
+    pool = UpdatePool(rules(), AggregationParams(policy="plan", deadline_s=10.0))
+    a, b, c = (Signer.generate(ALG) for _ in range(3))
+    planned = {a.id, b.id}
+    pool.add(checked(c, 2, 0.1))  # a late update of an earlier round starts no clock
+    assert not pool.ready(3, planned, now=1e12)
+    pool.add(checked(a, 3, 0.1))
+    assert not pool.ready(3, planned)
+    assert pool.ready(3, planned, now=1e12)  # the deadline has passed
+    pool.add(checked(b, 3, 0.2))
+    assert pool.ready(3, planned)
+
+
+def test_quorum_policy_waits_for_its_fraction_of_the_clients() -> None:
+    pool = UpdatePool(rules(), AggregationParams(policy="quorum", quorum=0.5, deadline_s=10.0))
+    signers = [Signer.generate(ALG) for _ in range(4)]
+    expected = {s.id for s in signers}
+    pool.add(checked(signers[0], 3, 0.1))
+    assert not pool.ready(3, expected)
+    pool.add(checked(signers[1], 3, 0.1))
+    assert pool.ready(3, expected)
 
 
 def test_a_commit_names_exactly_the_updates_it_aggregated(tmp_path: Path, verifier) -> None:

@@ -209,7 +209,7 @@ def test_memos_are_accepted_and_not_stored() -> None:
 
 
 @pytest.mark.parametrize("kind", [TxKind.VALIDATOR_REGISTER, TxKind.MODEL_VERSION,
-                                  TxKind.GROUP_ASSIGNMENT, TxKind.TASK_PLAN])
+                                  TxKind.NODE_JOIN_REQUEST])
 def test_kinds_of_other_chains_are_refused(kind: TxKind) -> None:
     c = Chain()
     refused("unsupported_kind", CmbcApp().check_tx, c.tx(CLIENT, kind, b""))
@@ -289,12 +289,13 @@ def test_app_hash_equals_a_fresh_replay() -> None:
 def test_validate_block_changes_nothing() -> None:
     c = Chain()
     app = CmbcApp()
-    app.apply_block(c.block([c.register(CLIENT)]))
+    applied = c.block([c.register(CLIENT)])
+    app.apply_block(applied)
     before = app.app_hash()
     app.validate_block(c.block([c.report(CLIENT), c.anchor(CLIENT)], advance=False))
     assert app.app_hash() == before and app.latest_report(CLIENT.id) is None
     # The last applied block can still be rolled back (validate left no journal behind).
-    app.rollback_block(None)  # type: ignore[arg-type]
+    app.rollback_block(applied)
     assert app.client(CLIENT.id) is None
 
 

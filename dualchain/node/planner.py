@@ -1,0 +1,101 @@
+"""The node's side of scheduling: what to put on CMBC after one of its versions is anchored.
+
+``Planner`` holds a replica of the CMBC application fed with final blocks only, so everything it
+decides rests on records no reorg can take back, and the node hands out tasks from the final
+plan alone. When a block makes this node's anchor final, ``records_after`` returns what to
+submit, all computed from the state at that block's height (the basis):
+
+- a GROUP_ASSIGNMENT when there is none yet or the clients' states drifted beyond the genesis
+  threshold since the assignment in force (Algorithm 1: re-cluster everyone), or when clients
+  joined or left (Algorithm 2: place the newcomers, keep the rest);
+- a TASK_PLAN over the assignment (new or in force) for the tasks after that version.
+
+Every CMBC replica re-executes both (``chain.cmbc.management``) before accepting them.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from dualchain.chain.cmbc import management
+from dualchain.chain.cmbc.app import CmbcApp
+from dualchain.chain.cmbc.payloads import GroupAssignment, Regrouping, TaskPlan
+from dualchain.chain.errors import ValidationError
+from dualchain.chain.genesis import SchedParams
+from dualchain.chain.types import Block
+from dualchain.scheduler import drifted
+
+
+@dataclass(frozen=True)
+class Records:
+    assignment: GroupAssignment | None  # None: the one in force stays
+    plan: TaskPlan
+    makespans: list[dict[str, float]]  # per group: planned, OLAR optimum, equal split
+
+
+class Planner:
+    def __init__(self, sched: SchedParams | None) -> None:
+        self.sched = sched
+        self.final = CmbcApp(max_undo=1, sched=sched)
+
+    def apply_final(self, block: Block) -> None:
+        self.final.apply_block(block)
+
+    def batches_for(self, client: bytes) -> int | None:
+        """The client's batches in the final plan, None when it has none."""
+        plan = self.final.plan()
+        if plan is None:
+            return None
+        return dict(plan.tasks).get(client)
+
+    def group_of(self, client: bytes) -> int:
+        """The index of the client's group in the final assignment (0 when there is none)."""
+        assignment = self.final.assignment()
+        if assignment is not None:
+            for i, (_, members) in enumerate(assignment.groups):
+                if client in members:
+                    return i
+        return 0
+
+    def planned_clients(self) -> set[bytes]:
+        plan = self.final.plan()
+        return set() if plan is None else {c for c, _ in plan.tasks}
+
+    def records_after(self, version: int) -> Records | None:
+        """The records for the tasks after ``version``, from the state at the final height."""
+        if self.sched is None:
+            return None
+        basis = self.final.height
+        states = self.final.states_at(basis)
+        if not states:
+            return None
+        current = self.final.assignment()
+        reason = self._regrouping(current, states)
+        assignment = None
+        if reason is not None:
+            groups = management.expected_groups(
+                reason, states, self.final.nodes_of(list(states)), current, self.sched,
+                version, basis)
+            previous = current.digest if current is not None else bytes(32)
+            assignment = GroupAssignment(version, basis, reason, previous, groups)
+        in_force = assignment or current
+        assert in_force is not None
+        plan = management.make_plan(version, in_force, states, self.sched, basis)
+        return Records(assignment, plan, management.group_makespans(plan, in_force, states))
+
+    def _regrouping(self, current: GroupAssignment | None,
+                    states: dict) -> Regrouping | None:
+        assert self.sched is not None
+        if current is None:
+            return Regrouping.RECLUSTER
+        members = {c for _, group in current.groups for c in group}
+        try:
+            then = self.final.states_at(current.basis_height)
+        except ValidationError:  # the history no longer reaches back: start afresh
+            return Regrouping.RECLUSTER
+        common = {c: s for c, s in states.items() if c in then}
+        if drifted({c: then[c] for c in common}, common, self.sched.drift):
+            return Regrouping.RECLUSTER
+        if members != set(states):
+            return Regrouping.PLACE
+        return None
