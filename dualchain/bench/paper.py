@@ -1,0 +1,241 @@
+"""`dualchain bench paper`: seed 000 §5's scheduling experiments, run on this machine.
+
+- ``table3``: the same heterogeneous testbed (``dualchain up``, every role its own process) in
+  each mode; per mode the mean C_gmax (eq. 14) and the final accuracy, the ratios ddmlts /
+  fedasync and ddmlts / semisync, and how the makespans of the task plans ddmlts put on CMBC
+  compare with the OLAR optimum for the same measured client speeds.
+- ``fig7``: accuracy against time at several straggler ratios, ddmlts against fedavg (testbed).
+- ``fig4``: round time against the straggler ratio for alpha in {0.5, 1.0, 1.5}, clients
+  grouped by Algorithm 1 (DDMLTS-B) or not (DDMLTS-A). This one is computed, not run: the
+  training speed of this machine is measured with real torch training of the dataset's model,
+  each client's speed is that divided by its emulated slowdown, and the round time is the
+  makespan the scheduler's allocation gives under that time model (a testbed run per point
+  would be 36 runs).
+
+Each experiment writes NAME.json, NAME.csv and NAME.png under the output directory; the JSON is
+also printed. Seed 000 table 4 (round time against the ratio of small tasks) and table 5 (single
+against dual chain) need the single-chain mode, which is not built: they are not offered.
+"""
+
+from __future__ import annotations
+
+import csv
+import json
+import os
+import tempfile
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import replace
+from pathlib import Path
+from typing import Any
+
+from dualchain.deploy.up import Testbed, UpConfig, client_slowdowns
+
+EXPERIMENTS = ("table3", "fig4", "fig7")
+Progress = Callable[[str], None]
+
+
+def _after_warmup(versions: list[dict[str, Any]], warmup: int) -> list[dict[str, Any]]:
+    kept = [v for v in versions if v["version"] > warmup]
+    return kept or versions
+
+
+def _mean(values: Sequence[float]) -> float | None:
+    return round(sum(values) / len(values), 4) if values else None
+
+
+def _run_mode(base: UpConfig, mode: str, workdir: Path, progress: Progress) -> dict[str, Any]:
+    config = replace(base, mode=mode, workdir=str(workdir))
+    return Testbed(config, progress=progress).run()
+
+
+def plan_optimality(plans: list[dict[str, Any]]) -> dict[str, Any]:
+    """Planned makespan over the OLAR optimum, per group of every plan (1.0: optimal)."""
+    ratios = [g["planned_s"] / g["olar_s"] for p in plans for g in p["groups"] if g["olar_s"] > 0]
+    equal = [g["equal_s"] / g["olar_s"] for p in plans for g in p["groups"] if g["olar_s"] > 0]
+    return {"plans": len(plans), "mean_planned_over_olar": _mean(ratios),
+            "max_planned_over_olar": round(max(ratios), 4) if ratios else None,
+            "mean_equal_over_olar": _mean(equal)}
+
+
+def table3(base: UpConfig, modes: Sequence[str], warmup: int, progress: Progress
+           ) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-paper-") as tmp:
+        for mode in modes:
+            report = _run_mode(base, mode, Path(tmp) / mode, progress)
+            versions = _after_warmup(report["versions"], warmup)
+            results[mode] = {
+                "versions": len(report["versions"]),
+                "mean_c_gmax_s": _mean([v["c_gmax_s"] or 0.0 for v in versions]),
+                "mean_round_s": _mean([v["round_s"] or 0.0 for v in versions]),
+                "final_accuracy": report["final_accuracy"],
+                "wall_s": report["time_to_final_s"],
+            }
+            if mode == "ddmlts":
+                results[mode]["plans_vs_olar"] = plan_optimality(report["plans"])
+    ratios = {}
+    if "ddmlts" in results:
+        d = results["ddmlts"]["mean_c_gmax_s"]
+        for other in ("fedasync", "semisync", "fedavg"):
+            o = results.get(other, {}).get("mean_c_gmax_s")
+            if d is not None and o:
+                ratios[f"ddmlts/{other}"] = round(d / o, 3)
+        if "fedavg" in results:
+            ratios["accuracy ddmlts-fedavg"] = round(
+                results["ddmlts"]["final_accuracy"] - results["fedavg"]["final_accuracy"], 4)
+    return {"modes": results, "c_gmax_ratios": ratios}
+
+
+def fig7(base: UpConfig, ratios: Sequence[float], progress: Progress) -> dict[str, Any]:
+    curves: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-paper-") as tmp:
+        for ratio in ratios:
+            for mode in ("ddmlts", "fedavg"):
+                config = replace(base, stragglers=ratio)
+                report = _run_mode(config, mode, Path(tmp) / f"{mode}-{ratio}", progress)
+                curves[f"{mode}@{ratio:.2f}"] = {
+                    "mode": mode, "stragglers": ratio,
+                    "elapsed_s": [v["elapsed_s"] for v in report["versions"]],
+                    "accuracy": [v["accuracy"] for v in report["versions"]],
+                    "final_accuracy": report["final_accuracy"],
+                    "wall_s": report["time_to_final_s"],
+                }
+    return {"curves": curves}
+
+
+def measured_speed(dataset: str, data_dir: str | None, batch_size: int, batches: int = 60
+                   ) -> float:
+    """Batches per second of real local training of the dataset's model on this machine."""
+    import torch
+
+    from dualchain.learning.datasets import load_dataset
+    from dualchain.learning.models import build_model
+    from dualchain.learning.training import train_local
+
+    torch.set_num_threads(1)
+    data = load_dataset(dataset, Path(data_dir) if data_dir else None, seed=0)
+    model = build_model(data.name, data.num_classes, 0)
+    train_local(model, data.train_x, data.train_y, batches=5, batch_size=batch_size, lr=0.01,
+                seed=0)  # warm-up
+    stats = train_local(model, data.train_x, data.train_y, batches=batches,
+                        batch_size=batch_size, lr=0.01, seed=1)
+    return batches / stats.seconds
+
+
+def fig4(base: UpConfig, alphas: Sequence[float], ratios: Sequence[float], rtt_s: float,
+         seed: int) -> dict[str, Any]:
+    from dualchain.scheduler import (
+        ClientState,
+        Grouping,
+        Worker,
+        c_gmax,
+        cluster,
+        ddmlts,
+        makespan,
+    )
+
+    speed = measured_speed(base.dataset, base.data_dir, base.batch_size)
+    points = []
+    for ratio in ratios:
+        slowdowns = client_slowdowns(replace(base, stragglers=ratio, slowdowns=[]))
+        states = [ClientState(bytes([j]) * 32, rtt_s, base.batches / (speed / s),
+                              speed / s, 0.0) for j, s in enumerate(slowdowns)]
+        by_id = {s.client: s for s in states}
+        grouped = cluster(states, base.k_max, seed)
+        for alpha in alphas:
+            row: dict[str, Any] = {"stragglers": ratio, "alpha": alpha}
+            for name, grouping in (("ddmlts_b_s", grouped),
+                                   ("ddmlts_a_s", Grouping((tuple(sorted(by_id)),)))):
+                completions = []
+                for i, members in enumerate(grouping.groups):
+                    workers = [Worker(by_id[c].speed, rtt_s) for c in members]
+                    counts = ddmlts(workers, base.batches * len(members), alpha, seed + i)
+                    completions.append([w.completion(n) for w, n in
+                                        zip(workers, counts, strict=True)])
+                    assert makespan(workers, counts) == max(completions[-1])
+                row[name] = round(c_gmax(completions), 4)
+            row["groups"] = grouped.k
+            points.append(row)
+    return {"measured_batches_per_s": round(speed, 2), "rtt_s": rtt_s, "points": points,
+            "computed": "scheduler allocation under the measured-speed time model"}
+
+
+# -- output -------------------------------------------------------------------------------------
+
+
+def _rows(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
+    if name == "table3":
+        return [{"mode": m, **{k: v for k, v in r.items() if not isinstance(v, dict)}}
+                for m, r in result["modes"].items()]
+    if name == "fig4":
+        return result["points"]
+    return [{"curve": k, "elapsed_s": t, "accuracy": a}
+            for k, c in result["curves"].items()
+            for t, a in zip(c["elapsed_s"], c["accuracy"], strict=True)]
+
+
+def _plot(name: str, result: dict[str, Any], path: Path) -> None:
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6.4, 4.0))
+    if name == "table3":
+        modes = list(result["modes"])
+        ax.bar(modes, [result["modes"][m]["mean_c_gmax_s"] or 0 for m in modes], color="C0")
+        ax.set_ylabel("mean C_gmax (s)")
+        ax.set_title("C_gmax per mode (eq. 14)")
+    elif name == "fig4":
+        for i, alpha in enumerate(sorted({p["alpha"] for p in result["points"]})):
+            pts = [p for p in result["points"] if p["alpha"] == alpha]
+            xs = [100 * p["stragglers"] for p in pts]
+            ax.plot(xs, [p["ddmlts_b_s"] for p in pts], f"C{i}-o", label=f"B alpha={alpha}")
+            ax.plot(xs, [p["ddmlts_a_s"] for p in pts], f"C{i}--x", label=f"A alpha={alpha}")
+        ax.set_xlabel("stragglers (%)")
+        ax.set_ylabel("round time (s)")
+        ax.legend(fontsize=7)
+    else:
+        for i, (key, curve) in enumerate(result["curves"].items()):
+            style = "-" if curve["mode"] == "ddmlts" else "--"
+            ax.plot(curve["elapsed_s"], curve["accuracy"], style, color=f"C{i // 2}", label=key)
+        ax.set_xlabel("time (s)")
+        ax.set_ylabel("test accuracy")
+        ax.legend(fontsize=7)
+    fig.tight_layout()
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+
+
+def run_experiment(name: str, base: UpConfig, out: Path, progress: Progress,
+                   modes: Sequence[str] = ("ddmlts", "fedasync", "semisync", "fedavg"),
+                   ratios: Sequence[float] | None = None,
+                   alphas: Sequence[float] = (0.5, 1.0, 1.5), warmup: int = 3) -> dict[str, Any]:
+    if name not in EXPERIMENTS:
+        raise ValueError(f"experiment {name!r}: one of {', '.join(EXPERIMENTS)}")
+    started = time.monotonic()
+    if name == "table3":
+        result = table3(base, modes, warmup, progress)
+    elif name == "fig7":
+        result = fig7(base, ratios if ratios is not None else (0.0, 0.2, 0.4), progress)
+    else:
+        result = fig4(base, alphas,
+                      ratios if ratios is not None else (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),
+                      rtt_s=0.01, seed=base.seed)
+    document = {
+        "benchmark": f"paper/{name}", "dataset": base.dataset, "nodes": base.nodes,
+        "clients": base.clients, "rounds": base.rounds, "stragglers": base.stragglers,
+        "straggler_slowdown": base.straggler_slowdown, "batches_per_task": base.batches,
+        "warmup_versions": warmup if name == "table3" else None, **result,
+        "seconds": round(time.monotonic() - started, 1), "machine": {"cpus": os.cpu_count()},
+    }
+    out.mkdir(parents=True, exist_ok=True)
+    (out / f"{name}.json").write_text(json.dumps(document, indent=2) + "\n")
+    rows = _rows(name, result)
+    with (out / f"{name}.csv").open("w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=list(rows[0]) if rows else ["empty"])
+        writer.writeheader()
+        writer.writerows(rows)
+    _plot(name, result, out / f"{name}.png")
+    return document
