@@ -128,33 +128,31 @@ def fig4(base: UpConfig, alphas: Sequence[float], ratios: Sequence[float], rtt_s
     from dualchain.scheduler import (
         ClientState,
         Grouping,
+        SchedulerParams,
         Worker,
         c_gmax,
         cluster,
-        ddmlts,
-        makespan,
+        plan_tasks,
     )
 
     speed = measured_speed(base.dataset, base.data_dir, base.batch_size)
     points = []
     for ratio in ratios:
         slowdowns = client_slowdowns(replace(base, stragglers=ratio, slowdowns=[]))
-        states = [ClientState(bytes([j]) * 32, rtt_s, base.batches / (speed / s),
-                              speed / s, 0.0) for j, s in enumerate(slowdowns)]
-        by_id = {s.client: s for s in states}
-        grouped = cluster(states, base.k_max, seed)
+        states = {bytes([j]) * 32: ClientState(bytes([j]) * 32, rtt_s,
+                                               base.batches / (speed / s), speed / s, 0.0)
+                  for j, s in enumerate(slowdowns)}
+        grouped = cluster(list(states.values()), base.k_max, seed)
         for alpha in alphas:
+            params = SchedulerParams(k_max=base.k_max, alpha=alpha,
+                                     batches_per_client=base.batches, upper=base.batches * 8)
             row: dict[str, Any] = {"stragglers": ratio, "alpha": alpha}
             for name, grouping in (("ddmlts_b_s", grouped),
-                                   ("ddmlts_a_s", Grouping((tuple(sorted(by_id)),)))):
-                completions = []
-                for i, members in enumerate(grouping.groups):
-                    workers = [Worker(by_id[c].speed, rtt_s) for c in members]
-                    counts = ddmlts(workers, base.batches * len(members), alpha, seed + i)
-                    completions.append([w.completion(n) for w, n in
-                                        zip(workers, counts, strict=True)])
-                    assert makespan(workers, counts) == max(completions[-1])
-                row[name] = round(c_gmax(completions), 4)
+                                   ("ddmlts_a_s", Grouping((tuple(sorted(states)),)))):
+                tasks = plan_tasks(grouping, states, params, seed)
+                row[name] = round(c_gmax([
+                    [Worker(states[c].speed, rtt_s).completion(tasks[c]) for c in members]
+                    for members in grouping.groups]), 4)
             row["groups"] = grouped.k
             points.append(row)
     return {"measured_batches_per_s": round(speed, 2), "rtt_s": rtt_s, "points": points,
