@@ -381,6 +381,11 @@ class Testbed:
             self.client_tasks[proc.name] = self.client_tasks.get(proc.name, 0) + 1
         elif event["event"] == "plan":
             self.plans.append({**event, "node": proc.name})
+            spans = ", ".join(f"{g['planned_s']:.2f}s" for g in event["groups"])
+            regrouped = f" (regrouped: {event['regrouped']})" if event["regrouped"] else ""
+            self.progress(f"  plan after version {event['version']} from {proc.name}: "
+                          f"{len(event['groups'])} group(s){regrouped}, batches "
+                          f"{event['batches']}, planned makespans {spans}")
         elif event["event"] == "exited":
             self.progress(f"  {proc.name} exited with code {event['code']}")
 
