@@ -121,7 +121,7 @@ def cmd_bench_fl(args: argparse.Namespace) -> int:
     base = UpConfig(nodes=args.nodes, clients=args.clients, rounds=args.rounds,
                     dataset=args.dataset, data_dir=str(args.data_dir) if args.data_dir else None,
                     slowdowns=[float(x) for x in args.slowdowns.split(",")] if args.slowdowns
-                    else [])
+                    else [], stragglers=args.stragglers)
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     _print(fl_benchmark(args.modes.split(","), base, args.target, progress), args.json)
     return 0
@@ -549,7 +549,8 @@ def build_parser() -> argparse.ArgumentParser:
         "the server nodes moved for FL.",
     )
     fl.add_argument("--modes", default="fedasync,fedavg",
-                    help="comma-separated modes (default fedasync,fedavg)")
+                    help="comma-separated modes: fedasync, fedavg, semisync, ddmlts (default "
+                    "fedasync,fedavg)")
     fl.add_argument("--nodes", type=int, default=2, help="server nodes (default 2)")
     fl.add_argument("--clients", type=int, default=4, help="clients (default 4)")
     fl.add_argument("--rounds", type=int, default=15, help="versions per mode (default 15)")
@@ -559,6 +560,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="accuracy for time-to-target (default 0.9)")
     fl.add_argument("--slowdowns", default="",
                     help="per-client slowdown factors, e.g. 1,1,2,4 (default: none)")
+    fl.add_argument("--stragglers", type=float, default=0.0,
+                    help="without --slowdowns: fraction of clients 8x slower, the rest spread "
+                    "over 1x..2x (default 0)")
     fl.add_argument("--json", action="store_true", help="print one compact JSON document")
     fl.set_defaults(func=cmd_bench_fl)
 
