@@ -48,7 +48,7 @@ from dualchain.chain.ctbc.payloads import (
     evidence_key,
 )
 from dualchain.chain.ctbc.reputation import EMPTY, ValidatorStats, elect
-from dualchain.chain.errors import DecodeError, SignatureError, ValidationError
+from dualchain.chain.errors import DecodeError, DualchainError, SignatureError, ValidationError
 from dualchain.chain.genesis import Genesis, GenesisError
 from dualchain.chain.identity import ID_BYTES, Domain, identity_id
 from dualchain.chain.mldsa import Algorithm
@@ -294,6 +294,20 @@ class RegistryApp(CommitteeApplication):
 
     def check_tx(self, tx: Transaction) -> None:
         self._check_tx(self._state, tx)
+
+    def precheck(self, tx: Transaction) -> None:
+        """Re-executes a model commit so that its verdict is cached: the daemon calls this on a
+        CPU thread before admission, and ``check_tx`` on the event loop then only reads the
+        verdict. Anything wrong is left for ``check_tx`` to report."""
+        if tx.kind != TxKind.MODEL_VERSION or self.models is None:
+            return
+        try:
+            commit = ModelCommit.decode(tx.payload)
+            parent = self.model_hash(commit.parent_version)
+            if parent is not None:
+                self.models.check(commit, parent, commit.parent_version)
+        except (DualchainError, MissingBlobError):
+            return
 
     def validate_block(self, block: Block) -> None:
         self._execute(block)

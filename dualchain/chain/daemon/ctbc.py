@@ -453,6 +453,9 @@ class CtbcNode(ChainNodeBase):
         not the aggregate of its updates becomes evidence against its signer."""
         if self.blobs is not None:
             await self.fetch_blobs([h for tx in txs for h in self.app.blobs_for(tx)])
+            for tx in txs:  # the aggregate's re-execution, off the event loop (then cached)
+                if tx.kind == TxKind.MODEL_VERSION:
+                    await self._on_cpu(self.app.precheck, tx)
         outcomes = await super().submit(txs, gossip)
         for tx, outcome in zip(txs, outcomes, strict=True):
             if outcome.error is not None and outcome.error.code == "model_mismatch":

@@ -136,3 +136,20 @@ def test_the_registry_commits_a_version_and_records_bad_model_evidence(setup, ve
     honest = Evidence(EvidenceKind.BAD_MODEL, good_tx.encoded, b"").encode()
     with pytest.raises(ValidationError):
         app.check_tx(make_tx(reporter, 1, CHAIN, honest, TxKind.EVIDENCE))
+
+
+def test_precheck_leaves_check_tx_only_a_cached_verdict(setup, verifier, monkeypatch) -> None:
+    """The daemon re-executes a commit off the event loop with ``precheck``; ``check_tx``
+    afterwards must not aggregate again."""
+    genesis, blobs, _, commit, _ = setup
+    app = RegistryApp(genesis, verifier, blobs)
+    tx = make_tx(SIGNERS[0], 0, CHAIN, commit.encode(), TxKind.MODEL_VERSION)
+    app.precheck(tx)
+    import dualchain.chain.ctbc.fl as fl
+
+    def no_more(*args, **kwargs):
+        raise AssertionError("aggregated again")
+
+    monkeypatch.setattr(fl, "aggregate", no_more)
+    app.check_tx(tx)  # the cached verdict: accepted
+    app.precheck(make_tx(SIGNERS[0], 0, CHAIN, b"not a commit", TxKind.MODEL_VERSION))
