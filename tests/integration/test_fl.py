@@ -30,6 +30,7 @@ from dualchain.chain.validation import sign_transaction
 from dualchain.deploy.up import CMBC_CHAIN, CTBC_CHAIN, Testbed, UpConfig
 from dualchain.learning.codec import encode_params
 from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc, node_pb2, node_pb2_grpc
+from tests.integration.testbed_reads import blocks_up_to, chain_stub
 
 # Digits with 10 classes: chance is 10%, the central model reaches ~98%. After 6 versions of
 # 2-4 updates of 10 batches each the global model is well past 80% in every run we made
@@ -71,7 +72,7 @@ def _version_at_least(v: int):
 
 
 def _ctbc(tb: Testbed, i: int) -> chain_pb2_grpc.ChainServiceStub:
-    return chain_pb2_grpc.ChainServiceStub(grpc.insecure_channel(tb.proc(f"ctbc-{i}").address))
+    return chain_stub(tb, f"ctbc-{i}")
 
 
 def _node(tb: Testbed, i: int) -> node_pb2_grpc.NodeServiceStub:
@@ -201,10 +202,7 @@ def test_a_client_that_loses_its_node_trains_on_and_its_averaged_update_gets_in(
 
 def _ctbc_blocks(tb: Testbed, i: int) -> list[Block]:
     stub = _ctbc(tb, i)
-    height = stub.GetStatus(chain_pb2.GetStatusRequest(), timeout=10).height
-    return [wire.block_from_proto(stub.GetBlock(chain_pb2.GetBlockRequest(height=h),
-                                                timeout=10).block)
-            for h in range(1, height + 1)]
+    return blocks_up_to(stub, stub.GetStatus(chain_pb2.GetStatusRequest(), timeout=10).height)
 
 
 def test_a_node_restarted_mid_run_resumes_serving_the_latest_version(testbed: Testbed) -> None:

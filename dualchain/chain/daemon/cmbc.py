@@ -62,6 +62,7 @@ ORPHAN_LIMIT = 256
 TEMPLATES_KEPT = 64
 SYNC_POLL_S = 1.0
 SYNC_BATCH = 128
+ANNOUNCED_KEPT = 8  # blocks whose transactions we keep for peers rebuilding them
 RPC_TIMEOUT_S = 10.0
 TEMPLATE_TX_AGE_MS = 2000
 
@@ -78,6 +79,8 @@ class CmbcNode(ChainNodeBase):
         self._blocks_lock = asyncio.Lock()
         self._orphans: OrderedDict[bytes, Block] = OrderedDict()
         self._fetching: set[bytes] = set()
+        # The transactions of the blocks we announced last, for peers missing some of them.
+        self._announced: OrderedDict[bytes, dict[bytes, Transaction]] = OrderedDict()
         self._templates: OrderedDict[bytes, tuple[bytes, tuple[Transaction, ...]]] = \
             OrderedDict()
         self._template_count = 0
@@ -159,7 +162,7 @@ class CmbcNode(ChainNodeBase):
     async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
         kind = message.WhichOneof("kind")
         if kind == "compact_block":
-            await self._on_compact(CompactBlock.decode(message.compact_block))
+            await self._on_compact(CompactBlock.decode(message.compact_block), peer)
             return
         if kind != "block":
             raise DecodeError(f"unexpected gossip message {kind!r} on CMBC")
@@ -167,9 +170,10 @@ class CmbcNode(ChainNodeBase):
             return  # relayed back to us, or announced by several peers
         await self.accept_block(Block.decode(message.block))
 
-    async def _on_compact(self, compact: CompactBlock) -> None:
-        """Rebuilds an announced block from the mempool; fetches it whole when a transaction
-        is missing (the Merkle root, checked with the block, ties the hashes to the header)."""
+    async def _on_compact(self, compact: CompactBlock, peer: str) -> None:
+        """Rebuilds an announced block from the mempool; asks the announcer for the
+        transactions it misses (the Merkle root, checked with the block, ties the hashes to the
+        header)."""
         block_hash = compact.header.hash
         if block_hash in self.tree or block_hash in self._orphans:
             return
@@ -178,9 +182,50 @@ class CmbcNode(ChainNodeBase):
             self.pow_metrics.compact_misses.inc()
             if block_hash not in self._fetching:
                 self._fetching.add(block_hash)
-                self._tasks.append(asyncio.create_task(self._fetch_block(block_hash)))
+                self._tasks.append(asyncio.create_task(self._complete(compact, txs, peer)))
             return
         await self.accept_block(Block(compact.header, (compact.first, *txs)))  # type: ignore[arg-type]
+
+    async def _complete(self, compact: CompactBlock, txs: list[Transaction | None],
+                        peer: str) -> None:
+        """Fetches the missing transactions of an announced block from its announcer (a few
+        kilobytes instead of the whole block), or the whole block from anyone if that fails."""
+        block_hash = compact.header.hash
+        missing = [h for h, tx in zip(compact.hashes, txs, strict=True) if tx is None]
+        link = next((link for link in self.links if link.address == peer), None)
+        try:
+            if link is not None and link.connected:
+                try:
+                    reply = await link.stub().GetBlockTransactions(
+                        peer_pb.GetBlockTransactionsRequest(block_hash=block_hash,
+                                                            tx_hashes=missing),
+                        timeout=RPC_TIMEOUT_S)
+                    found = {tx.hash: tx for tx in map(Transaction.decode, reply.txs)}
+                except (grpc.aio.AioRpcError, DecodeError):
+                    found = {}
+                full = [tx if tx is not None else found.get(h)
+                        for h, tx in zip(compact.hashes, txs, strict=True)]
+                if all(tx is not None for tx in full):
+                    try:
+                        await self.accept_block(Block(compact.header, (compact.first, *full)))  # type: ignore[arg-type]
+                    except DualchainError as exc:
+                        log.info("announced block %s refused: %s", block_hash.hex()[:16],
+                                 exc.reason)
+                    return
+            await self._fetch_block(block_hash)
+        finally:
+            self._fetching.discard(block_hash)
+
+    def block_transactions(self, block_hash: bytes, hashes: Sequence[bytes]
+                           ) -> list[Transaction]:
+        """Transactions of a block we announced (or hold), by hash; unknown ones are left out."""
+        known = self._announced.get(block_hash, {})
+        out = []
+        for h in hashes:
+            tx = known.get(h) or self.mempool.get(h)
+            if tx is not None:
+                out.append(tx)
+        return out
 
     async def accept_block(self, block: Block) -> str:
         """Takes a block from anywhere; returns "connected", "side_branch", "duplicate" or
@@ -222,6 +267,9 @@ class CmbcNode(ChainNodeBase):
             if block.transactions:
                 self.broadcast(peer_pb.PeerMessage(
                     compact_block=CompactBlock.of(block).encoded))
+                self._announced[block.hash] = {tx.hash: tx for tx in block.transactions}
+                while len(self._announced) > ANNOUNCED_KEPT:
+                    self._announced.popitem(last=False)
             await self._on_cpu(self._check_branch_rules, block, parent.header)
         except DualchainError as exc:
             self.metrics.rejected.labels(f"block_{exc.code}").inc()

@@ -234,6 +234,23 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
             await abort(context, exc)
 
 
+    async def GetBlockTransactions(self, request, context):
+        node = self.node
+        if not hasattr(node, "block_transactions"):
+            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
+                                f"unsupported: {node.kind} does not relay compact blocks")
+        try:
+            if len(request.block_hash) != 32 or any(len(h) != 32 for h in request.tx_hashes):
+                raise DecodeError("hashes must be 32 bytes")
+            if len(request.tx_hashes) > node.params.max_block_txs:
+                raise DecodeError(f"more than {node.params.max_block_txs} transactions asked")
+        except DecodeError as exc:
+            await abort(context, exc)
+        txs = node.block_transactions(bytes(request.block_hash),
+                                      [bytes(h) for h in request.tx_hashes])
+        return peer_pb.TxBatch(txs=[tx.encoded for tx in txs])
+
+
 def _certified(node: ChainNodeBase, height: int) -> tuple[bytes, bytes | None]:
     """A canonical block's stored bytes (served undecoded: the peer checks them) and its
     certificate."""

@@ -62,6 +62,14 @@ class GetBlockByHashRequest(_message.Message):
     hash: bytes
     def __init__(self, hash: _Optional[bytes] = ...) -> None: ...
 
+class GetBlockTransactionsRequest(_message.Message):
+    __slots__ = ("block_hash", "tx_hashes")
+    BLOCK_HASH_FIELD_NUMBER: _ClassVar[int]
+    TX_HASHES_FIELD_NUMBER: _ClassVar[int]
+    block_hash: bytes
+    tx_hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, block_hash: _Optional[bytes] = ..., tx_hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
 class CertifiedBlock(_message.Message):
     __slots__ = ("block", "certificate")
     BLOCK_FIELD_NUMBER: _ClassVar[int]

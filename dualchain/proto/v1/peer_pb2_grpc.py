@@ -55,6 +55,11 @@ class PeerServiceStub:
                 request_serializer=dualchain_dot_proto_dot_v1_dot_peer__pb2.GetBlockByHashRequest.SerializeToString,
                 response_deserializer=dualchain_dot_proto_dot_v1_dot_peer__pb2.CertifiedBlock.FromString,
                 _registered_method=True)
+        self.GetBlockTransactions = channel.unary_unary(
+                '/dualchain.v1.PeerService/GetBlockTransactions',
+                request_serializer=dualchain_dot_proto_dot_v1_dot_peer__pb2.GetBlockTransactionsRequest.SerializeToString,
+                response_deserializer=dualchain_dot_proto_dot_v1_dot_peer__pb2.TxBatch.FromString,
+                _registered_method=True)
 
 
 class PeerServiceServicer:
@@ -90,6 +95,14 @@ class PeerServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBlockTransactions(self, request, context):
+        """CMBC: transactions of a block this replica announced compactly, by hash: what a peer that
+        rebuilt the block from its mempool still misses. Ones it does not hold are left out.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_PeerServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -112,6 +125,11 @@ def add_PeerServiceServicer_to_server(servicer, server):
                     servicer.GetBlockByHash,
                     request_deserializer=dualchain_dot_proto_dot_v1_dot_peer__pb2.GetBlockByHashRequest.FromString,
                     response_serializer=dualchain_dot_proto_dot_v1_dot_peer__pb2.CertifiedBlock.SerializeToString,
+            ),
+            'GetBlockTransactions': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBlockTransactions,
+                    request_deserializer=dualchain_dot_proto_dot_v1_dot_peer__pb2.GetBlockTransactionsRequest.FromString,
+                    response_serializer=dualchain_dot_proto_dot_v1_dot_peer__pb2.TxBatch.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -223,6 +241,33 @@ class PeerService:
             '/dualchain.v1.PeerService/GetBlockByHash',
             dualchain_dot_proto_dot_v1_dot_peer__pb2.GetBlockByHashRequest.SerializeToString,
             dualchain_dot_proto_dot_v1_dot_peer__pb2.CertifiedBlock.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBlockTransactions(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dualchain.v1.PeerService/GetBlockTransactions',
+            dualchain_dot_proto_dot_v1_dot_peer__pb2.GetBlockTransactionsRequest.SerializeToString,
+            dualchain_dot_proto_dot_v1_dot_peer__pb2.TxBatch.FromString,
             options,
             channel_credentials,
             insecure,

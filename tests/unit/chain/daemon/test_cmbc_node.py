@@ -355,6 +355,20 @@ async def test_orphans_are_parked_until_their_parent_arrives(node: CmbcNode) -> 
     assert node.head == a[2].header and node.known_block(a[1].hash) is None
 
 
+async def test_an_announced_block_serves_its_transactions_to_peers(node: CmbcNode) -> None:
+    """A peer that rebuilds an announced block from its mempool asks the announcer for what it
+    misses: the announcer serves the block's transactions even after they left its mempool."""
+    forge = Forge(node.genesis)
+    txs = [register(CLIENT), tx(SENDER, 0)]
+    block = forge.block(forge.genesis, txs)
+    assert await node.accept_block(block) == "connected"
+    assert all(t.hash not in node.mempool for t in txs)
+    unknown = b"\x01" * 32
+    served = node.block_transactions(block.hash, [t.hash for t in txs] + [unknown])
+    assert served == txs
+    assert node.block_transactions(b"\x02" * 32, [txs[0].hash]) == []
+
+
 # -- templates and restarts ------------------------------------------------------------------------
 
 

@@ -1,0 +1,118 @@
+"""DDMLTS end to end with real processes: 2 server nodes (each with its CTBC and CMBC daemon),
+1 miner and 4 clients on digits, two of them emulated 4x slower.
+
+The node that commits a version plans the tasks after it once its anchor is final on CMBC;
+both CMBC replicas re-execute the scheduler before they accept the plan; nodes hand out tasks
+from the final plan only, so slow clients get fewer batches. A forged plan never lands.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterator
+
+import pytest
+
+from dualchain.chain import wire
+from dualchain.chain.cmbc.payloads import TaskPlan
+from dualchain.chain.identity import load_key_file
+from dualchain.chain.types import Block, TxKind
+from dualchain.chain.validation import sign_transaction
+from dualchain.deploy.up import CMBC_CHAIN, Testbed, UpConfig
+from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
+from tests.integration.testbed_reads import blocks_up_to, chain_stub
+
+EVENT_TIMEOUT_S = 150.0
+SLOWDOWNS = [1.0, 1.0, 4.0, 4.0]
+FAST, SLOW = ("client-0", "client-1"), ("client-2", "client-3")
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    workdir = tmp_path_factory.mktemp("ddmlts") / "testbed"
+    tb = Testbed(UpConfig(nodes=2, clients=4, miners=1, workdir=str(workdir), mode="ddmlts",
+                          slowdowns=SLOWDOWNS, batches=10, cmbc_interval_s=1.0,
+                          finality_depth=3, deadline_s=20.0, max_staleness=30),
+                 progress=lambda line: None)
+    tb.write()
+    try:
+        tb.start_roles()
+        yield tb
+    finally:
+        tb.stop()
+
+
+def _cmbc(tb: Testbed, i: int) -> chain_pb2_grpc.ChainServiceStub:
+    return chain_stub(tb, f"cmbc-{i}")
+
+
+def _final_blocks(tb: Testbed, i: int) -> list[Block]:
+    stub = _cmbc(tb, i)
+    return blocks_up_to(stub, stub.GetStatus(chain_pb2.GetStatusRequest(),
+                                             timeout=10).final_height)
+
+
+def _records(blocks: list[Block], kind: TxKind) -> list[bytes]:
+    return [tx.hash for b in blocks for tx in b.transactions if tx.kind == kind]
+
+
+def _planned_task(tb: Testbed, name: str) -> dict:
+    """The next task event of client ``name`` sized by a plan (not the default batches)."""
+    return tb.wait_for(lambda p, e: p.name == name and e["event"] == "task"
+                       and e.get("batches") not in (None, tb.config.batches),
+                       EVENT_TIMEOUT_S, past=True)
+
+
+def test_plans_land_on_both_replicas_and_size_tasks_by_speed(testbed: Testbed) -> None:
+    plan_event = testbed.wait_for(lambda p, e: e["event"] == "plan", EVENT_TIMEOUT_S)
+    groups = plan_event["groups"]
+    assert sum(g["clients"] for g in groups) == 4
+    for g in groups:  # ddmlts (alpha 1) sizes each group at the OLAR optimum
+        assert g["planned_s"] <= g["olar_s"] * 1.05 + 1e-9, plan_event
+    fast = [_planned_task(testbed, n)["batches"] for n in FAST]
+    slow = [_planned_task(testbed, n)["batches"] for n in SLOW]
+    assert min(fast) > max(slow), (fast, slow)
+    # Both replicas hold the assignment and the plan, in the same final blocks.
+    chains = [_final_blocks(testbed, i) for i in range(2)]
+    common = min(len(c) for c in chains)
+    assert [b.hash for b in chains[0][:common]] == [b.hash for b in chains[1][:common]]
+    assert _records(chains[0][:common], TxKind.GROUP_ASSIGNMENT)
+    assert _records(chains[0][:common], TxKind.TASK_PLAN)
+
+
+def test_training_goes_on_under_plans(testbed: Testbed) -> None:
+    first = max(testbed.versions) if testbed.versions else 0
+    event = testbed.wait_for(lambda p, e: e["event"] == "version"
+                             and e["version"] >= first + 3, EVENT_TIMEOUT_S)
+    assert event["accuracy"] > 0.5, testbed.versions
+
+
+def test_a_forged_plan_never_lands(testbed: Testbed) -> None:
+    """Node 1 signs a plan with two clients' batches swapped; CMBC admits it (a plan is checked
+    when a block applies it) but no replica ever puts it in a block."""
+    blocks = _final_blocks(testbed, 0)
+    plan_tx = next(tx for b in reversed(blocks) for tx in b.transactions
+                   if tx.kind == TxKind.TASK_PLAN)
+    plan = TaskPlan.decode(plan_tx.payload)
+    tasks = list(plan.tasks)
+    (a, na), (b, nb) = tasks[0], tasks[-1]
+    if na == nb:
+        tasks[0] = (a, na + 1)
+        tasks[-1] = (b, nb - 1) if nb > 1 else (b, nb + 1)
+    else:
+        tasks[0], tasks[-1] = (a, nb), (b, na)
+    forged = TaskPlan(plan.version + 1000, plan.basis_height, plan.assignment, tuple(tasks))
+    signer = load_key_file(testbed.workdir / "keys" / "node-1.key")
+    stub = _cmbc(testbed, 0)
+    nonce = stub.GetNonce(chain_pb2.GetNonceRequest(sender=signer.id), timeout=10).next_nonce
+    tx = sign_transaction(signer, CMBC_CHAIN, TxKind.TASK_PLAN, forged.encode(), nonce,
+                          time.time_ns() // 1_000_000)
+    stub.SubmitTx(chain_pb2.SubmitTxRequest(tx=wire.tx_to_proto(tx)), timeout=10)
+    start = stub.GetStatus(chain_pb2.GetStatusRequest(), timeout=10).final_height
+    # Six more final blocks: templates are rebuilt many times meanwhile.
+    stream = stub.SubscribeBlocks(chain_pb2.SubscribeBlocksRequest(
+        from_height=start + 6, final_only=True), timeout=EVENT_TIMEOUT_S)
+    next(iter(stream))
+    stream.cancel()
+    for i in range(2):
+        assert tx.hash not in _records(_final_blocks(testbed, i), TxKind.TASK_PLAN)
