@@ -261,6 +261,7 @@ class Meter:
     disconnected_s: float = 0.0
     tasks: int = 0  # trained since the last report
     last_task: int = 0
+    last_samples: int = 0  # of the task the completion time measures
 
     def report(self) -> StateReport:
         return StateReport(
@@ -270,6 +271,7 @@ class Meter:
             speed_milli=round(self.speed * 1000),
             failures=min(self.failures, _U32),
             disconnected_ms=round(self.disconnected_s * 1000),
+            samples=self.last_samples,
         )
 
     def reported(self) -> None:
@@ -742,6 +744,7 @@ class ClientWorker:
             self.meter.tasks += 1
             self.meter.last_task = template.task_id
             self.meter.speed = result.samples / max(result.wall_s, 1e-9)
+            self.meter.last_samples = result.samples
         return result
 
     async def run_task(self, task: node_pb.Task) -> None:
@@ -948,4 +951,4 @@ class ClientWorker:
         self.emit({"event": "report", "tx": tx_hash.hex(), "task": report.task,
                    "rtt_ms": report.rtt_ms, "completion_ms": report.completion_ms,
                    "speed_milli": report.speed_milli, "failures": report.failures,
-                   "disconnected_ms": report.disconnected_ms})
+                   "disconnected_ms": report.disconnected_ms, "samples": report.samples})

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 import pytest
 
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import TaskPlan
+from dualchain.chain.cmbc.payloads import GroupAssignment, TaskPlan
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.types import Block, TxKind
 from dualchain.chain.validation import sign_transaction
@@ -87,9 +87,10 @@ def test_training_goes_on_under_plans(testbed: Testbed) -> None:
     assert event["accuracy"] > 0.5, testbed.versions
 
 
-def test_a_forged_plan_never_lands(testbed: Testbed) -> None:
+def test_a_forged_plan_never_takes_effect(testbed: Testbed) -> None:
     """Node 1 signs a plan with two clients' batches swapped; CMBC admits it (a plan is checked
-    when a block applies it) but no replica ever puts it in a block."""
+    when a block applies it) but no replica puts it in a block while its assignment is in force
+    (once another assignment replaced it, it may land as a superseded record, with no effect)."""
     blocks = _final_blocks(testbed, 0)
     plan_tx = next(tx for b in reversed(blocks) for tx in b.transactions
                    if tx.kind == TxKind.TASK_PLAN)
@@ -115,4 +116,9 @@ def test_a_forged_plan_never_lands(testbed: Testbed) -> None:
     next(iter(stream))
     stream.cancel()
     for i in range(2):
-        assert tx.hash not in _records(_final_blocks(testbed, i), TxKind.TASK_PLAN)
+        in_force = None
+        for t in (t for b in _final_blocks(testbed, i) for t in b.transactions):
+            if t.kind == TxKind.GROUP_ASSIGNMENT:
+                in_force = GroupAssignment.decode(t.payload).digest
+            elif t.hash == tx.hash:
+                assert in_force != forged.assignment, f"cmbc-{i} took the forged plan"

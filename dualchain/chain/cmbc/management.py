@@ -42,12 +42,21 @@ def scheduler_params(sched: SchedParams) -> SchedulerParams:
 
 
 def client_state(client: bytes, report: StateReport, batch_size: int) -> ClientState:
-    """A state report as the scheduler reads it: speed in batches per second; the failure rate
-    mu as failures / (failures + 1), in [0, 1) and rising with every failed task."""
-    speed = max(report.speed_milli / 1000.0 / batch_size, 1e-6)
+    """A state report as the scheduler reads it: speed in batches per second; the per-task
+    transfer time (model download, update upload, waiting) as the completion time less the
+    training time of its samples and the rtt, to the millisecond (0 when the report names no
+    samples); the failure rate mu as
+    failures / (failures + 1), in [0, 1) and rising with every failed task."""
+    samples_per_s = report.speed_milli / 1000.0
+    speed = max(samples_per_s / batch_size, 1e-6)
+    upload_ms = 0  # unknown until a task's samples are reported
+    if report.samples > 0 and samples_per_s > 0:
+        training_ms = 1000.0 * report.samples / samples_per_s
+        upload_ms = max(0, round(report.completion_ms - training_ms) - report.rtt_ms)
     return ClientState(
         client=client, rtt_s=report.rtt_ms / 1000.0, completion_s=report.completion_ms / 1000.0,
         speed=speed, failure_rate=min(report.failures / (report.failures + 1), MAX_FAILURE_RATE),
+        upload_s=upload_ms / 1000.0,
     )
 
 

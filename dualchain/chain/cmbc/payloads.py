@@ -17,7 +17,7 @@ from dualchain.chain.identity import ID_BYTES
 from dualchain.chain.types import HASH_BYTES, TxKind
 
 REGISTER_TAG = b"DCR1"
-STATE_TAG = b"DCS2"
+STATE_TAG = b"DCS3"
 ANCHOR_TAG = b"DCA1"
 REWARD_TAG = b"DCW1"
 GROUPS_TAG = b"DCG1"
@@ -58,16 +58,21 @@ class StateReport:
     speed_milli: int  # training speed, samples per second x 1000
     failures: int  # tasks failed or abandoned since the previous report
     disconnected_ms: int  # time without its node since the previous report
+    # Samples trained in the task that completion_ms measures: completion minus their training
+    # time (samples / speed) is what the task spent on transfers and waiting.
+    samples: int = 0
 
     def encode(self) -> bytes:
         w = Writer(STATE_TAG).u64(self.task).u32(self.rtt_ms).u64(self.completion_ms)
-        return w.u64(self.speed_milli).u32(self.failures).u64(self.disconnected_ms).bytes()
+        w.u64(self.speed_milli).u32(self.failures).u64(self.disconnected_ms)
+        return w.u64(self.samples).bytes()
 
     @classmethod
     def decode(cls, data: bytes) -> StateReport:
         r = Reader(data, STATE_TAG, "state report")
         value = cls(r.u64("task"), r.u32("rtt_ms"), r.u64("completion_ms"),
-                    r.u64("speed_milli"), r.u32("failures"), r.u64("disconnected_ms"))
+                    r.u64("speed_milli"), r.u32("failures"), r.u64("disconnected_ms"),
+                    r.u64("samples"))
         r.finish()
         return value
 

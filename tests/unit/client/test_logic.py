@@ -110,10 +110,10 @@ def test_offline_windows_merge_and_end() -> None:
 
 def test_meter_reports_fixed_units_and_resets_the_counters() -> None:
     meter = Meter(rtt_ms=12, completion_ms=3400, speed=123.4567, failures=2,
-                  disconnected_s=1.5, tasks=3, last_task=9)
+                  disconnected_s=1.5, tasks=3, last_task=9, last_samples=640)
     report = meter.report()
     assert report == StateReport(task=9, rtt_ms=12, completion_ms=3400, speed_milli=123457,
-                                 failures=2, disconnected_ms=1500)
+                                 failures=2, disconnected_ms=1500, samples=640)
     assert StateReport.decode(report.encode()) == report
     meter.reported()
     assert (meter.failures, meter.disconnected_s, meter.tasks) == (0, 0.0, 0)

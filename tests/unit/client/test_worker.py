@@ -238,6 +238,7 @@ async def test_register_train_report_and_flush_buffered_runs(tmp_path: Path,
         report = StateReport.decode(chain.of_kind(TxKind.STATE_REPORT)[0].payload)
         assert report.task == 1 and report.speed_milli > 0 and report.completion_ms > 0
         assert report.failures == 0 and report.disconnected_ms == 0
+        assert report.samples == BATCHES * BATCH_SIZE
 
         # Phase B: the connection drops during an upload. That task starts a buffered run,
         # one more local task continues it (max_buffered 2), probes fail until the node is

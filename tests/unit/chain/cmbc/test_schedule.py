@@ -174,6 +174,20 @@ def test_a_rolled_back_block_takes_its_records_back(setup: Setup) -> None:
     assert setup.replica.app_hash() == before and setup.replica.plan() is None
 
 
+def test_a_state_report_becomes_the_scheduler_s_time_model() -> None:
+    from dualchain.chain.cmbc.management import client_state
+
+    # 640 samples at 320 samples/s train in 2 s; of the 2.5 s the task took, 20 ms are the rtt
+    # and 480 ms the transfers.
+    r = StateReport(task=1, rtt_ms=20, completion_ms=2500, speed_milli=320_000, failures=1,
+                    disconnected_ms=0, samples=640)
+    state = client_state(b"c" * 32, r, batch_size=64)
+    assert state.speed == 5.0 and state.rtt_s == 0.02 and state.upload_s == 0.48
+    assert state.failure_rate == 0.5
+    no_samples = client_state(b"c" * 32, replace(r, samples=0), batch_size=64)
+    assert no_samples.upload_s == 0.0  # not measured: the time model has the rtt only
+
+
 def test_payloads_round_trip_and_malformed_ones_are_refused(setup: Setup) -> None:
     records = setup.planner.records_after(1)
     assert records is not None and records.assignment is not None
