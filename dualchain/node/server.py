@@ -68,6 +68,7 @@ COMMIT_WAIT_S = 15.0
 MODELS_KEPT = 16
 RETRY_S = 1.0
 CATCH_UP_S = 5.0
+CMBC_CATCH_UP_S = 60.0
 
 
 def now_ms() -> int:
@@ -122,6 +123,7 @@ class ServerNode:
         self._ctbc_height = 0
         self.traffic = {"bytes_from_clients": 0, "bytes_to_clients": 0, "bytes_relayed": 0}
         self._cmbc_final = 0
+        self._cmbc_read = asyncio.Event()  # set after each final CMBC block is read
         self.accuracy = 0.0
         self.loss = 0.0
         self._torch = ThreadPoolExecutor(1, thread_name_prefix="torch")
@@ -146,11 +148,23 @@ class ServerNode:
             await self._adopt(status.model_version, bytes(status.model_hash), status.height,
                               status.model_height)
         self._ctbc_height = status.height
+        # Serve only once the final CMBC blocks that exist now are read: a restarted node must
+        # know the registered clients (and the task plan) before it answers them.
+        cmbc_final = (await self.cmbc.GetStatus(chain_pb.GetStatusRequest(),
+                                                timeout=30)).final_height
         self._tasks += [
             asyncio.create_task(self._follow_cmbc(), name="follow-cmbc"),
             asyncio.create_task(self._follow_ctbc(status.height + 1), name="follow-ctbc"),
             asyncio.create_task(self._aggregate_loop(), name="aggregate"),
         ]
+        deadline = time.monotonic() + CMBC_CATCH_UP_S
+        while self._cmbc_final < cmbc_final and time.monotonic() < deadline:
+            self._cmbc_read.clear()
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._cmbc_read.wait(), deadline - time.monotonic())
+        if self._cmbc_final < cmbc_final:
+            log.warning("serving before reading CMBC up to its final height %d (at %d)",
+                        cmbc_final, self._cmbc_final)
 
     def _load_learning(self) -> None:
         """Version 0 from the genesis seed (checked against the genesis hash) and the test set."""
@@ -277,6 +291,7 @@ class ServerNode:
                             version = Anchor.decode(tx.payload).version
                             self._tasks.append(asyncio.create_task(self._publish_plan(version)))
                     self._cmbc_final = block.height
+                    self._cmbc_read.set()
                     next_height = block.height + 1
                     self.metrics.clients.set(len(self.clients))
             except grpc.aio.AioRpcError as exc:
