@@ -34,8 +34,11 @@ class Records:
 
 
 class Planner:
-    def __init__(self, sched: SchedParams | None) -> None:
-        self.sched = sched
+    """``sched``: the CMBC genesis section (the replica must apply the chain's own rules);
+    ``plans``: whether this node makes records (the ddmlts policy) or only reads them."""
+
+    def __init__(self, sched: SchedParams | None, plans: bool = True) -> None:
+        self.sched = sched if plans else None
         self.final = CmbcApp(max_undo=1, sched=sched)
 
     def apply_final(self, block: Block) -> None:

@@ -114,8 +114,8 @@ class ServerNode:
         # Per group, the longest completion among the last version's updates from this node's
         # clients (the launcher merges the nodes' figures into eq. 14's C_gmax).
         self._last_c_groups: dict[int, float] = {}
-        self.planner = Planner(self.cmbc_genesis.sched if config.aggregation.policy == "plan"
-                               else None)
+        self.planner = Planner(self.cmbc_genesis.sched,
+                               plans=config.aggregation.policy == "plan")
         self._planning = asyncio.Lock()
         self._version_time = time.monotonic()
         self._awaiting: tuple[int, float] | None = None  # (version submitted, when)

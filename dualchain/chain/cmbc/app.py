@@ -160,12 +160,7 @@ class CmbcApp(ReorgApplication):
         return None if raw is None else TaskPlan.decode(raw)
 
     def is_server_node(self, node: bytes) -> bool:
-        return any(registration.node == node
-                   for c in self.clients() if (registration := self._registration(c)))
-
-    def _registration(self, client: bytes) -> ClientRegistration | None:
-        registered = self.client(client)
-        return None if registered is None else registered[1]
+        return node in self.nodes_of(self.clients()).values()
 
     def anchor(self, version: int) -> Anchor | None:
         raw = self.state.get(ANCHOR + version.to_bytes(8, "big"))

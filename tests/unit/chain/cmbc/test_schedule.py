@@ -42,11 +42,13 @@ class Setup:
         self.chain = Chain()
         self.replica = CmbcApp(sched=SCHED)
         self.planner = Planner(SCHED)
+        self.blocks: list = []  # every block added, for more replicas
         self.add([self.chain.register(c, node=NODE.id) for c in CLIENTS])
         self.add([self.chain.report(c, report(s)) for c, s in zip(CLIENTS, SPEEDS, strict=True)])
 
     def add(self, txs) -> None:
         block = self.chain.block(txs)
+        self.blocks.append(block)
         self.replica.apply_block(block)
         self.planner.apply_final(block)
 
@@ -200,3 +202,16 @@ def test_payloads_round_trip_and_malformed_ones_are_refused(setup: Setup) -> Non
     zero = TaskPlan(1, 1, b"\x00" * 32, ((b"\x01" * 32, 0),))
     with pytest.raises(DecodeError):
         TaskPlan.decode(zero.encode())
+
+
+def test_a_node_that_does_not_plan_still_follows_the_chain_s_plans(setup: Setup) -> None:
+    """A node outside the ddmlts policy makes no records but must apply the chain's rules to
+    the final blocks it reads (a mirror without the sched section would refuse them)."""
+    records = setup.planner.records_after(1)
+    assert records is not None
+    reader = Planner(SCHED, plans=False)
+    for block in setup.blocks:
+        reader.apply_final(block)
+    reader.apply_final(setup.records_block(records.assignment, records.plan))
+    assert reader.records_after(2) is None
+    assert reader.batches_for(CLIENTS[0].id) == dict(records.plan.tasks)[CLIENTS[0].id]
