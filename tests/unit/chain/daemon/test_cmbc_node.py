@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
+import grpc
 import pytest
 import pytest_asyncio
 
@@ -367,6 +368,39 @@ async def test_an_announced_block_serves_its_transactions_to_peers(node: CmbcNod
     served = node.block_transactions(block.hash, [t.hash for t in txs] + [unknown])
     assert served == txs
     assert node.block_transactions(b"\x02" * 32, [txs[0].hash]) == []
+
+
+class Aborted(Exception):
+    pass
+
+
+class FakeContext:
+    """What a servicer calls on refusal: ``abort`` ends the call (here: raises)."""
+
+    async def abort(self, code, details: str) -> None:
+        raise Aborted(code, details)
+
+
+async def test_get_block_transactions_refuses_malformed_requests(node: CmbcNode) -> None:
+    from dualchain.chain.daemon.servicers import PeerServicer
+    from dualchain.proto.v1 import peer_pb2 as peer_pb
+
+    servicer = PeerServicer(node)
+    forge = Forge(node.genesis)
+    block = forge.block(forge.genesis, [register(CLIENT)])
+    await node.accept_block(block)
+    bad = [peer_pb.GetBlockTransactionsRequest(block_hash=b"short", tx_hashes=[]),
+           peer_pb.GetBlockTransactionsRequest(block_hash=block.hash, tx_hashes=[b"x"]),
+           peer_pb.GetBlockTransactionsRequest(
+               block_hash=block.hash, tx_hashes=[bytes(32)] * (node.params.max_block_txs + 1))]
+    for request in bad:
+        with pytest.raises(Aborted) as info:
+            await servicer.GetBlockTransactions(request, FakeContext())
+        assert info.value.args[0] == grpc.StatusCode.INVALID_ARGUMENT
+    reply = await servicer.GetBlockTransactions(peer_pb.GetBlockTransactionsRequest(
+        block_hash=block.hash, tx_hashes=[t.hash for t in block.transactions[1:]]),
+        FakeContext())
+    assert [Transaction.decode(t) for t in reply.txs] == list(block.transactions[1:])
 
 
 # -- templates and restarts ------------------------------------------------------------------------
