@@ -5,8 +5,9 @@ decides rests on records no reorg can take back, and the node hands out tasks fr
 plan alone. When a block makes this node's anchor final, ``records_after`` returns what to
 submit, all computed from the state at that block's height (the basis):
 
-- a GROUP_ASSIGNMENT when there is none yet or the clients' states drifted beyond the genesis
-  threshold since the assignment in force (Algorithm 1: re-cluster everyone), or when clients
+- a GROUP_ASSIGNMENT when there is none yet, the clients' states drifted beyond the genesis
+  threshold since the assignment in force, or the server nodes changed (a node joined: each
+  node manages at least one group) (Algorithm 1: re-cluster everyone), or when clients
   joined or left (Algorithm 2: place the newcomers, keep the rest);
 - a TASK_PLAN over the assignment (new or in force) for the tasks after that version.
 
@@ -98,6 +99,9 @@ class Planner:
             return Regrouping.RECLUSTER
         common = {c: s for c, s in states.items() if c in then}
         if drifted({c: then[c] for c in common}, common, self.sched.drift):
+            return Regrouping.RECLUSTER
+        managers = {node for node, _ in current.groups}
+        if managers != set(self.final.nodes_of(list(states)).values()):
             return Regrouping.RECLUSTER
         if members != set(states):
             return Regrouping.PLACE

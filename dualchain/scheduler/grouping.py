@@ -73,12 +73,14 @@ def _mean_dispersion(g: np.ndarray, parts: list[list[int]]) -> float:
 
 
 def cluster(states: Sequence[ClientState], k_max: int, seed: int,
-            weights: StateWeights = EQUAL_WEIGHTS, *, split_gain: float = SPLIT_GAIN
-            ) -> Grouping:
-    """Algorithm 1: k-means++ for K = 2, 3, ... up to min(k_max, distinct states). K = 2 is
-    always taken (n >= 2); each next K is kept only while it cuts the mean dispersion to below
-    ``split_gain`` times the previous K's, and the search stops at the first K that does not
-    (``split_gain=1.0``: the plain "while it falls" rule, which in practice runs to k_max)."""
+            weights: StateWeights = EQUAL_WEIGHTS, *, split_gain: float = SPLIT_GAIN,
+            k_min: int = 0) -> Grouping:
+    """Algorithm 1: k-means++ for K = 2, 3, ... up to min(k_max, distinct states). The first K
+    (2, or ``k_min`` when larger: the number of server nodes, so that each can manage a group,
+    even past k_max) is always taken when the states allow it; each next K is kept only while
+    it cuts the mean dispersion to below ``split_gain`` times the previous K's, and the search
+    stops at the first K that does not (``split_gain=1.0``: the plain "while it falls" rule,
+    which in practice runs to k_max)."""
     if not 0.0 < split_gain <= 1.0:
         raise ValueError(f"split_gain must be in (0, 1], got {split_gain!r}")
     ordered = sorted(states, key=lambda s: s.client)  # input order must not matter
@@ -89,10 +91,11 @@ def cluster(states: Sequence[ClientState], k_max: int, seed: int,
         return Grouping(())
     g = gamma(ordered, weights)
     # k-means cannot make more non-empty clusters than there are distinct points.
-    top = min(k_max, len(np.unique(g, axis=0)))
+    distinct = len(np.unique(g, axis=0))
+    top = min(max(k_max, k_min), distinct)
     best: list[list[int]] = [list(range(len(ordered)))]
     previous = float("inf")
-    for k in range(2, top + 1):
+    for k in range(min(max(2, k_min), top), top + 1):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             labels = KMeans(n_clusters=k, init="k-means++", n_init=4, random_state=seed,

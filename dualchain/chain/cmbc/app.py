@@ -9,6 +9,11 @@ Rules (each refusal is a ValidationError with a code):
 - ``REWARD``: exactly one per block, its first transaction, sent by the block's miner and bound
   to the block's height and parent; never admitted to the mempool.
 - ``MEMO``: opaque bytes, accepted and not stored (benchmarks).
+- ``NODE_JOIN_REQUEST`` (seed 000 §3.1, two-stage node join): a ``NodeJoinRequest`` from the
+  joining node, once per node; then, after CTBC committed the joiner as a validator, a
+  ``NodeAdmission`` from a server node other than the joiner (a second admission of the same
+  node is superseded). Between the two the joiner is pending: it is no server node, and its
+  clients are left out of every group and plan.
 
 - ``GROUP_ASSIGNMENT`` and ``TASK_PLAN`` (seed 000 §4): only from a server node (one that
   clients registered with), only with a ``sched`` genesis section, and only if re-running the
@@ -34,6 +39,8 @@ from dualchain.chain.cmbc.payloads import (
     Anchor,
     ClientRegistration,
     GroupAssignment,
+    NodeAdmission,
+    NodeJoinRequest,
     Reward,
     StateReport,
     TaskPlan,
@@ -54,7 +61,16 @@ ANCHOR = b"anchor/"
 ZERO_DIGEST = bytes(32)
 ASSIGNMENT = b"assignment"
 PLAN = b"plan"
+JOIN = b"join/"
+JOINS = b"joins"  # every node that asked to join, sorted
+ADMITTED = b"admitted/"
 HISTORY_TAG = b"DCH1"
+JOIN_RECORD_TAG = b"DCJR"
+
+
+def _ids(raw: bytes | None) -> list[bytes]:
+    raw = raw or b""
+    return [raw[i : i + ID_BYTES] for i in range(0, len(raw), ID_BYTES)]
 
 
 def check_reward(block: Block) -> Transaction:
@@ -120,8 +136,31 @@ class CmbcApp(ReorgApplication):
         return None if raw is None else StateReport.decode(raw)
 
     def clients(self) -> list[bytes]:
-        raw = self.state.get(CLIENTS) or b""
-        return [raw[i : i + ID_BYTES] for i in range(0, len(raw), ID_BYTES)]
+        return _ids(self.state.get(CLIENTS))
+
+    def join_request(self, node: bytes) -> tuple[bytes, bytes, NodeJoinRequest] | None:
+        """A joining node's public key, the hash of its request transaction and the request."""
+        raw = self.state.get(JOIN + node)
+        if raw is None:
+            return None
+        r = Reader(raw, JOIN_RECORD_TAG, "join record")
+        value = (r.var("public_key", 1 << 16), r.fixed(32, "tx_hash"),
+                 NodeJoinRequest.decode(r.var("request", 1 << 12)))
+        r.finish()
+        return value
+
+    def joiners(self) -> list[bytes]:
+        """Every node that asked to join, admitted or not."""
+        return _ids(self.state.get(JOINS))
+
+    def admitted_at(self, node: bytes) -> int | None:
+        """The CTBC height that committed a joiner as a validator (None: not admitted)."""
+        raw = self.state.get(ADMITTED + node)
+        return None if raw is None else int.from_bytes(raw, "big")
+
+    def pending(self, node: bytes) -> bool:
+        """Asked to join and not admitted yet."""
+        return self.state.get(JOIN + node) is not None and self.admitted_at(node) is None
 
     def history(self, client_id: bytes) -> list[tuple[int, StateReport]]:
         raw = self.state.get(HISTORY + client_id)
@@ -133,6 +172,9 @@ class CmbcApp(ReorgApplication):
         assert self.sched is not None
         states = {}
         for client in self.clients():
+            registered = self.client(client)
+            if registered is not None and self.pending(registered[1].node):
+                continue  # its node's join is not complete
             entries = self.history(client)
             earlier = [report for height, report in entries if height <= basis_height]
             if earlier:
@@ -160,7 +202,8 @@ class CmbcApp(ReorgApplication):
         return None if raw is None else TaskPlan.decode(raw)
 
     def is_server_node(self, node: bytes) -> bool:
-        return node in self.nodes_of(self.clients()).values()
+        """One that clients registered with, unless its join is pending."""
+        return node in self.nodes_of(self.clients()).values() and not self.pending(node)
 
     def anchor(self, version: int) -> Anchor | None:
         raw = self.state.get(ANCHOR + version.to_bytes(8, "big"))
@@ -250,7 +293,22 @@ class CmbcApp(ReorgApplication):
         if (isinstance(payload, GroupAssignment | TaskPlan)
                 and not self._check_schedule(tx, payload, admission)):
             return SUPERSEDED
+        if isinstance(payload, NodeJoinRequest) and self.state.get(JOIN + tx.sender) is not None:
+            raise ValidationError(f"node {tx.sender.hex()[:16]} has already asked to join",
+                                  code="already_requested")
+        if isinstance(payload, NodeAdmission) and not self._check_admission(tx, payload):
+            return SUPERSEDED
         return payload
+
+    def _check_admission(self, tx: Transaction, admission: NodeAdmission) -> bool:
+        """False when the joiner is admitted already (the record is superseded)."""
+        if not self.is_server_node(tx.sender):
+            raise ValidationError(f"node admission from {tx.sender.hex()[:16]}, not a server "
+                                  "node", code="not_a_node")
+        if self.state.get(JOIN + admission.node) is None:
+            raise ValidationError(f"node {admission.node.hex()[:16]} has not asked to join",
+                                  code="unknown_join")
+        return self.admitted_at(admission.node) is None
 
     def _check_schedule(self, tx: Transaction, record: GroupAssignment | TaskPlan,
                         admission: bool) -> bool:
@@ -329,5 +387,11 @@ class CmbcApp(ReorgApplication):
             self.state.put(ASSIGNMENT, payload.encode())
         elif isinstance(payload, TaskPlan):
             self.state.put(PLAN, payload.encode())
+        elif isinstance(payload, NodeJoinRequest):
+            record = Writer(JOIN_RECORD_TAG).var(tx.public_key).fixed(tx.hash, 32)
+            self.state.put(JOIN + tx.sender, record.var(payload.encode()).bytes())
+            self.state.put(JOINS, b"".join(sorted([*self.joiners(), tx.sender])))
+        elif isinstance(payload, NodeAdmission):  # (a superseded one is not a payload)
+            self.state.put(ADMITTED + payload.node, payload.ctbc_height.to_bytes(8, "big"))
         elif isinstance(payload, Anchor) and self.anchor(payload.version) is None:
             self.state.put(ANCHOR + payload.version.to_bytes(8, "big"), payload.encode())

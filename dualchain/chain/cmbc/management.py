@@ -79,9 +79,10 @@ def expected_groups(reason: Regrouping, states: Mapping[bytes, ClientState],
     ``states``: every client with a report at the basis; ``nodes_of``: each one's node."""
     params = scheduler_params(sched)
     ordered = [states[c] for c in sorted(states)]
+    nodes = sorted({nodes_of[c] for c in states})
     if reason == Regrouping.RECLUSTER or previous is None:
         grouping = cluster(ordered, params.k_max, plan_seed(version, basis_height),
-                           params.weights)
+                           params.weights, k_min=len(nodes))
     else:
         kept = tuple(tuple(c for c in members if c in states)
                      for members in grouping_of(previous).groups)
@@ -92,7 +93,6 @@ def expected_groups(reason: Regrouping, states: Mapping[bytes, ClientState],
                 known = {c: states[c] for c in placed}
                 grouping = place_newcomer(grouping, known, states[client], params.weights)
                 placed.add(client)
-    nodes = sorted({nodes_of[c] for c in states})
     managers = assign_nodes(grouping, nodes)
     return tuple(zip(managers, grouping.groups, strict=True))
 

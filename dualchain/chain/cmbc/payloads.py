@@ -22,6 +22,9 @@ ANCHOR_TAG = b"DCA1"
 REWARD_TAG = b"DCW1"
 GROUPS_TAG = b"DCG1"
 PLAN_TAG = b"DCP1"
+JOIN_TAG = b"DCJ1"
+ADMISSION_TAG = b"DCJ2"
+MAX_ADDRESS = 256
 MAX_LABEL = 256
 MAX_CLIENTS = 4096  # per plan: a bound for the decoder, far above any testbed
 MAX_BATCHES = 1 << 20
@@ -115,6 +118,54 @@ class Reward:
         return value
 
 
+@dataclass(frozen=True)
+class NodeJoinRequest:
+    """Stage 1 of a server node's join (seed 000 §3.1): the sender (its key is the
+    transaction's key) asks to become a server node. CTBC's committee then votes the key in as a
+    validator, referencing this request; until that commit its clients get no tasks."""
+
+    node_address: str  # host:port of its node service (clients, relayed updates)
+    ctbc_address: str  # host:port of its CTBC replica (consensus gossip)
+
+    def encode(self) -> bytes:
+        return Writer(JOIN_TAG).text(self.node_address).text(self.ctbc_address).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> NodeJoinRequest:
+        r = Reader(data, JOIN_TAG, "node join request")
+        value = cls(r.text("node_address", MAX_ADDRESS), r.text("ctbc_address", MAX_ADDRESS))
+        r.finish()
+        if not value.node_address or not value.ctbc_address:
+            raise DecodeError("node join request: both addresses are required")
+        return value
+
+
+@dataclass(frozen=True)
+class NodeAdmission:
+    """The join's last step: a server node records that CTBC committed the joiner as a
+    validator (at ``ctbc_height``); from then on the joiner's clients are scheduled and it may
+    manage a group. Sent with the kind NODE_JOIN_REQUEST (the tag tells the two apart)."""
+
+    node: bytes  # identity id of the joiner
+    ctbc_height: int
+
+    def encode(self) -> bytes:
+        return Writer(ADMISSION_TAG).fixed(self.node, ID_BYTES).u64(self.ctbc_height).bytes()
+
+    @classmethod
+    def decode(cls, data: bytes) -> NodeAdmission:
+        r = Reader(data, ADMISSION_TAG, "node admission")
+        value = cls(r.fixed(ID_BYTES, "node"), r.u64("ctbc_height"))
+        r.finish()
+        return value
+
+
+def _decode_join(data: bytes) -> NodeJoinRequest | NodeAdmission:
+    if data[: len(ADMISSION_TAG)] == ADMISSION_TAG:
+        return NodeAdmission.decode(data)
+    return NodeJoinRequest.decode(data)
+
+
 class Regrouping(enum.IntEnum):
     """Why a group assignment was made: both are re-executed by every replica."""
 
@@ -199,7 +250,7 @@ class TaskPlan:
 
 
 Payload = (ClientRegistration | StateReport | Anchor | Reward | GroupAssignment | TaskPlan
-           | bytes)
+           | NodeJoinRequest | NodeAdmission | bytes)
 _DECODERS = {
     TxKind.CLIENT_REGISTER: ClientRegistration.decode,
     TxKind.STATE_REPORT: StateReport.decode,
@@ -207,6 +258,7 @@ _DECODERS = {
     TxKind.REWARD: Reward.decode,
     TxKind.GROUP_ASSIGNMENT: GroupAssignment.decode,
     TxKind.TASK_PLAN: TaskPlan.decode,
+    TxKind.NODE_JOIN_REQUEST: _decode_join,
 }
 
 

@@ -26,7 +26,7 @@ from dualchain.chain.types import (
     Vote,
 )
 
-REGISTER_TAG = b"DVR1"
+REGISTER_TAG = b"DVR2"
 REMOVE_TAG = b"DVX1"
 EVIDENCE_TAG = b"DEV1"
 EVIDENCE_KEY_TAG = b"DEK1"
@@ -34,18 +34,26 @@ EVIDENCE_KEY_TAG = b"DEK1"
 
 @dataclass(frozen=True)
 class ValidatorRegister:
-    """Adds a validator (from the next epoch's election on); sent by a current validator."""
+    """Adds a validator (from the next epoch's election on); sent by a current validator.
+
+    ``join_request``: for a server node's join (seed 000 §3.1), the hash of its NodeJoinRequest
+    transaction on CMBC (zeros otherwise). CTBC cannot read CMBC; a committee member votes for
+    the change only after it saw that request final there, so a quorum of votes vouches for
+    it, and the reference lets anyone audit the two stages."""
 
     public_key: bytes
     address: str  # host:port of the new validator's chain daemon
+    join_request: bytes = bytes(32)
 
     def encode(self) -> bytes:
-        return Writer(REGISTER_TAG).var(self.public_key).text(self.address).bytes()
+        w = Writer(REGISTER_TAG).var(self.public_key).text(self.address)
+        return w.fixed(self.join_request, 32).bytes()
 
     @classmethod
     def decode(cls, data: bytes) -> ValidatorRegister:
         r = Reader(data, REGISTER_TAG, "validator register")
-        value = cls(r.var("public_key", MAX_KEY), r.text("address", MAX_ADDRESS))
+        value = cls(r.var("public_key", MAX_KEY), r.text("address", MAX_ADDRESS),
+                    r.fixed(32, "join_request"))
         r.finish()
         return value
 

@@ -224,3 +224,10 @@ def test_assign_nodes_edge_cases() -> None:
     assert assign_nodes(Grouping(()), []) == ()
     with pytest.raises(ValueError):
         assign_nodes(Grouping(((b"a",),)), [])
+
+
+def test_cluster_makes_at_least_k_min_groups_so_every_node_can_manage_one() -> None:
+    states = _population()  # two tight clusters: the gain rule alone stops at K = 2
+    assert cluster(states, k_max=4, seed=0).k == 2
+    assert cluster(states, k_max=2, seed=0, k_min=3).k == 3
+    assert cluster(states[:2], k_max=4, seed=0, k_min=3).k == 2  # no more than distinct states

@@ -11,6 +11,8 @@ from dualchain.chain.cmbc.app import CmbcApp, check_reward
 from dualchain.chain.cmbc.payloads import (
     Anchor,
     ClientRegistration,
+    NodeAdmission,
+    NodeJoinRequest,
     Reward,
     StateReport,
     decode_payload,
@@ -208,28 +210,33 @@ def test_memos_are_accepted_and_not_stored() -> None:
     assert app.app_hash() == before
 
 
-@pytest.mark.parametrize("kind", [TxKind.VALIDATOR_REGISTER, TxKind.MODEL_VERSION,
-                                  TxKind.NODE_JOIN_REQUEST])
+@pytest.mark.parametrize("kind", [TxKind.VALIDATOR_REGISTER, TxKind.MODEL_VERSION])
 def test_kinds_of_other_chains_are_refused(kind: TxKind) -> None:
     c = Chain()
     refused("unsupported_kind", CmbcApp().check_tx, c.tx(CLIENT, kind, b""))
 
 
-@pytest.mark.parametrize("kind", [TxKind.CLIENT_REGISTER, TxKind.STATE_REPORT, TxKind.ANCHOR])
+@pytest.mark.parametrize("kind", [TxKind.CLIENT_REGISTER, TxKind.STATE_REPORT, TxKind.ANCHOR,
+                                  TxKind.NODE_JOIN_REQUEST])
 def test_malformed_payloads_are_refused(kind: TxKind) -> None:
     c = Chain()
     app = CmbcApp()
     app.apply_block(c.block([c.register(CLIENT)]))
     refused("bad_payload", app.check_tx, c.tx(CLIENT, kind, b"garbage"))
     good = {TxKind.CLIENT_REGISTER: ClientRegistration(NODE_ID).encode(),
-            TxKind.STATE_REPORT: REPORT.encode(), TxKind.ANCHOR: ANCHOR.encode()}[kind]
+            TxKind.STATE_REPORT: REPORT.encode(), TxKind.ANCHOR: ANCHOR.encode(),
+            TxKind.NODE_JOIN_REQUEST: NodeJoinRequest("127.0.0.1:1", "127.0.0.1:2").encode(),
+            }[kind]
     refused("bad_payload", app.check_tx, c.tx(CLIENT, kind, good + b"\x00"))  # trailing byte
 
 
 def test_payloads_round_trip() -> None:
     for kind, value in [(TxKind.CLIENT_REGISTER, ClientRegistration(NODE_ID, "edge-é")),
                         (TxKind.STATE_REPORT, REPORT), (TxKind.ANCHOR, ANCHOR),
-                        (TxKind.REWARD, Reward(5, b"\x01" * 32))]:
+                        (TxKind.REWARD, Reward(5, b"\x01" * 32)),
+                        (TxKind.NODE_JOIN_REQUEST, NodeJoinRequest("10.0.0.5:7300",
+                                                                   "10.0.0.5:7000")),
+                        (TxKind.NODE_JOIN_REQUEST, NodeAdmission(NODE_ID, 42))]:
         assert decode_payload(kind, value.encode()) == value
     assert decode_payload(TxKind.MEMO, b"raw") == b"raw"
 
