@@ -230,7 +230,7 @@ def cmd_up(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in (
         "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
-        "stragglers", "quorum", "sched_alpha")}
+        "stragglers", "quorum", "sched_alpha", "join_nodes", "join_clients", "join_after")}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
@@ -377,6 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
                     help="semisync: fraction of clients a round waits for (default 0.5)")
     up.add_argument("--sched-alpha", type=float, default=None,
                     help="ddmlts: eq. 13 balancing factor alpha (default 1.0)")
+    up.add_argument("--join-nodes", type=int, default=None,
+                    help="server nodes that join the running testbed through the two stages "
+                    "of seed 000 §3.1: a join request on CMBC, then a membership change on "
+                    "CTBC (default 0)")
+    up.add_argument("--join-clients", type=int, default=None,
+                    help="clients attached to the joining nodes (default 0)")
+    up.add_argument("--join-after", type=int, default=None,
+                    help="the joining nodes start after this many versions (default 3)")
     up.add_argument("--workdir", default=None, help="output directory, replaced (default "
                     "runs/default)")
     up.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default=None,

@@ -14,6 +14,11 @@
 4. Stops every process it started (SIGTERM, then SIGKILL by PID after a grace period) and writes
    ``report.json``, ``metrics.csv`` and PNG plots (``plots/``).
 
+With ``join_nodes`` > 0, that many more server nodes (each with its CTBC and CMBC replica and
+``join_clients`` / ``join_nodes`` clients) are written but left out of the CTBC genesis; they
+start once ``join_after`` versions are committed and join through the two stages of seed 000
+§3.1 (see ``dualchain.node.server``).
+
 ``state.json`` in the workdir names the processes while the testbed runs; ``dualchain status
 --workdir D`` reads it (see ``status.py``).
 """
@@ -93,6 +98,9 @@ class UpConfig:
     cmbc_interval_s: float = 1.0
     finality_depth: int = 3
     metrics: bool = False  # a Prometheus endpoint per process
+    join_nodes: int = 0  # server nodes that join the running testbed (not in the genesis)
+    join_clients: int = 0  # clients attached to the joining nodes, started with them
+    join_after: int = 3  # the joiners start once this many versions are committed
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.clients < 1 or self.miners < 0 or self.rounds < 1:
@@ -105,6 +113,10 @@ class UpConfig:
             raise UpError(f"sched_mode {self.sched_mode!r}: ddmlts, olar or equal")
         if self.miners == 0:
             raise UpError("CMBC needs at least one miner (registrations are mined)")
+        if self.join_nodes < 0 or self.join_clients < 0 or self.join_after < 0:
+            raise UpError("join_nodes, join_clients and join_after must be at least 0")
+        if self.join_clients and not self.join_nodes:
+            raise UpError("join_clients needs join_nodes (the node they attach to)")
 
     @classmethod
     def from_toml(cls, path: Path, overrides: dict[str, Any]) -> UpConfig:
@@ -128,6 +140,7 @@ class Proc:
     popen: subprocess.Popen[bytes] | None = None
     ready: dict[str, Any] | None = None
     address: str = ""
+    late: bool = False  # a joining node's process: started by start_joiners()
 
 
 def c_gmax(groups: dict[str, float]) -> float:
@@ -204,32 +217,30 @@ class Testbed:
         (self.workdir / "logs").mkdir()
         alg = Algorithm.parse(c.algorithm)
         n, m, k = c.nodes, c.miners, c.clients
-        ports = free_ports(3 * n)
-        ctbc = [f"127.0.0.1:{p}" for p in ports[:n]]
-        cmbc = [f"127.0.0.1:{p}" for p in ports[n : 2 * n]]
-        node_addr = [f"127.0.0.1:{p}" for p in ports[2 * n :]]
-        metric_ports = free_ports(3 * n) if c.metrics else [0] * (3 * n)
+        total, all_clients = n + c.join_nodes, k + c.join_clients
+        ports = free_ports(3 * total)
+        ctbc = [f"127.0.0.1:{p}" for p in ports[:total]]
+        cmbc = [f"127.0.0.1:{p}" for p in ports[total : 2 * total]]
+        node_addr = [f"127.0.0.1:{p}" for p in ports[2 * total :]]
+        metric_ports = free_ports(3 * total) if c.metrics else [0] * (3 * total)
         node_keys = []
-        for i in range(n):
+        for i in range(total):
             signer = Signer.generate(alg)
             signer.save(keys / f"node-{i}.key")
             Signer.generate(alg).save(keys / f"cmbc-{i}.key")
             node_keys.append(signer)
         for j in range(m):
             Signer.generate(alg).save(keys / f"miner-{j}.key")
-        client_keys = []
-        for j in range(k):
-            signer = Signer.generate(alg)
-            signer.save(keys / f"client-{j}.key")
-            client_keys.append(signer)
+        for j in range(all_clients):
+            Signer.generate(alg).save(keys / f"client-{j}.key")
         now = time.time_ns() // 1_000_000
         rule, policy = MODE_RULES[c.mode]
         fl = FlParams(dataset=c.dataset, model_seed=c.seed, model_hash=_genesis_model_hash(c),
                       mode=rule, max_staleness=c.max_staleness)
         Genesis(
             chain_id=CTBC_CHAIN, kind="ctbc", algorithm=alg, genesis_time_ms=now,
-            validators=tuple(Validator(s.id, s.public_key, a) for s, a in zip(node_keys, ctbc,
-                                                                                strict=True)),
+            validators=tuple(Validator(s.id, s.public_key, a)
+                             for s, a in zip(node_keys[:n], ctbc[:n], strict=True)),
             consensus=ConsensusParams(committee_size=n, block_interval_ms=300,
                                       timeout_propose_ms=2000, timeout_prevote_ms=1000,
                                       timeout_precommit_ms=1000, timeout_delta_ms=500),
@@ -245,59 +256,64 @@ class Testbed:
                               batch_size=c.batch_size) if policy == "plan" else None,
         ).save(self.workdir / "cmbc-genesis.json")
         py = [sys.executable, "-m", "dualchain.deploy.cli"]
-        for i in range(n):
+        for i in range(total):
+            late = i >= n  # a joiner: its replicas know the genesis nodes' daemons as peers
             for kind, addrs, key, port in (("ctbc", ctbc, f"keys/node-{i}.key", metric_ports[i]),
                                            ("cmbc", cmbc, f"keys/cmbc-{i}.key",
-                                            metric_ports[n + i])):
+                                            metric_ports[total + i])):
                 self._json(f"{kind}-{i}.json", {
                     "kind": kind, "genesis": f"{kind}-genesis.json", "key": key,
                     "data_dir": f"data/{kind}-{i}", "listen": addrs[i],
-                    "peers": [a for a in addrs if a != addrs[i]], "metrics_port": port,
+                    "peers": [a for a in addrs[:n] if a != addrs[i]], "metrics_port": port,
                 })
                 self.procs.append(Proc(f"{kind}-{i}", kind, [
                     *py, "chain", "--kind", kind, "--config", f"{kind}-{i}.json",
-                    "--log-level", "WARNING"], address=addrs[i]))
+                    "--log-level", "WARNING"], address=addrs[i], late=late))
         for j in range(m):
             self.procs.append(Proc(f"miner-{j}", "miner", [
                 *py, "miner", "--cmbc", cmbc[j % n], "--key", f"keys/miner-{j}.key",
                 "--workers", str(c.miner_workers), "--duty", str(c.miner_duty),
                 "--log-level", "WARNING"], address=cmbc[j % n]))
-        nodes_map = {s.id.hex(): a for s, a in zip(node_keys, node_addr, strict=True)}
+        nodes_map = {s.id.hex(): a for s, a in zip(node_keys[:n], node_addr, strict=False)}
         min_updates = c.min_updates or max(1, c.clients // 2)
-        for i in range(n):
+        for i in range(total):
+            late = i >= n
             self._json(f"node-{i}.json", {
                 "key": f"keys/node-{i}.key", "listen": node_addr[i], "ctbc": ctbc[i],
                 "cmbc": cmbc[i], "ctbc_genesis": "ctbc-genesis.json",
-                "cmbc_genesis": "cmbc-genesis.json", "nodes": nodes_map, "dataset": c.dataset,
-                "data_dir": c.data_dir,
+                "cmbc_genesis": "cmbc-genesis.json",
+                "nodes": {**nodes_map, node_keys[i].id.hex(): node_addr[i]},
+                "dataset": c.dataset, "data_dir": c.data_dir,
                 "task": {"batches": c.batches, "batch_size": c.batch_size,
                          "learning_rate": c.learning_rate},
                 "aggregation": {"min_updates": min_updates, "window_s": c.window_s,
                                 "policy": policy, "quorum": c.quorum,
                                 "deadline_s": c.deadline_s},
-                "metrics_port": metric_ports[2 * n + i],
+                "metrics_port": metric_ports[2 * total + i], "join": late,
             })
             self.procs.append(Proc(f"node-{i}", "node", [
                 *py, "node", "--config", f"node-{i}.json", "--log-level", "WARNING"],
-                address=node_addr[i]))
-        for j in range(k):
-            i = j % n
+                address=node_addr[i], late=late))
+        for j in range(all_clients):
+            late = j >= k
+            i = n + (j - k) % c.join_nodes if late else j % n
             self._json(f"client-{j}.json", self._client_config(j, i, node_addr[i],
                                                                node_keys[i].id.hex(), cmbc[i]))
             self.procs.append(Proc(f"client-{j}", "client", [
                 *py, "client", "--config", f"client-{j}.json", "--log-level", "WARNING"],
-                address=node_addr[i]))
+                address=node_addr[i], late=late))
         self._json("up.json", asdict(c))
 
     def _client_config(self, j: int, i: int, node: str, node_id: str,
                        cmbc: str) -> dict[str, Any]:
         c = self.config
-        slowdown = client_slowdowns(c)[j]
+        slowdown = client_slowdowns(c)[j] if j < c.clients else 1.0
         return {
             "key": f"keys/client-{j}.key", "node": node, "node_id": node_id, "cmbc": cmbc,
             "ctbc_chain_id": CTBC_CHAIN, "cmbc_chain_id": CMBC_CHAIN, "dataset": c.dataset,
             "data_dir": c.data_dir,
-            "partition": {"scheme": c.partition, "clients": c.clients, "index": j,
+            "partition": {"scheme": c.partition, "clients": c.clients + c.join_clients,
+                          "index": j,
                           "seed": c.seed, "alpha": c.alpha},
             "seed": c.seed + j, "threads": 1, "slowdown": slowdown, "label": f"client-{j}",
         }
@@ -324,8 +340,8 @@ class Testbed:
         popen = proc.popen
         self.events.put((proc, {"event": "exited", "code": popen.wait(), "pid": popen.pid}))
 
-    def _start_role(self, role: str) -> None:
-        group = [p for p in self.procs if p.role == role]
+    def _start_role(self, role: str, late: bool = False) -> None:
+        group = [p for p in self.procs if p.role == role and p.late == late]
         for proc in group:
             self._launch(proc)
         deadline = time.monotonic() + READY_TIMEOUT_S
@@ -386,6 +402,8 @@ class Testbed:
             self.progress(f"  plan after version {event['version']} from {proc.name}: "
                           f"{len(event['groups'])} group(s){regrouped}, batches "
                           f"{event['batches']}, planned makespans {spans}")
+        elif event["event"] == "join":
+            self.progress(f"  {proc.name}: join {event['stage']}")
         elif event["event"] == "exited":
             self.progress(f"  {proc.name} exited with code {event['code']}")
 
@@ -431,6 +449,12 @@ class Testbed:
         self.started = time.time()
         for role in roles:
             self._start_role(role)
+
+    def start_joiners(self) -> None:
+        """Starts the joining nodes' processes (replicas, node, clients); each node asks to
+        join on its own (seed 000 §3.1)."""
+        for role in ("ctbc", "cmbc", "node", "client"):
+            self._start_role(role, late=True)
 
     def kill(self, name: str) -> None:
         """SIGKILL one process (by its PID)."""
@@ -487,7 +511,13 @@ class Testbed:
             self.started = time.time()
             deadline = time.monotonic() + c.timeout_s
             self.progress("training: one line per committed model version")
+            joined = c.join_nodes == 0
             while max(self.versions, default=0) < c.rounds:
+                if not joined and max(self.versions, default=0) >= c.join_after:
+                    joined = True
+                    self.progress(f"  starting {c.join_nodes} joining node(s) with "
+                                  f"{c.join_clients} client(s)")
+                    self.start_joiners()
                 self._next_event(deadline)
         except KeyboardInterrupt:
             interrupted = True

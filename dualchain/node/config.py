@@ -15,6 +15,9 @@
                       "policy": "window", "quorum": 0.5, "deadline_s": 30.0},
       "aggregator_timeout_s": 20.0,       next node takes over when no version for this long
       "metrics_port": 0,
+      "join": false,                      a node outside the CTBC genesis: it asks to join
+                                          (seed 000 §3.1) with its listen and ctbc addresses,
+                                          and serves clients once admitted
       "test_tamper_model": false          test-only: commit a perturbed model
     }
 
@@ -69,6 +72,7 @@ class NodeConfig:
     aggregation: AggregationParams = field(default_factory=AggregationParams)
     aggregator_timeout_s: float = 20.0
     metrics_port: int = 0
+    join: bool = False
     test_tamper_model: bool = False
 
     @classmethod
@@ -81,7 +85,7 @@ class NodeConfig:
     def from_json(cls, data: dict, base: Path) -> NodeConfig:
         known = {"key", "listen", "ctbc", "cmbc", "ctbc_genesis", "cmbc_genesis", "nodes",
                  "dataset", "data_dir", "task", "aggregation", "aggregator_timeout_s",
-                 "metrics_port", "test_tamper_model"}
+                 "metrics_port", "join", "test_tamper_model"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown node config keys: {', '.join(unknown)}")
@@ -124,5 +128,6 @@ class NodeConfig:
             aggregation=aggregation,
             aggregator_timeout_s=float(data.get("aggregator_timeout_s", 20.0)),
             metrics_port=int(data.get("metrics_port", 0)),
+            join=bool(data.get("join", False)),
             test_tamper_model=bool(data.get("test_tamper_model", False)),
         )

@@ -16,6 +16,7 @@ Every CMBC replica re-executes both (``chain.cmbc.management``) before accepting
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 
 from dualchain.chain.cmbc import management
@@ -60,6 +61,22 @@ class Planner:
                 if client in members:
                     return i
         return 0
+
+    def active_clients(self, clients: Iterable[bytes]) -> set[bytes]:
+        """Of ``clients``, those whose node is not a pending joiner (those get no tasks)."""
+        out = set()
+        for client in clients:
+            registered = self.final.client(client)
+            if registered is None or not self.final.pending(registered[1].node):
+                out.add(client)
+        return out
+
+    def serving_nodes(self, configured: Iterable[bytes]) -> list[bytes]:
+        """The server nodes taking part now, in id order: the configured ones (the genesis set)
+        and every admitted joiner, less joiners still pending."""
+        final = self.final
+        joined = {n for n in final.joiners() if final.admitted_at(n) is not None}
+        return sorted(n for n in set(configured) | joined if not final.pending(n))
 
     def planned_clients(self) -> set[bytes]:
         plan = self.final.plan()

@@ -13,6 +13,12 @@ What it does, each part one asyncio task or one method the gRPC servicer calls:
 - when it is the aggregator (below) and the pool is ready, computes the next version with the
   rule every committee member re-executes, stores the model blob and submits the commit.
 
+A node joins a running testbed in two stages (seed 000 §3.1): with ``join`` set it puts a
+NodeJoinRequest on CMBC; each committee member, once that request is final, votes the joiner in
+as a CTBC validator (VALIDATOR_REGISTER naming the request); when CTBC has applied the change
+the nodes record a NodeAdmission on CMBC. Only then does the joiner hand out tasks, take
+aggregation turns and get a group in the next assignment.
+
 The aggregator of the next version is the node that leads CTBC's next height after the commit
 of the current one: with the server nodes in id order, node ``(h + 1) mod n`` for a commit at
 height h (version 0: h = 0), the way the committee's leader rotates by height. Aggregation duty
@@ -39,14 +45,21 @@ import grpc
 import numpy as np
 
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import Anchor, ClientRegistration
+from dualchain.chain.cmbc.payloads import (
+    Anchor,
+    ClientRegistration,
+    NodeAdmission,
+    NodeJoinRequest,
+    decode_payload,
+)
 from dualchain.chain.ctbc.fl import FlRules, ModelCommit, SignedUpdate, fl_rules
+from dualchain.chain.ctbc.payloads import ValidatorRegister
 from dualchain.chain.daemon.config import ConfigError
 from dualchain.chain.errors import DecodeError, DualchainError
 from dualchain.chain.genesis import Genesis
-from dualchain.chain.identity import Signer
+from dualchain.chain.identity import Signer, identity_id
 from dualchain.chain.rpc import channel_options
-from dualchain.chain.types import Block, TxKind
+from dualchain.chain.types import Block, Transaction, TxKind
 from dualchain.chain.validation import sign_transaction
 from dualchain.chain.verifier import SignatureVerifier
 from dualchain.learning.codec import decode_params, encode_params
@@ -137,6 +150,7 @@ class ServerNode:
         self.cmbc = chain_grpc.ChainServiceStub(self._cmbc_channel)
         self._peers = {nid: grpc.aio.insecure_channel(addr, options=options)
                        for nid, addr in config.nodes.items() if nid != signer.id}
+        self._announced_admission = False
 
     # -- start -----------------------------------------------------------------------------------
 
@@ -165,6 +179,17 @@ class ServerNode:
         if self._cmbc_final < cmbc_final:
             log.warning("serving before reading CMBC up to its final height %d (at %d)",
                         cmbc_final, self._cmbc_final)
+        if self.config.join and self.planner.final.join_request(self.signer.id) is None:
+            request = NodeJoinRequest(self.config.listen, self.config.ctbc)
+            await self._submit(self.cmbc, self.cmbc_genesis.chain_id, TxKind.NODE_JOIN_REQUEST,
+                               request.encode())
+            print(json.dumps({"event": "join", "stage": "requested", "time": time.time()}),
+                  flush=True)
+
+    @property
+    def admitted(self) -> bool:
+        """A joiner only once CMBC recorded its admission; every genesis node always."""
+        return not self.config.join or self.planner.final.admitted_at(self.signer.id) is not None
 
     def _load_learning(self) -> None:
         """Version 0 from the genesis seed (checked against the genesis hash) and the test set."""
@@ -282,7 +307,9 @@ class ServerNode:
                             log.error("final CMBC block %d refused by the planner: %s",
                                       block.height, exc)
                     for tx in block.transactions:
-                        if tx.kind == TxKind.CLIENT_REGISTER:
+                        if tx.kind == TxKind.NODE_JOIN_REQUEST:
+                            self._on_join_record(tx)
+                        elif tx.kind == TxKind.CLIENT_REGISTER:
                             registration = ClientRegistration.decode(tx.payload)
                             self.clients[tx.sender] = tx.public_key
                             log.info("client %s registered (node %s)", tx.sender.hex()[:16],
@@ -297,6 +324,64 @@ class ServerNode:
             except grpc.aio.AioRpcError as exc:
                 log.warning("CMBC stream broke: %s", exc.details())
                 await asyncio.sleep(RETRY_S)
+
+    # -- the two-stage join ----------------------------------------------------------------------
+
+    def _on_join_record(self, tx: Transaction) -> None:
+        """A final join record: a request from another node gets our CTBC vote; an admission
+        adds the node (a relay channel to it) or, when it is this node, lets it serve."""
+        record = decode_payload(tx.kind, tx.payload)
+        if isinstance(record, NodeJoinRequest) and tx.sender != self.signer.id:
+            self._tasks.append(asyncio.create_task(self._vote_join(tx, record)))
+        elif isinstance(record, NodeAdmission) and record.node == self.signer.id:
+            if not self._announced_admission:
+                self._announced_admission = True
+                print(json.dumps({"event": "join", "stage": "admitted",
+                                  "ctbc_height": self.planner.final.admitted_at(record.node),
+                                  "time": time.time()}), flush=True)
+        elif isinstance(record, NodeAdmission) and record.node not in self._peers:
+            joined = self.planner.final.join_request(record.node)
+            if joined is not None:
+                self._peers[record.node] = grpc.aio.insecure_channel(
+                    joined[2].node_address, options=channel_options())
+                log.info("node %s joined (%s)", record.node.hex()[:16], joined[2].node_address)
+
+    async def _vote_join(self, tx: Transaction, request: NodeJoinRequest) -> None:
+        """Stage 2: as a committee member, votes the joiner in as a CTBC validator."""
+        if self.planner.final.admitted_at(tx.sender) is not None:
+            return  # (re-read after a restart)
+        try:
+            status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
+            if tx.sender in status.validators or self.signer.id not in status.committee:
+                return
+            change = ValidatorRegister(tx.public_key, request.ctbc_address, tx.hash)
+            await self._submit(self.ctbc, self.ctbc_genesis.chain_id, TxKind.VALIDATOR_REGISTER,
+                               change.encode())
+            log.info("voted node %s in as a validator", tx.sender.hex()[:16])
+        except grpc.aio.AioRpcError as exc:
+            log.info("vote for node %s: %s", tx.sender.hex()[:16], exc.details())
+
+    async def _admit_joiners(self, block: Block) -> None:
+        """Stage 3: once CTBC applied a join's membership change, records it on CMBC."""
+        joiners = []
+        for tx in block.transactions:
+            if tx.kind == TxKind.VALIDATOR_REGISTER:
+                change = ValidatorRegister.decode(tx.payload)
+                if change.join_request != bytes(32):
+                    joiners.append(identity_id(change.public_key))
+        final = self.planner.final
+        if not joiners or not final.is_server_node(self.signer.id):
+            return
+        try:
+            status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
+            for joiner in joiners:
+                if joiner in status.validators and final.pending(joiner):
+                    await self._submit(self.cmbc, self.cmbc_genesis.chain_id,
+                                       TxKind.NODE_JOIN_REQUEST,
+                                       NodeAdmission(joiner, block.height).encode())
+                    log.info("recorded the admission of node %s", joiner.hex()[:16])
+        except (grpc.aio.AioRpcError, DecodeError) as exc:
+            log.info("admission at CTBC height %d: %s", block.height, exc)
 
     async def _publish_plan(self, version: int) -> None:
         """Submits the group assignment (if one is due) and task plan after ``version``."""
@@ -339,6 +424,8 @@ class ServerNode:
                     next_height = block.height + 1
                     if any(tx.kind == TxKind.MODEL_VERSION for tx in block.transactions):
                         await self._on_commit_block(block)
+                    if any(tx.kind == TxKind.VALIDATOR_REGISTER for tx in block.transactions):
+                        self._tasks.append(asyncio.create_task(self._admit_joiners(block)))
             except grpc.aio.AioRpcError as exc:
                 log.warning("CTBC stream broke: %s", exc.details())
                 await asyncio.sleep(RETRY_S)
@@ -383,7 +470,9 @@ class ServerNode:
     # -- aggregation -----------------------------------------------------------------------------
 
     def is_aggregator(self) -> bool:
-        order = sorted(self.config.nodes)
+        order = self.planner.serving_nodes(self.config.nodes)
+        if self.signer.id not in order:
+            return False
         turns = int((time.monotonic() - self._version_time) // self.config.aggregator_timeout_s)
         return order[(self._commit_height + 1 + turns) % len(order)] == self.signer.id
 
@@ -395,7 +484,8 @@ class ServerNode:
                 if version > self.version and time.monotonic() - since < COMMIT_WAIT_S:
                     continue
                 self._awaiting = None
-            expected = self.planner.planned_clients() or set(self.clients)
+            expected = (self.planner.planned_clients()
+                        or self.planner.active_clients(self.clients))
             if not self.is_aggregator() or not self.pool.ready(self.version, expected):
                 continue
             log.info("aggregating version %d from %d pooled updates (commit height %d)",
@@ -431,6 +521,8 @@ class ServerNode:
         if client not in self.clients:
             raise UpdateRefused("unknown_client", f"client {client.hex()[:16]} is not registered "
                                 "on CMBC (or its registration is not final yet)")
+        if not self.admitted:  # a joiner hands out no task before its admission
+            return node_pb.Task(wait_ms=500)
         if self.rules.mode == "fedavg" or self.config.aggregation.policy != "window":
             issued = self._issued.get(client)
             if issued is not None and issued.version == self.version:

@@ -46,6 +46,7 @@ from dualchain.chain.ctbc.registry import (
 )
 from dualchain.chain.daemon.base import ChainNodeBase, TxOutcome, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
+from dualchain.chain.daemon.peers import PeerLink
 from dualchain.chain.errors import (
     DecodeError,
     DualchainError,
@@ -113,6 +114,7 @@ class CtbcNode(ChainNodeBase):
         self._proposals_resent: set[tuple[str, int, int]] = set()  # (peer, height, round)
         self._reported: set[tuple[bytes, int, int, int]] = set()
         self.peer_heights: dict[str, int] = {}
+        self._probe = 0  # the link a follower asks next
         self.byzantine = config.test_byzantine
 
     def _make_app(self) -> RegistryApp:
@@ -130,6 +132,7 @@ class CtbcNode(ChainNodeBase):
         await self._open_store()
         await self._replay()
         self._start_common()
+        self._link_validators()
         self._tasks += [
             asyncio.create_task(self._consensus_loop(), name="consensus"),
             asyncio.create_task(self._sync_watch(), name="sync-watch"),
@@ -387,12 +390,27 @@ class CtbcNode(ChainNodeBase):
             self._nonces[tx.sender] = tx.nonce + 1
         self.mempool.remove_committed(block.transactions, self.next_nonce)
         self._observe_committed(block.transactions)
+        if any(tx.kind == TxKind.VALIDATOR_REGISTER for tx in block.transactions):
+            self._link_validators()
         self.metrics.height.set(block.height)
         self.metrics.txs_committed.inc(len(block.transactions))
         self.metrics.mempool_size.set(len(self.mempool))
         self.metrics.block_time.observe(now - self._height_started)
         self._height_started = now
         self._notify_grown()
+
+    def _link_validators(self) -> None:
+        """Links to every validator the chain added (a server node that joined): the config's
+        peers are the genesis set, and the committee's messages must reach the newcomer."""
+        linked = {link.address for link in self.links} | {self.config.listen}
+        for validator in self.app.validators():
+            if validator.id != self.signer.id and validator.address not in linked:
+                link = PeerLink(validator.address, self.hello, self.max_message)
+                self.links.append(link)
+                link.start()
+                linked.add(validator.address)
+                log.info("linked to validator %s at %s", validator.id.hex()[:16],
+                         validator.address)
 
     def _add_late_precommit(self, vote: Vote) -> None:
         """A precommit for the block we just committed that arrived after the quorum: it joins
@@ -541,6 +559,11 @@ class CtbcNode(ChainNodeBase):
                 peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
                 if height > self.height + LOOKAHEAD or (stalled and height > self.height):
                     await self._events.put(("sync", peer))
+            elif stalled and self.links:
+                # No peer sends us anything (a replica that is not a validator yet, say of a
+                # joining node): ask the peers in turn whether they are ahead.
+                self._probe = (self._probe + 1) % len(self.links)
+                await self._events.put(("sync", self.links[self._probe].address))
 
     def _resend_stalled(self) -> None:
         resend = self._stalled_height_messages()
@@ -619,6 +642,7 @@ class CtbcNode(ChainNodeBase):
             leader=committee.proposer(self.engine.height, self.engine.round) if committee
             else b"",
             committee=list(committee.members) if committee else [],
+            validators=[v.id for v in self.app.validators()],
             mempool_size=len(self.mempool),
             peers=[chain_pb.PeerInfo(address=link.address, connected=link.connected,
                                      height=max(self.peer_heights.get(link.address, -1), 0))
