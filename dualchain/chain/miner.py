@@ -15,6 +15,13 @@ it sleeps t * (1 - duty) / duty. On a small machine where mining competes with t
 
 The miner prints JSON lines on stdout: ``ready`` once connected, ``block`` per accepted
 solution, and ``stopped`` with its totals.
+
+Operations: the miner runs no gRPC server (it only calls its daemon), so it has no health
+service; ``metrics_port`` (0: off) serves its Prometheus metrics (prefix ``dualchain_miner_``,
+read from its counters at scrape time, plus the process's CPU and memory). SIGTERM or SIGINT stop
+it cleanly: it stops taking templates, lets a solution already being submitted finish (at most
+``GRACE_S``), shuts its hashing workers down (they ignore SIGINT, so a Ctrl-C to the process group
+reaches them only through the miner) and exits with code 0 after its ``stopped`` line.
 """
 
 from __future__ import annotations
@@ -27,15 +34,21 @@ import multiprocessing
 import random
 import signal
 import time
+from collections.abc import Iterator
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 import grpc
+from prometheus_client import CollectorRegistry, start_http_server
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
+from prometheus_client.registry import Collector
 
 from dualchain.chain.consensus.pow import seal_prefix, search_nonce
+from dualchain.chain.daemon.metrics import ProcessCollector
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.identity import Domain, Signer, load_key_file
+from dualchain.chain.lifecycle import stop_on_signals
 from dualchain.chain.merkle import merkle_root
 from dualchain.chain.rpc import channel_options
 from dualchain.chain.types import BlockHeader, Transaction, TxKind
@@ -45,6 +58,7 @@ from dualchain.proto.v1 import miner_pb2_grpc as miner_grpc
 log = logging.getLogger("dualchain.miner")
 
 RECONNECT_S = 1.0
+GRACE_S = 2.0  # for a solution being submitted when the miner is told to stop
 
 
 @dataclass(frozen=True)
@@ -56,6 +70,7 @@ class MinerConfig:
     chunk: int = 20_000  # nonces per worker call: about 15 ms of hashing on one core
     refresh_s: float = 1.0
     backend: str = "cryptography"
+    metrics_port: int = 0  # Prometheus endpoint; 0 turns it off
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -64,6 +79,13 @@ class MinerConfig:
             raise ValueError("--duty must be in (0, 1]")
         if self.chunk < 1 or self.refresh_s <= 0:
             raise ValueError("chunk and refresh must be positive")
+        if not 0 <= self.metrics_port < 65536:
+            raise ValueError("--metrics-port must be a port number (0: off)")
+
+
+def _ignore_sigint() -> None:
+    """Worker process initializer: a Ctrl-C to the process group is for the miner to handle."""
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
 def _search(prefix: bytes, target: bytes, start: int, count: int,
@@ -86,6 +108,35 @@ class MinerStats:
     hashrate: float = 0.0
 
 
+class MinerCollector(Collector):
+    """The miner's counters as Prometheus metrics, read at scrape time."""
+
+    def __init__(self, stats: MinerStats) -> None:
+        self._stats = stats
+
+    def collect(self) -> Iterator[CounterMetricFamily | GaugeMetricFamily]:
+        s, p = self._stats, "dualchain_miner"
+        yield CounterMetricFamily(f"{p}_hashes", "header hashes computed", value=s.hashes)
+        yield CounterMetricFamily(f"{p}_blocks", "solutions the daemon connected",
+                                  value=s.blocks)
+        yield CounterMetricFamily(f"{p}_stale", "templates dropped because the tip moved",
+                                  value=s.stale)
+        yield CounterMetricFamily(f"{p}_templates", "block templates received",
+                                  value=s.templates)
+        yield GaugeMetricFamily(f"{p}_hashrate_hs", "hash rate (H/s, smoothed)",
+                                value=s.hashrate)
+
+
+def serve_metrics(stats: MinerStats, port: int) -> CollectorRegistry:
+    """The miner's registry, served over HTTP on ``port`` (a daemon thread; 0: not served)."""
+    registry = CollectorRegistry()
+    registry.register(MinerCollector(stats))
+    registry.register(ProcessCollector("dualchain_process"))
+    if port:
+        start_http_server(port, registry=registry)
+    return registry
+
+
 class Miner:
     def __init__(self, config: MinerConfig, signer: Signer) -> None:
         self.config = config
@@ -95,7 +146,8 @@ class Miner:
         self._tip_changed = asyncio.Event()
         # Spawned workers: forking a process that already runs gRPC threads is unsafe.
         self._pool = ProcessPoolExecutor(config.workers,
-                                         mp_context=multiprocessing.get_context("spawn"))
+                                         mp_context=multiprocessing.get_context("spawn"),
+                                         initializer=_ignore_sigint)
         self._started = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
@@ -117,7 +169,9 @@ class Miner:
                         print(json.dumps({"event": "ready", "id": self.signer.id.hex(),
                                           "cmbc": self.config.cmbc,
                                           "workers": self.config.workers,
-                                          "duty": self.config.duty}), flush=True)
+                                          "duty": self.config.duty,
+                                          "metrics_port": self.config.metrics_port}),
+                              flush=True)
                         announced = True
                     self.stats.templates += 1
                     solved = await self._solve(template, stop)
@@ -213,18 +267,22 @@ class Miner:
 
 
 async def _main(config: MinerConfig) -> None:
+    stop = stop_on_signals()
     signer = load_key_file(config.key, config.backend)
     miner = Miner(config, signer)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
+    serve_metrics(miner.stats, config.metrics_port)
     task = asyncio.create_task(miner.run(stop))
-    await stop.wait()
-    task.cancel()
-    with contextlib.suppress(asyncio.CancelledError):
-        await task
-    await loop.run_in_executor(None, miner.close)
+    stopper = asyncio.create_task(stop.wait())
+    try:
+        await asyncio.wait({task, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        # run() sees ``stop`` between chunks and after a submit: give it that long to return.
+        await asyncio.wait({task}, timeout=GRACE_S)
+    finally:
+        stopper.cancel()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+        await asyncio.get_running_loop().run_in_executor(None, miner.close)
     print(json.dumps(miner.totals()), flush=True)
 
 

@@ -1,20 +1,34 @@
-"""gRPC settings and error mapping, in one place for every dualchain process.
+"""gRPC settings, the health service and error mapping, in one place for every dualchain process.
 
-Channel and server options:
+Channel and server options (every server and channel of the daemons, nodes, miners and clients):
 
 - message sizes: a block of a full proposal can be tens of megabytes, so the limits come from
   the chain's own block size bound (plus headroom for framing), never from gRPC's 4 MiB default;
+  model blobs and updates travel in 1 MiB chunks, so they fit the default limit below;
 - keepalive: peers hold long-lived gossip streams that may carry nothing for a while (an idle
-  chain). Clients ping every 20 s and give up on a peer that does not answer within 10 s, so a
-  dead peer (killed, partitioned) is noticed in seconds instead of waiting for TCP's own timeout.
-  Servers accept such pings (``min_ping_interval``) instead of answering them with GOAWAY.
+  chain), and miners and server nodes hold block and tip streams. Clients ping every 20 s and
+  give up on a peer that does not answer within 10 s, so a dead peer (killed, partitioned) is
+  noticed in seconds instead of waiting for TCP's own timeout (minutes). Servers accept such
+  pings (``min_ping_interval`` at half the ping period) instead of answering them with GOAWAY,
+  and ping idle clients the same way, so a half-open connection is dropped on both sides;
+- reconnects: after a peer restarts, channels retry within 0.2 to 2 s; our own backoff (with
+  jitter) sits above this.
+
+The health service is the standard ``grpc.health.v1.Health``: ``add_health`` puts it on a server
+as NOT_SERVING, the process flips it to SERVING once it is ready and back to NOT_SERVING when a
+SIGTERM starts its shutdown, so an orchestrator stops sending work before the server goes away.
 
 Typed errors raised by the logic become gRPC statuses here, with their reason as the details.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+from types import ModuleType
+
 import grpc
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_health.v1.health import aio as health_aio
 
 from dualchain.chain.errors import (
     BackendUnavailableError,
@@ -38,7 +52,8 @@ def message_limit(max_block_bytes: int) -> int:
     return max(DEFAULT_MAX_MESSAGE_BYTES, 2 * max_block_bytes + 1024 * 1024)
 
 
-def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+def _shared_options(max_message_bytes: int) -> list[tuple[str, int]]:
+    """What channels and servers set alike (see the module docstring for the reasons)."""
     return [
         ("grpc.max_send_message_length", max_message_bytes),
         ("grpc.max_receive_message_length", max_message_bytes),
@@ -46,22 +61,65 @@ def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[
         ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_MS),
         ("grpc.keepalive_permit_without_calls", 1),
         ("grpc.http2.max_pings_without_data", 0),
-        # Reconnect quickly after a peer restarts; backoff of our own sits above this.
+    ]
+
+
+def channel_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """Options of every channel a dualchain process opens."""
+    return [
+        *_shared_options(max_message_bytes),
         ("grpc.initial_reconnect_backoff_ms", 200),
         ("grpc.max_reconnect_backoff_ms", 2_000),
     ]
 
 
 def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[tuple[str, int]]:
+    """Options of every gRPC server a dualchain process runs."""
     return [
-        ("grpc.max_send_message_length", max_message_bytes),
-        ("grpc.max_receive_message_length", max_message_bytes),
-        ("grpc.keepalive_time_ms", _KEEPALIVE_TIME_MS),
-        ("grpc.keepalive_timeout_ms", _KEEPALIVE_TIMEOUT_MS),
-        ("grpc.keepalive_permit_without_calls", 1),
+        *_shared_options(max_message_bytes),
         ("grpc.http2.min_ping_interval_without_data_ms", _KEEPALIVE_TIME_MS // 2),
-        ("grpc.http2.max_pings_without_data", 0),
     ]
+
+
+# -- health ------------------------------------------------------------------------------------
+
+
+def service_names(*pb2_modules: ModuleType) -> list[str]:
+    """The full names of the services in generated ``*_pb2`` modules (``dualchain.v1.X``)."""
+    return [service.full_name for module in pb2_modules
+            for service in module.DESCRIPTOR.services_by_name.values()]
+
+
+class Health:
+    """The health status of one server: overall (``""``) and per service, flipped together."""
+
+    def __init__(self, services: Sequence[str]) -> None:
+        self.servicer = health_aio.HealthServicer()
+        self.services = ("", *services)
+
+    async def serving(self) -> None:
+        """Ready: every service answers. Ignored once shutdown began."""
+        await self._set(health_pb2.HealthCheckResponse.SERVING)
+
+    async def not_serving(self) -> None:
+        await self._set(health_pb2.HealthCheckResponse.NOT_SERVING)
+
+    async def shutting_down(self) -> None:
+        """NOT_SERVING for good (later ``serving`` calls are ignored); Watch streams see it."""
+        await self.servicer.enter_graceful_shutdown()
+
+    async def _set(self, status: health_pb2.HealthCheckResponse.ServingStatus) -> None:
+        for service in self.services:
+            await self.servicer.set(service, status)
+
+
+async def add_health(server: grpc.aio.Server, services: Sequence[str]) -> Health:
+    """Adds ``grpc.health.v1.Health`` to ``server`` (before it starts), every one of
+    ``services`` and the server as a whole NOT_SERVING until ``Health.serving``."""
+    health = Health(services)
+    await health.not_serving()
+    health_pb2_grpc.add_HealthServicer_to_server(health.servicer, server)
+    return health
 
 
 _MEMPOOL_STATUS = {

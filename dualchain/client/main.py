@@ -13,14 +13,18 @@ Standard output carries JSON lines only (logs go to standard error):
   average of a buffered run is uploaded;
 - ``{"event": "report", "tx", "task", "rtt_ms", ...}`` per STATE_REPORT transaction;
 - ``{"event": "stopped", ...totals}`` at the end (with ``error`` when a fatal error ended it).
+
+Operations: a client runs no gRPC server (it only calls its node and a CMBC daemon), so it has
+no health service; ``metrics_port`` in its config (0: off) serves Prometheus metrics counted off
+the events above (``client.metrics``). SIGTERM or SIGINT stop it: the training thread abandons
+its task after the batch it is on, the channels close, it prints ``stopped`` and exits with code
+0. It keeps no store: buffered local models live in memory only.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import signal
 import sys
 import time
 from pathlib import Path
@@ -28,18 +32,16 @@ from pathlib import Path
 import uvloop
 
 from dualchain.chain.identity import load_key_file
+from dualchain.chain.lifecycle import stop_on_signals
 from dualchain.client.config import ClientConfig
+from dualchain.client.metrics import ClientMetrics
 from dualchain.client.worker import ClientError, ClientWorker, emit_json, load_client_data
 
 log = logging.getLogger("dualchain.client")
 
 
 async def _serve(worker: ClientWorker) -> None:
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await worker.run_until(stop)
+    await worker.run_until(stop_on_signals())
 
 
 def run(config_path: Path, log_level: str = "INFO", *, slowdown: float | None = None,
@@ -55,11 +57,14 @@ def run(config_path: Path, log_level: str = "INFO", *, slowdown: float | None = 
                                                            drop_prob=drop_prob)
     signer = load_key_file(config.key, config.backend)
     data = load_client_data(config)
-    worker = ClientWorker(config, signer, data, emit=emit_json, started=started)
+    metrics = ClientMetrics()
+    metrics.serve(config.metrics_port)
+    worker = ClientWorker(config, signer, data, emit=metrics.observing(emit_json),
+                          started=started)
     emit_json({"event": "ready", "id": signer.id.hex(), "node": config.node,
                "cmbc": config.cmbc, "dataset": config.dataset, "samples": int(data.y.size),
                "partition": config.partition.index, "slowdown": config.slowdown,
-               "drop_prob": config.drop_prob})
+               "drop_prob": config.drop_prob, "metrics_port": config.metrics_port})
     try:
         uvloop.run(_serve(worker))
     except ClientError as exc:

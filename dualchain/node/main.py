@@ -2,14 +2,19 @@
 
 Prints ``{"event": "ready", ...}`` once it serves, then a ``version`` line per committed model
 version (accuracy, loss, round time) for launchers and operators.
+
+Its gRPC server carries the standard health service (``grpc.health.v1.Health``): SERVING from the
+ready line on (the node has read its chains and loaded the model), NOT_SERVING once shutdown
+began. SIGTERM or SIGINT (also during startup) stops it cleanly: health goes NOT_SERVING, the
+server stops taking calls and gives those in flight (an update upload, a model download)
+``GRACE_S`` to end, then the node's tasks stop and its channels close; exit code 0. The node keeps
+no store of its own: models and updates live in its CTBC daemon's blob store.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -17,35 +22,42 @@ import grpc
 import uvloop
 
 from dualchain.chain.identity import load_key_file
-from dualchain.chain.rpc import server_options
+from dualchain.chain.lifecycle import stop_on_signals, until_stopped
+from dualchain.chain.rpc import add_health, server_options, service_names
 from dualchain.node.config import NodeConfig
 from dualchain.node.server import ServerNode
 from dualchain.node.service import NodeServicer
-from dualchain.proto.v1 import node_pb2_grpc
+from dualchain.proto.v1 import node_pb2, node_pb2_grpc
 
 log = logging.getLogger("dualchain.node")
 
+GRACE_S = 5.0  # an update upload in flight at shutdown may take a few seconds
+
 
 async def serve(config: NodeConfig) -> None:
+    stop = stop_on_signals()
     signer = load_key_file(config.key)
     node = ServerNode(config, signer)
-    await node.start()
-    node.metrics.serve(config.metrics_port)
     server = grpc.aio.server(options=server_options())
     node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(node), server)
-    if server.add_insecure_port(config.listen) == 0:
-        raise SystemExit(f"cannot listen on {config.listen}")
-    await server.start()
-    print(json.dumps({"event": "ready", "id": signer.id.hex(), "listen": config.listen,
-                      "version": node.version, "accuracy": round(node.accuracy, 4)}),
-          flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    await server.stop(grace=1)
-    await node.stop()
+    health = await add_health(server, service_names(node_pb2))
+    try:
+        if not await until_stopped(node.start(), stop):
+            return
+        node.metrics.serve(config.metrics_port)
+        if server.add_insecure_port(config.listen) == 0:
+            raise SystemExit(f"cannot listen on {config.listen}")
+        await server.start()
+        await health.serving()
+        print(json.dumps({"event": "ready", "id": signer.id.hex(), "listen": config.listen,
+                          "version": node.version, "accuracy": round(node.accuracy, 4),
+                          "metrics_port": config.metrics_port}), flush=True)
+        await stop.wait()
+    finally:
+        log.info("stopping")
+        await health.shutting_down()
+        await server.stop(grace=GRACE_S)
+        await node.stop()
 
 
 def run(config_path: Path, log_level: str = "INFO") -> int:

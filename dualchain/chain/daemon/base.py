@@ -145,11 +145,17 @@ class ChainNodeBase:
             await link.close()
 
     async def stop(self) -> None:
+        """Stops the node's tasks and closes the store; also after a start that did not finish.
+
+        A store write already handed to the store thread completes first (cancelling the task
+        that awaits it does not stop the thread), and the close runs after it on that thread,
+        so the store is left consistent and its WAL checkpointed.
+        """
         for task in self._tasks:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         await self.close_links()
-        self._store_thread.submit(self.store.close).result()
+        await self.in_store(self.store.close)
         self._store_thread.shutdown()
         self._cpu.shutdown()
         self.verifier.close()

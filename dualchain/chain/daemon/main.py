@@ -1,15 +1,20 @@
 """Runs one chain daemon process until SIGTERM or SIGINT.
 
 On start it prints one JSON line ``{"event": "ready", ...}`` to standard output once its services
-listen, so launchers and tests can wait for that line instead of polling or sleeping.
+listen, so launchers and tests can wait for that line instead of polling or sleeping. Its gRPC
+server also serves the standard health service (``grpc.health.v1.Health``): NOT_SERVING while
+the node loads its chain, SERVING from the ready line on, NOT_SERVING again once shutdown began.
+
+SIGTERM or SIGINT (also during startup) starts a clean shutdown: health goes NOT_SERVING, our
+gossip links close, the server stops taking calls and gives those in flight ``GRACE_S`` to end,
+then the node's tasks stop, the store thread finishes the write it is doing and the block store
+closes (SQLite checkpoints its WAL into the database file); the process exits with code 0.
 """
 
 from __future__ import annotations
 
-import asyncio
 import json
 import logging
-import signal
 import sys
 from pathlib import Path
 
@@ -22,13 +27,24 @@ from dualchain.chain.daemon.ctbc import CtbcNode
 from dualchain.chain.daemon.servicers import ChainServicer, MinerServicer, PeerServicer
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import load_key_file
-from dualchain.chain.rpc import message_limit, server_options
-from dualchain.proto.v1 import chain_pb2_grpc, miner_pb2_grpc, peer_pb2_grpc
+from dualchain.chain.lifecycle import stop_on_signals, until_stopped
+from dualchain.chain.rpc import add_health, message_limit, server_options, service_names
+from dualchain.proto.v1 import (
+    chain_pb2,
+    chain_pb2_grpc,
+    miner_pb2,
+    miner_pb2_grpc,
+    peer_pb2,
+    peer_pb2_grpc,
+)
 
 log = logging.getLogger("dualchain.chain")
 
+GRACE_S = 1.0  # for calls in flight at shutdown; streams (blocks, tips, gossip) end after it
+
 
 async def serve(config: DaemonConfig) -> None:
+    stop = stop_on_signals()
     genesis = Genesis.load(config.genesis)
     if genesis.kind != config.kind:
         raise ConfigError(f"genesis {config.genesis} is for {genesis.kind}, config says "
@@ -40,34 +56,38 @@ async def serve(config: DaemonConfig) -> None:
     node: CtbcNode | CmbcNode
     server = grpc.aio.server(options=server_options(message_limit(
         genesis.ledger_params().max_block_bytes)))
+    services = [chain_pb2, peer_pb2]
     if config.kind == "ctbc":
         node = CtbcNode(config, genesis, signer)
     else:
         node = CmbcNode(config, genesis, signer)
         miner_pb2_grpc.add_MinerServiceServicer_to_server(MinerServicer(node), server)
+        services.append(miner_pb2)
     chain_pb2_grpc.add_ChainServiceServicer_to_server(ChainServicer(node), server)
     peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(node), server)
-    if server.add_insecure_port(config.listen) == 0:
-        raise ConfigError(f"cannot listen on {config.listen}")
-    await server.start()
-    await node.start()
-    ready = {"event": "ready", "kind": config.kind, "id": signer.id.hex(),
-             "listen": config.listen, "height": node.height,
-             "metrics_port": config.metrics_port}
-    if isinstance(node, CtbcNode):
-        ready["member"] = signer.id in node.committee(node.height + 1)
-    print(json.dumps(ready), flush=True)
-    stop = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for sig in (signal.SIGTERM, signal.SIGINT):
-        loop.add_signal_handler(sig, stop.set)
-    await stop.wait()
-    log.info("stopping")
-    # Our outgoing gossip streams first: peers then end theirs to us, and the server's grace
-    # period covers only calls that are really in flight.
-    await node.close_links()
-    await server.stop(grace=1)
-    await node.stop()
+    health = await add_health(server, service_names(*services))
+    try:
+        if server.add_insecure_port(config.listen) == 0:
+            raise ConfigError(f"cannot listen on {config.listen}")
+        await server.start()
+        if await until_stopped(node.start(), stop):
+            ready = {"event": "ready", "kind": config.kind, "id": signer.id.hex(),
+                     "listen": config.listen, "height": node.height,
+                     "metrics_port": config.metrics_port}
+            if isinstance(node, CtbcNode):
+                ready["member"] = signer.id in node.committee(node.height + 1)
+            await health.serving()
+            print(json.dumps(ready), flush=True)
+            await stop.wait()
+    finally:
+        log.info("stopping")
+        await health.shutting_down()
+        # Our outgoing gossip streams first: peers then end theirs to us, and the server's grace
+        # period covers only calls that are really in flight.
+        await node.close_links()
+        await server.stop(grace=GRACE_S)
+        await node.stop()
+        log.info("stopped at height %d", node.height)
 
 
 def run(config_path: Path, log_level: str = "INFO") -> int:
