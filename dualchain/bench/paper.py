@@ -12,10 +12,16 @@
   makespan the scheduler's allocation gives under that time model (a testbed run per point
   would be 36 runs).
 
+- ``table5``: single against dual chain (``--chains single``: the management transactions go on
+  CTBC, no CMBC or miner) in ddmlts mode, each run for ``--duration-s`` with a random client's
+  slowdown changing about every ``--state-change-s``: model versions committed (aggregations),
+  group assignments that took effect (network adjustments: counted by replaying the chain's
+  SQLite file through the management application after the run) and the average CPU of each
+  chain's processes (CTBC daemons; CMBC daemons and miners).
+
 Each experiment writes NAME.json, NAME.csv and NAME.png under the output directory; the JSON is
 also printed. Not offered: seed 000 table 4 (round time against the ratio ra of small tasks; the
-paper does not say how small tasks are made, and we have not settled a reading) and table 5
-(single against dual chain: the single-chain mode is not built).
+paper does not say how small tasks are made, and we have not settled a reading).
 """
 
 from __future__ import annotations
@@ -32,7 +38,7 @@ from typing import Any
 
 from dualchain.deploy.up import Testbed, UpConfig, client_slowdowns
 
-EXPERIMENTS = ("table3", "fig4", "fig7")
+EXPERIMENTS = ("table3", "fig4", "fig7", "table5")
 Progress = Callable[[str], None]
 
 
@@ -160,6 +166,72 @@ def fig4(base: UpConfig, alphas: Sequence[float], ratios: Sequence[float], rtt_s
             "computed": "scheduler allocation under the measured-speed time model"}
 
 
+def adjustments(workdir: Path, chains: str) -> int:
+    """Group assignments that took effect, replayed from node 0's chain file after the run:
+    each assignment record the management application accepted and did not supersede."""
+    from dualchain.chain.cmbc.app import CmbcApp
+    from dualchain.chain.cmbc.payloads import MANAGEMENT_KINDS
+    from dualchain.chain.genesis import Genesis
+    from dualchain.chain.store import BlockStore
+
+    single = chains == "single"
+    kind = "ctbc" if single else "cmbc"
+    genesis = Genesis.load(workdir / f"{kind}-genesis.json")
+    app = CmbcApp(max_undo=1, sched=genesis.sched)
+    store = BlockStore(workdir / "data" / f"{kind}-0" / "chain.sqlite")
+    changes, last = 0, None
+    try:
+        for height in range(1, store.height() + 1):
+            block = store.canonical_block(height)
+            if single:
+                app.apply_transactions(height, [tx for tx in block.transactions
+                                                if tx.kind in MANAGEMENT_KINDS], True)
+            else:
+                app.apply_block(block)
+            current = app.assignment()
+            digest = current.digest if current is not None else None
+            if digest != last:
+                changes, last = changes + 1, digest
+    finally:
+        store.close()
+    return changes
+
+
+def chain_cpu(cpu_seconds: dict[str, float], seconds: float) -> dict[str, Any]:
+    """Average CPU (% of one core) per process of each chain, and the chain's total."""
+    out: dict[str, Any] = {}
+    for chain, prefixes in (("ctbc", ("ctbc-",)), ("cmbc", ("cmbc-", "miner-"))):
+        daemons = {n: s for n, s in cpu_seconds.items() if n.startswith(prefixes[0])}
+        total = sum(s for n, s in cpu_seconds.items() if n.startswith(prefixes))
+        if not total:
+            continue
+        out[chain] = {
+            "per_daemon_pct": round(100 * sum(daemons.values()) / len(daemons) / seconds, 1),
+            "total_pct": round(100 * total / seconds, 1),
+        }
+    return out
+
+
+def table5(base: UpConfig, progress: Progress) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="bench-paper-") as tmp:
+        for chains in ("dual", "single"):
+            workdir = Path(tmp) / chains
+            config = replace(base, mode="ddmlts", chains=chains, workdir=str(workdir))
+            report = Testbed(config, progress=progress).run()
+            seconds = report["time_to_final_s"] or config.duration_s
+            results[chains] = {
+                "aggregations": len(report["versions"]),
+                "network_adjustments": adjustments(workdir, chains),
+                "plans": len(report["plans"]),
+                "final_accuracy": report["final_accuracy"],
+                "seconds": config.duration_s,
+                "cpu": chain_cpu(report["cpu_seconds"], config.duration_s or seconds),
+            }
+    return {"duration_s": base.duration_s, "state_change_s": base.state_change_s,
+            "chains": results}
+
+
 # -- output -------------------------------------------------------------------------------------
 
 
@@ -169,6 +241,10 @@ def _rows(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
                 for m, r in result["modes"].items()]
     if name == "fig4":
         return result["points"]
+    if name == "table5":
+        return [{"chains": k, **{f: v for f, v in r.items() if not isinstance(v, dict)},
+                 **{f"cpu_{c}_total_pct": v["total_pct"] for c, v in r["cpu"].items()}}
+                for k, r in result["chains"].items()]
     return [{"curve": k, "elapsed_s": t, "accuracy": a}
             for k, c in result["curves"].items()
             for t, a in zip(c["elapsed_s"], c["accuracy"], strict=True)]
@@ -186,6 +262,17 @@ def _plot(name: str, result: dict[str, Any], path: Path) -> None:
         ax.bar(modes, [result["modes"][m]["mean_c_gmax_s"] or 0 for m in modes], color="C0")
         ax.set_ylabel("mean C_gmax (s)")
         ax.set_title("C_gmax per mode (eq. 14)")
+    elif name == "table5":
+        names = list(result["chains"])
+        xs = range(len(names))
+        ax.bar([x - 0.2 for x in xs], [result["chains"][n]["aggregations"] for n in names],
+               width=0.4, label="aggregations")
+        ax.bar([x + 0.2 for x in xs],
+               [result["chains"][n]["network_adjustments"] for n in names], width=0.4,
+               label="network adjustments")
+        ax.set_xticks(list(xs), names)
+        ax.set_title(f"single vs dual chain over {result['duration_s']:.0f} s")
+        ax.legend(fontsize=7)
     elif name == "fig4":
         for i, alpha in enumerate(sorted({p["alpha"] for p in result["points"]})):
             pts = [p for p in result["points"] if p["alpha"] == alpha]
@@ -216,6 +303,8 @@ def run_experiment(name: str, base: UpConfig, out: Path, progress: Progress,
     started = time.monotonic()
     if name == "table3":
         result = table3(base, modes, warmup, progress)
+    elif name == "table5":
+        result = table5(base, progress)
     elif name == "fig7":
         result = fig7(base, ratios if ratios is not None else (0.0, 0.2, 0.4), progress)
     else:

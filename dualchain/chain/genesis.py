@@ -151,7 +151,11 @@ class Genesis:
     reputation: ReputationWeights = field(default_factory=ReputationWeights)
     pow: PowParams = field(default_factory=PowParams)  # CMBC only: absent from a CTBC file
     fl: FlParams | None = None  # CTBC only, optional
-    sched: SchedParams | None = None  # CMBC only, optional
+    sched: SchedParams | None = None  # CMBC (or a single-chain CTBC) only, optional
+    # CTBC only: single-chain mode (seed 000 Table 5's baseline): CMBC's management
+    # transactions (registrations, state reports, anchors, groups, plans, joins) go on this
+    # chain, and no CMBC runs.
+    single_chain: bool = False
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "validators", tuple(self.validators))
@@ -202,6 +206,8 @@ class Genesis:
             data["fl"] = asdict(self.fl)
         if self.sched is not None:
             data["sched"] = asdict(self.sched)
+        if self.single_chain:  # (absent otherwise: a dual-chain genesis hash is unchanged)
+            data["single_chain"] = True
         return data
 
     @classmethod
@@ -214,6 +220,10 @@ class Genesis:
                 keys.append("sched")
         if isinstance(data, dict) and data.get("kind") == "ctbc" and "fl" in data:
             keys.append("fl")
+        if isinstance(data, dict) and data.get("kind") == "ctbc" and "single_chain" in data:
+            keys.append("single_chain")
+            if "sched" in data:
+                keys.append("sched")
         obj = _object(data, "", keys)
         if obj["format"] != GENESIS_FORMAT:
             raise GenesisError(f"format: is {obj['format']!r}, expected {GENESIS_FORMAT!r}")
@@ -242,6 +252,8 @@ class Genesis:
             **({"fl": _section(FlParams, obj["fl"], "fl")} if "fl" in obj else {}),
             **({"sched": _section(SchedParams, obj["sched"], "sched")} if "sched" in obj
                else {}),
+            **({"single_chain": _boolean(obj["single_chain"], "single_chain")}
+               if "single_chain" in obj else {}),
         )
 
     @classmethod
@@ -288,6 +300,12 @@ def _object(data: object, path: str, keys: list[str]) -> dict[str, Any]:
 def _string(value: object, path: str) -> str:
     if not isinstance(value, str):
         raise GenesisError(f"{path}: expected a string, got {type(value).__name__}")
+    return value
+
+
+def _boolean(value: object, path: str) -> bool:
+    if not isinstance(value, bool):
+        raise GenesisError(f"{path}: expected true or false")
     return value
 
 
@@ -362,13 +380,15 @@ def _check_semantics(g: Genesis) -> None:
         _check_fl(g)
     if g.sched is not None:
         _check_sched(g)
+    if g.single_chain is not False and (g.single_chain is not True or g.kind != "ctbc"):
+        raise GenesisError("single_chain: a boolean, and only on ctbc")
 
 
 def _check_sched(g: Genesis) -> None:
     sched = g.sched
     assert sched is not None
-    if g.kind != "cmbc":
-        raise GenesisError("sched: task plans live on cmbc")
+    if g.kind != "cmbc" and not g.single_chain:
+        raise GenesisError("sched: task plans live on cmbc (or a single_chain ctbc)")
     if sched.mode not in ("ddmlts", "olar", "equal"):
         raise GenesisError(f"sched.mode: {sched.mode!r} is not ddmlts, olar or equal")
     for name in ("k_max", "batches_per_client", "lower", "upper", "batch_size", "history"):

@@ -14,6 +14,8 @@
       "seed": 0,                            this client's randomness (batch order, drops, jitter)
       "threads": 1,                         torch intra-op threads for training
       "slowdown": 1.0,                      >= 1: emulated slower device (see worker.py)
+      "slowdown_changes": [[60.0, 4.0]],    from 60 s after start on, slowdown 4 (the client's
+                                            state changes mid-run; benchmarks)
       "drop_prob": 0.0,                     probability that a finished update is not uploaded
       "offline": [[30, 60]],                windows [start_s, end_s) after process start
       "report_every": 1,                    tasks between STATE_REPORT transactions
@@ -21,7 +23,8 @@
       "label": "device-0",                  free text in the registration
       "backend": "cryptography",            ML-DSA backend
       "max_update_norm": 100.0,             the chain's L2 bound on an update (genesis fl section)
-      "max_buffered": 16                    local tasks buffered at most while disconnected
+      "max_buffered": 16,                   local tasks buffered at most while disconnected
+      "metrics_port": 0                     Prometheus endpoint of this process; 0 turns it off
     }
 
 The partition block must be the same for every client of an experiment except ``index``: each
@@ -45,8 +48,9 @@ MAX_LABEL_BYTES = 256  # chain.cmbc.payloads.MAX_LABEL
 
 _KEYS = {
     "key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset", "data_dir",
-    "partition", "seed", "threads", "slowdown", "drop_prob", "offline", "report_every",
-    "max_tasks", "label", "backend", "max_update_norm", "max_buffered",
+    "partition", "seed", "threads", "slowdown", "slowdown_changes", "drop_prob", "offline",
+    "report_every",
+    "max_tasks", "label", "backend", "max_update_norm", "max_buffered", "metrics_port",
 }
 _REQUIRED = ("key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset",
              "partition")
@@ -77,6 +81,7 @@ class ClientConfig:
     seed: int = 0
     threads: int = 1
     slowdown: float = 1.0
+    slowdown_changes: tuple[tuple[float, float], ...] = ()  # (from s after start, slowdown)
     drop_prob: float = 0.0
     offline: tuple[tuple[float, float], ...] = ()
     report_every: int = 1
@@ -85,6 +90,7 @@ class ClientConfig:
     backend: str = DEFAULT_BACKEND
     max_update_norm: float = 100.0
     max_buffered: int = 16
+    metrics_port: int = 0
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -134,6 +140,10 @@ class ClientConfig:
         max_tasks = data.get("max_tasks")
         if max_tasks is not None:
             max_tasks = _int(data, "max_tasks", minimum=1)
+        metrics_port = _int(data, "metrics_port", 0, minimum=0)
+        if metrics_port > 65535:
+            raise ConfigError(f"config key 'metrics_port' must be a port number (0: off), "
+                              f"got {metrics_port}")
         max_norm = _number(data, "max_update_norm", 100.0)
         if not max_norm > 0:
             raise ConfigError("config key 'max_update_norm' must be positive")
@@ -150,6 +160,7 @@ class ClientConfig:
             seed=_int(data, "seed", 0, minimum=0),
             threads=_int(data, "threads", 1, minimum=1),
             slowdown=_number(data, "slowdown", 1.0),
+            slowdown_changes=_slowdown_changes(data.get("slowdown_changes", [])),
             drop_prob=_number(data, "drop_prob", 0.0),
             offline=_offline(data.get("offline", [])),
             report_every=_int(data, "report_every", 1, minimum=1),
@@ -158,6 +169,7 @@ class ClientConfig:
             backend=backend,
             max_update_norm=max_norm,
             max_buffered=_int(data, "max_buffered", 16, minimum=1),
+            metrics_port=metrics_port,
             source=source,
         )
 
@@ -238,6 +250,20 @@ def _partition(value: Any) -> PartitionSpec:
         seed=_int(value, "seed", 0, minimum=0, where=where), alpha=alpha,
         shards_per_client=_int(value, "shards_per_client", 2, minimum=1, where=where),
     )
+
+
+def _slowdown_changes(value: Any) -> tuple[tuple[float, float], ...]:
+    if not isinstance(value, list):
+        raise ConfigError("config key 'slowdown_changes' must be a list of [at_s, slowdown]")
+    changes = []
+    for i, pair in enumerate(value):
+        if (not isinstance(pair, list) or len(pair) != 2
+                or any(isinstance(v, bool) or not isinstance(v, int | float)
+                       or not math.isfinite(v) for v in pair)
+                or pair[0] < 0 or pair[1] < 1):
+            raise ConfigError(f"slowdown change {i} must be [at_s >= 0, slowdown >= 1]")
+        changes.append((float(pair[0]), float(pair[1])))
+    return tuple(sorted(changes))
 
 
 def _offline(value: Any) -> tuple[tuple[float, float], ...]:

@@ -570,6 +570,7 @@ class ClientWorker:
             self._cmbc = ChainLink(cmbc_ch, self.signer, self.config.cmbc_chain_id, self.timing)
             await self.register()
             while not self._finished():
+                self.trainer.slowdown = self._slowdown_now()
                 await self.step()
 
     async def run_until(self, stop: asyncio.Event) -> None:
@@ -587,6 +588,12 @@ class ClientWorker:
         error = None if work.cancelled() else work.exception()
         if error is not None:
             raise error
+
+    def _slowdown_now(self) -> float:
+        """The configured slowdown, or the latest of ``slowdown_changes`` already due."""
+        elapsed = time.monotonic() - self._started
+        due = [s for at, s in self.config.slowdown_changes if at <= elapsed]
+        return due[-1] if due else self.config.slowdown
 
     def close(self) -> None:
         self._cancel.set()

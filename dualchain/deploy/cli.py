@@ -136,7 +136,9 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
                         dataset=args.dataset,
                         data_dir=str(args.data_dir) if args.data_dir else None,
                         stragglers=args.stragglers, sched_alpha=args.sched_alpha,
-                        batches=args.batches, timeout_s=args.timeout_s)
+                        batches=args.batches, timeout_s=args.timeout_s,
+                        **({"duration_s": args.duration_s, "state_change_s": args.state_change_s}
+                           if args.experiment == "table5" else {}))
     except UpError as exc:
         print(f"dualchain bench paper: {exc}", file=sys.stderr)
         return 2
@@ -230,7 +232,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     overrides = {name: getattr(args, name) for name in (
         "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
-        "stragglers", "quorum", "sched_alpha", "join_nodes", "join_clients", "join_after")}
+        "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
+        "join_after")}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
@@ -377,6 +380,10 @@ def build_parser() -> argparse.ArgumentParser:
                     help="semisync: fraction of clients a round waits for (default 0.5)")
     up.add_argument("--sched-alpha", type=float, default=None,
                     help="ddmlts: eq. 13 balancing factor alpha (default 1.0)")
+    up.add_argument("--chains", choices=["dual", "single"], default=None,
+                    help="dual (CTBC + CMBC, default) or single: the management transactions "
+                    "(registrations, state reports, plans) go on CTBC and no CMBC or miner "
+                    "runs (seed 000 Table 5's baseline; with --mode fedasync, BAFL-like)")
     up.add_argument("--join-nodes", type=int, default=None,
                     help="server nodes that join the running testbed through the two stages "
                     "of seed 000 §3.1: a join request on CMBC, then a membership change on "
@@ -576,14 +583,22 @@ def build_parser() -> argparse.ArgumentParser:
 
     paper = bench_sub.add_parser(
         "paper",
-        help="seed 000 §5 scheduling experiments: table3, fig4, fig7",
+        help="seed 000 §5 experiments: table3, fig4, fig7, table5",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
         "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
         "straggler ratio for alpha 0.5/1/1.5, grouped and ungrouped (computed from measured "
-        "training speed). Writes NAME.json, NAME.csv and NAME.png under --out.",
+        "training speed); table5: single against dual chain in ddmlts mode for --duration-s "
+        "with random client state changes (aggregations, network adjustments, CPU per chain). "
+        "Writes NAME.json, NAME.csv and NAME.png under --out.",
     )
-    paper.add_argument("--experiment", required=True, choices=["table3", "fig4", "fig7"])
+    paper.add_argument("--experiment", required=True,
+                       choices=["table3", "fig4", "fig7", "table5"])
+    paper.add_argument("--duration-s", type=float, default=300.0,
+                       help="table5: seconds each chain setup runs (default 300)")
+    paper.add_argument("--state-change-s", type=float, default=40.0,
+                       help="table5: a random client's slowdown changes about this often "
+                       "(default 40)")
     paper.add_argument("--modes", default="ddmlts,fedasync,semisync,fedavg",
                        help="table3: modes to run (default ddmlts,fedasync,semisync,fedavg)")
     paper.add_argument("--nodes", type=int, default=2, help="server nodes (default 2)")

@@ -98,6 +98,9 @@ class UpConfig:
     cmbc_interval_s: float = 1.0
     finality_depth: int = 3
     metrics: bool = False  # a Prometheus endpoint per process
+    state_change_s: float = 0.0  # > 0: about this often a random client's slowdown changes
+    duration_s: float = 0.0  # > 0: run this long (rounds then do not stop the run)
+    chains: str = "dual"  # "single": management transactions on CTBC, no CMBC (Table 5)
     join_nodes: int = 0  # server nodes that join the running testbed (not in the genesis)
     join_clients: int = 0  # clients attached to the joining nodes, started with them
     join_after: int = 3  # the joiners start once this many versions are committed
@@ -111,8 +114,12 @@ class UpConfig:
             raise UpError("stragglers must be in [0, 1]; straggler_slowdown and spread >= 1")
         if self.sched_mode not in ("ddmlts", "olar", "equal"):
             raise UpError(f"sched_mode {self.sched_mode!r}: ddmlts, olar or equal")
-        if self.miners == 0:
+        if self.chains not in ("dual", "single"):
+            raise UpError(f"chains {self.chains!r}: dual or single")
+        if self.miners == 0 and self.chains == "dual":
             raise UpError("CMBC needs at least one miner (registrations are mined)")
+        if self.state_change_s < 0 or self.duration_s < 0:
+            raise UpError("state_change_s and duration_s must be at least 0")
         if self.join_nodes < 0 or self.join_clients < 0 or self.join_after < 0:
             raise UpError("join_nodes, join_clients and join_after must be at least 0")
         if self.join_clients and not self.join_nodes:
@@ -159,6 +166,26 @@ def client_slowdowns(config: UpConfig) -> list[float]:
     fast = config.clients - slow
     spread = [1.0 + (config.spread - 1.0) * j / max(fast - 1, 1) for j in range(fast)]
     return [round(x, 3) for x in spread] + [config.straggler_slowdown] * slow
+
+
+def state_changes(config: UpConfig, clients: int) -> list[list[list[float]]]:
+    """Per client, its [at_s, slowdown] changes: about every ``state_change_s`` (uniform in
+    0.5x..1.5x) a random client gets a new slowdown in 1..straggler_slowdown, seeded, over
+    ``duration_s`` (or ``timeout_s``). Empty lists without ``state_change_s``."""
+    import random
+
+    out: list[list[list[float]]] = [[] for _ in range(clients)]
+    if config.state_change_s <= 0:
+        return out
+    rng = random.Random(f"state-changes/{config.seed}")
+    horizon = config.duration_s or config.timeout_s
+    at = 0.0
+    while True:
+        at += config.state_change_s * rng.uniform(0.5, 1.5)
+        if at >= horizon:
+            return out
+        client = rng.randrange(clients)
+        out[client].append([round(at, 1), round(rng.uniform(1.0, config.straggler_slowdown), 2)])
 
 
 def _calibrate_difficulty(config: UpConfig) -> int:
@@ -235,6 +262,10 @@ class Testbed:
             Signer.generate(alg).save(keys / f"client-{j}.key")
         now = time.time_ns() // 1_000_000
         rule, policy = MODE_RULES[c.mode]
+        single = c.chains == "single"
+        sched = SchedParams(mode=c.sched_mode, k_max=c.k_max, alpha=c.sched_alpha,
+                            batches_per_client=c.batches, upper=c.batches * 8,
+                            batch_size=c.batch_size) if policy == "plan" else None
         fl = FlParams(dataset=c.dataset, model_seed=c.seed, model_hash=_genesis_model_hash(c),
                       mode=rule, max_staleness=c.max_staleness)
         Genesis(
@@ -244,23 +275,27 @@ class Testbed:
             consensus=ConsensusParams(committee_size=n, block_interval_ms=300,
                                       timeout_propose_ms=2000, timeout_prevote_ms=1000,
                                       timeout_precommit_ms=1000, timeout_delta_ms=500),
-            fl=fl,
+            fl=fl, single_chain=single, sched=sched if single else None,
         ).save(self.workdir / "ctbc-genesis.json")
-        Genesis(
-            chain_id=CMBC_CHAIN, kind="cmbc", algorithm=alg, genesis_time_ms=now, validators=(),
-            pow=PowParams(initial_difficulty=_calibrate_difficulty(c),
-                          block_interval_ms=int(c.cmbc_interval_s * 1000),
-                          retarget_interval=10, finality_depth=c.finality_depth),
-            sched=SchedParams(mode=c.sched_mode, k_max=c.k_max, alpha=c.sched_alpha,
-                              batches_per_client=c.batches, upper=c.batches * 8,
-                              batch_size=c.batch_size) if policy == "plan" else None,
-        ).save(self.workdir / "cmbc-genesis.json")
+        # Single-chain mode: what the nodes and clients know as "cmbc" is their CTBC daemon.
+        cmbc_genesis = "ctbc-genesis.json" if single else "cmbc-genesis.json"
+        if single:
+            cmbc = ctbc
+        else:
+            Genesis(
+                chain_id=CMBC_CHAIN, kind="cmbc", algorithm=alg, genesis_time_ms=now,
+                validators=(),
+                pow=PowParams(initial_difficulty=_calibrate_difficulty(c),
+                              block_interval_ms=int(c.cmbc_interval_s * 1000),
+                              retarget_interval=10, finality_depth=c.finality_depth),
+                sched=sched,
+            ).save(self.workdir / "cmbc-genesis.json")
         py = [sys.executable, "-m", "dualchain.deploy.cli"]
         for i in range(total):
             late = i >= n  # a joiner: its replicas know the genesis nodes' daemons as peers
             for kind, addrs, key, port in (("ctbc", ctbc, f"keys/node-{i}.key", metric_ports[i]),
                                            ("cmbc", cmbc, f"keys/cmbc-{i}.key",
-                                            metric_ports[total + i])):
+                                            metric_ports[total + i]))[: 1 if single else 2]:
                 self._json(f"{kind}-{i}.json", {
                     "kind": kind, "genesis": f"{kind}-genesis.json", "key": key,
                     "data_dir": f"data/{kind}-{i}", "listen": addrs[i],
@@ -269,7 +304,7 @@ class Testbed:
                 self.procs.append(Proc(f"{kind}-{i}", kind, [
                     *py, "chain", "--kind", kind, "--config", f"{kind}-{i}.json",
                     "--log-level", "WARNING"], address=addrs[i], late=late))
-        for j in range(m):
+        for j in range(0 if single else m):
             self.procs.append(Proc(f"miner-{j}", "miner", [
                 *py, "miner", "--cmbc", cmbc[j % n], "--key", f"keys/miner-{j}.key",
                 "--workers", str(c.miner_workers), "--duty", str(c.miner_duty),
@@ -281,7 +316,7 @@ class Testbed:
             self._json(f"node-{i}.json", {
                 "key": f"keys/node-{i}.key", "listen": node_addr[i], "ctbc": ctbc[i],
                 "cmbc": cmbc[i], "ctbc_genesis": "ctbc-genesis.json",
-                "cmbc_genesis": "cmbc-genesis.json",
+                "cmbc_genesis": cmbc_genesis,
                 "nodes": {**nodes_map, node_keys[i].id.hex(): node_addr[i]},
                 "dataset": c.dataset, "data_dir": c.data_dir,
                 "task": {"batches": c.batches, "batch_size": c.batch_size,
@@ -294,11 +329,13 @@ class Testbed:
             self.procs.append(Proc(f"node-{i}", "node", [
                 *py, "node", "--config", f"node-{i}.json", "--log-level", "WARNING"],
                 address=node_addr[i], late=late))
+        changes = state_changes(c, all_clients)
         for j in range(all_clients):
             late = j >= k
             i = n + (j - k) % c.join_nodes if late else j % n
-            self._json(f"client-{j}.json", self._client_config(j, i, node_addr[i],
-                                                               node_keys[i].id.hex(), cmbc[i]))
+            self._json(f"client-{j}.json", {
+                **self._client_config(j, i, node_addr[i], node_keys[i].id.hex(), cmbc[i]),
+                "slowdown_changes": changes[j]})
             self.procs.append(Proc(f"client-{j}", "client", [
                 *py, "client", "--config", f"client-{j}.json", "--log-level", "WARNING"],
                 address=node_addr[i], late=late))
@@ -310,7 +347,9 @@ class Testbed:
         slowdown = client_slowdowns(c)[j] if j < c.clients else 1.0
         return {
             "key": f"keys/client-{j}.key", "node": node, "node_id": node_id, "cmbc": cmbc,
-            "ctbc_chain_id": CTBC_CHAIN, "cmbc_chain_id": CMBC_CHAIN, "dataset": c.dataset,
+            "ctbc_chain_id": CTBC_CHAIN,
+            "cmbc_chain_id": CTBC_CHAIN if c.chains == "single" else CMBC_CHAIN,
+            "dataset": c.dataset,
             "data_dir": c.data_dir,
             "partition": {"scheme": c.partition, "clients": c.clients + c.join_clients,
                           "index": j,
@@ -413,7 +452,8 @@ class Testbed:
             f"  version {event['version']:3d}  accuracy {event['accuracy']:.4f}  "
             f"loss {event['loss']:.4f}  round {event['round_s']:5.2f}s  "
             f"updates {event['included']:2d}  t={event['elapsed_s']:6.1f}s  "
-            f"CTBC h{status.get('ctbc', '?')}  CMBC h{status.get('cmbc', '?')}"
+            f"CTBC h{status.get('ctbc', '?')}"
+            f"{'' if self.config.chains == 'single' else '  CMBC h' + str(status.get('cmbc', '?'))}"
             f"  refused {status.get('refused', 0)}")
 
     def _chain_heights(self) -> dict[str, Any]:
@@ -424,7 +464,9 @@ class Testbed:
         out: dict[str, Any] = {}
         with contextlib.suppress(Exception):
             for role in ("ctbc", "cmbc"):
-                proc = next(p for p in self.procs if p.role == role)
+                proc = next((p for p in self.procs if p.role == role), None)
+                if proc is None:
+                    continue  # single-chain mode: no CMBC
                 with grpc.insecure_channel(proc.address) as ch:
                     st = chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
                         chain_pb2.GetStatusRequest(), timeout=2)
@@ -496,7 +538,9 @@ class Testbed:
 
     def run(self) -> dict[str, Any]:
         c = self.config
-        self.progress(f"dualchain up: {c.nodes} server nodes (CTBC + CMBC daemon each), "
+        daemons = "CTBC daemon each, single chain" if c.chains == "single" else \
+            "CTBC + CMBC daemon each"
+        self.progress(f"dualchain up: {c.nodes} server nodes ({daemons}), "
                       f"{c.miners} miner(s), {c.clients} clients, {c.dataset}, mode {c.mode}, "
                       f"{c.rounds} versions; workdir {self.workdir}")
         self.write()
@@ -506,19 +550,28 @@ class Testbed:
             for role, what in (("ctbc", "CTBC daemons"), ("cmbc", "CMBC daemons"),
                                ("miner", "miners"), ("node", "server nodes"),
                                ("client", "clients")):
+                if not any(p.role == role for p in self.procs):
+                    continue
                 self._start_role(role)
                 self.progress(f"  {what} ready ({time.time() - self.started:.1f}s)")
             self.started = time.time()
-            deadline = time.monotonic() + c.timeout_s
+            deadline = time.monotonic() + (c.duration_s or c.timeout_s)
             self.progress("training: one line per committed model version")
             joined = c.join_nodes == 0
-            while max(self.versions, default=0) < c.rounds:
+            while c.duration_s or max(self.versions, default=0) < c.rounds:
+                if c.duration_s and time.monotonic() >= deadline:
+                    break
                 if not joined and max(self.versions, default=0) >= c.join_after:
                     joined = True
                     self.progress(f"  starting {c.join_nodes} joining node(s) with "
                                   f"{c.join_clients} client(s)")
                     self.start_joiners()
-                self._next_event(deadline)
+                try:
+                    self._next_event(deadline)
+                except UpError:
+                    if c.duration_s and time.monotonic() >= deadline:
+                        break  # the run's planned end
+                    raise
         except KeyboardInterrupt:
             interrupted = True
             self.progress("interrupted: stopping the testbed")

@@ -21,7 +21,12 @@ from dataclasses import dataclass
 
 from dualchain.chain.cmbc import management
 from dualchain.chain.cmbc.app import CmbcApp
-from dualchain.chain.cmbc.payloads import GroupAssignment, Regrouping, TaskPlan
+from dualchain.chain.cmbc.payloads import (
+    MANAGEMENT_KINDS,
+    GroupAssignment,
+    Regrouping,
+    TaskPlan,
+)
 from dualchain.chain.errors import ValidationError
 from dualchain.chain.genesis import SchedParams
 from dualchain.chain.types import Block
@@ -39,12 +44,20 @@ class Planner:
     """``sched``: the CMBC genesis section (the replica must apply the chain's own rules);
     ``plans``: whether this node makes records (the ddmlts policy) or only reads them."""
 
-    def __init__(self, sched: SchedParams | None, plans: bool = True) -> None:
+    def __init__(self, sched: SchedParams | None, plans: bool = True,
+                 single_chain: bool = False) -> None:
         self.sched = sched if plans else None
         self.final = CmbcApp(max_undo=1, sched=sched)
+        self.single_chain = single_chain
 
     def apply_final(self, block: Block) -> None:
-        self.final.apply_block(block)
+        if self.single_chain:  # a CTBC block: its management transactions, as CTBC ran them
+            self.final.apply_transactions(
+                block.header.height,
+                [tx for tx in block.transactions if tx.kind in MANAGEMENT_KINDS],
+                skip_refused=True)
+        else:
+            self.final.apply_block(block)
 
     def batches_for(self, client: bytes) -> int | None:
         """The client's batches in the final plan, None when it has none."""

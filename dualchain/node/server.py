@@ -127,8 +127,10 @@ class ServerNode:
         # Per group, the longest completion among the last version's updates from this node's
         # clients (the launcher merges the nodes' figures into eq. 14's C_gmax).
         self._last_c_groups: dict[int, float] = {}
+        # Single-chain mode: "cmbc" and its genesis name the CTBC daemon and genesis.
         self.planner = Planner(self.cmbc_genesis.sched,
-                               plans=config.aggregation.policy == "plan")
+                               plans=config.aggregation.policy == "plan",
+                               single_chain=self.cmbc_genesis.single_chain)
         self._planning = asyncio.Lock()
         self._version_time = time.monotonic()
         self._awaiting: tuple[int, float] | None = None  # (version submitted, when)

@@ -226,18 +226,35 @@ class CmbcApp(ReorgApplication):
 
     def apply_block(self, block: Block) -> bytes:
         check_reward(block)
+        self.apply_transactions(block.header.height, block.transactions)
+        return self.app_hash()
+
+    def apply_transactions(self, height: int, txs: Sequence[Transaction],
+                           skip_refused: bool = False) -> list[tuple[bytes, str]]:
+        """Applies the management transactions of the block at ``height`` as one undoable
+        step. A refused transaction raises and nothing is applied, or with ``skip_refused`` (a
+        single chain's committee block, where a refused transaction only uses its nonce) has no
+        effect and is returned as (tx hash, code)."""
         self.state.begin()
-        previous, self.height = self.height, block.header.height - 1
+        previous, self.height = self.height, height - 1
+        refused = []
         try:
-            for tx in block.transactions:
-                self._apply(tx, self._check(tx))
+            for tx in txs:
+                try:
+                    payload = self._check(tx)
+                except ValidationError as exc:
+                    if not skip_refused:
+                        raise
+                    refused.append((tx.hash, exc.code))
+                    continue
+                self._apply(tx, payload)
         except BaseException:
             self.state.abort()
             self.height = previous
             raise
         self.state.commit()
-        self.height = block.header.height
-        return self.app_hash()
+        self.height = height
+        return refused
 
     def rollback_block(self, block: Block) -> None:
         self.state.undo_last()

@@ -251,6 +251,11 @@ class TaskPlan:
 
 Payload = (ClientRegistration | StateReport | Anchor | Reward | GroupAssignment | TaskPlan
            | NodeJoinRequest | NodeAdmission | bytes)
+# What a single-chain CTBC takes from CMBC (the rest of CMBC is its proof of work).
+MANAGEMENT_KINDS = frozenset({
+    TxKind.CLIENT_REGISTER, TxKind.STATE_REPORT, TxKind.GROUP_ASSIGNMENT, TxKind.TASK_PLAN,
+    TxKind.ANCHOR, TxKind.NODE_JOIN_REQUEST,
+})
 _DECODERS = {
     TxKind.CLIENT_REGISTER: ClientRegistration.decode,
     TxKind.STATE_REPORT: StateReport.decode,

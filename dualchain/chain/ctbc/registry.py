@@ -20,8 +20,10 @@ State, all derived from the genesis and the committed blocks (a restart replays 
 
 Transactions: MEMO (opaque, accepted), VALIDATOR_REGISTER and VALIDATOR_REMOVE (a vote for the
 change, by a member of the committee of the block's height), EVIDENCE (anyone: two conflicting
-votes or proposals signed by one validator); their payloads are in ``payloads``. Other kinds are
-refused.
+votes or proposals signed by one validator); their payloads are in ``payloads``. With a
+``single_chain`` genesis, CMBC's management transactions (``MANAGEMENT_KINDS``) are run by an
+embedded CMBC application under CMBC's rules, as in seed 000 Table 5's single-chain baseline.
+Other kinds are refused.
 
 ``apply_block`` runs every check ``validate_block`` runs (signatures hit the verifier's cache the
 second time), on a copy of the state, and swaps the copy in only when the whole block passed: a
@@ -38,6 +40,8 @@ from types import MappingProxyType
 from dualchain.chain.app import Committee, CommitteeApplication, Validator
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.canonical import Writer
+from dualchain.chain.cmbc.app import CmbcApp
+from dualchain.chain.cmbc.payloads import MANAGEMENT_KINDS
 from dualchain.chain.ctbc.fl import MissingBlobError, ModelCommit, ModelCommitChecker, fl_rules
 from dualchain.chain.ctbc.payloads import (
     Evidence,
@@ -230,6 +234,9 @@ class RegistryApp(CommitteeApplication):
             self.models = ModelCommitChecker(fl_rules(genesis), blobs, verifier)
             self._state.models.append(bytes.fromhex(genesis.fl.model_hash))
             self._state.model_heights.append(0)
+        # Single-chain mode: CMBC's application, fed this chain's management transactions.
+        self.management = (CmbcApp(max_undo=1, sched=genesis.sched) if genesis.single_chain
+                           else None)
         self._hash: bytes | None = None
         self.last_failed: list[tuple[bytes, str]] = []  # (tx hash, code) of the last block run
         self._committees: dict[int, Committee] = {}  # Committee values built from the state
@@ -287,12 +294,16 @@ class RegistryApp(CommitteeApplication):
 
     def app_hash(self) -> bytes:
         if self._hash is None:
-            self._hash = hashlib.sha256(self._state.encode()).digest()
+            extra = self.management.app_hash() if self.management is not None else b""
+            self._hash = hashlib.sha256(self._state.encode() + extra).digest()
         return self._hash
 
     # -- Application --------------------------------------------------------------------------
 
     def check_tx(self, tx: Transaction) -> None:
+        if self.management is not None and tx.kind in MANAGEMENT_KINDS:
+            self.management.check_tx(tx)
+            return
         self._check_tx(self._state, tx)
 
     def precheck(self, tx: Transaction) -> None:
@@ -311,6 +322,8 @@ class RegistryApp(CommitteeApplication):
 
     def validate_block(self, block: Block) -> None:
         self._execute(block)
+        if self.management is not None:
+            self.management.rollback_block(block)
 
     def apply_block(self, block: Block) -> bytes:
         self._state = self._execute(block)
@@ -364,6 +377,8 @@ class RegistryApp(CommitteeApplication):
         if qc is not None:
             self._record_commit(state, qc)
         for tx in block.transactions:
+            if self.management is not None and tx.kind in MANAGEMENT_KINDS:
+                continue  # below
             try:
                 outcome = self._check_tx(state, tx)
             except MissingBlobError:
@@ -380,6 +395,10 @@ class RegistryApp(CommitteeApplication):
         if self._consensus.is_epoch_end(height):
             self._elect(state, epoch)
             state.pending.clear()  # a change must be approved within one epoch
+        if self.management is not None:  # last: nothing after it may raise (it is applied)
+            self.last_failed += self.management.apply_transactions(
+                height, [tx for tx in block.transactions if tx.kind in MANAGEMENT_KINDS],
+                skip_refused=True)
         return state
 
     def _record_commit(self, state: _State, qc: QuorumCertificate) -> None:
