@@ -66,6 +66,8 @@ def test_every_key_parses(tmp_path: Path) -> None:
     ({"offline": [[10, 5]]}, "needs 0 <= start < end"),
     ({"offline": [[1, 2, 3]]}, "offline window 0 must be [start_s, end_s]"),
     ({"offline": {"a": 1}}, "must be a list"),
+    ({"slowdown_changes": [[10, 0.5]]}, "slowdown change 0 must be [at_s >= 0, slowdown >= 1]"),
+    ({"slowdown_changes": 3}, "'slowdown_changes' must be a list"),
     ({"label": "x" * 300}, "'label' must be a string of at most 256"),
     ({"backend": "nope"}, "backend 'nope' is not one of"),
     ({"max_update_norm": 0}, "'max_update_norm' must be positive"),

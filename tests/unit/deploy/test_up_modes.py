@@ -10,7 +10,14 @@ import pytest
 
 from dualchain.bench.paper import plan_optimality, run_experiment
 from dualchain.chain.genesis import Genesis
-from dualchain.deploy.up import Testbed, UpConfig, UpError, c_gmax, client_slowdowns
+from dualchain.deploy.up import (
+    Testbed,
+    UpConfig,
+    UpError,
+    c_gmax,
+    client_slowdowns,
+    state_changes,
+)
 
 
 def test_stragglers_are_the_last_clients_and_the_rest_spread() -> None:
@@ -63,3 +70,46 @@ def test_plan_optimality_compares_each_group_with_olar() -> None:
 def test_an_unknown_experiment_is_refused(tmp_path: Path) -> None:
     with pytest.raises(ValueError, match="table3"):
         run_experiment("table9", UpConfig(), tmp_path, lambda line: None)
+
+
+def test_single_chain_points_nodes_and_clients_at_ctbc(tmp_path: Path) -> None:
+    workdir = tmp_path / "single"
+    tb = Testbed(UpConfig(nodes=2, clients=2, mode="ddmlts", chains="single",
+                          workdir=str(workdir)), progress=lambda line: None)
+    tb.write()
+    ctbc = Genesis.load(workdir / "ctbc-genesis.json")
+    assert ctbc.single_chain and ctbc.sched is not None
+    assert not (workdir / "cmbc-genesis.json").exists()
+    assert {p.role for p in tb.procs} == {"ctbc", "node", "client"}  # no CMBC, no miner
+    node = json.loads((workdir / "node-1.json").read_text())
+    assert node["cmbc"] == node["ctbc"] and node["cmbc_genesis"] == "ctbc-genesis.json"
+    client = json.loads((workdir / "client-1.json").read_text())
+    assert client["cmbc_chain_id"] == client["ctbc_chain_id"]
+
+
+def test_joining_nodes_are_written_outside_the_genesis_and_started_late(tmp_path: Path) -> None:
+    workdir = tmp_path / "join"
+    tb = Testbed(UpConfig(nodes=2, clients=2, join_nodes=1, join_clients=2,
+                          workdir=str(workdir)), progress=lambda line: None)
+    tb.write()
+    assert len(Genesis.load(workdir / "ctbc-genesis.json").validators) == 2
+    late = sorted(p.name for p in tb.procs if p.late)
+    assert late == ["client-2", "client-3", "cmbc-2", "ctbc-2", "node-2"]
+    joiner = json.loads((workdir / "node-2.json").read_text())
+    assert joiner["join"] and len(joiner["nodes"]) == 3
+    genesis_node = json.loads((workdir / "node-0.json").read_text())
+    assert not genesis_node["join"] and len(genesis_node["nodes"]) == 2
+    assert json.loads((workdir / "client-3.json").read_text())["node"] == joiner["listen"]
+    with pytest.raises(UpError):
+        UpConfig(join_clients=2)
+
+
+def test_state_changes_are_seeded_and_within_the_run() -> None:
+    config = UpConfig(clients=4, state_change_s=40.0, duration_s=300.0, seed=3)
+    changes = state_changes(config, 4)
+    assert changes == state_changes(config, 4)
+    flat = [c for per_client in changes for c in per_client]
+    assert 4 <= len(flat) <= 15  # about one per 40 s
+    assert all(0 < at < 300 and 1.0 <= slowdown <= config.straggler_slowdown
+               for at, slowdown in flat)
+    assert state_changes(UpConfig(clients=4), 4) == [[], [], [], []]
