@@ -113,3 +113,13 @@ def test_state_changes_are_seeded_and_within_the_run() -> None:
     assert all(0 < at < 300 and 1.0 <= slowdown <= config.straggler_slowdown
                for at, slowdown in flat)
     assert state_changes(UpConfig(clients=4), 4) == [[], [], [], []]
+
+
+def test_table4_round_time_grows_with_the_share_of_small_tasks(tmp_path: Path) -> None:
+    document = run_experiment("table4", UpConfig(clients=8), tmp_path, lambda line: None,
+                              ratios=[0.0, 0.5, 1.0])
+    rounds = [p["round_s"] for p in document["points"]]
+    assert rounds == sorted(rounds) and rounds[0] < rounds[-1]
+    assert [p["small_clients"] for p in document["points"]] == [0, 4, 8]
+    assert document["points"][0]["over_ra0"] == 1.0
+    assert (tmp_path / "table4.json").exists() and (tmp_path / "table4.png").exists()
