@@ -2,6 +2,7 @@
 solutions back to the daemon.
 
     dualchain miner --cmbc 127.0.0.1:7100 --workers 2 --key keys/miner-0.key [--duty 0.5]
+                    [--tls-ca tls/ca.pem --tls-cert tls/miner-0.pem --tls-key tls/miner-0.key]
 
 For each template it signs its reward transaction, computes the Merkle root over the reward and
 the template's transaction hashes, and hashes the header prefix with nonces from a random start.
@@ -50,7 +51,7 @@ from dualchain.chain.errors import DualchainError
 from dualchain.chain.identity import Domain, Signer, load_key_file
 from dualchain.chain.lifecycle import stop_on_signals
 from dualchain.chain.merkle import merkle_root
-from dualchain.chain.rpc import channel_options
+from dualchain.chain.rpc import TlsFiles, channel_options, open_channel
 from dualchain.chain.types import BlockHeader, Transaction, TxKind
 from dualchain.proto.v1 import miner_pb2 as miner_pb
 from dualchain.proto.v1 import miner_pb2_grpc as miner_grpc
@@ -71,6 +72,7 @@ class MinerConfig:
     refresh_s: float = 1.0
     backend: str = "cryptography"
     metrics_port: int = 0  # Prometheus endpoint; 0 turns it off
+    tls: TlsFiles | None = None  # mutual TLS to the daemon; None: plaintext
 
     def __post_init__(self) -> None:
         if self.workers < 1:
@@ -81,6 +83,10 @@ class MinerConfig:
             raise ValueError("chunk and refresh must be positive")
         if not 0 <= self.metrics_port < 65536:
             raise ValueError("--metrics-port must be a port number (0: off)")
+        if self.tls is not None:
+            for path in (self.tls.ca, self.tls.cert, self.tls.key):
+                if not Path(path).is_file():
+                    raise ValueError(f"TLS file {path} does not exist")
 
 
 def _ignore_sigint() -> None:
@@ -151,7 +157,7 @@ class Miner:
         self._started = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:
-        async with grpc.aio.insecure_channel(self.config.cmbc, options=channel_options()) as ch:
+        async with open_channel(self.config.cmbc, self.config.tls, channel_options()) as ch:
             stub = miner_grpc.MinerServiceStub(ch)
             watcher = asyncio.create_task(self._watch(stub))
             announced = False

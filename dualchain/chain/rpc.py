@@ -19,11 +19,21 @@ as NOT_SERVING, the process flips it to SERVING once it is ready and back to NOT
 SIGTERM starts its shutdown, so an orchestrator stops sending work before the server goes away.
 
 Typed errors raised by the logic become gRPC statuses here, with their reason as the details.
+
+Transport security: a process whose config has a ``tls`` section (``TlsFiles``: the testbed CA,
+its own certificate and key, see ``dualchain certs``) serves only mutual TLS (``listen``: a
+client without a certificate the CA signed is refused during the handshake) and opens every
+channel with its certificate (``open_channel``); without it both stay plaintext. TLS only keeps
+strangers off the wire: every transaction, block, vote and update still carries its ML-DSA
+signature and every receiver still checks it, whatever the transport.
 """
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
 from types import ModuleType
 
 import grpc
@@ -79,6 +89,74 @@ def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[t
         *_shared_options(max_message_bytes),
         ("grpc.http2.min_ping_interval_without_data_ms", _KEEPALIVE_TIME_MS // 2),
     ]
+
+
+# -- transport security ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class TlsFiles:
+    """A process's ``tls`` config section: PEM files of the testbed CA, its certificate and its
+    private key (absolute paths once a config is loaded)."""
+
+    ca: Path
+    cert: Path
+    key: Path
+
+
+def tls_from_paths(ca: Path | str | None, cert: Path | str | None,
+                   key: Path | str | None) -> TlsFiles | None:
+    """``TlsFiles`` from command-line flags: all three given, or none (plaintext)."""
+    given = [p for p in (ca, cert, key) if p is not None]
+    if not given:
+        return None
+    if len(given) != 3:
+        raise ValueError("TLS needs all three of the CA, certificate and key files")
+    return TlsFiles(*(Path(p).resolve() for p in given))
+
+
+@functools.cache
+def _pem(path: Path) -> bytes:
+    """A PEM file's bytes, read once per process (every channel shares them)."""
+    return Path(path).read_bytes()
+
+
+def server_credentials(tls: TlsFiles) -> grpc.ServerCredentials:
+    """Mutual TLS: the server shows its certificate and accepts only clients whose certificate
+    the testbed CA signed."""
+    return grpc.ssl_server_credentials(
+        [(_pem(tls.key), _pem(tls.cert))], root_certificates=_pem(tls.ca),
+        require_client_auth=True)
+
+
+def channel_credentials(tls: TlsFiles) -> grpc.ChannelCredentials:
+    """The client side: trusts only servers the testbed CA signed and shows our certificate."""
+    return grpc.ssl_channel_credentials(
+        root_certificates=_pem(tls.ca), private_key=_pem(tls.key),
+        certificate_chain=_pem(tls.cert))
+
+
+def listen(server: grpc.aio.Server, address: str, tls: TlsFiles | None) -> int:
+    """Binds ``server`` to ``address``, mutual TLS with ``tls``; the port, 0 when it failed."""
+    if tls is None:
+        return server.add_insecure_port(address)
+    return server.add_secure_port(address, server_credentials(tls))
+
+
+def open_channel(address: str, tls: TlsFiles | None,
+                 options: Sequence[tuple[str, int]] | None = None) -> grpc.aio.Channel:
+    """An asyncio channel to ``address``: mutual TLS with ``tls``, plaintext without."""
+    options = channel_options() if options is None else list(options)
+    if tls is None:
+        return grpc.aio.insecure_channel(address, options=options)
+    return grpc.aio.secure_channel(address, channel_credentials(tls), options=options)
+
+
+def open_blocking_channel(address: str, tls: TlsFiles | None) -> grpc.Channel:
+    """A synchronous channel (launchers, status tools): mutual TLS with ``tls``."""
+    if tls is None:
+        return grpc.insecure_channel(address)
+    return grpc.secure_channel(address, channel_credentials(tls))
 
 
 # -- health ------------------------------------------------------------------------------------

@@ -24,7 +24,9 @@
       "backend": "cryptography",            ML-DSA backend
       "max_update_norm": 100.0,             the chain's L2 bound on an update (genesis fl section)
       "max_buffered": 16,                   local tasks buffered at most while disconnected
-      "metrics_port": 0                     Prometheus endpoint of this process; 0 turns it off
+      "metrics_port": 0,                    Prometheus endpoint of this process; 0 turns it off
+      "tls": {"ca": ..., "cert": ..., "key": ...}   optional: mutual TLS to the node and CMBC
+                                            (``dualchain certs``); absent: plaintext
     }
 
 The partition block must be the same for every client of an experiment except ``index``: each
@@ -39,8 +41,9 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
-from dualchain.chain.daemon.config import ConfigError, read_json_object
+from dualchain.chain.daemon.config import ConfigError, parse_tls, read_json_object
 from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
+from dualchain.chain.rpc import TlsFiles
 from dualchain.learning.datasets import DATASETS
 from dualchain.learning.partition import SCHEMES
 
@@ -50,7 +53,7 @@ _KEYS = {
     "key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset", "data_dir",
     "partition", "seed", "threads", "slowdown", "slowdown_changes", "drop_prob", "offline",
     "report_every",
-    "max_tasks", "label", "backend", "max_update_norm", "max_buffered", "metrics_port",
+    "max_tasks", "label", "backend", "max_update_norm", "max_buffered", "metrics_port", "tls",
 }
 _REQUIRED = ("key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset",
              "partition")
@@ -91,6 +94,7 @@ class ClientConfig:
     max_update_norm: float = 100.0
     max_buffered: int = 16
     metrics_port: int = 0
+    tls: TlsFiles | None = None
     source: Path | None = field(default=None, compare=False)
 
     def __post_init__(self) -> None:
@@ -170,6 +174,7 @@ class ClientConfig:
             max_update_norm=max_norm,
             max_buffered=_int(data, "max_buffered", 16, minimum=1),
             metrics_port=metrics_port,
+            tls=parse_tls(data.get("tls"), base),
             source=source,
         )
 

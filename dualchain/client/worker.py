@@ -75,7 +75,7 @@ from dualchain.chain.cmbc.payloads import ClientRegistration, StateReport
 from dualchain.chain.ctbc.fl import SignedUpdate, sign_update
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.identity import Signer
-from dualchain.chain.rpc import channel_options
+from dualchain.chain.rpc import channel_options, open_channel
 from dualchain.chain.types import TxKind
 from dualchain.chain.validation import sign_transaction
 from dualchain.chain.wire import tx_to_proto
@@ -564,8 +564,8 @@ class ClientWorker:
     async def run(self) -> None:
         """Registers, then works until ``max_tasks`` (forever when null); cancel to stop."""
         opts = channel_options()
-        async with grpc.aio.insecure_channel(self.config.node, options=opts) as node_ch, \
-                grpc.aio.insecure_channel(self.config.cmbc, options=opts) as cmbc_ch:
+        async with open_channel(self.config.node, self.config.tls, opts) as node_ch, \
+                open_channel(self.config.cmbc, self.config.tls, opts) as cmbc_ch:
             self._node = NodeLink(node_ch, self.signer.id, self.timing)
             self._cmbc = ChainLink(cmbc_ch, self.signer, self.config.cmbc_chain_id, self.timing)
             await self.register()

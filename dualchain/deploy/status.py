@@ -14,6 +14,9 @@ from typing import Any
 
 import psutil
 
+from dualchain.chain.rpc import TlsFiles, open_blocking_channel
+from dualchain.deploy.certs import OPERATOR, TLS_DIR
+
 
 def testbed_status(workdir: Path) -> dict[str, Any]:
     workdir = Path(workdir)
@@ -29,7 +32,7 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
                            "processes": len(processes),
                            "processes_alive": sum(alive.values())}
     if running:
-        out.update(_live(processes))
+        out.update(_live(processes, _operator_tls(workdir)))
     report_path = workdir / "report.json"
     if report_path.exists():
         report = json.loads(report_path.read_text())
@@ -40,14 +43,21 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
     return out
 
 
-def _live(processes: list[dict[str, Any]]) -> dict[str, Any]:
+def _operator_tls(workdir: Path) -> TlsFiles | None:
+    """The launcher's own certificate of a testbed run with ``--tls`` (None: plaintext)."""
+    tls = workdir / TLS_DIR
+    files = TlsFiles(tls / "ca.pem", tls / f"{OPERATOR}.pem", tls / f"{OPERATOR}.key")
+    return files if all(p.exists() for p in (files.ca, files.cert, files.key)) else None
+
+
+def _live(processes: list[dict[str, Any]], tls: TlsFiles | None) -> dict[str, Any]:
     import grpc
 
     from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc, node_pb2, node_pb2_grpc
 
     nodes, chains = [], {}
     for p in processes:
-        with contextlib.suppress(grpc.RpcError), grpc.insecure_channel(p["address"]) as ch:
+        with contextlib.suppress(grpc.RpcError), open_blocking_channel(p["address"], tls) as ch:
             if p["role"] == "node":
                 st = node_pb2_grpc.NodeServiceStub(ch).GetNodeStatus(
                     node_pb2.NodeStatusRequest(), timeout=2)

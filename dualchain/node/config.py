@@ -18,6 +18,9 @@
       "join": false,                      a node outside the CTBC genesis: it asks to join
                                           (seed 000 §3.1) with its listen and ctbc addresses,
                                           and serves clients once admitted
+      "tls": {"ca": ..., "cert": ..., "key": ...},   optional mutual TLS: its server and its
+                                          channels to the daemons and other nodes (see
+                                          ``dualchain certs``); absent: plaintext
       "test_tamper_model": false          test-only: commit a perturbed model
     }
 
@@ -29,7 +32,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from dualchain.chain.daemon.config import ConfigError, read_json_object
+from dualchain.chain.daemon.config import ConfigError, parse_tls, read_json_object
+from dualchain.chain.rpc import TlsFiles
 
 
 @dataclass(frozen=True)
@@ -74,6 +78,7 @@ class NodeConfig:
     metrics_port: int = 0
     join: bool = False
     test_tamper_model: bool = False
+    tls: TlsFiles | None = None
 
     @classmethod
     def load(cls, path: Path) -> NodeConfig:
@@ -85,7 +90,7 @@ class NodeConfig:
     def from_json(cls, data: dict, base: Path) -> NodeConfig:
         known = {"key", "listen", "ctbc", "cmbc", "ctbc_genesis", "cmbc_genesis", "nodes",
                  "dataset", "data_dir", "task", "aggregation", "aggregator_timeout_s",
-                 "metrics_port", "join", "test_tamper_model"}
+                 "metrics_port", "join", "test_tamper_model", "tls"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown node config keys: {', '.join(unknown)}")
@@ -130,4 +135,5 @@ class NodeConfig:
             metrics_port=int(data.get("metrics_port", 0)),
             join=bool(data.get("join", False)),
             test_tamper_model=bool(data.get("test_tamper_model", False)),
+            tls=parse_tls(data.get("tls"), base),
         )

@@ -23,7 +23,7 @@ import uvloop
 
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.lifecycle import stop_on_signals, until_stopped
-from dualchain.chain.rpc import add_health, server_options, service_names
+from dualchain.chain.rpc import add_health, listen, server_options, service_names
 from dualchain.node.config import NodeConfig
 from dualchain.node.server import ServerNode
 from dualchain.node.service import NodeServicer
@@ -45,7 +45,7 @@ async def serve(config: NodeConfig) -> None:
         if not await until_stopped(node.start(), stop):
             return
         node.metrics.serve(config.metrics_port)
-        if server.add_insecure_port(config.listen) == 0:
+        if listen(server, config.listen, config.tls) == 0:
             raise SystemExit(f"cannot listen on {config.listen}")
         await server.start()
         await health.serving()

@@ -58,7 +58,7 @@ from dualchain.chain.daemon.config import ConfigError
 from dualchain.chain.errors import DecodeError, DualchainError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer, identity_id
-from dualchain.chain.rpc import channel_options
+from dualchain.chain.rpc import channel_options, open_channel
 from dualchain.chain.types import Block, Transaction, TxKind
 from dualchain.chain.validation import sign_transaction
 from dualchain.chain.verifier import SignatureVerifier
@@ -146,11 +146,11 @@ class ServerNode:
         self._test: tuple[Any, Any] | None = None
         self._tasks: list[asyncio.Task[Any]] = []
         options = channel_options()
-        self._ctbc_channel = grpc.aio.insecure_channel(config.ctbc, options=options)
-        self._cmbc_channel = grpc.aio.insecure_channel(config.cmbc, options=options)
+        self._ctbc_channel = open_channel(config.ctbc, config.tls, options)
+        self._cmbc_channel = open_channel(config.cmbc, config.tls, options)
         self.ctbc = chain_grpc.ChainServiceStub(self._ctbc_channel)
         self.cmbc = chain_grpc.ChainServiceStub(self._cmbc_channel)
-        self._peers = {nid: grpc.aio.insecure_channel(addr, options=options)
+        self._peers = {nid: open_channel(addr, config.tls, options)
                        for nid, addr in config.nodes.items() if nid != signer.id}
         self._announced_admission = False
 
@@ -344,8 +344,8 @@ class ServerNode:
         elif isinstance(record, NodeAdmission) and record.node not in self._peers:
             joined = self.planner.final.join_request(record.node)
             if joined is not None:
-                self._peers[record.node] = grpc.aio.insecure_channel(
-                    joined[2].node_address, options=channel_options())
+                self._peers[record.node] = open_channel(
+                    joined[2].node_address, self.config.tls, channel_options())
                 log.info("node %s joined (%s)", record.node.hex()[:16], joined[2].node_address)
 
     async def _vote_join(self, tx: Transaction, request: NodeJoinRequest) -> None:

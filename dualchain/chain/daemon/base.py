@@ -76,7 +76,8 @@ class ChainNodeBase:
         self._grown = asyncio.Condition()
         self.head_version = 0  # counts head changes, so a waiter cannot miss one
         self._tasks: list[asyncio.Task[Any]] = []
-        self.links = [PeerLink(a, self.hello, self.max_message) for a in config.peers]
+        self.links = [PeerLink(a, self.hello, self.max_message, config.tls)
+                      for a in config.peers]
 
     def _make_app(self) -> Application:
         raise NotImplementedError

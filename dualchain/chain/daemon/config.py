@@ -9,6 +9,9 @@
       "peers": ["127.0.0.1:7001", ...],   the other replicas' listen addresses
       "metrics_port": 9100,               Prometheus endpoint; 0 turns it off
       "backend": "cryptography",          ML-DSA backend
+      "tls": {"ca": "tls/ca.pem",         optional: mutual TLS on the server and every peer
+              "cert": "tls/ctbc-0.pem",   link (``dualchain certs``); absent: plaintext
+              "key": "tls/ctbc-0.key"},
       "test_byzantine": null              test-only misbehaviour: "equivocate"
     }
 """
@@ -21,6 +24,7 @@ from pathlib import Path
 
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
+from dualchain.chain.rpc import TlsFiles
 
 BYZANTINE_MODES = ("equivocate",)
 KINDS = ("ctbc", "cmbc")
@@ -45,6 +49,26 @@ def read_json_object(path: Path) -> dict:
     return data
 
 
+TLS_KEYS = ("ca", "cert", "key")
+
+
+def parse_tls(value: object, base: Path) -> TlsFiles | None:
+    """The optional ``tls`` section of a process config (any process: daemon, node, client):
+    null or absent for plaintext, else ``{"ca", "cert", "key"}`` PEM paths relative to
+    ``base``, each an existing file."""
+    if value is None:
+        return None
+    if not isinstance(value, dict) or set(value) != set(TLS_KEYS) or not all(
+            isinstance(value[k], str) and value[k] for k in TLS_KEYS):
+        raise ConfigError("config key 'tls' must be null or {\"ca\", \"cert\", \"key\"}: "
+                          "paths of PEM files")
+    files = TlsFiles(*((base / value[k]).resolve() for k in TLS_KEYS))
+    for name, path in zip(TLS_KEYS, (files.ca, files.cert, files.key), strict=True):
+        if not path.is_file():
+            raise ConfigError(f"tls.{name}: {path} is not a file")
+    return files
+
+
 @dataclass(frozen=True)
 class DaemonConfig:
     kind: str
@@ -56,6 +80,7 @@ class DaemonConfig:
     metrics_port: int = 0
     backend: str = DEFAULT_BACKEND
     test_byzantine: str | None = None
+    tls: TlsFiles | None = None
     source: Path | None = field(default=None, compare=False)
 
     @classmethod
@@ -66,7 +91,7 @@ class DaemonConfig:
     @classmethod
     def from_json(cls, data: dict, base: Path, source: Path | None = None) -> DaemonConfig:
         known = {"kind", "genesis", "key", "data_dir", "listen", "peers", "metrics_port",
-                 "backend", "test_byzantine"}
+                 "backend", "test_byzantine", "tls"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -99,6 +124,7 @@ class DaemonConfig:
             metrics_port=metrics_port,
             backend=backend,
             test_byzantine=byzantine,
+            tls=parse_tls(data.get("tls"), base),
             source=source,
         )
 

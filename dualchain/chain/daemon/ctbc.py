@@ -405,7 +405,7 @@ class CtbcNode(ChainNodeBase):
         linked = {link.address for link in self.links} | {self.config.listen}
         for validator in self.app.validators():
             if validator.id != self.signer.id and validator.address not in linked:
-                link = PeerLink(validator.address, self.hello, self.max_message)
+                link = PeerLink(validator.address, self.hello, self.max_message, self.config.tls)
                 self.links.append(link)
                 link.start()
                 linked.add(validator.address)

@@ -28,7 +28,7 @@ from dualchain.chain.daemon.servicers import ChainServicer, MinerServicer, PeerS
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.lifecycle import stop_on_signals, until_stopped
-from dualchain.chain.rpc import add_health, message_limit, server_options, service_names
+from dualchain.chain.rpc import add_health, listen, message_limit, server_options, service_names
 from dualchain.proto.v1 import (
     chain_pb2,
     chain_pb2_grpc,
@@ -67,7 +67,7 @@ async def serve(config: DaemonConfig) -> None:
     peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(node), server)
     health = await add_health(server, service_names(*services))
     try:
-        if server.add_insecure_port(config.listen) == 0:
+        if listen(server, config.listen, config.tls) == 0:
             raise ConfigError(f"cannot listen on {config.listen}")
         await server.start()
         if await until_stopped(node.start(), stop):

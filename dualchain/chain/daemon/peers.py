@@ -6,7 +6,8 @@ slow or gone and a queue is full, new messages for it are dropped and counted. C
 what a dropped message carried through re-sends, timeouts and block sync; a dropped transaction
 batch reaches the peer inside a proposal instead. Without the byte bound an overloaded peer would
 let megabyte-sized batches pile up in memory without limit. A broken stream is reopened with
-exponential backoff and jitter.
+exponential backoff and jitter. With the daemon's ``tls`` section the link is mutual TLS (our
+certificate shown, the peer's checked against the testbed CA); its messages stay ML-DSA signed.
 """
 
 from __future__ import annotations
@@ -19,7 +20,7 @@ from collections.abc import AsyncIterator, Callable
 
 import grpc
 
-from dualchain.chain.rpc import channel_options
+from dualchain.chain.rpc import TlsFiles, channel_options, open_channel
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
 
@@ -33,9 +34,11 @@ _BACKOFF_MAX_S = 2.0
 
 class PeerLink:
     def __init__(
-        self, address: str, hello: Callable[[], peer_pb.Hello], max_message_bytes: int
+        self, address: str, hello: Callable[[], peer_pb.Hello], max_message_bytes: int,
+        tls: TlsFiles | None = None,
     ) -> None:
         self.address = address
+        self._tls = tls
         self._hello = hello
         self._options = channel_options(max_message_bytes)
         self._consensus: deque[tuple[peer_pb.PeerMessage, int]] = deque()
@@ -49,7 +52,7 @@ class PeerLink:
         self._task: asyncio.Task[None] | None = None
 
     def start(self) -> None:
-        self.channel = grpc.aio.insecure_channel(self.address, options=self._options)
+        self.channel = open_channel(self.address, self._tls, self._options)
         self._task = asyncio.create_task(self._run(), name=f"peer-{self.address}")
 
     def stub(self) -> peer_grpc.PeerServiceStub:
