@@ -12,6 +12,11 @@ transaction with its submit time.
 - ``cpu_percent_per_node``: CPU time of each daemon process over the window (100 = one core);
 - ``view_changes``: rounds started after round 0 (the most any replica counted).
 
+With ``hosts="netns"`` every replica runs in a network namespace of its own ("ctbc-I") and the
+load generator in another ("loadgen"), each with its own address and optionally an emulated link
+(``netem``: host pattern -> spec, see ``dualchain.deploy.netns``); this process stays in the root
+namespace, so latency then includes replica 0's link delay to it.
+
 Every replica checks every transaction's signature once: on admission (directly from the client
 or by gossip from another replica), or while validating a proposal whose transactions it had not
 seen. The signature cache only stops a replica from checking the same signature twice.
@@ -30,8 +35,10 @@ import sys
 import tempfile
 import time
 import urllib.request
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import grpc
 import psutil
@@ -49,8 +56,8 @@ from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
 CHAIN_ID = "bench-ctbc"
 
 
-def _scrape(port: int, name: str) -> float:
-    with urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=5) as reply:
+def _scrape(host: str, port: int, name: str) -> float:
+    with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as reply:
         for line in reply.read().decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
@@ -88,34 +95,69 @@ def consensus_benchmark(
     max_block_txs: int = 5000,
     directory: Path | None = None,
     progress: Callable[[str], None] | None = None,
+    hosts: str = "local",
+    netem: Mapping[str, Any] | None = None,
+    netem_backend: str = "auto",
 ) -> dict:
     """Runs the benchmark in a temporary directory; ``progress`` gets a line every second."""
+    if hosts not in ("local", "netns") or (netem and hosts != "netns"):
+        raise ValueError(f"hosts {hosts!r}: local or netns (netem needs netns)")
     with tempfile.TemporaryDirectory(dir=directory, prefix="bench-consensus-") as tmp:
-        return _run(Path(tmp), nodes, duration, algorithm, rate, senders, batch,
-                    block_interval_ms, max_block_txs, progress or (lambda line: None))
+        network = None
+        if hosts == "netns":
+            from dualchain.deploy import netns
+
+            network = netns.prepare(netns.run_prefix(tmp), [
+                *(f"ctbc-{i}" for i in range(nodes)), "loadgen"], netem, netem_backend)
+        try:
+            result = _run(Path(tmp), nodes, duration, algorithm, rate, senders, batch,
+                          block_interval_ms, max_block_txs, progress or (lambda line: None),
+                          network)
+        finally:
+            if network is not None:
+                network.teardown()
+        result["hosts"] = network.describe() if network is not None else "local"
+        return result
 
 
 def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: float,
          senders: int, batch: int, block_interval_ms: int, max_block_txs: int,
-         progress: Callable[[str], None]) -> dict:
+         progress: Callable[[str], None], network: Any = None) -> dict:
     ports = free_ports(2 * nodes)
+    ip = [network.address(f"ctbc-{i}") if network else "127.0.0.1" for i in range(nodes)]
     configs = make_testnet(tmp, TestnetPlan(
         nodes=nodes, algorithm=algorithm, ports=tuple(ports[:nodes]), chain_id=CHAIN_ID,
         consensus=ConsensusParams(block_interval_ms=block_interval_ms, epoch_length=1000),
         limits=LedgerLimits(max_block_txs=max_block_txs),
     ))
+    # Each replica listens on its host's address (all 127.0.0.1 locally).
+    moved = {f"127.0.0.1:{p}": f"{ip[i]}:{p}" for i, p in enumerate(ports[:nodes])}
+    genesis = Genesis.load(tmp / "genesis.json")
+    if network is not None:
+        genesis = replace(genesis, validators=tuple(replace(v, address=moved[v.address])
+                                                    for v in genesis.validators))
+        genesis.save(tmp / "genesis.json")
     for i, path in enumerate(configs):  # give each replica a metrics endpoint
         config = json.loads(path.read_text())
         config["metrics_port"] = ports[nodes + i]
+        config["listen"] = moved[config["listen"]]
+        config["peers"] = [moved[a] for a in config["peers"]]
         path.write_text(json.dumps(config))
-    genesis = Genesis.load(tmp / "genesis.json")
-    targets = [f"127.0.0.1:{p}" for p in ports[:nodes]]
+    targets = list(moved.values())
     daemons: list[subprocess.Popen[bytes]] = []
     loadgen: subprocess.Popen[bytes] | None = None
+
+    def host(name: str) -> list[str]:  # the argv prefix that runs a process on host ``name``
+        if network is None:
+            return []
+        network.create()
+        return network.exec_prefix(name)
+
     try:
         for i, path in enumerate(configs):
             daemons.append(subprocess.Popen(
-                [sys.executable, "-m", "dualchain.deploy.cli", "chain", "--kind", "ctbc",
+                [*host(f"ctbc-{i}"), sys.executable, "-m", "dualchain.deploy.cli", "chain",
+                 "--kind", "ctbc",
                  "--config", str(path), "--log-level", "WARNING"],
                 stdout=subprocess.PIPE, stderr=open(tmp / f"node-{i}.log", "wb"),  # noqa: SIM115
             ))
@@ -127,14 +169,15 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         spec = LoadSpec(CHAIN_ID, algorithm.label, targets, total, senders, rate, batch,
                         str(tmp / "submit-times.bin"), time.time_ns() // 1_000_000)
         loadgen = subprocess.Popen(
-            [sys.executable, "-m", "dualchain.bench.loadgen", json.dumps(spec.__dict__)],
+            [*host("loadgen"), sys.executable, "-m", "dualchain.bench.loadgen",
+             json.dumps(spec.__dict__)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE,
         )
         read_json_line(loadgen, "signed", 600)
         progress(f"submitting {rate:.0f} tx/s for {duration:.0f} s")
         result = asyncio.run(_measure(daemons, loadgen, targets, duration, progress))
         loadgen.send_signal(signal.SIGTERM)
-        view_changes = max(_scrape(ports[nodes + i], "dualchain_chain_view_changes_total")
+        view_changes = max(_scrape(ip[i], ports[nodes + i], "dualchain_chain_view_changes_total")
                            for i in range(nodes))
     finally:
         for proc in [*daemons, *([loadgen] if loadgen else [])]:

@@ -5,7 +5,8 @@ and seed, and reports: the mean C_gmax (seed 000 eq. 14: per version, the longes
 time among the tasks it includes), the final accuracy after ``rounds`` versions, the time from
 the start of training to the first version at or above ``target`` accuracy (null if never), the
 wall time, and the bytes the server nodes sent and received for FL (model downloads, update
-uploads, relays between nodes).
+uploads, relays between nodes). With ``base.hosts == "netns"`` each testbed runs across network
+namespaces with ``base.netem``'s link specs (see ``dualchain.deploy.netns``).
 """
 
 from __future__ import annotations
@@ -46,6 +47,8 @@ def fl_benchmark(modes: Sequence[str], base: UpConfig, target: float,
         "target_accuracy": target,
         "batches_per_task": base.batches,
         "slowdowns": base.slowdowns,
+        "hosts": base.hosts,
+        "netem": base.netem,
         "modes": results,
         "machine": {"cpus": os.cpu_count()},
     }
