@@ -41,6 +41,30 @@ def _add_crypto_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _add_hosts_options(parser: argparse.ArgumentParser, defaults: bool = True) -> None:
+    """--hosts, --netem and --netem-backend (``defaults=False``: None, for TOML overrides)."""
+    parser.add_argument("--hosts", choices=["local", "netns"], default="local" if defaults
+                        else None,
+                        help="local: every process on 127.0.0.1 (default); netns: each host in "
+                        "a Linux network namespace of its own with its own 10.77.K.0/24 address "
+                        "on one bridge (needs root and iproute2; torn down on exit)")
+    parser.add_argument("--netem", action="append", default=None, metavar="HOST=SPEC",
+                        help="netns: emulate HOST's link, e.g. node-1=delay=50ms or "
+                        "'clients-*=delay=20ms,jitter=5ms,rate=10mbit,loss=0.1%%' or '*=...' "
+                        "(every host); SPEC keys: delay, jitter, loss, rate, limit; it shapes "
+                        "what HOST sends; repeatable, an exact host name wins over a glob")
+    parser.add_argument("--netem-backend", choices=["auto", "tc", "userspace"],
+                        default="auto" if defaults else None,
+                        help="netns: tc netem, or a userspace link (TAP pair + pump) for kernels "
+                        "without sch_netem; auto: tc where it works (default)")
+
+
+def _netem_table(args: argparse.Namespace) -> dict[str, str] | None:
+    from dualchain.deploy.netem import parse_netem_options
+
+    return parse_netem_options(args.netem) if args.netem else None
+
+
 def _print(result: dict, as_json: bool) -> None:
     print(json.dumps(result) if as_json else json.dumps(result, indent=2))
 
@@ -94,7 +118,8 @@ def cmd_bench_consensus(args: argparse.Namespace) -> int:
     result = consensus_benchmark(
         nodes=args.nodes, duration=args.duration, algorithm=args.alg, rate=args.rate,
         senders=args.senders, batch=args.batch, block_interval_ms=args.block_interval_ms,
-        max_block_txs=args.max_block_txs,
+        max_block_txs=args.max_block_txs, hosts=args.hosts, netem=_netem_table(args),
+        netem_backend=args.netem_backend,
     )
     _print(result, args.json)
     return 0
@@ -121,7 +146,8 @@ def cmd_bench_fl(args: argparse.Namespace) -> int:
     base = UpConfig(nodes=args.nodes, clients=args.clients, rounds=args.rounds,
                     dataset=args.dataset, data_dir=str(args.data_dir) if args.data_dir else None,
                     slowdowns=[float(x) for x in args.slowdowns.split(",")] if args.slowdowns
-                    else [], stragglers=args.stragglers)
+                    else [], stragglers=args.stragglers, hosts=args.hosts,
+                    netem=_netem_table(args) or {}, netem_backend=args.netem_backend)
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     _print(fl_benchmark(args.modes.split(","), base, args.target, progress), args.json)
     return 0
@@ -145,7 +171,10 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
     ratios = [float(x) for x in args.ratios.split(",")] if args.ratios else None
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     result = run_experiment(args.experiment, base, args.out, progress or (lambda line: None),
-                            modes=args.modes.split(","), ratios=ratios)
+                            modes=args.modes.split(","), ratios=ratios,
+                            small_batches=args.small_batches,
+                            **({"overhead_s": args.task_overhead_s}
+                               if args.task_overhead_s is not None else {}))
     _print(result, args.json)
     return 0
 
@@ -210,10 +239,13 @@ def cmd_testnet(args: argparse.Namespace) -> int:
 
 def cmd_miner(args: argparse.Namespace) -> int:
     from dualchain.chain.miner import MinerConfig, run
+    from dualchain.chain.rpc import tls_from_paths
 
     try:
         config = MinerConfig(cmbc=args.cmbc, key=args.key, workers=args.workers, duty=args.duty,
-                             refresh_s=args.refresh, backend=args.backend)
+                             refresh_s=args.refresh, backend=args.backend,
+                             metrics_port=args.metrics_port,
+                             tls=tls_from_paths(args.tls_ca, args.tls_cert, args.tls_key))
     except ValueError as exc:
         print(f"dualchain: error: {exc}", file=sys.stderr)
         return 2
@@ -233,14 +265,23 @@ def cmd_up(args: argparse.Namespace) -> int:
         "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
-        "join_after")}
+        "join_after", "tls", "hosts", "netem_backend")}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
+    try:
+        overrides["netem"] = _netem_table(args)
+    except ValueError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
     try:
         if args.config is not None:
             config = UpConfig.from_toml(args.config, overrides)
         else:
             config = UpConfig(**{k: v for k, v in overrides.items() if v is not None})
+        if config.hosts == "netns":  # a kill unwinds like Ctrl-C: the namespaces go too
+            from dualchain.deploy.netns import interrupt_on_sigterm
+
+            interrupt_on_sigterm()
         report = Testbed(config).run()
     except UpError as exc:
         print(f"dualchain: error: {exc}", file=sys.stderr)
@@ -259,6 +300,19 @@ def cmd_status(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"dualchain: error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from dualchain.deploy.certs import CertsError, make_certs
+
+    try:
+        files = make_certs(args.dir, args.names, args.hosts, args.out, args.configure)
+    except CertsError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
+    for tls in files.values():
+        print(tls.cert)
     return 0
 
 
@@ -323,8 +377,14 @@ def build_parser() -> argparse.ArgumentParser:
     miner.add_argument("--refresh", type=float, default=1.0,
                        help="seconds before asking for a fresh template with new "
                        "transactions (default 1.0)")
+    miner.add_argument("--metrics-port", type=int, default=0,
+                       help="serve Prometheus metrics on this port (default 0: off)")
     miner.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND,
                        help=f"ML-DSA implementation (default {DEFAULT_BACKEND})")
+    for end in ("ca", "cert", "key"):
+        miner.add_argument(f"--tls-{end}", type=Path, default=None,
+                           help=f"mutual TLS to the daemon: the PEM {end} file (all three or "
+                           "none; see 'dualchain certs')")
     miner.add_argument("--log-level", default="INFO",
                        choices=["DEBUG", "INFO", "WARNING", "ERROR"], help="default INFO")
     miner.set_defaults(func=cmd_miner)
@@ -356,7 +416,10 @@ def build_parser() -> argparse.ArgumentParser:
         "nodes and the clients, each its own process, on this host; prints one line per "
         "committed model version; stops everything after ROUNDS versions (or on Ctrl-C) and "
         "writes WORKDIR/report.json, metrics.csv and plots/*.png. Flags override the TOML "
-        "config's keys (same names).",
+        "config's keys (same names). With --hosts netns the hosts are network namespaces: "
+        "node-I (node I's CTBC and CMBC daemons, the node, the miners mining on its CMBC) and "
+        "clients-I (node I's clients); in TOML: hosts = \"netns\" and a [netem] table such as "
+        "\"node-1\" = \"delay=50ms\" (see docs/deploy.md).",
     )
     up.add_argument("--config", type=Path, default=None, help="a TOML file of UpConfig keys")
     up.add_argument("--nodes", type=int, default=None, help="server nodes (default 4)")
@@ -392,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="clients attached to the joining nodes (default 0)")
     up.add_argument("--join-after", type=int, default=None,
                     help="the joining nodes start after this many versions (default 3)")
+    up.add_argument("--tls", action="store_true", default=None,
+                    help="mutual TLS between every process: a testbed CA and a certificate "
+                    "per process under WORKDIR/tls (see 'dualchain certs')")
     up.add_argument("--workdir", default=None, help="output directory, replaced (default "
                     "runs/default)")
     up.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default=None,
@@ -404,7 +470,13 @@ def build_parser() -> argparse.ArgumentParser:
     up.add_argument("--algorithm", default=None, help="ML-DSA parameter set (ML-DSA-44)")
     up.add_argument("--timeout-s", type=float, default=None,
                     help="stop after this many seconds of training (default 600)")
+    _add_hosts_options(up, defaults=False)
     up.set_defaults(func=cmd_up)
+
+    from dualchain.deploy import compose, health_probe
+
+    compose.add_parser(sub)  # dualchain compose: a docker-compose testbed like up's
+    health_probe.add_parser(sub)  # dualchain health: the containers' health check
 
     status = sub.add_parser(
         "status",
@@ -414,6 +486,22 @@ def build_parser() -> argparse.ArgumentParser:
     )
     status.add_argument("--workdir", type=Path, required=True, help="the testbed's workdir")
     status.set_defaults(func=cmd_status)
+
+    certs = sub.add_parser(
+        "certs", help="create a testbed CA and a TLS certificate per process",
+        description="Writes OUT/ca.pem and a certificate and key per process, its identity id "
+        "in the subject; the processes are DIR's configs and keys, or --names. See "
+        "dualchain/deploy/certs.py.")
+    certs.add_argument("--dir", type=Path, required=True,
+                       help="a testbed directory (its process configs and keys/)")
+    certs.add_argument("--names", nargs="+", default=None, metavar="NAME[=ID]",
+                       help="these processes instead of DIR's (id: hex, or from keys/NAME.key)")
+    certs.add_argument("--hosts", nargs="+", default=[], metavar="HOST",
+                       help="extra DNS names or IP addresses in every certificate")
+    certs.add_argument("--out", type=Path, default=None, help="output (default DIR/tls)")
+    certs.add_argument("--configure", action="store_true",
+                       help="also put the tls section into each process config in DIR")
+    certs.set_defaults(func=cmd_certs)
 
     node = sub.add_parser(
         "node",
@@ -525,6 +613,7 @@ def build_parser() -> argparse.ArgumentParser:
     consensus.add_argument("--max-block-txs", type=int, default=5000,
                            help="transactions per block at most, in the genesis (default 5000)")
     consensus.add_argument("--json", action="store_true", help="print one compact JSON document")
+    _add_hosts_options(consensus)
     consensus.set_defaults(func=cmd_bench_consensus)
 
     pow_ = bench_sub.add_parser(
@@ -579,21 +668,28 @@ def build_parser() -> argparse.ArgumentParser:
                     help="without --slowdowns: fraction of clients 8x slower, the rest spread "
                     "over 1x..2x (default 0)")
     fl.add_argument("--json", action="store_true", help="print one compact JSON document")
+    _add_hosts_options(fl)
     fl.set_defaults(func=cmd_bench_fl)
 
     paper = bench_sub.add_parser(
         "paper",
-        help="seed 000 §5 experiments: table3, fig4, fig7, table5",
+        help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
         "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
         "straggler ratio for alpha 0.5/1/1.5, grouped and ungrouped (computed from measured "
-        "training speed); table5: single against dual chain in ddmlts mode for --duration-s "
-        "with random client state changes (aggregations, network adjustments, CPU per chain). "
-        "Writes NAME.json, NAME.csv and NAME.png under --out.",
+        "training speed); table4: round time against the fraction ra of clients on small "
+        "tasks (computed likewise); table5: single against dual chain in ddmlts mode for "
+        "--duration-s with random client state changes (aggregations, network adjustments, "
+        "CPU per chain). Writes NAME.json, NAME.csv and NAME.png under --out.",
     )
     paper.add_argument("--experiment", required=True,
-                       choices=["table3", "fig4", "fig7", "table5"])
+                       choices=["table3", "fig4", "fig7", "table4", "table5"])
+    paper.add_argument("--small-batches", type=int, default=2,
+                       help="table4: batches per small task (default 2)")
+    paper.add_argument("--task-overhead-s", type=float, default=None,
+                       help="table4: per-task cost, rtt + model download + upload (default "
+                       "0.044 s, the median our digits clients reported)")
     paper.add_argument("--duration-s", type=float, default=300.0,
                        help="table5: seconds each chain setup runs (default 300)")
     paper.add_argument("--state-change-s", type=float, default=40.0,
@@ -608,7 +704,7 @@ def build_parser() -> argparse.ArgumentParser:
                        help="fraction of clients 8x slower, the rest over 1x..2x (default 0.2)")
     paper.add_argument("--ratios", default="",
                        help="fig4/fig7: comma-separated straggler ratios (defaults: "
-                       "0,.2,.4,.6,.8,1 and 0,.2,.4)")
+                       "0,.2,.4,.6,.8,1 and 0,.2,.4); table4: ra values (0,.25,.5,.75,1)")
     paper.add_argument("--sched-alpha", type=float, default=1.0,
                        help="ddmlts alpha for table3/fig7 (default 1.0)")
     paper.add_argument("--batches", type=int, default=20,

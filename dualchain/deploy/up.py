@@ -19,6 +19,10 @@ With ``join_nodes`` > 0, that many more server nodes (each with its CTBC and CMB
 start once ``join_after`` versions are committed and join through the two stages of seed 000
 §3.1 (see ``dualchain.node.server``).
 
+With ``hosts = "netns"`` (``--hosts netns``) each server node's host (its daemons, the node and
+the miners on its CMBC) and each node's clients run in Linux network namespaces of their own, on
+addresses of their own, with optional link emulation per host (``netem``); see ``netns.py``.
+
 ``state.json`` in the workdir names the processes while the testbed runs; ``dualchain status
 --workdir D`` reads it (see ``status.py``).
 """
@@ -47,6 +51,7 @@ from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.genesis import ConsensusParams, FlParams, Genesis, SchedParams
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
+from dualchain.chain.rpc import TlsFiles, open_blocking_channel
 from dualchain.deploy.processes import free_ports
 
 READY_TIMEOUT_S = 180.0
@@ -104,6 +109,12 @@ class UpConfig:
     join_nodes: int = 0  # server nodes that join the running testbed (not in the genesis)
     join_clients: int = 0  # clients attached to the joining nodes, started with them
     join_after: int = 3  # the joiners start once this many versions are committed
+    tls: bool = False  # mutual TLS on every channel (certificates under WORKDIR/tls)
+    # "netns": each node's host (daemons, node, miners) and each node's clients in a network
+    # namespace of their own, with link specs per host pattern in ``netem`` (see netns.py)
+    hosts: str = "local"
+    netem: dict[str, Any] = field(default_factory=dict)  # e.g. {"node-1": "delay=50ms"}
+    netem_backend: str = "auto"  # tc netem where the kernel has it, else userspace; or force
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.clients < 1 or self.miners < 0 or self.rounds < 1:
@@ -124,6 +135,8 @@ class UpConfig:
             raise UpError("join_nodes, join_clients and join_after must be at least 0")
         if self.join_clients and not self.join_nodes:
             raise UpError("join_clients needs join_nodes (the node they attach to)")
+        if self.hosts not in ("local", "netns") or (self.netem and self.hosts != "netns"):
+            raise UpError(f"hosts {self.hosts!r}: local or netns (netem needs netns)")
 
     @classmethod
     def from_toml(cls, path: Path, overrides: dict[str, Any]) -> UpConfig:
@@ -148,6 +161,13 @@ class Proc:
     ready: dict[str, Any] | None = None
     address: str = ""
     late: bool = False  # a joining node's process: started by start_joiners()
+
+
+def client_node(config: UpConfig, j: int) -> int:
+    """The server node client ``j`` is attached to (a joining one's for the joiners' clients)."""
+    if j < config.clients:
+        return j % config.nodes
+    return config.nodes + (j - config.clients) % config.join_nodes
 
 
 def c_gmax(groups: dict[str, float]) -> float:
@@ -232,6 +252,8 @@ class Testbed:
         self.cpu: dict[str, float] = {}
         self._last_event: dict[str, Any] = {}
         self.history: list[tuple[Proc, dict[str, Any]]] = []  # every event, in arrival order
+        self.tls: TlsFiles | None = None  # the launcher's own certificate with config.tls
+        self.network: Any = None  # with hosts = "netns": the netns.Network, built at 1st launch
 
     # -- files -----------------------------------------------------------------------------------
 
@@ -245,11 +267,10 @@ class Testbed:
         alg = Algorithm.parse(c.algorithm)
         n, m, k = c.nodes, c.miners, c.clients
         total, all_clients = n + c.join_nodes, k + c.join_clients
-        ports = free_ports(3 * total)
-        ctbc = [f"127.0.0.1:{p}" for p in ports[:total]]
-        cmbc = [f"127.0.0.1:{p}" for p in ports[total : 2 * total]]
-        node_addr = [f"127.0.0.1:{p}" for p in ports[2 * total :]]
-        metric_ports = free_ports(3 * total) if c.metrics else [0] * (3 * total)
+        ctbc, cmbc, node_addr = self._listen_addresses(total)
+        metric_ports = self._metrics_ports(3 * total)
+        # Miners' and clients' metrics endpoints (after the daemons' and nodes').
+        more_ports = self._metrics_ports(m + all_clients)
         node_keys = []
         for i in range(total):
             signer = Signer.generate(alg)
@@ -308,7 +329,8 @@ class Testbed:
             self.procs.append(Proc(f"miner-{j}", "miner", [
                 *py, "miner", "--cmbc", cmbc[j % n], "--key", f"keys/miner-{j}.key",
                 "--workers", str(c.miner_workers), "--duty", str(c.miner_duty),
-                "--log-level", "WARNING"], address=cmbc[j % n]))
+                "--metrics-port", str(more_ports[j]), "--log-level", "WARNING"],
+                address=cmbc[j % n]))
         nodes_map = {s.id.hex(): a for s, a in zip(node_keys[:n], node_addr, strict=False)}
         min_updates = c.min_updates or max(1, c.clients // 2)
         for i in range(total):
@@ -332,14 +354,78 @@ class Testbed:
         changes = state_changes(c, all_clients)
         for j in range(all_clients):
             late = j >= k
-            i = n + (j - k) % c.join_nodes if late else j % n
+            i = client_node(c, j)
             self._json(f"client-{j}.json", {
                 **self._client_config(j, i, node_addr[i], node_keys[i].id.hex(), cmbc[i]),
-                "slowdown_changes": changes[j]})
+                "slowdown_changes": changes[j], "metrics_port": more_ports[m + j]})
             self.procs.append(Proc(f"client-{j}", "client", [
                 *py, "client", "--config", f"client-{j}.json", "--log-level", "WARNING"],
                 address=node_addr[i], late=late))
+        if c.tls:  # a certificate per process, their configs' tls sections, miner flags
+            from dualchain.deploy.certs import secure_testbed
+
+            self.tls = secure_testbed(self.workdir, self.procs)
         self._json("up.json", asdict(c))
+
+    def _listen_addresses(self, total: int) -> tuple[list[str], list[str], list[str]]:
+        """The CTBC daemons', CMBC daemons' and server nodes' listen addresses: free ports of
+        127.0.0.1 here, or of node I's namespace with ``hosts = "netns"``; a container testbed
+        (``compose.py``) names its services instead."""
+        ports = free_ports(3 * total)
+        ip = ["127.0.0.1"] * total
+        if self.config.hosts == "netns":
+            ip = [self._plan_network(total).address(f"node-{i}") for i in range(total)]
+        return ([f"{ip[i]}:{p}" for i, p in enumerate(ports[:total])],
+                [f"{ip[i]}:{p}" for i, p in enumerate(ports[total : 2 * total])],
+                [f"{ip[i]}:{p}" for i, p in enumerate(ports[2 * total :])])
+
+    # -- hosts = "netns" ---------------------------------------------------------------------------
+
+    def _plan_network(self, total: int) -> Any:
+        """Plans host "node-I" (node I's daemons, node and miners) and "clients-I" (its clients)
+        as network namespaces; they are created at the first launch (``_exec_prefix``)."""
+        from dualchain.deploy import netns
+
+        if self.network is None:
+            c = self.config
+            clients = sorted({client_node(c, j) for j in range(c.clients + c.join_clients)})
+            names = [f"node-{i}" for i in range(total)] + [f"clients-{i}" for i in clients]
+            try:
+                self.network = netns.prepare(netns.run_prefix(str(self.workdir)), names,
+                                             c.netem, c.netem_backend)
+            except netns.NetnsError as exc:
+                raise UpError(str(exc)) from exc
+        return self.network
+
+    def _host_of(self, proc: Proc) -> str:
+        """The host (namespace) that runs ``proc``: a miner with the node whose CMBC it mines on."""
+        index = int(proc.name.rpartition("-")[2])
+        if proc.role == "client":
+            return f"clients-{client_node(self.config, index)}"
+        return f"node-{index % self.config.nodes if proc.role == 'miner' else index}"
+
+    def _exec_prefix(self, proc: Proc) -> list[str]:
+        """``ip netns exec NS`` for a process of a netns testbed (the namespaces are created at
+        the first launch and torn down by ``stop``, or at exit); nothing locally."""
+        if self.network is None:
+            return []
+        from dualchain.deploy.netns import NetnsError
+
+        if not self.network.created:
+            try:
+                self.network.create()
+            except NetnsError as exc:
+                raise UpError(str(exc)) from exc
+            self._json("network.json", self.network.describe())
+            self.progress(f"  network namespaces {self.network.plan.prefix}-*: " + ", ".join(
+                f"{h.name} {h.address}" + (f" ({h.netem}, {self.network.links[h.name]})"
+                                           if h.netem else "")
+                for h in self.network.plan.hosts))
+        return self.network.exec_prefix(self._host_of(proc))
+
+    def _metrics_ports(self, count: int) -> list[int]:
+        """``count`` metrics ports: free ones with ``metrics``, else 0 (no endpoint)."""
+        return free_ports(count) if self.config.metrics else [0] * count
 
     def _client_config(self, j: int, i: int, node: str, node_id: str,
                        cmbc: str) -> dict[str, Any]:
@@ -364,7 +450,8 @@ class Testbed:
 
     def _launch(self, proc: Proc) -> None:
         log = (self.workdir / "logs" / f"{proc.name}.log").open("ab")
-        proc.popen = subprocess.Popen(proc.argv, cwd=self.workdir, stdout=subprocess.PIPE,
+        argv = [*self._exec_prefix(proc), *proc.argv]
+        proc.popen = subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.PIPE,
                                       stderr=log, stdin=subprocess.DEVNULL)
         log.close()
         threading.Thread(target=self._read, args=(proc, proc.popen), daemon=True).start()
@@ -457,8 +544,6 @@ class Testbed:
             f"  refused {status.get('refused', 0)}")
 
     def _chain_heights(self) -> dict[str, Any]:
-        import grpc
-
         from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc, node_pb2, node_pb2_grpc
 
         out: dict[str, Any] = {}
@@ -467,13 +552,13 @@ class Testbed:
                 proc = next((p for p in self.procs if p.role == role), None)
                 if proc is None:
                     continue  # single-chain mode: no CMBC
-                with grpc.insecure_channel(proc.address) as ch:
+                with open_blocking_channel(proc.address, self.tls) as ch:
                     st = chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
                         chain_pb2.GetStatusRequest(), timeout=2)
                     out[role] = st.height
             refused, sent = 0, 0
             for proc in (p for p in self.procs if p.role == "node"):
-                with grpc.insecure_channel(proc.address) as ch:
+                with open_blocking_channel(proc.address, self.tls) as ch:
                     st = node_pb2_grpc.NodeServiceStub(ch).GetNodeStatus(
                         node_pb2.NodeStatusRequest(), timeout=2)
                     refused += sum(st.updates_refused.values())
@@ -607,6 +692,8 @@ class Testbed:
                 proc.popen.kill()
                 proc.popen.wait()
         self._write_state(running=False)
+        if self.network is not None:
+            self.network.teardown()  # kills what is left in the namespaces, deletes them
 
     # -- report ----------------------------------------------------------------------------------
 
