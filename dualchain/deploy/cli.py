@@ -265,7 +265,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
-        "join_after", "tls", "hosts", "netem_backend")}
+        "join_after", "tls", "hosts", "netem_backend", "metrics")}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
@@ -455,6 +455,9 @@ def build_parser() -> argparse.ArgumentParser:
                     help="clients attached to the joining nodes (default 0)")
     up.add_argument("--join-after", type=int, default=None,
                     help="the joining nodes start after this many versions (default 3)")
+    up.add_argument("--metrics", action="store_true", default=None,
+                    help="a Prometheus endpoint per process and WORKDIR/prometheus.yml that "
+                    "scrapes them all (the labels the Grafana dashboard in deploy/grafana reads)")
     up.add_argument("--tls", action="store_true", default=None,
                     help="mutual TLS between every process: a testbed CA and a certificate "
                     "per process under WORKDIR/tls (see 'dualchain certs')")

@@ -33,6 +33,7 @@ import os
 import re
 import shutil
 import sys
+from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
@@ -278,15 +279,23 @@ def _join(repo: str, path: str) -> str:
     return joined if joined.startswith(("/", ".")) else f"./{joined}"
 
 
-def prometheus_document(procs: list[Proc]) -> dict[str, Any]:
-    """Scrapes every process's metrics port; ``process`` and ``role`` label each series."""
+def prometheus_document(procs: list[Proc], target: Callable[[Proc], str | None] | None = None
+                        ) -> dict[str, Any]:
+    """Scrapes every process's metrics endpoint (``target``: its host:port, None for none; by
+    default the container's); ``process`` and ``role`` label each series, which the Grafana
+    dashboard's queries rely on."""
+    def in_container(p: Proc) -> str:
+        return f"{p.name}:{METRICS_PORT}"
+
+    where = target or in_container
     jobs = []
     for role in ROLE_ORDER:
-        group = [p for p in procs if p.role == role]
+        group = [(p, where(p)) for p in procs if p.role == role]
+        group = [(p, t) for p, t in group if t]
         if group:
             jobs.append({"job_name": role, "static_configs": [
-                {"targets": [f"{p.name}:{METRICS_PORT}"],
-                 "labels": {"process": p.name, "role": role}} for p in group]})
+                {"targets": [t], "labels": {"process": p.name, "role": role}}
+                for p, t in group]})
     return {"global": {"scrape_interval": "5s", "scrape_timeout": "4s",
                        "evaluation_interval": "5s"},
             "scrape_configs": jobs}

@@ -614,7 +614,31 @@ class Testbed:
                 self._last_event = event
                 return event
 
+    def _metrics_target(self, proc: Proc) -> str | None:
+        """Where ``proc`` serves its metrics (host:port), None when it serves none."""
+        if proc.role == "miner":
+            port = int(proc.argv[proc.argv.index("--metrics-port") + 1])
+        else:
+            port = int(json.loads((self.workdir / f"{proc.name}.json").read_text())
+                       .get("metrics_port", 0))
+        if not port:
+            return None
+        host = (self.network.address(self._host_of(proc)) if self.network is not None
+                else "127.0.0.1")
+        return f"{host}:{port}"
+
+    def _write_prometheus(self) -> None:
+        """With ``metrics``: ``prometheus.yml``, a scrape config of every process, labelled as
+        in the compose stack so that its Grafana dashboard reads this testbed too."""
+        from dualchain.deploy.compose import prometheus_document, render_yaml
+
+        document = prometheus_document(self.procs, self._metrics_target)
+        (self.workdir / "prometheus.yml").write_text(render_yaml(
+            document, "Written by dualchain up --metrics: prometheus --config.file=THIS"))
+
     def _write_state(self, running: bool) -> None:
+        if running and self.config.metrics:
+            self._write_prometheus()
         self._json("state.json", {
             "running": running, "launcher_pid": os.getpid(),
             "processes": [{"name": p.name, "role": p.role, "address": p.address,

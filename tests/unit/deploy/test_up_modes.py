@@ -123,3 +123,17 @@ def test_table4_round_time_grows_with_the_share_of_small_tasks(tmp_path: Path) -
     assert [p["small_clients"] for p in document["points"]] == [0, 4, 8]
     assert document["points"][0]["over_ra0"] == 1.0
     assert (tmp_path / "table4.json").exists() and (tmp_path / "table4.png").exists()
+
+
+def test_with_metrics_up_writes_a_scrape_config_of_every_process(tmp_path: Path) -> None:
+    workdir = tmp_path / "metrics"
+    tb = Testbed(UpConfig(nodes=2, clients=3, metrics=True, workdir=str(workdir)),
+                 progress=lambda line: None)
+    tb.write()
+    tb._write_state(running=True)
+    text = (workdir / "prometheus.yml").read_text()
+    for proc in tb.procs:  # every process, with the labels the dashboard groups by
+        target = tb._metrics_target(proc)
+        assert target is not None and target.startswith("127.0.0.1:")
+        assert target in text and f"process: {proc.name}" in text
+    assert "role: miner" in text and "role: client" in text
