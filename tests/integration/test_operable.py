@@ -100,6 +100,7 @@ async def test_sigterm_stops_a_ctbc_daemon_cleanly_and_a_restart_resumes_at_its_
     assert (await watch.read()).status == SERVING
     blocks = cluster.chain(0).SubscribeBlocks(
         chain_pb2.SubscribeBlocksRequest(from_height=1), timeout=30)
+    first = await blocks.read()  # the stream is open on the server before the signal
 
     async def drain(stream) -> list:
         """Every message of a stream until the server ends it (as it does on shutdown)."""
@@ -118,7 +119,7 @@ async def test_sigterm_stops_a_ctbc_daemon_cleanly_and_a_restart_resumes_at_its_
     assert await cluster.astop(0, timeout=SIGTERM_EXIT_BOUND_S) == 0
     print(f"SIGTERM to exit: {time.monotonic() - started:.2f} s")
     statuses = [m.status for m in await asyncio.wait_for(watched, 10)]
-    heights = [m.header.height for m in await asyncio.wait_for(announced, 10)]
+    heights = [m.header.height for m in [first, *await asyncio.wait_for(announced, 10)]]
 
     assert NOT_SERVING in statuses  # health turned before the server went away
     stored = store_after_exit(cluster, 0)

@@ -51,10 +51,16 @@ SENDER = Signer.generate(ALG)
 NODE_ID = b"\x07" * 32
 
 
+# NOW is read when the module is imported, and pytest imports every module before it runs the
+# first test: the whole integration suite may run in between. Transactions of TX_TIME must stay
+# young enough for the mempool that long (the age rule has its own test, with its own limit).
+PATIENT = LedgerLimits(max_tx_age_ms=6 * 3600 * 1000)
+
+
 def make_genesis(pow_params: PowParams = POW,
                  limits: LedgerLimits | None = None) -> Genesis:
     return Genesis(chain_id=CHAIN, kind="cmbc", algorithm=ALG, genesis_time_ms=GENESIS_TIME,
-                   validators=(), pow=pow_params, limits=limits or LedgerLimits())
+                   validators=(), pow=pow_params, limits=limits or PATIENT)
 
 
 def make_node(directory: Path, genesis: Genesis, signer: Signer) -> CmbcNode:
