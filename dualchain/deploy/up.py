@@ -347,6 +347,8 @@ class Testbed:
                                 "policy": policy, "quorum": c.quorum,
                                 "deadline_s": c.deadline_s},
                 "metrics_port": metric_ports[2 * total + i], "join": late,
+                # The genesis nodes vote in exactly the joiners this testbed planned.
+                "admit": [s.id.hex() for s in node_keys[n:]],
             })
             self.procs.append(Proc(f"node-{i}", "node", [
                 *py, "node", "--config", f"node-{i}.json", "--log-level", "WARNING"],

@@ -18,6 +18,8 @@
       "join": false,                      a node outside the CTBC genesis: it asks to join
                                           (seed 000 §3.1) with its listen and ctbc addresses,
                                           and serves clients once admitted
+      "admit": ["<node id hex>", ...],    the joiners this node votes in as CTBC validators
+                                          (default none; "any": every request it sees)
       "tls": {"ca": ..., "cert": ..., "key": ...},   optional mutual TLS: its server and its
                                           channels to the daemons and other nodes (see
                                           ``dualchain certs``); absent: plaintext
@@ -77,6 +79,7 @@ class NodeConfig:
     aggregator_timeout_s: float = 20.0
     metrics_port: int = 0
     join: bool = False
+    admit: frozenset[bytes] | None = frozenset()  # joiners to vote in; None: any
     test_tamper_model: bool = False
     tls: TlsFiles | None = None
 
@@ -90,7 +93,7 @@ class NodeConfig:
     def from_json(cls, data: dict, base: Path) -> NodeConfig:
         known = {"key", "listen", "ctbc", "cmbc", "ctbc_genesis", "cmbc_genesis", "nodes",
                  "dataset", "data_dir", "task", "aggregation", "aggregator_timeout_s",
-                 "metrics_port", "join", "test_tamper_model", "tls"}
+                 "metrics_port", "join", "admit", "test_tamper_model", "tls"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown node config keys: {', '.join(unknown)}")
@@ -119,6 +122,7 @@ class NodeConfig:
         if not 0 < aggregation.quorum <= 1 or aggregation.deadline_s <= 0:
             raise ConfigError("aggregation: quorum must be in (0, 1], deadline_s positive")
         data_dir = data.get("data_dir")
+        admit = _admit(data.get("admit", []))
         return cls(
             key=(base / data["key"]).resolve(),
             listen=data["listen"],
@@ -134,6 +138,22 @@ class NodeConfig:
             aggregator_timeout_s=float(data.get("aggregator_timeout_s", 20.0)),
             metrics_port=int(data.get("metrics_port", 0)),
             join=bool(data.get("join", False)),
+            admit=admit,
             test_tamper_model=bool(data.get("test_tamper_model", False)),
             tls=parse_tls(data.get("tls"), base),
         )
+
+
+def _admit(value: object) -> frozenset[bytes] | None:
+    """The ``admit`` key: a list of hex node ids, or "any"."""
+    if value == "any":
+        return None
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        raise ConfigError("node config key 'admit' must be a list of hex node ids or \"any\"")
+    try:
+        ids = frozenset(bytes.fromhex(v) for v in value)
+    except ValueError as exc:
+        raise ConfigError("node config 'admit' entries must be hex node ids") from exc
+    if any(len(i) != 32 for i in ids):
+        raise ConfigError("node config 'admit' entries must be 32-byte node ids (64 hex digits)")
+    return ids

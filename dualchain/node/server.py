@@ -349,9 +349,15 @@ class ServerNode:
                 log.info("node %s joined (%s)", record.node.hex()[:16], joined[2].node_address)
 
     async def _vote_join(self, tx: Transaction, request: NodeJoinRequest) -> None:
-        """Stage 2: as a committee member, votes the joiner in as a CTBC validator."""
+        """Stage 2: as a committee member, votes the joiner in as a CTBC validator (if this
+        node's ``admit`` list names it: a request alone admits nobody)."""
         if self.planner.final.admitted_at(tx.sender) is not None:
             return  # (re-read after a restart)
+        admit = self.config.admit
+        if admit is not None and tx.sender not in admit:
+            log.warning("join request from %s: not in this node's admit list, no vote",
+                        tx.sender.hex()[:16])
+            return
         try:
             status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
             if tx.sender in status.validators or self.signer.id not in status.committee:

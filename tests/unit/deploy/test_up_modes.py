@@ -10,6 +10,7 @@ import pytest
 
 from dualchain.bench.paper import plan_optimality, run_experiment
 from dualchain.chain.genesis import Genesis
+from dualchain.chain.identity import load_key_file
 from dualchain.deploy.up import (
     Testbed,
     UpConfig,
@@ -137,3 +138,14 @@ def test_with_metrics_up_writes_a_scrape_config_of_every_process(tmp_path: Path)
         assert target is not None and target.startswith("127.0.0.1:")
         assert target in text and f"process: {proc.name}" in text
     assert "role: miner" in text and "role: client" in text
+
+
+def test_genesis_nodes_admit_exactly_the_planned_joiners(tmp_path: Path) -> None:
+    workdir = tmp_path / "admit"
+    Testbed(UpConfig(nodes=2, clients=2, join_nodes=1, workdir=str(workdir)),
+            progress=lambda line: None).write()
+    joiner = json.loads((workdir / "node-2.json").read_text())
+    joiner_id = load_key_file(workdir / "keys" / "node-2.key").id.hex()
+    for i in range(2):
+        assert json.loads((workdir / f"node-{i}.json").read_text())["admit"] == [joiner_id]
+    assert joiner["join"]
