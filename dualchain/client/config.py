@@ -257,31 +257,31 @@ def _partition(value: Any) -> PartitionSpec:
     )
 
 
-def _slowdown_changes(value: Any) -> tuple[tuple[float, float], ...]:
+def _number_pairs(value: Any, key: str, item: str, shape: str) -> list[tuple[float, float]]:
+    """A config list of [number, number] pairs, or a ConfigError naming the bad item."""
     if not isinstance(value, list):
-        raise ConfigError("config key 'slowdown_changes' must be a list of [at_s, slowdown]")
-    changes = []
-    for i, pair in enumerate(value):
-        if (not isinstance(pair, list) or len(pair) != 2
-                or any(isinstance(v, bool) or not isinstance(v, int | float)
-                       or not math.isfinite(v) for v in pair)
-                or pair[0] < 0 or pair[1] < 1):
-            raise ConfigError(f"slowdown change {i} must be [at_s >= 0, slowdown >= 1]")
-        changes.append((float(pair[0]), float(pair[1])))
-    return tuple(sorted(changes))
-
-
-def _offline(value: Any) -> tuple[tuple[float, float], ...]:
-    if not isinstance(value, list):
-        raise ConfigError("config key 'offline' must be a list of [start_s, end_s] pairs")
-    windows = []
+        raise ConfigError(f"config key '{key}' must be a list of {shape} pairs")
+    pairs = []
     for i, pair in enumerate(value):
         if (not isinstance(pair, list) or len(pair) != 2
                 or any(isinstance(v, bool) or not isinstance(v, int | float)
                        or not math.isfinite(v) for v in pair)):
-            raise ConfigError(f"offline window {i} must be [start_s, end_s] (two numbers)")
-        start, end = float(pair[0]), float(pair[1])
+            raise ConfigError(f"{item} {i} must be {shape} (two numbers)")
+        pairs.append((float(pair[0]), float(pair[1])))
+    return pairs
+
+
+def _slowdown_changes(value: Any) -> tuple[tuple[float, float], ...]:
+    changes = _number_pairs(value, "slowdown_changes", "slowdown change", "[at_s, slowdown]")
+    for i, (at, slowdown) in enumerate(changes):
+        if at < 0 or slowdown < 1:
+            raise ConfigError(f"slowdown change {i} must be [at_s >= 0, slowdown >= 1]")
+    return tuple(sorted(changes))
+
+
+def _offline(value: Any) -> tuple[tuple[float, float], ...]:
+    windows = _number_pairs(value, "offline", "offline window", "[start_s, end_s]")
+    for i, (start, end) in enumerate(windows):
         if not 0 <= start < end:
             raise ConfigError(f"offline window {i} [{start}, {end}] needs 0 <= start < end")
-        windows.append((start, end))
     return tuple(sorted(windows))
