@@ -29,7 +29,7 @@ from dualchain.chain.cmbc.payloads import (
 )
 from dualchain.chain.errors import ValidationError
 from dualchain.chain.genesis import SchedParams
-from dualchain.chain.types import Block
+from dualchain.chain.types import Block, Transaction
 from dualchain.scheduler import drifted
 
 
@@ -50,14 +50,16 @@ class Planner:
         self.final = CmbcApp(max_undo=1, sched=sched)
         self.single_chain = single_chain
 
-    def apply_final(self, block: Block) -> None:
+    def apply_final(self, block: Block) -> list[Transaction]:
+        """Applies a final block; returns its management transactions that took part (a
+        single chain's block also holds refused ones: they used their nonce, nothing more)."""
         if self.single_chain:  # a CTBC block: its management transactions, as CTBC ran them
-            self.final.apply_transactions(
-                block.header.height,
-                [tx for tx in block.transactions if tx.kind in MANAGEMENT_KINDS],
-                skip_refused=True)
-        else:
-            self.final.apply_block(block)
+            txs = [tx for tx in block.transactions if tx.kind in MANAGEMENT_KINDS]
+            refused = {h for h, _ in self.final.apply_transactions(
+                block.header.height, txs, skip_refused=True)}
+            return [tx for tx in txs if tx.hash not in refused]
+        self.final.apply_block(block)
+        return list(block.transactions)
 
     def batches_for(self, client: bytes) -> int | None:
         """The client's batches in the final plan, None when it has none."""

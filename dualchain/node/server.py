@@ -302,13 +302,15 @@ class ServerNode:
                     from_height=next_height, final_only=True))
                 async for message in stream:
                     block = wire.block_from_proto(message)
+                    applied: list[Transaction] = []
                     async with self._planning:
                         try:
-                            self.planner.apply_final(block)
+                            applied = self.planner.apply_final(block)
                         except DualchainError as exc:  # would mean replicas disagree: loud
                             log.error("final CMBC block %d refused by the planner: %s",
                                       block.height, exc)
-                    for tx in block.transactions:
+                            applied = list(block.transactions)
+                    for tx in applied:
                         if tx.kind == TxKind.NODE_JOIN_REQUEST:
                             self._on_join_record(tx)
                         elif tx.kind == TxKind.CLIENT_REGISTER:
@@ -374,7 +376,10 @@ class ServerNode:
         joiners = []
         for tx in block.transactions:
             if tx.kind == TxKind.VALIDATOR_REGISTER:
-                change = ValidatorRegister.decode(tx.payload)
+                try:  # a refused transaction stays in a CTBC block, malformed or not
+                    change = ValidatorRegister.decode(tx.payload)
+                except DecodeError:
+                    continue
                 if change.join_request != bytes(32):
                     joiners.append(identity_id(change.public_key))
         final = self.planner.final

@@ -31,3 +31,15 @@ def test_an_admitted_joiner_serves_even_where_the_config_does_not_name_it() -> N
                                       NodeAdmission(JOINER.id, 9).encode())]))
     assert planner.serving_nodes([NODE.id]) == sorted([NODE.id, JOINER.id])
     assert planner.active_clients([CLIENT.id, CLIENT_2.id]) == {CLIENT.id, CLIENT_2.id}
+
+
+def test_on_a_single_chain_only_the_management_records_ctbc_applied_count() -> None:
+    """A CTBC block keeps a refused transaction (it used its nonce): the node must not act on
+    it, e.g. take a refused registration's key."""
+    c = Chain()
+    planner = Planner(None, plans=False, single_chain=True)
+    registration = c.register(CLIENT, NODE.id)
+    stray_report = c.report(CLIENT_2)  # CLIENT_2 never registered: refused
+    block = c.block([registration, stray_report])  # (its reward is no management record)
+    assert planner.apply_final(block) == [registration]
+    assert planner.final.clients() == [CLIENT.id]
