@@ -57,11 +57,26 @@ CHAIN_ID = "bench-ctbc"
 
 
 def _scrape(host: str, port: int, name: str) -> float:
+    """The first sample of metric ``name`` (``name{labels}`` to pick one series); 0 if absent."""
     with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as reply:
         for line in reply.read().decode().splitlines():
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def _signature_checks(hosts: list[str], ports: list[int]) -> dict[str, float]:
+    """Signatures each replica checked per transaction it committed (1.0 when every signature
+    is checked exactly once; more when transactions are checked but not committed, or twice),
+    the median over the replicas."""
+    ratios = []
+    for host, port in zip(hosts, ports, strict=True):
+        committed = _scrape(host, port, "dualchain_chain_txs_committed_total")
+        if committed:
+            ratios.append(_scrape(host, port, "dualchain_chain_signatures_checked_total")
+                          / committed)
+    return {"signature_checks_per_committed_tx": round(statistics.median(ratios), 3)} \
+        if ratios else {}
 
 
 class _Subscriber:
@@ -179,6 +194,9 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         loadgen.send_signal(signal.SIGTERM)
         view_changes = max(_scrape(ip[i], ports[nodes + i], "dualchain_chain_view_changes_total")
                            for i in range(nodes))
+        checks = _signature_checks(ip, ports[nodes:])
+        busy = sum(_scrape(ip[i], ports[nodes + i], 'dualchain_chain_rejected_total{reason="busy"}')
+                   for i in range(nodes))
     finally:
         for proc in [*daemons, *([loadgen] if loadgen else [])]:
             if proc.poll() is None:
@@ -207,6 +225,8 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         "max_block_txs": max_block_txs,
         "committee_size": genesis.consensus.committee_size,
         "every_replica_verifies_signatures": True,
+        **checks,
+        "refused_busy": int(busy),
         "machine": {"cpus": os.cpu_count()},
     }
 

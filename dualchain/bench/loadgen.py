@@ -32,7 +32,8 @@ from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
 
 PAYLOAD_BYTES = 256
 RECORD = struct.Struct(">32sd")
-RETRYABLE = frozenset({"full", "sender_full", "nonce_gap"})  # refusals a client tries again
+RETRYABLE = frozenset({"full", "sender_full", "nonce_gap", "busy"})  # a client tries again
+BUSY_BACKOFF_S = 0.05  # a replica that turned a batch away as busy is asked again after this
 
 
 @dataclass(frozen=True)
@@ -95,7 +96,8 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
     async def feed(stub: chain_pb2_grpc.ChainServiceStub, stream: list[tuple]) -> None:
         """Sends one target's transactions in order at its share of the offered rate.
 
-        Like a real client, it retries what the replica refused for lack of room ("full"):
+        Like a real client, it retries what the replica refused for lack of room ("full") or
+        under admission control ("busy", after a short back-off):
         those go first in the next batch, so a sender's nonces never get a permanent gap and an
         overloaded chain sees back-pressure instead of an ever-growing backlog of stuck nonces.
         One request per target is outstanding at a time.
@@ -130,6 +132,8 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
             times.write(b"".join(records))
             times.flush()
             sent += len(batch) - len(retry)
+            if any(result.code == "busy" for result in reply.results):
+                await asyncio.sleep(BUSY_BACKOFF_S)
 
     started = time.time()
     await asyncio.gather(*(feed(stub, b) for stub, b in zip(stubs, batches, strict=True)))

@@ -246,6 +246,20 @@ class Mempool:
             del self._by_sender[tx.sender]
         self._bytes -= tx.size
 
+    def oldest_executable_ms(self, next_nonce: NextNonce) -> int | None:
+        """When the longest-waiting executable transaction was admitted (None: there is none).
+
+        Executable: its nonce is its sender's next, so the next block could take it. A sender
+        whose pending nonces start above its next nonce waits on itself, and does not count.
+        O(senders).
+        """
+        oldest: int | None = None
+        for sender, queue in self._by_sender.items():
+            entry = queue.by_nonce.get(next_nonce(sender))
+            if entry is not None and (oldest is None or entry.admitted_ms < oldest):
+                oldest = entry.admitted_ms
+        return oldest
+
     # -- block building -----------------------------------------------------------------------
 
     def select(self, next_nonce: NextNonce, max_txs: int, max_bytes: int,

@@ -203,6 +203,7 @@ async def add_health(server: grpc.aio.Server, services: Sequence[str]) -> Health
 _MEMPOOL_STATUS = {
     "full": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "sender_full": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "busy": grpc.StatusCode.RESOURCE_EXHAUSTED,
     "duplicate": grpc.StatusCode.ALREADY_EXISTS,
     "oversized": grpc.StatusCode.INVALID_ARGUMENT,
 }

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import enum
 import hashlib
+import struct
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -126,6 +127,12 @@ class Transaction:
 
     @classmethod
     def decode(cls, data: bytes) -> Transaction:
+        tx = _decode_transaction_fast(data)
+        return tx if tx is not None else cls._decode_checked(data)
+
+    @classmethod
+    def _decode_checked(cls, data: bytes) -> Transaction:
+        """The field-by-field decoder: it names what is wrong with a malformed encoding."""
         r = Reader(data, TX_TAG, "transaction")
         tx = cls._read_body(r, "transaction")
         tx = replace(tx, signature=r.var("signature", MAX_SIGNATURE))
@@ -149,6 +156,59 @@ class Transaction:
             timestamp_ms=r.u64("timestamp_ms"),
             payload=r.var("payload", MAX_PAYLOAD),
         )
+
+
+_LEN = struct.Struct(">I")
+_KIND_SENDER = struct.Struct(f">I{ID_BYTES}s")
+_NONCE_TIME = struct.Struct(">QQ")
+_TX_KINDS = {int(k): k for k in TxKind}
+
+
+def _decode_transaction_fast(data: bytes) -> Transaction | None:
+    """Decodes a well-formed transaction in one pass; None for anything else.
+
+    Every transaction is decoded on each replica at least once (gossip, blocks, sync), so this
+    path skips the general reader's per-field bookkeeping and the frozen dataclass's checked
+    ``__init__``. It enforces the same rules (tag, limits, UTF-8, known kind, no trailing
+    bytes); on any doubt it returns None and the caller runs the field-by-field decoder, which
+    raises a DecodeError that names the fault.
+    """
+    if type(data) is not bytes or data[:4] != TX_TAG:
+        return None
+    size = len(data)
+    try:
+        (n,) = _LEN.unpack_from(data, 4)
+        if n > MAX_CHAIN_ID:
+            return None
+        chain_id = data[8 : 8 + n].decode("utf-8")
+        kind_value, sender = _KIND_SENDER.unpack_from(data, 8 + n)
+        at = 8 + n + _KIND_SENDER.size
+        (n,) = _LEN.unpack_from(data, at)
+        if n > MAX_KEY:
+            return None
+        public_key = data[at + 4 : at + 4 + n]
+        at += 4 + n
+        nonce, timestamp_ms = _NONCE_TIME.unpack_from(data, at)
+        at += _NONCE_TIME.size
+        (n,) = _LEN.unpack_from(data, at)
+        if n > MAX_PAYLOAD:
+            return None
+        payload = data[at + 4 : at + 4 + n]
+        at += 4 + n
+        (n,) = _LEN.unpack_from(data, at)
+        if n > MAX_SIGNATURE or at + 4 + n != size:
+            return None
+        signature = data[at + 4 :]
+        kind = _TX_KINDS[kind_value]
+    except (struct.error, KeyError, UnicodeDecodeError):
+        return None
+    tx = object.__new__(Transaction)
+    tx.__dict__.update(
+        chain_id=chain_id, kind=kind, sender=sender, public_key=public_key, nonce=nonce,
+        timestamp_ms=timestamp_ms, payload=payload, signature=signature, encoded=data,
+        signing_bytes=TX_UNSIGNED_TAG + data[4 : size - 4 - len(signature)],
+    )
+    return tx
 
 
 @dataclass(frozen=True)

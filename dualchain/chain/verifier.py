@@ -100,12 +100,18 @@ class SignatureVerifier:
         self._pool: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._hits = 0
+        self._checked = 0
         self._hits_lock = threading.Lock()  # batches run on several threads
 
     @property
     def cache_hits(self) -> int:
         """How many checks the verified-signature cache answered."""
         return self._hits
+
+    @property
+    def checked(self) -> int:
+        """How many signatures were checked by the backend (cache misses, valid or not)."""
+        return self._checked
 
     def _key(self, algorithm: Algorithm, raw: bytes) -> PublicKey | None:
         cache = self._keys[algorithm]
@@ -128,6 +134,8 @@ class SignatureVerifier:
                 self._hits += 1
             return True
         key = self._key(algorithm, public_key)
+        with self._hits_lock:
+            self._checked += 1
         if key is None or not key.verify(signature, message, domain.value):
             return False
         self._verified.put(digest, True)

@@ -120,6 +120,7 @@ def cmd_bench_consensus(args: argparse.Namespace) -> int:
         senders=args.senders, batch=args.batch, block_interval_ms=args.block_interval_ms,
         max_block_txs=args.max_block_txs, hosts=args.hosts, netem=_netem_table(args),
         netem_backend=args.netem_backend,
+        progress=None if args.json else (lambda line: print(line, file=sys.stderr)),
     )
     _print(result, args.json)
     return 0

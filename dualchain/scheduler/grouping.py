@@ -8,7 +8,6 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
-from sklearn.cluster import KMeans
 
 from dualchain.scheduler.state import DECIMALS, EQUAL_WEIGHTS, ClientState, StateWeights, gamma
 
@@ -95,6 +94,10 @@ def cluster(states: Sequence[ClientState], k_max: int, seed: int,
     top = min(max(k_max, k_min), distinct)
     best: list[list[int]] = [list(range(len(ordered)))]
     previous = float("inf")
+    # Imported here: scikit-learn takes about 2 s to import, and every chain daemon imports this
+    # module while only the few that regroup clients run k-means.
+    from sklearn.cluster import KMeans
+
     for k in range(min(max(2, k_min), top), top + 1):
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")

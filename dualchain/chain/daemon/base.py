@@ -38,6 +38,9 @@ GOSSIP_FLUSH_S = 0.02
 # transactions holds several MB, and under overload the transactions reach us in blocks anyway.
 ADMISSION_BACKLOG = 64
 ADMISSION_WORKERS = 2
+# How often the admission control looks for the oldest executable pending transaction (the
+# scan is O(senders)); a refusal is at most this stale.
+BUSY_CHECK_S = 0.05
 
 
 def now_ms() -> int:
@@ -52,6 +55,8 @@ class TxOutcome:
 
 class ChainNodeBase:
     kind = ""
+    # Admission control's default (``max_pending_wait_ms`` in the config): 0 is off.
+    default_max_pending_wait_ms = 0
 
     def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:
         self.config = config
@@ -64,6 +69,7 @@ class ChainNodeBase:
         self.app = self._make_app()
         self.mempool = Mempool(self._mempool_config())
         self.metrics = ChainMetrics(self.kind)
+        self.metrics.watch_verifier(self.verifier)
         config.data_dir.mkdir(parents=True, exist_ok=True)
         self.store = BlockStore(config.data_dir / "chain.sqlite")
         self._store_thread = ThreadPoolExecutor(1, thread_name_prefix="store")
@@ -76,6 +82,10 @@ class ChainNodeBase:
         self._grown = asyncio.Condition()
         self.head_version = 0  # counts head changes, so a waiter cannot miss one
         self._tasks: list[asyncio.Task[Any]] = []
+        wait_ms = config.max_pending_wait_ms
+        self._max_pending_wait_ms = (self.default_max_pending_wait_ms if wait_ms is None
+                                     else wait_ms)
+        self._busy: tuple[float, str | None] = (0.0, None)  # (checked at, reason)
         self.links = [PeerLink(a, self.hello, self.max_message, config.tls)
                       for a in config.peers]
 
@@ -169,6 +179,9 @@ class ChainNodeBase:
         checked: list[int] = []
         now = now_ms()
         await self.load_nonces(tx.sender for tx in txs)
+        # Only a client's transactions are turned away: a peer's were admitted there, and would
+        # reach us in its blocks anyway.
+        busy = self._busy_reason(now) if gossip else None
         for i, tx in enumerate(txs):
             try:
                 check_transaction_shape(tx, self.params)
@@ -181,6 +194,8 @@ class ChainNodeBase:
                     raise MempoolError(
                         f"nonce {tx.nonce} is below the sender's next nonce "
                         f"{self.next_nonce(tx.sender)}", code="stale_nonce")
+                if busy is not None:
+                    raise MempoolError(busy, code="busy")
             except DualchainError as exc:
                 outcomes[i] = TxOutcome(tx.hash, exc)
             else:
@@ -211,6 +226,29 @@ class ChainNodeBase:
             self._gossip_buffer.extend(accepted)
         self.metrics.mempool_size.set(len(self.mempool))
         return [o for o in outcomes if o is not None]
+
+    def _busy_reason(self, now: int) -> str | None:
+        """Why new client transactions are refused now, or None (admission control).
+
+        When the chain commits less than it is offered, the executable backlog grows, and every
+        transaction admitted costs every replica a signature check and waits ever longer. So
+        while the oldest executable pending transaction has waited more than the limit, client
+        transactions are refused before their signature is checked (code "busy", retryable):
+        throughput levels off at what the chain can commit and latency stays bounded, instead of
+        both degrading as the backlog grows.
+        """
+        if self._max_pending_wait_ms <= 0:
+            return None
+        checked_at, reason = self._busy
+        if time.monotonic() - checked_at < BUSY_CHECK_S:
+            return reason
+        oldest = self.mempool.oldest_executable_ms(self.next_nonce)
+        waited = now - oldest if oldest is not None else 0
+        reason = (f"the oldest pending transaction has waited {waited} ms, above the "
+                  f"limit of {self._max_pending_wait_ms} ms; retry later"
+                  if waited > self._max_pending_wait_ms else None)
+        self._busy = (time.monotonic(), reason)
+        return reason
 
     async def _gossip_flusher(self) -> None:
         """Sends admitted client transactions to every peer in batches (full mesh: no relaying)."""

@@ -12,6 +12,10 @@
       "tls": {"ca": "tls/ca.pem",         optional: mutual TLS on the server and every peer
               "cert": "tls/ctbc-0.pem",   link (``dualchain certs``); absent: plaintext
               "key": "tls/ctbc-0.key"},
+      "max_pending_wait_ms": 1000,        admission control: refuse client transactions
+                                          (code "busy") while the oldest executable pending
+                                          one has waited longer; 0 turns it off; absent: the
+                                          chain's default (CTBC 1000, CMBC off)
       "test_byzantine": null              test-only misbehaviour: "equivocate"
     }
 """
@@ -81,6 +85,7 @@ class DaemonConfig:
     backend: str = DEFAULT_BACKEND
     test_byzantine: str | None = None
     tls: TlsFiles | None = None
+    max_pending_wait_ms: int | None = None
     source: Path | None = field(default=None, compare=False)
 
     @classmethod
@@ -91,7 +96,7 @@ class DaemonConfig:
     @classmethod
     def from_json(cls, data: dict, base: Path, source: Path | None = None) -> DaemonConfig:
         known = {"kind", "genesis", "key", "data_dir", "listen", "peers", "metrics_port",
-                 "backend", "test_byzantine", "tls"}
+                 "backend", "test_byzantine", "tls", "max_pending_wait_ms"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -111,6 +116,11 @@ class DaemonConfig:
         backend = data.get("backend", DEFAULT_BACKEND)
         if backend not in BACKENDS:
             raise ConfigError(f"config backend {backend!r} is not one of {', '.join(BACKENDS)}")
+        max_wait = data.get("max_pending_wait_ms")
+        if max_wait is not None and (not isinstance(max_wait, int) or isinstance(max_wait, bool)
+                                     or max_wait < 0):
+            raise ConfigError("config key 'max_pending_wait_ms' must be milliseconds >= 0 "
+                              "(0: no admission control)")
         byzantine = data.get("test_byzantine")
         if byzantine is not None and byzantine not in BYZANTINE_MODES:
             raise ConfigError(f"test_byzantine must be null or one of {BYZANTINE_MODES}")
@@ -125,6 +135,7 @@ class DaemonConfig:
             backend=backend,
             test_byzantine=byzantine,
             tls=parse_tls(data.get("tls"), base),
+            max_pending_wait_ms=max_wait,
             source=source,
         )
 

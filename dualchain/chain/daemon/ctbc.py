@@ -91,6 +91,7 @@ MAX_BLOB_BYTES = 256 * 1024 * 1024
 
 class CtbcNode(ChainNodeBase):
     kind = "ctbc"
+    default_max_pending_wait_ms = 1000
     app: RegistryApp
 
     def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:

@@ -10,8 +10,10 @@ from collections.abc import Iterator
 
 import psutil
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
+
+from dualchain.chain.verifier import SignatureVerifier
 
 _LATENCY_BUCKETS = (0.05, 0.1, 0.2, 0.3, 0.5, 0.75, 1.0, 1.5, 2.0, 3.0, 5.0, 10.0, 30.0)
 _VERIFY_BUCKETS = (0.0001, 0.0002, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.05, 0.1, 0.5, 1.0)
@@ -36,6 +38,23 @@ class ProcessCollector(Collector):
                                 value=self._process.memory_info().rss)
         yield GaugeMetricFamily(f"{self._prefix}_threads", "threads",
                                 value=self._process.num_threads())
+
+
+class VerifierCollector(Collector):
+    """Signatures the backend checked and checks the verified-signature cache answered: their
+    ratio to committed transactions shows whether a replica checks anything twice."""
+
+    def __init__(self, prefix: str, verifier: SignatureVerifier) -> None:
+        self._prefix = prefix
+        self._verifier = verifier
+
+    def collect(self) -> Iterator[CounterMetricFamily]:
+        yield CounterMetricFamily(f"{self._prefix}_signatures_checked",
+                                  "signatures checked by the ML-DSA backend",
+                                  value=self._verifier.checked)
+        yield CounterMetricFamily(f"{self._prefix}_signature_cache_hits",
+                                  "signature checks answered by the verified-signature cache",
+                                  value=self._verifier.cache_hits)
 
 
 class ChainMetrics:
@@ -67,6 +86,9 @@ class ChainMetrics:
         self.peers_connected = Gauge(f"{p}_peers_connected", "peers with an open link",
                                      registry=r)
         self.registry.register(ProcessCollector("dualchain_process"))
+
+    def watch_verifier(self, verifier: SignatureVerifier) -> None:
+        self.registry.register(VerifierCollector("dualchain_chain", verifier))
 
     def serve(self, port: int) -> None:
         """Starts the HTTP endpoint (a daemon thread); port 0 means no endpoint."""

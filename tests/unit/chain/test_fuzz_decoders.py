@@ -16,7 +16,15 @@ from hypothesis import strategies as st
 
 from dualchain.chain import wire
 from dualchain.chain.errors import DecodeError, ValidationError
-from dualchain.chain.types import Block, BlockHeader, QuorumCertificate, Transaction, TxKind, Vote
+from dualchain.chain.types import (
+    Block,
+    BlockHeader,
+    QuorumCertificate,
+    Transaction,
+    TxKind,
+    Vote,
+    _decode_transaction_fast,
+)
 from dualchain.chain.validation import (
     LedgerParams,
     build_block,
@@ -97,3 +105,26 @@ def test_mutated_transactions_are_refused_by_decoding_or_validation(data: bytes)
         return
     with pytest.raises(ValidationError):
         check_transaction(tx, _params, _verifier, NOW)
+
+
+@fuzz
+@given(data=st.one_of(mutated(_tx.encoded), st.binary(max_size=64)))
+def test_the_fast_transaction_decoder_agrees_with_the_checked_one(data: bytes) -> None:
+    """Transaction.decode takes a one-pass path for well-formed input; on every input it must
+    give what the field-by-field decoder gives (the same value, or a DecodeError)."""
+    try:
+        expected = Transaction._decode_checked(data)
+    except DecodeError:
+        with pytest.raises(DecodeError):
+            Transaction.decode(data)
+        return
+    got = Transaction.decode(data)
+    assert got == expected
+    assert (got.encoded, got.signing_bytes, got.hash) == (
+        expected.encoded, expected.signing_bytes, expected.hash)
+    assert got.signing_bytes == replace(got).signing_bytes  # what a fresh value would sign
+
+
+def test_a_well_formed_transaction_takes_the_fast_path() -> None:
+    assert _decode_transaction_fast(_tx.encoded) == _tx
+    assert _decode_transaction_fast(_tx.encoded + b"\x00") is None

@@ -486,3 +486,16 @@ def test_invariants_hold_under_random_operations(ops: list[tuple]) -> None:
             pool.reinject(last_block, nonces_of(chain), clock)
             last_block = []
         check_invariants(pool, chain, clock)
+
+
+def test_oldest_executable_ignores_senders_waiting_on_a_gap() -> None:
+    pool = Mempool()
+    assert pool.oldest_executable_ms(nonces_of({})) is None
+    pool.add(unsigned(sender_id(1), 3), 0, 100)  # nonces 0..2 missing: not executable
+    assert pool.oldest_executable_ms(nonces_of({})) is None
+    pool.add(unsigned(sender_id(2), 0), 0, 200)
+    pool.add(unsigned(sender_id(2), 1), 0, 300)
+    pool.add(unsigned(sender_id(3), 5), 5, 400)
+    assert pool.oldest_executable_ms(nonces_of({sender_id(3): 5})) == 200
+    # Once sender 1's gap is filled its first transaction is the oldest executable one.
+    assert pool.oldest_executable_ms(nonces_of({sender_id(1): 3, sender_id(3): 5})) == 100

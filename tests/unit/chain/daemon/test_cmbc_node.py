@@ -613,3 +613,42 @@ async def test_the_final_block_stream_never_resends(node: CmbcNode) -> None:
             [h.hash for h in b[: node.final_height - 3]]
     finally:
         await sub.close()
+
+
+async def test_admission_control_refuses_clients_while_the_backlog_is_old(
+        tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """With max_pending_wait_ms set, client transactions are refused as busy (before their
+    signature is checked) while an executable pending one has waited longer; a peer's gossiped
+    transactions are still admitted. The base class serves CTBC and CMBC alike."""
+    from dualchain.chain.daemon import base
+
+    genesis = make_genesis()
+    config = replace(make_node(tmp_path, genesis, MINER).config, max_pending_wait_ms=500)
+    n = CmbcNode(config, genesis, Signer.generate(ALG))
+    await n.start()
+    try:
+        first, late = tx(SENDER, 0), tx(CLIENT, 0)
+        assert (await n.submit([first]))[0].error is None
+        assert n._busy_reason(base.now_ms()) is None
+        later = base.now_ms() + 2_000
+        monkeypatch.setattr(base, "now_ms", lambda: later)
+        monkeypatch.setattr(base, "BUSY_CHECK_S", 0.0)  # no cached verdict between the calls
+        checked = n.verifier.checked
+        [outcome] = await n.submit([late])
+        assert outcome.error is not None and outcome.error.code == "busy"
+        assert "above the limit of 500 ms" in outcome.error.reason
+        assert late.hash not in n.mempool and n.verifier.checked == checked
+        [outcome] = await n.submit([late], gossip=False)  # from a peer
+        assert outcome.error is None and late.hash in n.mempool
+    finally:
+        await n.stop()
+
+
+async def test_admission_control_is_off_by_default_on_cmbc(
+        node: CmbcNode, monkeypatch: pytest.MonkeyPatch) -> None:
+    from dualchain.chain.daemon import base
+
+    assert (await node.submit([tx(SENDER, 0)]))[0].error is None
+    later = base.now_ms() + 60_000
+    monkeypatch.setattr(base, "now_ms", lambda: later)
+    assert (await node.submit([tx(CLIENT, 0)]))[0].error is None

@@ -26,6 +26,9 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
     assert config.data_dir == (tmp_path / "data/node-0").resolve()
     assert config.peers == ("127.0.0.1:7001",)
     assert config.metrics_port == 0 and config.test_byzantine is None
+    assert config.max_pending_wait_ms is None  # the chain kind's default
+    assert DaemonConfig.load(write(tmp_path, {**GOOD, "max_pending_wait_ms": 0})
+                             ).max_pending_wait_ms == 0
 
 
 @pytest.mark.parametrize(
@@ -40,6 +43,8 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
         ({"backend": "openssl"}, "backend 'openssl'"),
         ({"test_byzantine": "lie"}, "test_byzantine"),
         ({"key": ""}, "'key' must be a non-empty string"),
+        ({"max_pending_wait_ms": -1}, "'max_pending_wait_ms' must be milliseconds >= 0"),
+        ({"max_pending_wait_ms": "1s"}, "'max_pending_wait_ms' must be milliseconds >= 0"),
     ],
 )
 def test_bad_configs_are_refused_with_the_reason(tmp_path: Path, change, message) -> None:
