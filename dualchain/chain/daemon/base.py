@@ -41,6 +41,10 @@ ADMISSION_WORKERS = 2
 # How often the admission control looks for the oldest executable pending transaction (the
 # scan is O(senders)); a refusal is at most this stale.
 BUSY_CHECK_S = 0.05
+# Admission control acts on a backlog, not on a stall: while a height stalls (a view change, a
+# restarted leader) the few pending transactions of an FL testbed wait too, but refusing its
+# model commits and state reports would only add retries.
+BUSY_MIN_PENDING = 1024
 
 
 def now_ms() -> int:
@@ -232,12 +236,12 @@ class ChainNodeBase:
 
         When the chain commits less than it is offered, the executable backlog grows, and every
         transaction admitted costs every replica a signature check and waits ever longer. So
-        while the oldest executable pending transaction has waited more than the limit, client
-        transactions are refused before their signature is checked (code "busy", retryable):
-        throughput levels off at what the chain can commit and latency stays bounded, instead of
-        both degrading as the backlog grows.
+        while the oldest executable pending transaction has waited more than the limit (and at
+        least BUSY_MIN_PENDING are pending), client transactions are refused before their
+        signature is checked (code "busy", retryable): throughput levels off at what the chain
+        can commit and latency stays bounded, instead of both degrading as the backlog grows.
         """
-        if self._max_pending_wait_ms <= 0:
+        if self._max_pending_wait_ms <= 0 or len(self.mempool) < BUSY_MIN_PENDING:
             return None
         checked_at, reason = self._busy
         if time.monotonic() - checked_at < BUSY_CHECK_S:

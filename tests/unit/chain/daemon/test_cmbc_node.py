@@ -633,11 +633,14 @@ async def test_admission_control_refuses_clients_while_the_backlog_is_old(
         later = base.now_ms() + 2_000
         monkeypatch.setattr(base, "now_ms", lambda: later)
         monkeypatch.setattr(base, "BUSY_CHECK_S", 0.0)  # no cached verdict between the calls
+        monkeypatch.setattr(base, "BUSY_MIN_PENDING", 1)
         checked = n.verifier.checked
         [outcome] = await n.submit([late])
         assert outcome.error is not None and outcome.error.code == "busy"
         assert "above the limit of 500 ms" in outcome.error.reason
         assert late.hash not in n.mempool and n.verifier.checked == checked
+        monkeypatch.setattr(base, "BUSY_MIN_PENDING", 2)  # a stall, not a backlog
+        assert n._busy_reason(later) is None
         [outcome] = await n.submit([late], gossip=False)  # from a peer
         assert outcome.error is None and late.hash in n.mempool
     finally:
