@@ -33,7 +33,7 @@ from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
 PAYLOAD_BYTES = 256
 RECORD = struct.Struct(">32sd")
 RETRYABLE = frozenset({"full", "sender_full", "nonce_gap", "busy"})  # a client tries again
-BUSY_BACKOFF_S = 0.05  # a replica that turned a batch away as busy is asked again after this
+BUSY_BACKOFF_S = 0.1  # a replica that turned a batch away as busy is asked again after this
 
 
 @dataclass(frozen=True)
@@ -116,7 +116,16 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
             position += take
             request = chain_pb2.SubmitTxsRequest(txs=[proto for _, proto in batch])
             submitted_at = time.time()
-            reply = await stub.SubmitTxs(request, timeout=60)
+            try:
+                reply = await stub.SubmitTxs(request, timeout=60)
+            except grpc.aio.AioRpcError as exc:
+                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                    raise
+                # The replica is busy and turned the whole batch away: again after a pause.
+                counts["retried"] += len(batch)
+                retry = batch
+                await asyncio.sleep(BUSY_BACKOFF_S)
+                continue
             records = []
             for (tx, proto), result in zip(batch, reply.results, strict=True):
                 counts["submitted"] += 1

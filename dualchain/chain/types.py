@@ -15,6 +15,7 @@ from __future__ import annotations
 import enum
 import hashlib
 import struct
+from collections.abc import Sequence
 from dataclasses import dataclass, field, replace
 from functools import cached_property
 
@@ -48,6 +49,7 @@ PROPOSAL_TAG = b"DCP1"
 PROPOSAL_UNSIGNED_TAG = b"DCp1"
 SIGNED_PROPOSAL_TAG = b"DCS1"
 COMPACT_BLOCK_TAG = b"DCK1"
+COMPACT_PROPOSAL_TAG = b"DCQ1"
 
 
 def sha256(data: bytes) -> bytes:
@@ -586,3 +588,55 @@ class SignedProposal:
             proposer=r.fixed(ID_BYTES, "proposer"),
             signature=r.var("signature", MAX_SIGNATURE),
         )
+
+
+@dataclass(frozen=True)
+class CompactProposal:
+    """A proposal as a CTBC leader sends it: the signed part, the block's header and its
+    transactions by hash.
+
+    The committee holds the transactions already (gossip), so a proposal of 2,000 transactions
+    is 64 kB of hashes instead of 8 MB of transactions that every replica would decode again. A
+    replica rebuilds the block from its mempool, asks the sender for what it lacks, and
+    validates the rebuilt block in full: the header's Merkle root ties the hashes to it.
+    """
+
+    signed: SignedProposal
+    header: BlockHeader
+    hashes: tuple[bytes, ...]
+
+    @classmethod
+    def of(cls, proposal: Proposal) -> CompactProposal:
+        return cls(proposal.signed_part, proposal.block.header,
+                   tuple(tx.hash for tx in proposal.block.transactions))
+
+    @cached_property
+    def encoded(self) -> bytes:
+        w = self.signed._write_body(Writer(COMPACT_PROPOSAL_TAG)).var(self.signed.signature)
+        w.raw(self.header.encoded).count(len(self.hashes))
+        for h in self.hashes:
+            w.fixed(h, HASH_BYTES)
+        return w.bytes()
+
+    @staticmethod
+    def peek(data: bytes) -> SignedProposal:
+        """The signed part alone (see Proposal.peek)."""
+        return SignedProposal._read(Reader(data, COMPACT_PROPOSAL_TAG, "compact proposal"))
+
+    @classmethod
+    def decode(cls, data: bytes) -> CompactProposal:
+        r = Reader(data, COMPACT_PROPOSAL_TAG, "compact proposal")
+        signed = SignedProposal._read(r)
+        header = BlockHeader.decode(r.raw("header", MAX_VOTES * 9000 + 64 * 1024))
+        n = r.count("hashes", MAX_TXS_PER_BLOCK)
+        hashes = tuple(r.fixed(HASH_BYTES, "hash") for _ in range(n))
+        r.finish()
+        if header.hash != signed.block_hash:
+            raise DecodeError("compact proposal: header does not match the signed block hash")
+        return cls(signed, header, hashes)
+
+    def proposal(self, transactions: Sequence[Transaction]) -> Proposal:
+        """The full proposal, given the transactions the hashes name (in order)."""
+        s = self.signed
+        return Proposal(s.chain_id, s.height, s.round, s.valid_round,
+                        Block(self.header, tuple(transactions)), s.proposer, s.signature)

@@ -188,13 +188,23 @@ async def test_two_of_four_down_halts_commits_until_they_return(make_cluster) ->
     assert all(s.height == halted or s.height == halted - 1 for s in
                await asyncio.gather(*(cluster.status(i) for i in up)))
 
+    # Transactions submitted meanwhile: the survivors hold them and propose them by hash; the
+    # returning replicas get them from the survivors' queued gossip or by fetching them.
+    pending = [tx for txs in sign_memos(make_senders(4), 5, cluster.chain_id) for tx in txs]
+    reply = await cluster.submit(0, pending)
+    assert all(result.accepted for result in reply.results), reply
+
     # Back to four: commits resume, on every replica, on one chain.
     await cluster.astart_many(down)
     restarted_at = time.monotonic()
     await cluster.wait_all(range(cluster.nodes), halted + 3, timeout=RESTART_RESUME_BOUND_S)
     print(f"halted at height {halted} for {NO_QUORUM_WINDOW_S} s; height {halted + 3} on all "
           f"{time.monotonic() - restarted_at:.2f} s after the restart")
-    blocks = await assert_same_chain(cluster, list(range(cluster.nodes)), halted + 3)
+    committed = await cluster.wait_txs(0, [tx.hash for tx in pending], RESTART_RESUME_BOUND_S,
+                                       from_height=halted + 1)
+    last = max(committed.values())
+    await cluster.wait_all(range(cluster.nodes), last, timeout=RESTART_RESUME_BOUND_S)
+    blocks = await assert_same_chain(cluster, list(range(cluster.nodes)), max(halted + 3, last))
     assert_certified(cluster, blocks)
 
 

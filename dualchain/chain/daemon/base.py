@@ -185,7 +185,7 @@ class ChainNodeBase:
         await self.load_nonces(tx.sender for tx in txs)
         # Only a client's transactions are turned away: a peer's were admitted there, and would
         # reach us in its blocks anyway.
-        busy = self._busy_reason(now) if gossip else None
+        busy = self.busy_reason(now) if gossip else None
         for i, tx in enumerate(txs):
             try:
                 check_transaction_shape(tx, self.params)
@@ -231,7 +231,7 @@ class ChainNodeBase:
         self.metrics.mempool_size.set(len(self.mempool))
         return [o for o in outcomes if o is not None]
 
-    def _busy_reason(self, now: int) -> str | None:
+    def busy_reason(self, now: int | None = None) -> str | None:
         """Why new client transactions are refused now, or None (admission control).
 
         When the chain commits less than it is offered, the executable backlog grows, and every
@@ -247,7 +247,7 @@ class ChainNodeBase:
         if time.monotonic() - checked_at < BUSY_CHECK_S:
             return reason
         oldest = self.mempool.oldest_executable_ms(self.next_nonce)
-        waited = now - oldest if oldest is not None else 0
+        waited = (now_ms() if now is None else now) - oldest if oldest is not None else 0
         reason = (f"the oldest pending transaction has waited {waited} ms, above the "
                   f"limit of {self._max_pending_wait_ms} ms; retry later"
                   if waited > self._max_pending_wait_ms else None)

@@ -57,8 +57,10 @@ from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.types import (
     Block,
+    CompactProposal,
     Proposal,
     QuorumCertificate,
+    SignedProposal,
     Transaction,
     TxKind,
     Vote,
@@ -156,22 +158,89 @@ class CtbcNode(ChainNodeBase):
     # -- peer messages ---------------------------------------------------------------------------
 
     async def on_peer_proposal(self, data: bytes, peer: str) -> None:
-        # Proposals are re-sent while a height stalls and each carries a whole block. The
-        # signed part comes first in the encoding: it identifies the copy and proves who signed
-        # it, so duplicates and forgeries are dropped before the block is decoded (decoding
-        # every re-sent copy of a large block would slow a stalled height down even further).
-        signed = Proposal.peek(data)
+        """A proposal with its whole block (a byzantine test leader's, or an older replica's)."""
+        if self._first_copy(Proposal.peek(data)):
+            await self._events.put(("proposal", Proposal.decode(data)))
+
+    async def on_peer_compact_proposal(self, data: bytes, peer: str) -> None:
+        """A proposal whose transactions come by hash: rebuilt from the mempool, with what is
+        missing asked of the sender (off the gossip stream, which must keep flowing)."""
+        signed = CompactProposal.peek(data)
+        if not self._first_copy(signed):
+            return
+        compact = CompactProposal.decode(data)
+        txs = [self.mempool.get(h) for h in compact.hashes]
+        if any(tx is None for tx in txs):
+            self._tasks.append(asyncio.create_task(self._complete(compact, txs, peer)))
+            return
+        await self._events.put(("proposal", compact.proposal(txs)))  # type: ignore[arg-type]
+
+    def _first_copy(self, signed: SignedProposal) -> bool:
+        """Whether a proposal is new, authentic and near enough to decide on.
+
+        Proposals are re-sent while a height stalls. The signed part comes first in the
+        encoding: it identifies the copy and proves who signed it, so duplicates and forgeries
+        are dropped before the rest is decoded.
+        """
         seen = (signed.height, signed.round, signed.block_hash, signed.signature)
         if seen in self._seen_proposals:
-            return
+            return False
         if not self._authentic(signed.chain_id, signed.height, signed.proposer, Domain.PROPOSAL,
                                signed.signing_bytes, signed.signature):
-            return
+            return False
         if signed.height > self.height + 1 + LOOKAHEAD:
-            return
+            return False
         self._seen_proposals.add(seen)
-        proposal = Proposal.decode(data)
-        await self._events.put(("proposal", proposal))
+        return True
+
+    async def _complete(self, compact: CompactProposal, txs: list[Transaction | None],
+                        peer: str) -> None:
+        """Fetches a compact proposal's missing transactions, from its sender first, round after
+        round while its height is undecided (a replica that just restarted may not have its
+        links up yet). A proposal that cannot be completed is forgotten, so that a re-sent
+        copy is tried again."""
+        signed = compact.signed
+        missing = [h for h, tx in zip(compact.hashes, txs, strict=True) if tx is None]
+        found: dict[bytes, Transaction] = {}
+        links = sorted(self.links, key=lambda link: link.address != peer)  # the sender first
+        delay = 0.1
+        while self.engine.height == signed.height and self.height < signed.height:
+            for link in links:
+                try:
+                    reply = await link.stub().GetBlockTransactions(
+                        peer_pb.GetBlockTransactionsRequest(
+                            block_hash=signed.block_hash,
+                            tx_hashes=[h for h in missing if h not in found]), timeout=5)
+                    found.update((tx.hash, tx) for tx in map(Transaction.decode, reply.txs))
+                except (grpc.aio.AioRpcError, DecodeError) as exc:
+                    log.info("transactions of proposal %s not fetched from %s: %s",
+                             signed.block_hash.hex()[:16], link.address, exc)
+                    continue
+                if all(h in found for h in missing):
+                    full = [tx if tx is not None else found[h]
+                            for h, tx in zip(compact.hashes, txs, strict=True)]
+                    log.info("proposal %s at %d/%d: fetched %d missing transactions from %s",
+                             signed.block_hash.hex()[:16], signed.height, signed.round,
+                             len(missing), link.address)
+                    await self._events.put(("proposal", compact.proposal(full)))
+                    return
+            await asyncio.sleep(delay)
+            delay = min(delay * 2, 1.0)
+        self._seen_proposals.discard(
+            (signed.height, signed.round, signed.block_hash, signed.signature))
+
+    def block_transactions(self, block_hash: bytes, hashes: Sequence[bytes]
+                           ) -> list[Transaction]:
+        """Transactions of a block proposed in the height being decided (or pending), by hash,
+        for a peer completing a compact proposal; unknown ones are left out."""
+        block = self.engine.block(block_hash)
+        known = {tx.hash: tx for tx in block.transactions} if block is not None else {}
+        out = []
+        for h in hashes:
+            tx = known.get(h) or self.mempool.get(h)
+            if tx is not None:
+                out.append(tx)
+        return out
 
     async def on_peer_vote(self, data: bytes, peer: str) -> None:
         vote = Vote.decode(data)
@@ -360,7 +429,8 @@ class CtbcNode(ChainNodeBase):
         if self.byzantine == "equivocate":
             await self._equivocate_proposal(proposal)
         else:
-            self.broadcast(peer_pb.PeerMessage(proposal=proposal.encoded))
+            self.broadcast(peer_pb.PeerMessage(
+                compact_proposal=CompactProposal.of(proposal).encoded))
         await self._events.put(("own_proposal", proposal))
 
     def _build_block(self, round_: int, salt: bytes = b"") -> Block:
@@ -539,6 +609,8 @@ class CtbcNode(ChainNodeBase):
                 except (grpc.aio.AioRpcError, DecodeError):
                     continue
                 if block.hash == action.block_hash:
+                    log.info("block %s at height %d fetched from %s", block.hash.hex()[:16],
+                             block.height, link.address)
                     await self._events.put(("block", block))
                     return
             await asyncio.sleep(delay)
@@ -576,7 +648,7 @@ class CtbcNode(ChainNodeBase):
             again = (link.address, *position) not in self._proposals_resent
             self._proposals_resent.add((link.address, *position))
             for message in resend:
-                if again or message.WhichOneof("kind") != "proposal":
+                if again or message.WhichOneof("kind") != "compact_proposal":
                     link.send(message)
 
     def _stalled_height_messages(self) -> list[peer_pb.PeerMessage]:
@@ -588,7 +660,8 @@ class CtbcNode(ChainNodeBase):
                 and (isinstance(m, Vote) or m.round == self.engine.round)]
         held += [v for v in self._restored_votes if v not in held]
         return [peer_pb.PeerMessage(vote=m.encoded) if isinstance(m, Vote)
-                else peer_pb.PeerMessage(proposal=m.encoded) for m in held]
+                else peer_pb.PeerMessage(compact_proposal=CompactProposal.of(m).encoded)
+                for m in held]
 
     async def _sync(self, peer: str) -> None:
         """Fetches committed blocks from ``peer``, checking each certificate and block."""
@@ -659,7 +732,9 @@ class CtbcNode(ChainNodeBase):
 
     async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
         kind = message.WhichOneof("kind")
-        if kind == "proposal":
+        if kind == "compact_proposal":
+            await self.on_peer_compact_proposal(message.compact_proposal, peer)
+        elif kind == "proposal":
             await self.on_peer_proposal(message.proposal, peer)
         elif kind == "vote":
             await self.on_peer_vote(message.vote, peer)

@@ -17,6 +17,7 @@ from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.errors import (
     DecodeError,
     DualchainError,
+    MempoolError,
     NotFoundError,
     OversizedError,
     ValidationError,
@@ -54,6 +55,12 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
         return chain_pb.SubmitTxResponse(tx_hash=tx.hash)
 
     async def SubmitTxs(self, request, context):
+        # A busy replica turns a whole batch away before decoding it: refusals must cost it
+        # less than admissions, or the retries of an overloaded chain's clients eat its CPU.
+        busy = self.node.busy_reason()
+        if busy is not None:
+            self.node.metrics.rejected.labels("busy").inc(len(request.txs))
+            await abort(context, MempoolError(busy, code="busy"))
         results: list[chain_pb.TxResult | None] = [None] * len(request.txs)
         decoded: list[tuple[int, Transaction]] = []
         for i, message in enumerate(request.txs):

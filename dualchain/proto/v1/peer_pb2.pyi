@@ -21,20 +21,22 @@ class Hello(_message.Message):
     def __init__(self, genesis_hash: _Optional[bytes] = ..., node_id: _Optional[bytes] = ..., height: _Optional[int] = ..., address: _Optional[str] = ..., cumulative_work: _Optional[bytes] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
-    __slots__ = ("hello", "proposal", "vote", "txs", "block", "compact_block")
+    __slots__ = ("hello", "proposal", "vote", "txs", "block", "compact_block", "compact_proposal")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PROPOSAL_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
     TXS_FIELD_NUMBER: _ClassVar[int]
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     COMPACT_BLOCK_FIELD_NUMBER: _ClassVar[int]
+    COMPACT_PROPOSAL_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     proposal: bytes
     vote: bytes
     txs: TxBatch
     block: bytes
     compact_block: bytes
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proposal: _Optional[bytes] = ..., vote: _Optional[bytes] = ..., txs: _Optional[_Union[TxBatch, _Mapping]] = ..., block: _Optional[bytes] = ..., compact_block: _Optional[bytes] = ...) -> None: ...
+    compact_proposal: bytes
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proposal: _Optional[bytes] = ..., vote: _Optional[bytes] = ..., txs: _Optional[_Union[TxBatch, _Mapping]] = ..., block: _Optional[bytes] = ..., compact_block: _Optional[bytes] = ..., compact_proposal: _Optional[bytes] = ...) -> None: ...
 
 class TxBatch(_message.Message):
     __slots__ = ("txs",)

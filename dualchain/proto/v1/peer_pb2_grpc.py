@@ -96,8 +96,9 @@ class PeerServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetBlockTransactions(self, request, context):
-        """CMBC: transactions of a block this replica announced compactly, by hash: what a peer that
-        rebuilt the block from its mempool still misses. Ones it does not hold are left out.
+        """Transactions of a block this replica announced (CMBC) or proposed or holds a proposal of
+        (CTBC) compactly, by hash: what a peer that rebuilt the block from its mempool still
+        misses. Ones it does not hold are left out.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

@@ -19,6 +19,7 @@ from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.types import (
     Block,
     BlockHeader,
+    CompactProposal,
     QuorumCertificate,
     Transaction,
     TxKind,
@@ -37,7 +38,7 @@ from tests.ledger_builders import make_signer
 
 NOW = 1_800_000_000_000
 CANONICAL_DECODERS = [Transaction.decode, Block.decode, BlockHeader.decode, Vote.decode,
-                      QuorumCertificate.decode]
+                      QuorumCertificate.decode, CompactProposal.decode]
 WIRE_DECODERS = [wire.decode_transaction, wire.decode_block, wire.decode_vote]
 
 _signer = make_signer(7)

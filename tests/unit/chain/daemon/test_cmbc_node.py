@@ -629,7 +629,7 @@ async def test_admission_control_refuses_clients_while_the_backlog_is_old(
     try:
         first, late = tx(SENDER, 0), tx(CLIENT, 0)
         assert (await n.submit([first]))[0].error is None
-        assert n._busy_reason(base.now_ms()) is None
+        assert n.busy_reason(base.now_ms()) is None
         later = base.now_ms() + 2_000
         monkeypatch.setattr(base, "now_ms", lambda: later)
         monkeypatch.setattr(base, "BUSY_CHECK_S", 0.0)  # no cached verdict between the calls
@@ -640,7 +640,7 @@ async def test_admission_control_refuses_clients_while_the_backlog_is_old(
         assert "above the limit of 500 ms" in outcome.error.reason
         assert late.hash not in n.mempool and n.verifier.checked == checked
         monkeypatch.setattr(base, "BUSY_MIN_PENDING", 2)  # a stall, not a backlog
-        assert n._busy_reason(later) is None
+        assert n.busy_reason(later) is None
         [outcome] = await n.submit([late], gossip=False)  # from a peer
         assert outcome.error is None and late.hash in n.mempool
     finally:
