@@ -43,7 +43,7 @@ from typing import Any
 import grpc
 import psutil
 
-from dualchain.bench.loadgen import RECORD, LoadSpec
+from dualchain.bench.loadgen import RECORD, LoadSpec, effective_batch
 from dualchain.chain.genesis import ConsensusParams, Genesis, LedgerLimits
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import channel_options
@@ -220,7 +220,7 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         "offered_rate_tps": rate,
         "duration_s": duration,
         "payload_bytes": 256,
-        "batch": batch,
+        "batch": effective_batch(batch, rate, nodes),
         "block_interval_ms": block_interval_ms,
         "max_block_txs": max_block_txs,
         "committee_size": genesis.consensus.committee_size,

@@ -33,7 +33,20 @@ from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
 PAYLOAD_BYTES = 256
 RECORD = struct.Struct(">32sd")
 RETRYABLE = frozenset({"full", "sender_full", "nonce_gap", "busy"})  # a client tries again
-BUSY_BACKOFF_S = 0.1  # a replica that turned a batch away as busy is asked again after this
+# A replica that turned a batch away as busy is asked again after a back-off that doubles up
+# to the maximum while it stays busy (its other clients keep it busy too).
+BUSY_BACKOFF_S = 0.1
+BUSY_BACKOFF_MAX_S = 2.0
+# Each target gets a request at least this often: a batch is smaller than asked for when its
+# target's share of the rate is low (16 replicas at 150 tx/s would otherwise get 256
+# transactions each at once, then nothing for half a minute).
+BATCH_PERIOD_S = 0.1
+
+
+def effective_batch(batch: int, rate: float, targets: int) -> int:
+    """Transactions per request: ``batch`` at most, and at most BATCH_PERIOD_S of one target's
+    share of the offered rate."""
+    return max(1, min(batch, int(rate / targets * BATCH_PERIOD_S)))
 
 
 @dataclass(frozen=True)
@@ -92,6 +105,7 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
     counts = {"submitted": 0, "accepted": 0, "refused": 0, "retried": 0}
     refusals: dict[str, int] = {}
     per_target_rate = spec.rate / len(spec.targets)
+    batch_size = effective_batch(spec.batch, spec.rate, len(spec.targets))
 
     async def feed(stub: chain_pb2_grpc.ChainServiceStub, stream: list[tuple]) -> None:
         """Sends one target's transactions in order at its share of the offered rate.
@@ -106,12 +120,13 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
         sent = 0
         position = 0
         retry: list[tuple] = []
+        backoff = BUSY_BACKOFF_S
         while position < len(stream) or retry:
             due = start + sent / per_target_rate
             delay = due - time.monotonic()
             if delay > 0:
                 await asyncio.sleep(delay)
-            take = spec.batch - len(retry)
+            take = batch_size - len(retry)
             batch, retry = [*retry, *stream[position : position + take]], []
             position += take
             request = chain_pb2.SubmitTxsRequest(txs=[proto for _, proto in batch])
@@ -124,7 +139,8 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
                 # The replica is busy and turned the whole batch away: again after a pause.
                 counts["retried"] += len(batch)
                 retry = batch
-                await asyncio.sleep(BUSY_BACKOFF_S)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, BUSY_BACKOFF_MAX_S)
                 continue
             records = []
             for (tx, proto), result in zip(batch, reply.results, strict=True):
@@ -142,7 +158,10 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
             times.flush()
             sent += len(batch) - len(retry)
             if any(result.code == "busy" for result in reply.results):
-                await asyncio.sleep(BUSY_BACKOFF_S)
+                await asyncio.sleep(backoff)
+                backoff = min(2 * backoff, BUSY_BACKOFF_MAX_S)
+            else:
+                backoff = BUSY_BACKOFF_S
 
     started = time.time()
     await asyncio.gather(*(feed(stub, b) for stub, b in zip(stubs, batches, strict=True)))

@@ -81,6 +81,12 @@ T = TypeVar("T")
 SYNC_BATCH = 64
 SYNC_CHECK_S = 1.0
 REBROADCAST_S = 1.0
+# While a height stalls, a replica re-sends its own messages of it after 1, 2, 4, 8, ... checks
+# (REBROADCAST_S apart), and from the RELAY_FROM-th on relays every message it holds of it
+# (others' votes too). With 16 replicas, re-sending and relaying every held vote to every peer
+# each second was a storm of thousands of messages a second that kept a loaded committee from
+# ever deciding.
+RELAY_FROM = 4
 PROPOSE_POLL_S = 0.025
 # Consensus messages this many heights past the one being decided are kept for later (the
 # engine buffers the votes, we the proposals): a replica that commits a height a moment after
@@ -622,12 +628,14 @@ class CtbcNode(ChainNodeBase):
         peer is known to be ahead: at once when it is past the heights we keep messages for,
         after a stall when it is just one ahead (that is normal for a moment after each commit)."""
         last_height = -1
+        stalled_ticks = 0
         while True:
             await asyncio.sleep(min(SYNC_CHECK_S, REBROADCAST_S))
             stalled = self.height == last_height
             last_height = self.height
-            if stalled:
-                self._resend_stalled()
+            stalled_ticks = stalled_ticks + 1 if stalled else 0
+            if stalled and stalled_ticks & (stalled_ticks - 1) == 0:  # a power of two
+                self._resend_stalled(relay=stalled_ticks >= RELAY_FROM)
             if self.peer_heights:
                 peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
                 if height > self.height + LOOKAHEAD or (stalled and height > self.height):
@@ -638,8 +646,8 @@ class CtbcNode(ChainNodeBase):
                 self._probe = (self._probe + 1) % len(self.links)
                 await self._events.put(("sync", self.links[self._probe].address))
 
-    def _resend_stalled(self) -> None:
-        resend = self._stalled_height_messages()
+    def _resend_stalled(self, relay: bool) -> None:
+        resend = self._stalled_height_messages(relay)
         position = (self.engine.height, self.engine.round)
         for link in self.links:
             if not link.idle:  # a peer still busy with our backlog gets nothing more
@@ -651,13 +659,18 @@ class CtbcNode(ChainNodeBase):
                 if again or message.WhichOneof("kind") != "compact_proposal":
                     link.send(message)
 
-    def _stalled_height_messages(self) -> list[peer_pb.PeerMessage]:
-        """What we re-send while a height stalls: the votes and the current round's proposal we
-        hold for it, ours included (a peer that was down missed them, and the engine never asks
-        twice), and the votes we signed before a restart (from the vote guard's record)."""
-        # Votes are small; of the proposals (whole blocks) only the current round's matters.
+    def _stalled_height_messages(self, relay: bool = True) -> list[peer_pb.PeerMessage]:
+        """What we re-send while a height stalls: our votes and the current round's proposal we
+        hold for it (a peer that was down missed them, and the engine never asks twice), and
+        the votes we signed before a restart (from the vote guard's record). With ``relay``,
+        the other replicas' votes too: a replica that missed a round's prevotes can justify
+        that round's lock only with them, and their voter may be down."""
+        me, now = self.signer.id, self.engine.round
+        # Of the proposals only the current round's matters, of the votes the current and the
+        # previous round's (a quorum in an older round decided already, or never will).
         held = [m for m in self.engine.known_messages() if m.height == self.engine.height
-                and (isinstance(m, Vote) or m.round == self.engine.round)]
+                and (m.round == now if isinstance(m, Proposal)
+                     else m.round >= now - 1 and (relay or m.voter == me))]
         held += [v for v in self._restored_votes if v not in held]
         return [peer_pb.PeerMessage(vote=m.encoded) if isinstance(m, Vote)
                 else peer_pb.PeerMessage(compact_proposal=CompactProposal.of(m).encoded)

@@ -83,6 +83,8 @@ class ChainMetrics:
                                 registry=r)
         self.equivocations = Counter(f"{p}_equivocations", "conflicting messages seen",
                                      registry=r)
+        self.peer_messages = Counter(f"{p}_peer_messages", "gossip messages received, by kind",
+                                     ["kind"], registry=r)
         self.peers_connected = Gauge(f"{p}_peers_connected", "peers with an open link",
                                      registry=r)
         self.registry.register(ProcessCollector("dualchain_process"))

@@ -199,6 +199,7 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
         peer = ""
         async for message in request_iterator:
             kind = message.WhichOneof("kind")
+            node.metrics.peer_messages.labels(kind or "none").inc()
             try:
                 if received == 0:
                     if kind != "hello":
