@@ -99,6 +99,17 @@ class IssuedTask:
     issued: float
 
 
+def commits_in(block: Block) -> list[tuple[Transaction, ModelCommit]]:
+    """The model commits of a CTBC block, in block order (applied or refused alike)."""
+    return [(tx, ModelCommit.decode(tx.payload)) for tx in block.transactions
+            if tx.kind == TxKind.MODEL_VERSION]
+
+
+def commit_for_version(block: Block, version: int) -> tuple[Transaction, ModelCommit] | None:
+    """The first commit of ``version`` in ``block``, or None if the block has none."""
+    return next(((tx, c) for tx, c in commits_in(block) if c.version == version), None)
+
+
 class ServerNode:
     def __init__(self, config: NodeConfig, signer: Signer) -> None:
         self.config = config
@@ -442,14 +453,23 @@ class ServerNode:
             except grpc.aio.AioRpcError as exc:
                 log.warning("CTBC stream broke: %s", exc.details())
                 await asyncio.sleep(RETRY_S)
+            except Exception:  # a bug must not end following for good: go on after this block
+                log.exception("following CTBC failed at height %d", next_height - 1)
+                await asyncio.sleep(RETRY_S)
 
     async def _on_commit_block(self, block: Block) -> None:
         status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
         if status.model_version <= self.version:
             return  # the commit did not apply (stale or refused)
-        commit_tx = next(tx for tx in block.transactions if tx.kind == TxKind.MODEL_VERSION
-                         and ModelCommit.decode(tx.payload).version == status.model_version)
-        commit = ModelCommit.decode(commit_tx.payload)
+        found = commit_for_version(block, status.model_version)
+        if found is None:
+            # The replica is already past this block: its latest version was committed in a
+            # later block, which brings us to it. The updates this block's commits name are
+            # done with either way.
+            self.pool.remove([digest for _, commit in commits_in(block)
+                              for digest, _ in commit.updates])
+            return
+        commit_tx, commit = found
         digests = [d for d, _ in commit.updates]
         groups: dict[int, float] = {}
         for digest in digests:

@@ -202,15 +202,15 @@ class CtbcNode(ChainNodeBase):
     async def _complete(self, compact: CompactProposal, txs: list[Transaction | None],
                         peer: str) -> None:
         """Fetches a compact proposal's missing transactions, from its sender first, round after
-        round while its height is undecided (a replica that just restarted may not have its
-        links up yet). A proposal that cannot be completed is forgotten, so that a re-sent
-        copy is tried again."""
+        round until its height is committed (a replica that just restarted may not have its
+        links up yet; a proposal for the next height waits like a full one would). A proposal
+        that cannot be completed is forgotten, so that a re-sent copy is tried again."""
         signed = compact.signed
         missing = [h for h, tx in zip(compact.hashes, txs, strict=True) if tx is None]
         found: dict[bytes, Transaction] = {}
         links = sorted(self.links, key=lambda link: link.address != peer)  # the sender first
         delay = 0.1
-        while self.engine.height == signed.height and self.height < signed.height:
+        while self.height < signed.height:
             for link in links:
                 try:
                     reply = await link.stub().GetBlockTransactions(
