@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
@@ -298,6 +298,23 @@ class ChainNodeBase:
                 txs += self._admission.get_nowait()
             self._admission_txs -= len(txs)
             await self.submit(txs, gossip=False)
+
+    def sent_block_transactions(self, block_hash: bytes) -> Mapping[bytes, Transaction]:
+        """The transactions of a block this replica sent by hash (a CMBC announcement, a CTBC
+        proposal), by hash; empty if it sent no such block."""
+        return {}
+
+    def block_transactions(self, block_hash: bytes, hashes: Sequence[bytes]
+                           ) -> list[Transaction]:
+        """Transactions a peer lacks to rebuild a block we sent by hash, from that block or the
+        mempool (GetBlockTransactions); unknown ones are left out."""
+        known = self.sent_block_transactions(block_hash)
+        out = []
+        for h in hashes:
+            tx = known.get(h) or self.mempool.get(h)
+            if tx is not None:
+                out.append(tx)
+        return out
 
     # -- chain growth ----------------------------------------------------------------------------
 

@@ -27,7 +27,7 @@ import hashlib
 import logging
 import time
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 
 import grpc
 
@@ -216,16 +216,8 @@ class CmbcNode(ChainNodeBase):
         finally:
             self._fetching.discard(block_hash)
 
-    def block_transactions(self, block_hash: bytes, hashes: Sequence[bytes]
-                           ) -> list[Transaction]:
-        """Transactions of a block we announced (or hold), by hash; unknown ones are left out."""
-        known = self._announced.get(block_hash, {})
-        out = []
-        for h in hashes:
-            tx = known.get(h) or self.mempool.get(h)
-            if tx is not None:
-                out.append(tx)
-        return out
+    def sent_block_transactions(self, block_hash: bytes) -> Mapping[bytes, Transaction]:
+        return self._announced.get(block_hash, {})
 
     async def accept_block(self, block: Block) -> str:
         """Takes a block from anywhere; returns "connected", "side_branch", "duplicate" or

@@ -18,7 +18,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
@@ -235,18 +235,11 @@ class CtbcNode(ChainNodeBase):
         self._seen_proposals.discard(
             (signed.height, signed.round, signed.block_hash, signed.signature))
 
-    def block_transactions(self, block_hash: bytes, hashes: Sequence[bytes]
-                           ) -> list[Transaction]:
-        """Transactions of a block proposed in the height being decided (or pending), by hash,
-        for a peer completing a compact proposal; unknown ones are left out."""
+    def sent_block_transactions(self, block_hash: bytes) -> Mapping[bytes, Transaction]:
+        """A block proposed in the height being decided, for a peer completing its compact
+        proposal."""
         block = self.engine.block(block_hash)
-        known = {tx.hash: tx for tx in block.transactions} if block is not None else {}
-        out = []
-        for h in hashes:
-            tx = known.get(h) or self.mempool.get(h)
-            if tx is not None:
-                out.append(tx)
-        return out
+        return {tx.hash: tx for tx in block.transactions} if block is not None else {}
 
     async def on_peer_vote(self, data: bytes, peer: str) -> None:
         vote = Vote.decode(data)

@@ -244,9 +244,6 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
 
     async def GetBlockTransactions(self, request, context):
         node = self.node
-        if not hasattr(node, "block_transactions"):
-            await context.abort(grpc.StatusCode.UNIMPLEMENTED,
-                                f"unsupported: {node.kind} does not relay compact blocks")
         try:
             if len(request.block_hash) != 32 or any(len(h) != 32 for h in request.tx_hashes):
                 raise DecodeError("hashes must be 32 bytes")
