@@ -10,7 +10,11 @@ transaction with its submit time.
 - ``latency_p50_s`` / ``latency_p99_s``: submit (the batch's send time) to commit (its block
   reaching the subscriber);
 - ``cpu_percent_per_node``: CPU time of each daemon process over the window (100 = one core);
-- ``view_changes``: rounds started after round 0 (the most any replica counted).
+- ``view_changes``: rounds started after round 0 (the most any replica counted);
+- ``signature_checks_per_committed_tx``: signatures each replica checked per transaction it
+  committed, the median (about 1: each checked once; votes and still-pending ones add a little);
+- ``refused_busy``: client transactions the replicas turned away under admission control (the
+  load generator retries them after a back-off).
 
 With ``hosts="netns"`` every replica runs in a network namespace of its own ("ctbc-I") and the
 load generator in another ("loadgen"), each with its own address and optionally an emulated link

@@ -611,7 +611,9 @@ def build_parser() -> argparse.ArgumentParser:
     consensus.add_argument("--senders", type=int, default=512,
                            help="distinct signing accounts (default 512)")
     consensus.add_argument("--batch", type=int, default=256,
-                           help="transactions per SubmitTxs call (default 256)")
+                           help="transactions per SubmitTxs call at most (default 256; "
+                                "fewer when a replica's share of the rate is low: each gets "
+                                "a call at least every 100 ms)")
     consensus.add_argument("--block-interval-ms", type=int, default=250,
                            help="leader's wait before proposing (default 250)")
     consensus.add_argument("--max-block-txs", type=int, default=5000,
