@@ -652,7 +652,7 @@ class CtbcNode(ChainNodeBase):
                 if again or message.WhichOneof("kind") != "compact_proposal":
                     link.send(message)
 
-    def _stalled_height_messages(self, relay: bool = True) -> list[peer_pb.PeerMessage]:
+    def _stalled_height_messages(self, relay: bool) -> list[peer_pb.PeerMessage]:
         """What we re-send while a height stalls: our votes and the current round's proposal we
         hold for it (a peer that was down missed them, and the engine never asks twice), and
         the votes we signed before a restart (from the vote guard's record). With ``relay``,
