@@ -69,9 +69,19 @@ def test_plans_land_on_both_replicas_and_size_tasks_by_speed(testbed: Testbed) -
     assert sum(g["clients"] for g in groups) == 4
     for g in groups:  # ddmlts (alpha 1) sizes each group at the OLAR optimum
         assert g["planned_s"] <= g["olar_s"] * 1.05 + 1e-9, plan_event
-    fast = [_planned_task(testbed, n)["batches"] for n in FAST]
-    slow = [_planned_task(testbed, n)["batches"] for n in SLOW]
-    assert min(fast) > max(slow), (fast, slow)
+    for name in (*FAST, *SLOW):
+        _planned_task(testbed, name)
+    # A plan made before every client's state report was final may size them alike, or the
+    # other way round: wait for the latest planned tasks to give the fast clients more.
+    latest: dict[str, int] = {}
+
+    def fast_get_more(p, e) -> bool:
+        if e["event"] == "task" and e.get("batches") not in (None, testbed.config.batches):
+            latest[p.name] = e["batches"]
+        return (all(n in latest for n in (*FAST, *SLOW))
+                and min(latest[n] for n in FAST) > max(latest[n] for n in SLOW))
+
+    testbed.wait_for(fast_get_more, EVENT_TIMEOUT_S, past=True)
     # Both replicas hold the assignment and the plan, in the same final blocks.
     chains = [_final_blocks(testbed, i) for i in range(2)]
     common = min(len(c) for c in chains)
