@@ -461,8 +461,9 @@ def _check_pow(p: PowParams) -> None:
         value = getattr(p, f.name)
         if type(value) is not int or not 1 <= value <= U64_MAX:
             raise GenesisError(f"pow.{f.name}: must be a positive integer, got {value!r}")
-    if p.retarget_interval < 2:
-        raise GenesisError("pow.retarget_interval: must be at least 2 (a window has intervals)")
+    if p.retarget_interval < 3:
+        raise GenesisError("pow.retarget_interval: must be at least 3 (the retarget estimates "
+                           "the block rate from a window of at least 2 intervals)")
     if p.max_adjust < 2:
         raise GenesisError("pow.max_adjust: must be at least 2")
 

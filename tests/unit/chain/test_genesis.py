@@ -274,7 +274,7 @@ def test_pow_section_belongs_to_cmbc_only() -> None:
 
 @pytest.mark.parametrize(
     ("field", "value"),
-    [("initial_difficulty", 0), ("block_interval_ms", -1), ("retarget_interval", 1),
+    [("initial_difficulty", 0), ("block_interval_ms", -1), ("retarget_interval", 2),
      ("max_adjust", 1), ("finality_depth", 0), ("median_window", 0),
      ("block_interval_ms", 0.5), ("finality_depth", True), ("retarget_interval", "4")],
 )

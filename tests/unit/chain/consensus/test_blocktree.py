@@ -193,7 +193,8 @@ def test_expected_target_at_genesis_and_between_retargets(tree) -> None:
             assert t.expected_target(h.hash) == 777, h.height
 
 
-@pytest.mark.parametrize(("dt", "num", "den"), [(1000, 1, 1), (2000, 2, 1), (250, 1, 4),
+# R = 4: three intervals measured against two block intervals (2000 ms).
+@pytest.mark.parametrize(("dt", "num", "den"), [(1000, 3, 2), (2000, 3, 1), (500, 3, 4),
                                                 (100, 1, 4), (9000, 4, 1)])
 def test_expected_target_retargets_on_its_own_branch(tree, dt: int, num: int, den: int) -> None:
     t, g = tree
@@ -211,7 +212,7 @@ def test_expected_target_differs_between_branches(tree) -> None:
     trunk = chain(t, g, 4, target=base)  # heights 1..4
     fast = chain(t, trunk[-1], 3, target=base, dt=500, tag=1)  # 5..7
     slow = chain(t, trunk[-1], 3, target=base, dt=1500, tag=2)
-    # Window of height 8: heights 4..7, three intervals of 3000 ms expected.
-    assert t.expected_target(fast[-1].hash) == base * 1500 // 3000
-    assert t.expected_target(slow[-1].hash) == base * 4500 // 3000
+    # Window of height 8: heights 4..7, three intervals measured against 2000 ms.
+    assert t.expected_target(fast[-1].hash) == base * 1500 // 2000
+    assert t.expected_target(slow[-1].hash) == base * 4500 // 2000
     assert target_from_bytes(fast[-1].pow_target) == base  # the headers keep theirs

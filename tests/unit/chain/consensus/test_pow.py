@@ -129,8 +129,9 @@ def test_first_window_is_skipped() -> None:
 
 @pytest.mark.parametrize(
     ("interval_ms", "factor"),
-    [(1000, Fraction(1)), (2000, Fraction(2)), (500, Fraction(1, 2)), (3000, Fraction(3)),
-     (300, Fraction(3, 10))],
+    # R = 5: a window of 4 intervals is measured against 3 block intervals.
+    [(750, Fraction(1)), (1500, Fraction(2)), (375, Fraction(1, 2)), (1200, Fraction(8, 5)),
+     (300, Fraction(2, 5))],
 )
 def test_retarget_scales_by_actual_over_expected_time(interval_ms: int, factor: Fraction) -> None:
     parent_target = 10**30
@@ -138,12 +139,32 @@ def test_retarget_scales_by_actual_over_expected_time(interval_ms: int, factor: 
     assert got == parent_target * factor
 
 
+@pytest.mark.parametrize("retarget_interval", [3, 5, 10])
+def test_retargeting_keeps_the_mean_interval_on_target(retarget_interval: int) -> None:
+    """Mined with exponential block times at a constant hash rate, the chain's mean interval
+    over many windows is the configured one (a rule scaling by the window's own interval count
+    runs R - 1 / R - 2 times slow: 33% with R = 5)."""
+    import random
+
+    params = replace(PARAMS, retarget_interval=retarget_interval, max_adjust=1000)
+    rng = random.Random(7)
+    hashes_per_ms = 1.0
+    target, stamps = MAX_TARGET // params.block_interval_ms, [NOW]
+    for height in range(1, 40_000):
+        target = next_target(params, height, target, stamps.__getitem__)
+        mean_ms = MAX_TARGET / target / hashes_per_ms  # expected hashes over the hash rate
+        stamps.append(stamps[-1] + max(1, round(rng.expovariate(1 / mean_ms))))
+    settled = stamps[2 * retarget_interval:]
+    mean = (settled[-1] - settled[0]) / (len(settled) - 1)
+    assert mean == pytest.approx(params.block_interval_ms, rel=0.05)
+
+
 def test_retarget_looks_at_the_last_window_only() -> None:
-    ts = timestamps(1000)
+    ts = timestamps(750)  # 4 intervals of 750 ms: the 3 s that 3 block intervals take
     for h in range(5):  # the window of height 10 is heights 5..9
         ts[h] = NOW - 10**9
     assert next_target(PARAMS, 10, 10**30, ts.__getitem__) == 10**30
-    ts[9] = ts[5] + 2 * 4 * 1000  # R - 1 = 4 intervals took twice as long
+    ts[9] = ts[5] + 2 * 3 * 1000  # twice the R - 2 = 3 intervals a window is measured by
     assert next_target(PARAMS, 10, 10**30, ts.__getitem__) == 2 * 10**30
 
 

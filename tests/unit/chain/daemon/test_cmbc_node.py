@@ -577,22 +577,24 @@ async def test_the_block_stream_resends_a_replaced_branch_from_the_fork(
 
 
 async def test_the_block_stream_follows_a_reorg_to_a_shorter_chain(tmp_path: Path) -> None:
-    # Retarget at every second height over one interval: a branch mined ten times faster than
-    # the interval gets a four times harder target at height 4 and outweighs a longer one.
-    pow_params = replace(POW, retarget_interval=2, finality_depth=8)
+    # Retarget at every third height over a window of two intervals, measured against one
+    # block interval: a branch mined ten times faster gets a four times harder target (the
+    # clamp) at height 6 and outweighs a longer one that kept its target.
+    pow_params = replace(POW, retarget_interval=3, finality_depth=8)
     async with running_node(tmp_path, pow_params) as node:
         forge = Forge(node.genesis)
         trunk = forge.chain(forge.genesis, 1, dt=1000)
-        long = forge.chain(trunk[-1], 5, dt=1000)  # heights 2..6, all at the initial target
+        long = forge.chain(trunk[-1], 6, dt=500)  # heights 2..7, all at the initial target
+        assert forge.tree.expected_target(long[-1].hash) == POW.initial_target
         await accept_all(node, [*trunk, *long])
         sub = Subscription(node)
         try:
-            assert len(await sub.take(6)) == 6
-            short = forge.chain(trunk[-1], 3, dt=100, miner=OTHER_MINER)  # heights 2..4
-            assert forge.tree.expected_target(short[1].hash) == POW.initial_target // 4
-            assert await accept_all(node, short) == ["side_branch", "side_branch", "connected"]
-            assert node.head == short[-1].header and node.height == 4
-            assert await sub.take(3) == [b.hash for b in short]
+            assert len(await sub.take(7)) == 7
+            short = forge.chain(trunk[-1], 5, dt=100, miner=OTHER_MINER)  # heights 2..6
+            assert forge.tree.expected_target(short[3].hash) == POW.initial_target // 4
+            assert await accept_all(node, short) == ["side_branch"] * 4 + ["connected"]
+            assert node.head == short[-1].header and node.height == 6
+            assert await sub.take(5) == [b.hash for b in short]
             assert await sub.silent()
         finally:
             await sub.close()
