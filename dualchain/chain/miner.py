@@ -7,12 +7,16 @@ solutions back to the daemon.
 For each template it signs its reward transaction, computes the Merkle root over the reward and
 the template's transaction hashes, and hashes the header prefix with nonces from a random start.
 Each of ``workers`` processes searches ``chunk`` nonces at a time; between chunks the miner
-checks whether the daemon's tip changed (a WatchTip stream) and drops stale work at once. It
-asks for a fresh template every ``refresh_s`` seconds, so new transactions get into blocks.
+checks whether the daemon's tip changed (a WatchTip stream) and drops stale work at once. The
+daemon announces a new tip as soon as a block's seal holds, before its full validation (the
+event says ``pending``): the miner stops hashing then, and its next template request waits for
+that validation. It asks for a fresh template every ``refresh_s`` seconds, so new transactions
+get into blocks.
 
-``duty`` (0 < duty <= 1) is the share of time a worker hashes: after a chunk that took t seconds
-it sleeps t * (1 - duty) / duty. On a small machine where mining competes with training (seed
-004 studies that trade-off) the operator picks workers and duty to cap the miner's CPU.
+``duty`` (0 < duty <= 1) is the share of time the workers hash: after chunks that took t seconds
+the miner pauses t * (1 - duty) / duty, and a tip change ends the pause at once. On a small
+machine where mining competes with training (seed 004 studies that trade-off) the operator picks
+workers and duty to cap the miner's CPU.
 
 The miner prints JSON lines on stdout: ``ready`` once connected, ``block`` per accepted
 solution, and ``stopped`` with its totals.
@@ -94,15 +98,16 @@ def _ignore_sigint() -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)
 
 
-def _search(prefix: bytes, target: bytes, start: int, count: int,
-            duty: float) -> tuple[int | None, int]:
-    """Worker process: one chunk of nonces, then the duty-cycle pause. Returns (nonce, hashes)."""
-    began = time.perf_counter()
+def _search(prefix: bytes, target: bytes, start: int, count: int) -> tuple[int | None, int]:
+    """Worker process: one chunk of nonces. Returns (nonce or None, hashes)."""
     nonce = search_nonce(prefix, target, start, count)
-    hashed = count if nonce is None else nonce - start + 1
-    if duty < 1:
-        time.sleep((time.perf_counter() - began) * (1 - duty) / duty)
-    return nonce, hashed
+    return nonce, count if nonce is None else nonce - start + 1
+
+
+def duty_pause(hashing_s: float, duty: float) -> float:
+    """Seconds to rest after ``hashing_s`` of hashing so that hashing takes ``duty`` of the
+    time."""
+    return hashing_s * (1 - duty) / duty if duty < 1 else 0.0
 
 
 @dataclass
@@ -221,22 +226,24 @@ class Miner:
         cursor = random.getrandbits(62)
         chunk, workers = self.config.chunk, self.config.workers
         began = time.monotonic()
-        self._tip_changed.clear()
         while not stop.is_set():
             if self._tip not in (b"", header.parent_hash):
                 self.stats.stale += 1
-                return None  # the daemon's tip moved: this work is stale
+                return None  # the daemon's tip moved (or a new one is being validated)
+            self._tip_changed.clear()
             if time.monotonic() - began > self.config.refresh_s:
                 return None  # a fresh template carries the transactions that arrived since
             calls = [loop.run_in_executor(self._pool, _search, prefix, target,
-                                          cursor + i * chunk, chunk, self.config.duty)
+                                          cursor + i * chunk, chunk)
                      for i in range(workers)]
             cursor += workers * chunk
             chunk_began = time.monotonic()
             results = await asyncio.gather(*calls)
             hashed = sum(h for _, h in results)
             self.stats.hashes += hashed
-            rate = hashed / max(time.monotonic() - chunk_began, 1e-6)
+            hashing_s = time.monotonic() - chunk_began
+            # The rate over hashing and its pause: what the miner adds to the network.
+            rate = hashed / max(hashing_s + duty_pause(hashing_s, self.config.duty), 1e-6)
             self.stats.hashrate = rate if not self.stats.hashrate else \
                 0.8 * self.stats.hashrate + 0.2 * rate
             for nonce, _ in results:
@@ -244,7 +251,14 @@ class Miner:
                     sealed = replace(header, pow_nonce=nonce)
                     return sealed.with_signature(
                         self.signer.sign(Domain.BLOCK, sealed.signing_bytes)), reward
+            await self.rest(duty_pause(hashing_s, self.config.duty))
         return None
+
+    async def rest(self, seconds: float) -> None:
+        """The duty-cycle pause; a tip change ends it at once."""
+        if seconds > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._tip_changed.wait(), seconds)
 
     async def _submit(self, stub: miner_grpc.MinerServiceStub,
                       template: miner_pb.BlockTemplate, header: BlockHeader,

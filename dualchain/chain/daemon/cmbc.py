@@ -65,6 +65,9 @@ SYNC_BATCH = 128
 ANNOUNCED_KEPT = 8  # blocks whose transactions we keep for peers rebuilding them
 RPC_TIMEOUT_S = 10.0
 TEMPLATE_TX_AGE_MS = 2000
+# How long miners are told to hold off for a block under validation: longer than any accept
+# should take, short enough that a block whose missing transactions never come costs little.
+PENDING_MAX_S = 3.0
 
 
 class CmbcNode(ChainNodeBase):
@@ -88,6 +91,9 @@ class CmbcNode(ChainNodeBase):
         self._deepest_reorg = 0
         self._peer_ahead: dict[str, int] = {}  # peer -> the work it reported while ahead of us
         self.template_tx_age_ms = TEMPLATE_TX_AGE_MS
+        # A block whose seal holds and that would become the head once validated (see
+        # ``_foretell``); None when there is none.
+        self._pending: BlockHeader | None = None
 
     def _mempool_config(self) -> MempoolConfig:
         # Blocks come every few seconds and a slow one may follow a fast one: room for several
@@ -103,6 +109,15 @@ class CmbcNode(ChainNodeBase):
     @property
     def head(self) -> BlockHeader:
         return self._head
+
+    @property
+    def mining_tip(self) -> tuple[BlockHeader, bool]:
+        """What miners should build on and whether it is still being validated: the head, or
+        a sealed block under validation that will replace it if it is valid."""
+        pending = self._pending
+        if pending is not None and pending.hash not in self.tree:  # in the tree: validated
+            return pending, True
+        return self._head, False
 
     @property
     def final_height(self) -> int:
@@ -177,6 +192,7 @@ class CmbcNode(ChainNodeBase):
         block_hash = compact.header.hash
         if block_hash in self.tree or block_hash in self._orphans:
             return
+        self._foretell(compact.header)
         txs = [self.mempool.get(h) for h in compact.hashes]
         if any(tx is None for tx in txs):
             self.pow_metrics.compact_misses.inc()
@@ -223,11 +239,14 @@ class CmbcNode(ChainNodeBase):
         """Takes a block from anywhere; returns "connected", "side_branch", "duplicate" or
         "orphan" and raises ValidationError for an invalid one."""
         arrived = time.perf_counter()
-        async with self._blocks_lock:
-            locked = time.perf_counter()
-            outcome = await self._accept(block)
-            if outcome in ("connected", "side_branch"):
-                await self._adopt_orphans(block.hash)
+        try:
+            async with self._blocks_lock:
+                locked = time.perf_counter()
+                outcome = await self._accept(block)
+                if outcome in ("connected", "side_branch"):
+                    await self._adopt_orphans(block.hash)
+        finally:
+            self._forget_pending(block.hash)
         if outcome in ("connected", "side_branch"):
             self.pow_metrics.accept_seconds.labels("wait").observe(locked - arrived)
             self.pow_metrics.accept_seconds.labels("process").observe(time.perf_counter() - locked)
@@ -256,6 +275,7 @@ class CmbcNode(ChainNodeBase):
             check_seal(block.header, self.tree.expected_target(parent.header.hash),
                        self.tree.median_window(parent.header.hash), now_ms(),
                        self.params.max_future_drift_ms)
+            self._foretell(block.header)
             if block.transactions:
                 self.broadcast(peer_pb.PeerMessage(
                     compact_block=CompactBlock.of(block).encoded))
@@ -275,6 +295,37 @@ class CmbcNode(ChainNodeBase):
             self.pow_metrics.side_blocks.inc()
             return "side_branch"
         return await self._switch_to(block)
+
+    def _foretell(self, header: BlockHeader) -> None:
+        """Tells the miners (``mining_tip``, WatchTip) of a block whose seal holds and that
+        would become the head, before it is validated. Validation under load takes about as
+        long as a quarter of the block interval, and a miner still hashing on the old head
+        meanwhile finds competing blocks: most stale blocks came from that window. A valid seal
+        is expensive to fake, and a block found invalid (or never completed) releases the
+        miners at once (or after ``PENDING_MAX_S``)."""
+        if self.mining_tip[1] or header.hash in self.tree:
+            return  # one hold at a time; a second sealed block waits for its validation
+        parent = self.tree.get(header.parent_hash)
+        head = self.tree.get(self._head.hash)
+        if parent is None or parent.invalid or head is None:
+            return
+        if parent.work + block_work(target_from_bytes(header.pow_target)) <= head.work:
+            return  # a side branch: the head stays
+        try:
+            check_seal(header, self.tree.expected_target(parent.header.hash),
+                       self.tree.median_window(parent.header.hash), now_ms(),
+                       self.params.max_future_drift_ms)
+        except DualchainError:
+            return  # refused with its reason when the whole block is checked
+        self._pending = header
+        asyncio.get_running_loop().call_later(PENDING_MAX_S, self._forget_pending, header.hash)
+        self._notify_grown()
+
+    def _forget_pending(self, block_hash: bytes) -> None:
+        """Ends the hold for ``block_hash`` once it was accepted, refused or timed out."""
+        if self._pending is not None and self._pending.hash == block_hash:
+            self._pending = None
+            self._notify_grown()
 
     def _check_branch_rules(self, block: Block, parent: BlockHeader) -> None:
         """Everything about a block that its own branch decides, chain state aside."""
@@ -395,6 +446,7 @@ class CmbcNode(ChainNodeBase):
                     outcome = await self._accept(child)
                 except DualchainError as exc:
                     log.info("parked block %s refused: %s", child.hash.hex()[:16], exc.reason)
+                    self._forget_pending(child.hash)
                     continue
                 if outcome in ("connected", "side_branch"):
                     pending.append(child.hash)

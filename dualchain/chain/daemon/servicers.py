@@ -290,6 +290,6 @@ class MinerServicer(miner_grpc.MinerServiceServicer):
         node = self.node
         while True:
             seen = node.head_version
-            head = node.head
-            yield miner_pb.TipEvent(head_hash=head.hash, height=head.height)
+            tip, pending = node.mining_tip
+            yield miner_pb.TipEvent(head_hash=tip.hash, height=tip.height, pending=pending)
             await node.wait_for_change(seen)

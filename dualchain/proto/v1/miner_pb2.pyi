@@ -61,9 +61,11 @@ class WatchTipRequest(_message.Message):
     def __init__(self) -> None: ...
 
 class TipEvent(_message.Message):
-    __slots__ = ("head_hash", "height")
+    __slots__ = ("head_hash", "height", "pending")
     HEAD_HASH_FIELD_NUMBER: _ClassVar[int]
     HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    PENDING_FIELD_NUMBER: _ClassVar[int]
     head_hash: bytes
     height: int
-    def __init__(self, head_hash: _Optional[bytes] = ..., height: _Optional[int] = ...) -> None: ...
+    pending: bool
+    def __init__(self, head_hash: _Optional[bytes] = ..., height: _Optional[int] = ..., pending: _Optional[bool] = ...) -> None: ...

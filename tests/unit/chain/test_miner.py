@@ -3,12 +3,17 @@ miner as a process is exercised by tests/integration/test_cmbc*.py)."""
 
 from __future__ import annotations
 
+import asyncio
 from pathlib import Path
 
 import pytest
 
 from dualchain.chain.consensus.pow import MAX_TARGET, target_to_bytes
-from dualchain.chain.miner import MinerConfig, _search
+from dualchain.chain.identity import Signer
+from dualchain.chain.miner import Miner, MinerConfig, _search, duty_pause
+from dualchain.chain.mldsa import Algorithm
+
+ALG = Algorithm.ML_DSA_44
 
 
 @pytest.mark.parametrize(
@@ -22,19 +27,27 @@ def test_bad_settings_are_refused(change: dict, message: str) -> None:
 
 
 def test_a_chunk_reports_its_nonce_and_the_hashes_it_took() -> None:
-    nonce, hashed = _search(b"prefix", target_to_bytes(MAX_TARGET), 1000, 50, 1.0)
+    nonce, hashed = _search(b"prefix", target_to_bytes(MAX_TARGET), 1000, 50)
     assert (nonce, hashed) == (1000, 1)  # every hash meets the largest target
-    nonce, hashed = _search(b"prefix", target_to_bytes(MAX_TARGET >> 6), 0, 100_000, 1.0)
+    nonce, hashed = _search(b"prefix", target_to_bytes(MAX_TARGET >> 6), 0, 100_000)
     assert nonce is not None and hashed == nonce + 1
-    assert _search(b"prefix", bytes(32), 7, 300, 1.0) == (None, 300)
+    assert _search(b"prefix", bytes(32), 7, 300) == (None, 300)
 
 
-def test_a_partial_duty_pauses_after_hashing(monkeypatch) -> None:
-    import dualchain.chain.miner as miner
+def test_the_duty_cycle_sets_the_pause_after_hashing() -> None:
+    assert duty_pause(0.02, 0.25) == pytest.approx(0.06)  # hashing is a quarter of the time
+    assert duty_pause(0.02, 1.0) == 0.0  # full duty never rests
 
-    slept: list[float] = []
-    monkeypatch.setattr(miner.time, "sleep", slept.append)
-    miner._search(b"prefix", bytes(32), 0, 2000, 0.25)
-    assert len(slept) == 1 and slept[0] > 0  # three times the hashing time
-    miner._search(b"prefix", bytes(32), 0, 2000, 1.0)
-    assert len(slept) == 1  # full duty never sleeps
+
+async def test_a_tip_change_ends_the_pause_at_once() -> None:
+    """A miner resting between chunks hears of a new tip (or of a block being validated)
+    without waiting out its pause."""
+    miner = Miner(MinerConfig(cmbc="127.0.0.1:1", key=Path("k")), Signer.generate(ALG))
+    try:
+        resting = asyncio.create_task(miner.rest(600.0))
+        await asyncio.sleep(0)  # let it start waiting
+        assert not resting.done()
+        miner._tip_changed.set()
+        await asyncio.wait_for(resting, 10)
+    finally:
+        miner.close()

@@ -29,10 +29,11 @@ from dualchain.chain.genesis import Genesis, LedgerLimits
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.merkle import merkle_root
 from dualchain.chain.mldsa import Algorithm
-from dualchain.chain.types import Block, BlockHeader, Transaction, TxKind
+from dualchain.chain.types import Block, BlockHeader, CompactBlock, Transaction, TxKind
 from dualchain.chain.validation import sign_transaction
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import miner_pb2 as miner_pb
+from dualchain.proto.v1 import peer_pb2 as peer_pb
 
 ALG = Algorithm.ML_DSA_44
 CHAIN = "cmbc-unit"
@@ -407,6 +408,80 @@ async def test_get_block_transactions_refuses_malformed_requests(node: CmbcNode)
         block_hash=block.hash, tx_hashes=[t.hash for t in block.transactions[1:]]),
         FakeContext())
     assert [Transaction.decode(t) for t in reply.txs] == list(block.transactions[1:])
+
+
+# -- telling miners of a block before it is validated ----------------------------------------------
+
+
+def record_mining_tips(node: CmbcNode) -> list[tuple[bytes, bool, int]]:
+    """What WatchTip would send at each notification: (tip hash, pending, head height then)."""
+    seen: list[tuple[bytes, bool, int]] = []
+    notify = node._notify_grown
+
+    def recording() -> None:
+        tip, pending = node.mining_tip
+        seen.append((tip.hash, pending, node.height))
+        notify()
+
+    node._notify_grown = recording  # type: ignore[method-assign]
+    return seen
+
+
+async def test_miners_hear_of_a_sealed_block_before_it_is_validated(node: CmbcNode) -> None:
+    forge = Forge(node.genesis)
+    block = forge.block(forge.genesis, [tx(SENDER, 0)])
+    seen = record_mining_tips(node)
+    assert await node.accept_block(block) == "connected"
+    assert seen[0] == (block.hash, True, 0)  # announced while the head was still genesis
+    assert node.mining_tip == (block.header, False) and seen[-1] == (block.hash, False, 1)
+
+
+@pytest.mark.parametrize("fault", ["bad_root", "bad_app_hash"])
+async def test_a_foretold_block_that_fails_releases_the_miners(node: CmbcNode,
+                                                                fault: str) -> None:
+    """Its seal holds, so miners hold off; it is refused (by a branch rule, or by the chain
+    state), and they are sent back to the old head."""
+    forge = Forge(node.genesis)
+    a1 = forge.block(forge.genesis)
+    await node.accept_block(a1)
+    change = {"tx_root": b"\x00" * 32} if fault == "bad_root" else {"app_hash": b"\x01" * 32}
+    bad = forge.block(a1, **change)
+    seen = record_mining_tips(node)
+    with pytest.raises(ValidationError) as info:
+        await node.accept_block(bad)
+    assert info.value.code == fault
+    assert (bad.hash, True, 1) in seen
+    assert seen[-1] == (a1.hash, False, 1) and node.mining_tip == (a1.header, False)
+
+
+async def test_no_hold_for_a_bad_seal_or_a_side_branch(node: CmbcNode) -> None:
+    forge = Forge(node.genesis)
+    a1 = forge.block(forge.genesis)
+    await node.accept_block(a1)
+    seen = record_mining_tips(node)
+    with pytest.raises(ValidationError):
+        await node.accept_block(forge.block(a1, pow_target=target_to_bytes(2**255)))
+    sibling = forge.block(forge.genesis, miner=OTHER_MINER)  # as much work as a1: no switch
+    assert await node.accept_block(sibling) == "side_branch"
+    assert not any(pending for _, pending, _ in seen)
+    assert node.mining_tip == (a1.header, False)
+
+
+async def test_a_hold_for_a_block_that_never_completes_times_out(node: CmbcNode,
+                                                                 monkeypatch) -> None:
+    """An announced block whose missing transactions never come (no peer has them) holds the
+    miners for PENDING_MAX_S at most."""
+    import dualchain.chain.daemon.cmbc as cmbc
+
+    monkeypatch.setattr(cmbc, "PENDING_MAX_S", 0.05)
+    forge = Forge(node.genesis)
+    block = forge.block(forge.genesis, [tx(SENDER, 0)])  # the mempool lacks tx(SENDER, 0)
+    await node.on_peer_message(
+        peer_pb.PeerMessage(compact_block=CompactBlock.of(block).encoded), "nowhere:1")
+    assert node.mining_tip == (block.header, True)
+    while node.mining_tip[1]:
+        await asyncio.wait_for(node.wait_for_change(node.head_version), 10)
+    assert node.mining_tip == (forge.genesis.header, False) and node.height == 0
 
 
 # -- templates and restarts ------------------------------------------------------------------------
