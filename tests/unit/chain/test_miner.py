@@ -34,6 +34,19 @@ def test_a_chunk_reports_its_nonce_and_the_hashes_it_took() -> None:
     assert _search(b"prefix", bytes(32), 7, 300) == (None, 300)
 
 
+def test_a_raised_abort_flag_cuts_a_chunk_short(monkeypatch) -> None:
+    import threading
+
+    import dualchain.chain.miner as miner
+
+    flag = threading.Event()
+    monkeypatch.setattr(miner, "_abort", flag)
+    assert _search(b"prefix", bytes(32), 0, 10 * miner.ABORT_CHECK) == (None,
+                                                                        10 * miner.ABORT_CHECK)
+    flag.set()  # the tip moved: the chunk stops before hashing more than one slice
+    assert _search(b"prefix", bytes(32), 0, 10 * miner.ABORT_CHECK) == (None, 0)
+
+
 def test_the_duty_cycle_sets_the_pause_after_hashing() -> None:
     assert duty_pause(0.02, 0.25) == pytest.approx(0.06)  # hashing is a quarter of the time
     assert duty_pause(0.02, 1.0) == 0.0  # full duty never rests
