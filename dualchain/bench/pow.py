@@ -27,6 +27,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -113,17 +114,37 @@ def pow_benchmark(
     senders: int = 512,
     batch: int = 256,
     progress: Callable[[str], None] | None = None,
+    keep: Path | None = None,
+    log_level: str = "WARNING",
 ) -> dict:
+    """Runs the benchmark in a temporary directory, or in ``keep`` (created; its configs and the
+    daemons' and miners' logs stay there)."""
     progress = progress or (lambda line: None)
+    args = (daemons, miners, interval, duration, warmup, rate, miner_workers, miner_duty,
+            retarget, finality_depth, algorithm, senders, batch, progress, log_level)
+    if keep is not None:
+        keep.mkdir(parents=True, exist_ok=True)
+        return _run(keep, *args)
     with tempfile.TemporaryDirectory(prefix="bench-pow-") as tmp:
-        return _run(Path(tmp), daemons, miners, interval, duration, warmup, rate, miner_workers,
-                    miner_duty, retarget, finality_depth, algorithm, senders, batch, progress)
+        return _run(Path(tmp), *args)
+
+
+def _drain(proc: subprocess.Popen[bytes], path: Path) -> None:
+    """Copies what ``proc`` prints from now on to ``path``: an unread pipe would fill and block
+    a long-running miner (a line per block)."""
+    def copy() -> None:
+        assert proc.stdout is not None
+        with path.open("ab") as out:
+            for line in proc.stdout:
+                out.write(line)
+                out.flush()
+    threading.Thread(target=copy, daemon=True).start()
 
 
 def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float, warmup: float,
          rate: float, miner_workers: int, miner_duty: float, retarget: int, finality_depth: int,
          algorithm: Algorithm, senders: int, batch: int,
-         progress: Callable[[str], None]) -> dict:
+         progress: Callable[[str], None], log_level: str) -> dict:
     ports = free_ports(2 * daemons)
     # Start easy: the miners share the machine with the daemons and the load generator, so they
     # hash slower than the calibration measured; retargeting raises an easy difficulty in a
@@ -148,10 +169,11 @@ def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float,
     try:
         for i, path in enumerate(configs):
             procs.append(subprocess.Popen(
-                [*py, "chain", "--kind", "cmbc", "--config", str(path), "--log-level", "WARNING"],
+                [*py, "chain", "--kind", "cmbc", "--config", str(path), "--log-level", log_level],
                 stdout=subprocess.PIPE, stderr=open(tmp / f"node-{i}.log", "wb")))  # noqa: SIM115
-        for proc in procs:
+        for i, proc in enumerate(procs):
             read_json_line(proc, "ready", 60)
+            _drain(proc, tmp / f"node-{i}.out")
         spec = LoadSpec(CHAIN_ID, algorithm.label, targets, int(rate * (duration + warmup) * 1.1),
                         senders, rate, batch, str(tmp / "submit-times.bin"),
                         time.time_ns() // 1_000_000, int(TxKind.MEMO))
@@ -166,11 +188,12 @@ def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float,
             miner_procs.append(subprocess.Popen(
                 [*py, "miner", "--cmbc", targets[j % daemons], "--key",
                  str(tmp / "keys" / f"miner-{j}.key"), "--workers", str(miner_workers),
-                 "--duty", str(miner_duty), "--log-level", "WARNING"],
+                 "--duty", str(miner_duty), "--log-level", log_level],
                 stdout=subprocess.PIPE, stderr=open(tmp / f"miner-{j}.log", "wb")))  # noqa: SIM115
         procs += miner_procs
-        for proc in miner_procs:
+        for j, proc in enumerate(miner_procs):
             read_json_line(proc, "ready", 60)
+            _drain(proc, tmp / f"miner-{j}.out")
         assert loadgen.stdin is not None
         loadgen.stdin.write(b"go\n")
         loadgen.stdin.flush()

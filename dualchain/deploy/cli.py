@@ -135,6 +135,7 @@ def cmd_bench_pow(args: argparse.Namespace) -> int:
         miner_workers=args.miner_workers, miner_duty=args.miner_duty, retarget=args.retarget,
         algorithm=args.alg,
         progress=None if args.json else (lambda line: print(line, file=sys.stderr)),
+        keep=args.keep, log_level=args.log_level,
     )
     _print(result, args.json)
     return 0
@@ -648,6 +649,14 @@ def build_parser() -> argparse.ArgumentParser:
                       help="blocks between difficulty changes (default 5)")
     pow_.add_argument("--alg", type=_algorithm, default=Algorithm.ML_DSA_44,
                       help="ML-DSA parameter set (default ML-DSA-44)")
+    pow_.add_argument("--keep", type=Path, default=None, metavar="DIR",
+                      help="run in DIR and keep it: genesis, configs, keys, and each daemon's "
+                      "and miner's log (node-I.log, miner-J.log) and output (.out) (default: a "
+                      "temporary directory, removed)")
+    pow_.add_argument("--log-level", default="WARNING",
+                      choices=["DEBUG", "INFO", "WARNING", "ERROR"],
+                      help="log level of the daemons and miners (default WARNING); DEBUG logs "
+                      "each block's outcome and the holds for blocks under validation")
     pow_.add_argument("--json", action="store_true", help="print one compact JSON document")
     pow_.set_defaults(func=cmd_bench_pow)
 

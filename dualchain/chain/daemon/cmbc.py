@@ -247,6 +247,8 @@ class CmbcNode(ChainNodeBase):
                     await self._adopt_orphans(block.hash)
         finally:
             self._forget_pending(block.hash)
+        log.debug("block %s at height %d: %s after %.3f s", block.hash.hex()[:16], block.height,
+                  outcome, time.perf_counter() - arrived)
         if outcome in ("connected", "side_branch"):
             self.pow_metrics.accept_seconds.labels("wait").observe(locked - arrived)
             self.pow_metrics.accept_seconds.labels("process").observe(time.perf_counter() - locked)
@@ -320,6 +322,8 @@ class CmbcNode(ChainNodeBase):
         self._pending = header
         asyncio.get_running_loop().call_later(PENDING_MAX_S, self._forget_pending, header.hash)
         self._notify_grown()
+        log.debug("miners hold off for block %s at height %d", header.hash.hex()[:16],
+                  header.height)
 
     def _forget_pending(self, block_hash: bytes) -> None:
         """Ends the hold for ``block_hash`` once it was accepted, refused or timed out."""
@@ -586,4 +590,6 @@ class CmbcNode(ChainNodeBase):
                                   code="bad_parent")
         outcome = await self.accept_block(block)
         self.pow_metrics.mined.labels(outcome).inc()
+        log.debug("solution %s at height %d from miner %s: %s", block.hash.hex()[:16],
+                  block.height, block.header.proposer.hex()[:8], outcome)
         return outcome, block
