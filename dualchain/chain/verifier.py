@@ -14,6 +14,7 @@ The verifier is the one place the rest of dualchain checks ML-DSA signatures:
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
 import os
 import struct
@@ -84,6 +85,19 @@ def signature_digest(
     ).digest()
 
 
+BACKGROUND_NICE = 10
+
+
+def lower_thread_priority() -> None:
+    """Thread initializer: this thread yields the CPU to the process's other threads (Linux
+    keeps a nice value per thread). Bulk work such as checking the signatures of incoming
+    client transactions then waits while the event loop handles votes, proposals and block
+    announcements, whose delays make consensus slow (and, on a proof-of-work chain, forks).
+    Where the OS refuses, the thread keeps its priority."""
+    with contextlib.suppress(OSError, AttributeError):
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+
+
 class SignatureVerifier:
     def __init__(
         self,
@@ -98,6 +112,7 @@ class SignatureVerifier:
         self._keys: dict[Algorithm, _LRU] = {a: _LRU(key_cache_size) for a in Algorithm}
         self.workers = workers or os.cpu_count() or 1
         self._pool: ThreadPoolExecutor | None = None
+        self._background: ThreadPoolExecutor | None = None
         self._pool_lock = threading.Lock()
         self._hits = 0
         self._checked = 0
@@ -147,8 +162,14 @@ class SignatureVerifier:
             request.signature,
         )
 
-    def _executor(self) -> ThreadPoolExecutor:
+    def _executor(self, background: bool = False) -> ThreadPoolExecutor:
         with self._pool_lock:
+            if background:
+                if self._background is None:
+                    self._background = ThreadPoolExecutor(
+                        self.workers, thread_name_prefix="verify-bg",
+                        initializer=lower_thread_priority)
+                return self._background
             if self._pool is None:
                 self._pool = ThreadPoolExecutor(self.workers, thread_name_prefix="verify")
             return self._pool
@@ -174,10 +195,12 @@ class SignatureVerifier:
             results.extend(part)
         return results
 
-    async def verify_batch_async(self, requests: Sequence[VerifyRequest]) -> list[bool]:
-        """verify_batch without blocking the event loop."""
+    async def verify_batch_async(self, requests: Sequence[VerifyRequest],
+                                 background: bool = False) -> list[bool]:
+        """verify_batch without blocking the event loop; ``background`` runs it on threads of
+        lower scheduling priority (see ``lower_thread_priority``)."""
         loop = asyncio.get_running_loop()
-        pool = self._executor()
+        pool = self._executor(background)
         parts = await asyncio.gather(
             *(loop.run_in_executor(pool, self._verify_chunk, c) for c in self._chunks(requests))
         )
@@ -185,9 +208,10 @@ class SignatureVerifier:
 
     def close(self) -> None:
         with self._pool_lock:
-            if self._pool is not None:
-                self._pool.shutdown(wait=True)
-                self._pool = None
+            for pool in (self._pool, self._background):
+                if pool is not None:
+                    pool.shutdown(wait=True)
+            self._pool = self._background = None
 
     def __enter__(self) -> SignatureVerifier:
         return self

@@ -211,8 +211,7 @@ class ChainNodeBase:
                 checked.append(i)
         started = time.perf_counter()
         results = await self.verifier.verify_batch_async(
-            [tx_verify_request(txs[i], self.params) for i in checked]
-        )
+            [tx_verify_request(txs[i], self.params) for i in checked], background=True)
         self.metrics.verify_seconds.observe(time.perf_counter() - started)
         accepted: list[bytes] = []
         for i, ok in zip(checked, results, strict=True):

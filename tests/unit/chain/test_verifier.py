@@ -2,14 +2,17 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
+import os
+import threading
 from collections.abc import Iterator
 
 import pytest
 
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.mldsa import Algorithm, Backend, PrivateKey, PublicKey, get_backend
-from dualchain.chain.verifier import SignatureVerifier, VerifyRequest
+from dualchain.chain.verifier import BACKGROUND_NICE, SignatureVerifier, VerifyRequest
 
 ALG = Algorithm.ML_DSA_44
 
@@ -190,6 +193,24 @@ async def test_verify_batch_async_in_order(
     assert await verifier.verify_batch_async(requests) == expected
     assert await verifier.verify_batch_async(requests[::-1]) == expected[::-1]
     assert await verifier.verify_batch_async([]) == []
+
+
+async def test_background_batches_run_on_lower_priority_threads(
+    verifier: SignatureVerifier, alice: Signer, bob: Signer
+) -> None:
+    """Admission checks run at a higher nice value than the process's other threads, so the
+    event loop comes first on a saturated machine; the results are the same."""
+    requests, expected = _mixed_requests(alice, bob)
+    assert await verifier.verify_batch_async(requests, background=True) == expected
+
+    def nice() -> int:
+        return os.getpriority(os.PRIO_PROCESS, threading.get_native_id())
+
+    base = nice()
+    loop = asyncio.get_running_loop()
+    background = await loop.run_in_executor(verifier._executor(background=True), nice)
+    foreground = await loop.run_in_executor(verifier._executor(), nice)
+    assert background == min(base + BACKGROUND_NICE, 19) and foreground == base
 
 
 def test_batch_of_malformed_keys_is_false(verifier: SignatureVerifier) -> None:
