@@ -223,6 +223,8 @@ class Miner:
                         self._tip = bytes(event.head_hash)
                         self._tip_changed.set()
                         self._abort.set()
+                        log.debug("tip %s at height %d%s", self._tip.hex()[:16], event.height,
+                                  " (pending)" if event.pending else "")
             except grpc.aio.AioRpcError:
                 await asyncio.sleep(RECONNECT_S)
 
@@ -272,6 +274,8 @@ class Miner:
                 0.8 * self.stats.hashrate + 0.2 * rate
             for nonce, _ in results:
                 if nonce is not None:
+                    log.debug("solved height %d on %s", header.height,
+                              header.parent_hash.hex()[:16])
                     sealed = replace(header, pow_nonce=nonce)
                     return sealed.with_signature(
                         self.signer.sign(Domain.BLOCK, sealed.signing_bytes)), reward

@@ -526,6 +526,11 @@ class CmbcNode(ChainNodeBase):
         miner = identity_id(miner_key)
         if hashrate > 0:
             self.pow_metrics.hashrate.labels(miner.hex()[:16]).set(hashrate)
+        # A template on the old head while miners hold off would be stale at once (and the
+        # miner would ask again at once): wait for the held block's verdict. The hold is bounded
+        # (PENDING_MAX_S).
+        while self.mining_tip[1]:
+            await self.wait_for_change(self.head_version)
         async with self._blocks_lock:  # not halfway through a reorg
             return await self._template(miner, miner_key)
 

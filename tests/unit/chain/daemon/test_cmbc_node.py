@@ -484,6 +484,27 @@ async def test_a_hold_for_a_block_that_never_completes_times_out(node: CmbcNode,
     assert node.mining_tip == (forge.genesis.header, False) and node.height == 0
 
 
+async def test_a_template_waits_for_the_verdict_on_a_held_block(node: CmbcNode,
+                                                                 monkeypatch) -> None:
+    """While miners hold off, a template on the old head would be stale at once: the request
+    waits, and gets a template on the held block once it is accepted."""
+    import dualchain.chain.daemon.cmbc as cmbc
+
+    monkeypatch.setattr(cmbc, "PENDING_MAX_S", 600.0)
+    forge = Forge(node.genesis)
+    block = forge.block(forge.genesis, [tx(SENDER, 0)])
+    await node.on_peer_message(
+        peer_pb.PeerMessage(compact_block=CompactBlock.of(block).encoded), "nowhere:1")
+    assert node.mining_tip == (block.header, True)
+    template = asyncio.create_task(node.block_template(MINER.public_key, 0.0))
+    for _ in range(5):  # let it run up to its wait
+        await asyncio.sleep(0)
+    assert not template.done()
+    assert await node.accept_block(block) == "connected"
+    got = await asyncio.wait_for(template, 10)
+    assert bytes(got.parent_hash) == block.hash and got.height == 2
+
+
 # -- templates and restarts ------------------------------------------------------------------------
 
 
