@@ -108,7 +108,7 @@ def pow_benchmark(
     rate: float = 1200.0,
     miner_workers: int = 1,
     miner_duty: float = 0.15,
-    retarget: int = 5,
+    retarget: int = 10,
     finality_depth: int = 6,
     algorithm: Algorithm = Algorithm.ML_DSA_44,
     senders: int = 512,

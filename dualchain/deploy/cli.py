@@ -645,8 +645,8 @@ def build_parser() -> argparse.ArgumentParser:
                       help="worker processes per miner (default 1)")
     pow_.add_argument("--miner-duty", type=float, default=0.15,
                       help="share of time each miner worker hashes (default 0.15)")
-    pow_.add_argument("--retarget", type=int, default=5,
-                      help="blocks between difficulty changes (default 5)")
+    pow_.add_argument("--retarget", type=int, default=10,
+                      help="blocks between difficulty changes (default 10; at least 3)")
     pow_.add_argument("--alg", type=_algorithm, default=Algorithm.ML_DSA_44,
                       help="ML-DSA parameter set (default ML-DSA-44)")
     pow_.add_argument("--keep", type=Path, default=None, metavar="DIR",
