@@ -103,7 +103,7 @@ def pow_benchmark(
     daemons: int = 3,
     miners: int = 2,
     interval: float = 2.0,
-    duration: float = 60.0,
+    duration: float = 180.0,
     warmup: float = 30.0,
     rate: float = 1200.0,
     miner_workers: int = 1,
