@@ -36,8 +36,11 @@ async def test_daemons_agree_and_intervals_settle(make_cmbc_cluster) -> None:
     [interval / 3, interval * 3]: generous, because a 15-interval mean of exponential waits has
     a spread of about a quarter, each retarget sees only four intervals, and other processes
     share the two cores; a broken retarget (wrong direction, no clamp, stuck) lands far
-    outside it within 30 blocks. The difficulty must also have at least doubled from its start
-    (only doubled: "eight times too easy" comes from a hash rate measured on a loaded machine)."""
+    outside it within 30 blocks. The first retarget (height 10) must also have raised the
+    difficulty at least 1.5x: its window (heights 5-9) ran at under half the interval. That
+    is checked against the window itself, not the start's calibration: a CI run once measured
+    the hash rate at a fast moment and then hashed six times slower, so the chain, rightly,
+    never got far above its start."""
     duty = 0.3
     equilibrium = hash_rate() * 2 * duty * INTERVAL_MS / 1000
     start = max(1, int(equilibrium / 8))
@@ -83,7 +86,9 @@ async def test_daemons_agree_and_intervals_settle(make_cmbc_cluster) -> None:
     print(report)
     assert INTERVAL_MS / 3 <= mean_ms <= INTERVAL_MS * 3, report
     # Retargeting moved the difficulty up from its far too easy start.
-    assert difficulty(blocks[last - 1]) >= 2 * start, report
+    window_ms = (stamps[8] - stamps[4]) / 4  # heights 5..9: the window of height 10
+    assert window_ms < INTERVAL_MS / 2, f"the start was not too easy; {report}"
+    assert difficulty(blocks[9]) >= 1.5 * start, report
 
 
 async def test_split_heals_to_the_most_work_chain(make_cmbc_cluster) -> None:
@@ -225,8 +230,9 @@ async def test_difficulty_follows_miners_joining_and_leaving(make_cmbc_cluster) 
         return (height // R + 1) * R
 
     await cluster.start_miner(0, node=0, duty=weak_duty)
-    alone = await cluster.follow(0, 1, 3 * R, timeout=60)
-    # In force after the first retarget (height 2R): the weak miner's own difficulty.
+    alone = await cluster.follow(0, 1, 5 * R, timeout=90)
+    # In force from the first retarget (height 2R) on: the weak miner's own difficulty, over
+    # three retargets (one retarget of three intervals varies by about 100%).
     before = sum(difficulty(b) for b in alone[2 * R - 1:]) / len(alone[2 * R - 1:])
 
     await cluster.start_miner(1, node=0, duty=1.0)
