@@ -8,11 +8,10 @@ For each template it signs its reward transaction, computes the Merkle root over
 the template's transaction hashes, and hashes the header prefix with nonces from a random start.
 Each of ``workers`` processes searches ``chunk`` nonces at a time; when the daemon's tip changes
 (a WatchTip stream) the miner raises a flag the workers look at every ``ABORT_CHECK`` nonces,
-and drops the stale work at once. The
-daemon announces a new tip as soon as a block's seal holds, before its full validation (the
-event says ``pending``): the miner stops hashing then, and its next template request waits for
-that validation. It asks for a fresh template every ``refresh_s`` seconds, so new transactions
-get into blocks.
+and drops the stale work at once. The daemon announces a new tip as soon as a block's seal
+holds, before its full validation (the event says ``pending``): the miner stops hashing then,
+and its next template request waits for that validation. It asks for a fresh template every
+``refresh_s`` seconds, so new transactions get into blocks.
 
 ``duty`` (0 < duty <= 1) is the share of time the workers hash: after chunks that took t seconds
 the miner pauses t * (1 - duty) / duty, and a tip change ends the pause at once. On a small
