@@ -124,10 +124,24 @@ def _search(prefix: bytes, target: bytes, start: int, count: int) -> tuple[int |
     return None, count
 
 
+def _timed_search(prefix: bytes, target: bytes, start: int,
+                  count: int) -> tuple[int | None, int, float]:
+    """``_search`` and the seconds the worker spent on it, measured in the worker: the time the
+    miner waits also holds the hand-off and, for the first call, the worker's start-up."""
+    began = time.perf_counter()
+    nonce, hashed = _search(prefix, target, start, count)
+    return nonce, hashed, time.perf_counter() - began
+
+
+# The longest duty-cycle pause: a chunk slowed down by a busy machine must not idle the miner
+# for many seconds (duty 0.2 rests four times the hashing time).
+MAX_PAUSE_S = 1.0
+
+
 def duty_pause(hashing_s: float, duty: float) -> float:
     """Seconds to rest after ``hashing_s`` of hashing so that hashing takes ``duty`` of the
-    time."""
-    return hashing_s * (1 - duty) / duty if duty < 1 else 0.0
+    time, at most ``MAX_PAUSE_S``."""
+    return min(hashing_s * (1 - duty) / duty, MAX_PAUSE_S) if duty < 1 else 0.0
 
 
 @dataclass
@@ -258,20 +272,19 @@ class Miner:
             self._abort.clear()
             if time.monotonic() - began > self.config.refresh_s:
                 return None  # a fresh template carries the transactions that arrived since
-            calls = [loop.run_in_executor(self._pool, _search, prefix, target,
+            calls = [loop.run_in_executor(self._pool, _timed_search, prefix, target,
                                           cursor + i * chunk, chunk)
                      for i in range(workers)]
             cursor += workers * chunk
-            chunk_began = time.monotonic()
             results = await asyncio.gather(*calls)
-            hashed = sum(h for _, h in results)
+            hashed = sum(h for _, h, _ in results)
             self.stats.hashes += hashed
-            hashing_s = time.monotonic() - chunk_began
+            hashing_s = max(seconds for _, _, seconds in results)
             # The rate over hashing and its pause: what the miner adds to the network.
             rate = hashed / max(hashing_s + duty_pause(hashing_s, self.config.duty), 1e-6)
             self.stats.hashrate = rate if not self.stats.hashrate else \
                 0.8 * self.stats.hashrate + 0.2 * rate
-            for nonce, _ in results:
+            for nonce, _, _ in results:
                 if nonce is not None:
                     log.debug("solved height %d on %s", header.height,
                               header.parent_hash.hex()[:16])

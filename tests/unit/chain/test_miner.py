@@ -10,7 +10,7 @@ import pytest
 
 from dualchain.chain.consensus.pow import MAX_TARGET, target_to_bytes
 from dualchain.chain.identity import Signer
-from dualchain.chain.miner import Miner, MinerConfig, _search, duty_pause
+from dualchain.chain.miner import MAX_PAUSE_S, Miner, MinerConfig, _search, duty_pause
 from dualchain.chain.mldsa import Algorithm
 
 ALG = Algorithm.ML_DSA_44
@@ -50,6 +50,9 @@ def test_a_raised_abort_flag_cuts_a_chunk_short(monkeypatch) -> None:
 def test_the_duty_cycle_sets_the_pause_after_hashing() -> None:
     assert duty_pause(0.02, 0.25) == pytest.approx(0.06)  # hashing is a quarter of the time
     assert duty_pause(0.02, 1.0) == 0.0  # full duty never rests
+    # A chunk that took 5 s on a busy machine (or with a worker starting up) would mean 20 s
+    # of rest at duty 0.2: the pause is capped.
+    assert duty_pause(5.0, 0.2) == MAX_PAUSE_S
 
 
 async def test_a_tip_change_ends_the_pause_at_once() -> None:
