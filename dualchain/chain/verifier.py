@@ -95,7 +95,11 @@ def lower_thread_priority() -> None:
     announcements, whose delays make consensus slow (and, on a proof-of-work chain, forks).
     Where the OS refuses, the thread keeps its priority."""
     with contextlib.suppress(OSError, AttributeError):
-        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), BACKGROUND_NICE)
+        thread = threading.get_native_id()
+        # Relative to the process's own nice: setpriority sets an absolute value, and a
+        # process already started nicer than that must not get its priority raised.
+        nice = os.getpriority(os.PRIO_PROCESS, thread)
+        os.setpriority(os.PRIO_PROCESS, thread, min(nice + BACKGROUND_NICE, 19))
 
 
 class SignatureVerifier:
