@@ -180,6 +180,12 @@ def _sorted_updates(updates: Sequence[Update], size: int) -> list[Update]:
     return [u for _, u in keyed]
 
 
+def canonical_order(updates: Sequence[Update], size: int) -> list[Update]:
+    """The updates checked (float32 of ``size``, samples >= 1, no duplicate) in the order every
+    rule uses: client id, base version, SHA-256 of the delta. For detectors and robust rules."""
+    return _sorted_updates(updates, size)
+
+
 def _check_global(global_params: np.ndarray) -> None:
     if (
         not isinstance(global_params, np.ndarray)

@@ -100,7 +100,9 @@ def test_a_noisy_copy_is_caught_and_an_honest_update_is_not() -> None:
     others = {k: v for k, v in seeds.items() if k != ids[5]}
     assert detect_copies(copy, ids[5], others, 4, p) == (ids[2],)
     scores = copy_scores(copy, ids[5], others, 4, p)
-    assert scores[ids[2]] > 10 and all(abs(z) < p.threshold for k, z in scores.items() if k != ids[2])
+    assert scores[ids[2]] > 10 and all(
+        abs(z) < p.threshold for k, z in scores.items() if k != ids[2]
+    )
     for c in range(5):
         others = {k: v for k, v in seeds.items() if k != ids[c]}
         assert detect_copies(updates[c], ids[c], others, 4, p) == ()
