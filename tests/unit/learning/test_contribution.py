@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+from collections.abc import Callable
 
 import numpy as np
 import pytest
@@ -11,6 +12,7 @@ from dualchain.adversary.metrics import DetectionCounts
 from dualchain.learning.aggregation import Update
 from dualchain.learning.contribution import (
     ClusterParams,
+    ContributionResult,
     cosine_similarity,
     distance_matrix,
     identify_contributions,
@@ -22,14 +24,16 @@ def _cid(c: int) -> bytes:
     return bytes([c]) * 4
 
 
-def _pool(deltas: tuple[np.ndarray, ...], bad: set[int], attack) -> list[Update]:  # noqa: ANN001
+def _pool(
+    deltas: tuple[np.ndarray, ...], bad: set[int], attack: Callable[[np.ndarray], np.ndarray]
+) -> list[Update]:
     return [
         Update(_cid(c), 3, 50, (attack(d) if c in bad else d).astype(np.float32))
         for c, d in enumerate(deltas)
     ]
 
 
-def _counts(result, bad: set[int], clients: int) -> DetectionCounts:  # noqa: ANN001
+def _counts(result: ContributionResult, bad: set[int], clients: int) -> DetectionCounts:
     return DetectionCounts.from_ids(
         result.discarded_ids, [_cid(c) for c in bad], [_cid(c) for c in range(clients)]
     )

@@ -93,7 +93,7 @@ def test_a_noisy_copy_is_caught_and_an_honest_update_is_not() -> None:
     seeds = {client_seed(c): client_seed(c) for c in range(6)}
     ids = list(seeds)
     updates = [embed(_gauss(38_282, 10 + c), ids[c], 4, p) for c in range(6)]
-    # Client 5 is lazy: it copies client 2's upload, adds noise as strong as it, marks it as its own.
+    # Client 5 is lazy: it copies client 2's upload, hides it under noise as strong, marks it.
     rng = np.random.default_rng(0)
     noisy = updates[2] + rng.normal(0, float(np.std(updates[2])), 38_282).astype(np.float32)
     copy = embed(noisy, ids[5], 4, p)
