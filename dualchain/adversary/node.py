@@ -1,0 +1,92 @@
+"""Server-node attacks as strategy objects: the compromised aggregator of seed 003 §V-E.
+
+Seed 003 §V-E ("Attack Simulation"): at a chosen global round k an attacker at an edge server adds
+Gaussian noise to the aggregated model before broadcasting it, ``w(k) <- w(k) + v(k)`` with
+``v(k) = -rho q(k)`` and ``q(k) ~ N(0, I)``; the paper poisons at rounds 20 and 60 (Fig. 11).
+``AggregatorPoison.apply(model, version)`` is that, for the versions listed, and a pure function
+of (model, version, seed): ``q`` comes from numpy's PCG64 seeded by (seed, version), so a
+recorded experiment reproduces. (The equivocating replica of the committee tests stays where it
+is, in the consensus code; it is not a model transform.)
+
+``make_node_attack({"kind": "poison", "rho": 0.5, "versions": [20, 60], "seed": 7})``.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+import numpy as np
+
+from dualchain.adversary.client import AttackConfigError, make_from_config
+
+
+@dataclass(frozen=True)
+class NodeAttack:
+    """An honest aggregator: the model passes unchanged."""
+
+    kind: ClassVar[str] = "none"
+
+    def poisons(self, version: int) -> bool:
+        return False
+
+    def apply(self, model: np.ndarray, version: int) -> np.ndarray:
+        return model
+
+
+@dataclass(frozen=True)
+class AggregatorPoison(NodeAttack):
+    """``w <- w - rho q``, ``q ~ N(0, I)``, at each version in ``versions`` (seed 003 §V-E)."""
+
+    kind: ClassVar[str] = "poison"
+    rho: float = 1.0
+    versions: tuple[int, ...] = (20, 60)
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        rho = self.rho
+        if isinstance(rho, bool) or not isinstance(rho, int | float) or not math.isfinite(rho):
+            raise AttackConfigError(f"poison rho must be a finite number, got {rho!r}")
+        if rho <= 0:
+            raise AttackConfigError(f"poison rho must be positive, got {rho}")
+        raw: Any = self.versions
+        if isinstance(raw, str | bytes) or not hasattr(raw, "__iter__"):
+            raise AttackConfigError(f"poison versions must be a list of versions, got {raw!r}")
+        versions = tuple(raw)
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v >= 0 for v in versions):
+            raise AttackConfigError(f"poison versions must be non-negative integers, got {raw!r}")
+        object.__setattr__(self, "versions", tuple(sorted(set(versions))))
+        if isinstance(self.seed, bool) or not isinstance(self.seed, int) or self.seed < 0:
+            raise AttackConfigError(
+                f"poison seed must be a non-negative integer, got {self.seed!r}"
+            )
+
+    def poisons(self, version: int) -> bool:
+        return version in self.versions
+
+    def noise(self, size: int, version: int) -> np.ndarray:
+        """``q`` of ``version``: float64 N(0, I) from PCG64 seeded by (seed, version)."""
+        gen = np.random.Generator(np.random.PCG64(np.random.SeedSequence([self.seed, version])))
+        return gen.standard_normal(size)
+
+    def apply(self, model: np.ndarray, version: int) -> np.ndarray:
+        if not self.poisons(version):
+            return model
+        if not isinstance(model, np.ndarray) or model.ndim != 1:
+            raise ValueError("the model must be a 1-D vector")
+        poisoned = model.astype(np.float64) - self.rho * self.noise(model.size, version)
+        return poisoned.astype(model.dtype)
+
+
+NODE_ATTACKS: dict[str, type[NodeAttack]] = {
+    cls.kind: cls for cls in (NodeAttack, AggregatorPoison)
+}
+
+
+def make_node_attack(config: Mapping[str, Any]) -> NodeAttack:
+    """The node attack a config dict names, e.g. ``{"kind": "poison", "versions": [20, 60]}``."""
+    if isinstance(config, Mapping) and isinstance(config.get("versions"), list):
+        config = {**config, "versions": tuple(config["versions"])}
+    return make_from_config(config, NODE_ATTACKS, "node attack")
