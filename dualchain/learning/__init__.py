@@ -11,6 +11,10 @@ Modules:
 - ``codec``: byte format of parameter vectors, chunking and hash-checked reassembly (numpy only).
 - ``aggregation``: staleness-weighted asynchronous aggregation (seed 000 eq. 2), FedAsync staleness
   functions, FedAvg, and the admission checks on updates (numpy only, byte-identical on replicas).
+- ``watermark``: PN watermarks on updates and copy detection (seed 004 Algorithm 2).
+- ``contribution``: DBSCAN clustering of the update pool, keep / discard (seed 002 Algorithm 4).
+- ``robust``: coordinate-wise median, trimmed mean, Krum and Multi-Krum.
 
-``codec`` and ``aggregation`` never import torch, so chain daemons and validators can use them.
+``codec``, ``aggregation``, ``watermark``, ``contribution`` and ``robust`` never import torch, so
+chain daemons and validators can use them.
 """

@@ -141,7 +141,7 @@ def test_assembler_refuses_oversize_and_wrong_hash() -> None:
         ChunkAssembler(b"short", 10)
 
 
-@pytest.mark.parametrize("module", ["codec", "aggregation"])
+@pytest.mark.parametrize("module", ["codec", "aggregation", "watermark", "contribution", "robust"])
 def test_numpy_only_modules_do_not_import_torch(module: str) -> None:
     code = f"import sys, dualchain.learning.{module}; print('torch' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

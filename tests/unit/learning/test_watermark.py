@@ -11,6 +11,7 @@ import pytest
 from dualchain.learning.watermark import (
     WatermarkParams,
     amplitude,
+    carries_own_mark,
     client_seed,
     copy_scores,
     correlate,
@@ -86,6 +87,7 @@ def test_scores_of_marked_and_unmarked_updates() -> None:
         score(marked, SEED_A, 5, p.length) / 64.0
     )
     assert score(np.zeros(100, np.float32), SEED_A, 0, 64) == 0.0
+    assert carries_own_mark(marked, SEED_A, 5, p) and not carries_own_mark(u, SEED_A, 5, p)
 
 
 def test_a_noisy_copy_is_caught_and_an_honest_update_is_not() -> None:
