@@ -36,19 +36,25 @@ def start_model(warmup: int = 30) -> np.ndarray:
 
 @functools.lru_cache(maxsize=8)
 def client_deltas(
-    clients: int = 10, batches: int = 5, warmup: int = 30, scheme: str = "iid", round_seed: int = 0
+    clients: int = 10,
+    batches: int = 5,
+    warmup: int = 30,
+    scheme: str = "iid",
+    round_seed: int = 0,
+    flip_labels: bool = False,
 ) -> tuple[np.ndarray, ...]:
-    """One float32 delta per client: ``batches`` SGD steps (lr 0.01, momentum 0.9) on its part."""
+    """One float32 delta per client: ``batches`` SGD steps (lr 0.01, momentum 0.9) on its part,
+    with labels ``y -> 9 - y`` when ``flip_labels`` (every client: pick the attackers from it)."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)  # tiny model on a shared 2-core machine: threads only contend
     try:
-        return _train(clients, batches, warmup, scheme, round_seed)
+        return _train(clients, batches, warmup, scheme, round_seed, flip_labels)
     finally:
         torch.set_num_threads(threads)
 
 
 def _train(
-    clients: int, batches: int, warmup: int, scheme: str, round_seed: int
+    clients: int, batches: int, warmup: int, scheme: str, round_seed: int, flip: bool
 ) -> tuple[np.ndarray, ...]:
     data = digits()
     parts = partition(data.train_y, clients, scheme, seed=0)
@@ -57,10 +63,11 @@ def _train(
     out = []
     for c, idx in enumerate(parts):
         set_flat(model, base.copy())
+        labels = data.train_y[idx]
         train_local(
             model,
             data.train_x[idx],
-            data.train_y[idx],
+            (data.num_classes - 1 - labels) if flip else labels,
             batches=batches,
             seed=1000 * round_seed + c,
             momentum=0.9,

@@ -11,6 +11,7 @@ import pytest
 from dualchain.adversary.metrics import DetectionCounts
 from dualchain.learning.aggregation import Update
 from dualchain.learning.contribution import (
+    ROBUST_PARAMS,
     ClusterParams,
     ContributionResult,
     cosine_similarity,
@@ -72,6 +73,19 @@ def test_noise_uploads_are_flagged_and_scaling_needs_euclidean_with_a_median_anc
         scaled, ClusterParams(metric="euclidean", eps=1.0, anchor="median")
     )
     assert set(by_median.discarded_ids) == {_cid(c) for c in bad}
+
+
+def test_label_flippers_capture_the_mean_anchor_but_not_the_median() -> None:
+    """Label-flipped training makes long deltas: the paper's mean anchor joins the flippers and
+    the honest updates are discarded; ROBUST_PARAMS (euclidean around the median) finds them."""
+    honest = client_deltas(clients=10, batches=5)
+    flipped = client_deltas(clients=10, batches=5, flip_labels=True)
+    bad = {0, 4, 8}
+    pool = [Update(_cid(c), 0, 1, flipped[c] if c in bad else honest[c]) for c in range(10)]
+    by_mean = identify_contributions(pool, ClusterParams())
+    assert set(by_mean.kept_ids) == {_cid(c) for c in bad}  # the failure mode, documented
+    robust = identify_contributions(pool, ROBUST_PARAMS)
+    assert set(robust.discarded_ids) == {_cid(c) for c in bad}
 
 
 def test_keep_strategy_labels_but_keeps_everything_and_discard_recomputes_a_better_average() -> (
