@@ -66,9 +66,10 @@ every replica makes the same decision on the same update.
 
 from __future__ import annotations
 
-import functools
 import hashlib
 import math
+import threading
+from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
@@ -113,6 +114,8 @@ def _check_vector(update: np.ndarray) -> None:
         raise ValueError("an update must be a non-empty 1-D vector")
     if update.dtype not in (np.float32, np.float64):
         raise ValueError(f"an update must be float32 or float64, got {update.dtype}")
+    if not np.isfinite(update).all():
+        raise ValueError("an update must be finite (no NaN or infinity)")
 
 
 def _stream(tag: bytes, seed: bytes, version: int, nbytes: int) -> bytes:
@@ -122,17 +125,41 @@ def _stream(tag: bytes, seed: bytes, version: int, nbytes: int) -> bytes:
     return hashlib.shake_256(prefix).digest(nbytes)
 
 
-@functools.lru_cache(maxsize=256)
+# Sequences are cached: a verifier tests every other client's sequence on every upload. The
+# budget bounds memory whatever the length (16 bytes per marked coordinate).
+_CACHE_BYTES = 64 << 20
+_cache: OrderedDict[tuple[bytes, int, int, int], tuple[np.ndarray, np.ndarray]] = OrderedDict()
+_cache_lock = threading.Lock()
+
+
 def pn_sequence(seed: bytes, version: int, size: int, length: int) -> tuple[np.ndarray, np.ndarray]:
     """(indices, signs) of a client's sequence for ``version`` on a model of ``size`` values.
 
     ``indices``: int64, ascending, ``min(length, size)`` distinct positions; ``signs``: float64
-    ±1 of the same length. Both read-only (cached).
+    ±1 of the same length. Both read-only (shared from a cache).
     """
     _check_seed(seed)
     if size < 1 or length < 1:
         raise ValueError(f"size and length must be positive, got {size}, {length}")
-    count = min(length, size)
+    key = (seed, version, size, length)
+    with _cache_lock:
+        hit = _cache.get(key)
+        if hit is not None:
+            _cache.move_to_end(key)
+            return hit
+    value = _make_sequence(seed, version, size, min(length, size))
+    with _cache_lock:
+        _cache[key] = value
+        used = sum(i.nbytes + s.nbytes for i, s in _cache.values())
+        while used > _CACHE_BYTES and len(_cache) > 1:
+            _, (i, s) = _cache.popitem(last=False)
+            used -= i.nbytes + s.nbytes
+    return value
+
+
+def _make_sequence(
+    seed: bytes, version: int, size: int, count: int
+) -> tuple[np.ndarray, np.ndarray]:
     if count == size:
         indices = np.arange(size, dtype=np.int64)
     else:

@@ -42,6 +42,19 @@ def test_sequence_is_pinned_to_shake256() -> None:
     assert not signs.flags.writeable
 
 
+def test_sequence_cache_is_bounded_and_returns_equal_sequences() -> None:
+    from dualchain.learning import watermark
+
+    first = pn_sequence(SEED_B, 11, 300_000, 200_000)
+    for version in range(40):  # 40 x 3.2 MB: more than the 64 MiB budget
+        pn_sequence(SEED_B, 100 + version, 300_000, 200_000)
+    used = sum(i.nbytes + s.nbytes for i, s in watermark._cache.values())
+    assert used <= watermark._CACHE_BYTES
+    assert (SEED_B, 11, 300_000, 200_000) not in watermark._cache
+    again = pn_sequence(SEED_B, 11, 300_000, 200_000)  # evicted, then made again: same values
+    assert np.array_equal(first[0], again[0]) and np.array_equal(first[1], again[1])
+
+
 def test_keyed_index_set_is_spread_distinct_and_differs_per_client_and_version() -> None:
     idx_a, signs = pn_sequence(SEED_A, 0, 38_282, 4096)
     assert idx_a.size == signs.size == 4096 == np.unique(idx_a).size
@@ -136,6 +149,8 @@ def test_bad_inputs_are_refused() -> None:
         embed(np.zeros((2, 2), np.float32), SEED_A, 0, p)
     with pytest.raises(ValueError, match="float32 or float64"):
         score(np.zeros(10, np.int32), SEED_A, 0, 64)
+    with pytest.raises(ValueError, match="finite"):
+        score(np.array([1.0, np.nan]), SEED_A, 0, 64)
     with pytest.raises(ValueError, match="negative"):
         pn_sequence(SEED_A, -1, 100, 64)
     with pytest.raises(ValueError, match="3 clients"):
