@@ -61,11 +61,10 @@ class AttackContext:
 
 def attack_rng(seed: int, version: int, client_id: bytes = b"") -> np.random.Generator:
     """A generator for one client's task: independent across seeds, versions and clients."""
+    if not (0 <= seed < 1 << 63 and 0 <= version < 1 << 63):
+        raise ValueError(f"attack seed and version must be in [0, 2^63), got {seed}, {version}")
     digest = hashlib.sha256(
-        b"dualchain/attack"
-        + seed.to_bytes(8, "big", signed=True)
-        + version.to_bytes(8, "big")
-        + client_id
+        b"dualchain/attack" + seed.to_bytes(8, "big") + version.to_bytes(8, "big") + client_id
     ).digest()
     return np.random.default_rng(int.from_bytes(digest[:16], "big"))
 
@@ -357,7 +356,7 @@ def make_from_config(config: Mapping[str, Any], registry: Mapping[str, type], wh
     if not isinstance(config, Mapping):
         raise AttackConfigError(f"{what} config must be a table, got {type(config).__name__}")
     kind = config.get("kind")
-    if kind not in registry:
+    if not isinstance(kind, str) or kind not in registry:
         raise AttackConfigError(
             f"unknown {what} kind {kind!r}; known: {', '.join(sorted(registry))}"
         )
@@ -368,11 +367,7 @@ def make_from_config(config: Mapping[str, Any], registry: Mapping[str, type], wh
         raise AttackConfigError(
             f"{what} {kind}: unknown parameter {unknown[0]!r}; known: {', '.join(sorted(allowed))}"
         )
-    params = {k: v for k, v in config.items() if k != "kind"}
-    for name in ("mapping",):  # TOML gives tables as dicts; the dataclass normalises them
-        if name in params and isinstance(params[name], Mapping):
-            params[name] = tuple(params[name].items())
-    return cls(**params)
+    return cls(**{k: v for k, v in config.items() if k != "kind"})
 
 
 def make_client_attack(config: Mapping[str, Any]) -> ClientAttack:

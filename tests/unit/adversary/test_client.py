@@ -177,6 +177,7 @@ def test_model_attacks_need_a_trained_delta() -> None:
     [
         ({"kind": "teleport"}, "unknown client attack kind 'teleport'; known: backdoor, "),
         ({}, "unknown client attack kind None"),
+        ({"kind": ["scale"]}, "unknown client attack kind \\['scale'\\]"),
         ({"kind": "scale", "factr": 2}, "scale: unknown parameter 'factr'; known: factor, "),
         ({"kind": "scale", "factor": 0}, "must not be 0"),
         ({"kind": "scale", "factor": float("inf")}, "finite"),
@@ -200,6 +201,15 @@ def test_config_errors_are_one_line(config: dict[str, object], match: str) -> No
     with pytest.raises(AttackConfigError, match=match) as info:
         make_client_attack(config)
     assert "\n" not in str(info.value)
+
+
+def test_attack_rng_is_per_seed_version_and_client() -> None:
+    a = attack_rng(1, 2, b"x").random(4)
+    assert np.array_equal(a, attack_rng(1, 2, b"x").random(4))
+    for other in (attack_rng(2, 2, b"x"), attack_rng(1, 3, b"x"), attack_rng(1, 2, b"y")):
+        assert not np.array_equal(a, other.random(4))
+    with pytest.raises(ValueError, match="2\\^63"):
+        attack_rng(-1, 0)
 
 
 def test_config_must_be_a_table() -> None:
