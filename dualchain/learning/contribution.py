@@ -1,11 +1,12 @@
 """Client contribution by clustering the update pool (seed 002 §II-D, Algorithms 3 and 4).
 
 When a global update happens the node computes a temporary global update by simple averaging
-(Algorithm 3 line 20), appends it to the pool (line 21) and clusters the pool (Algorithm 4 line 1,
-DBSCAN by default, as in seed 002 §IV). Updates in the same cluster as the average are high
+(Algorithm 3 line 20), appends it to the pool (line 21) and clusters the pool (Algorithm 4 line 1;
+DBSCAN by default, §II-D and §IV-A). Updates in the same cluster as the average are high
 contribution; the others are low contribution (lines 2-10). Strategies (§II-D): ``keep`` all
-updates, or ``discard`` the low ones so the caller recomputes the aggregate without them (seed 002
-§IV-F: forged updates "differ from the genuine ones" and are left out).
+updates, or ``discard`` the low ones so the caller recomputes the aggregate without them (§II-D:
+forged updates stand apart from genuine ones; §IV-C measures the detection rate, about 80% on IID
+data, 66% on non-IID).
 
 **Features and metric.** Each point is a client's flat delta (float64); the average is the mean
 of the pool's deltas. ``cosine`` (default): distance ``1 - cos(a, b)``: direction only, so a

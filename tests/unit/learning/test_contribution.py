@@ -42,7 +42,7 @@ def _counts(result: ContributionResult, bad: set[int], clients: int) -> Detectio
 
 def test_sign_flippers_are_flagged_on_iid_digits_deltas() -> None:
     """30% sign-flipped clients among 10 real IID digits updates, over 12 choices of attackers:
-    precision >= 0.8 (seed 002 §IV-F reports about 80%)."""
+    precision >= 0.8 (seed 002 §IV-C reports about 80%)."""
     deltas = client_deltas(clients=10, batches=5)
     rng = np.random.default_rng(0)
     total = DetectionCounts()
