@@ -197,3 +197,28 @@ def identify_contributions(updates: Sequence[Update], params: ClusterParams) -> 
         discarded_ids=tuple(discarded),
         average_is_noise=noise,
     )
+
+
+class DiscardMismatch(ValueError):
+    """A node's claimed discard set is not the one the clustering gives on the same pool."""
+
+
+def check_discard_set(
+    updates: Sequence[Update], params: ClusterParams, claimed: Sequence[bytes]
+) -> ContributionResult:
+    """Re-execute Algorithm 4 as a committee replica does and compare with the proposer's claim.
+
+    ``claimed`` is the proposer's list of discarded client ids (any order). Returns the replica's
+    own result when they agree; raises DiscardMismatch (one line) when they do not, so a node
+    cannot leave out an honest client or keep a flagged one and have the commit accepted.
+    """
+    result = identify_contributions(updates, params)
+    want, got = sorted(result.discarded_ids), sorted(claimed)
+    if want != got:
+        missing = [c.hex()[:16] for c in want if c not in got]
+        extra = [c.hex()[:16] for c in got if c not in want]
+        raise DiscardMismatch(
+            f"discard set does not reproduce: not discarded {missing or 'none'}, "
+            f"wrongly discarded {extra or 'none'}"
+        )
+    return result

@@ -14,6 +14,8 @@ from dualchain.learning.contribution import (
     ROBUST_PARAMS,
     ClusterParams,
     ContributionResult,
+    DiscardMismatch,
+    check_discard_set,
     cosine_similarity,
     distance_matrix,
     identify_contributions,
@@ -130,6 +132,22 @@ def test_the_discard_set_does_not_depend_on_input_order() -> None:
         assert again.labels == reference.labels
         assert again.discarded_ids == reference.discarded_ids
         assert again.weights == reference.weights  # bit-identical floats
+
+
+def test_a_replica_refuses_a_node_that_lies_about_its_discard_set() -> None:
+    deltas = client_deltas(clients=10, batches=5)
+    pool = _pool(deltas, {1, 6, 7}, lambda d: -d)
+    honest_claim = [_cid(7), _cid(1), _cid(6)]  # any order
+    assert check_discard_set(pool, ClusterParams(), honest_claim).discarded_ids == (
+        _cid(1),
+        _cid(6),
+        _cid(7),
+    )
+    # Keeps an attacker and drops an honest client instead.
+    with pytest.raises(DiscardMismatch, match="not discarded \\['07070707'\\], wrongly discarded"):
+        check_discard_set(pool, ClusterParams(), [_cid(1), _cid(6), _cid(2)])
+    with pytest.raises(DiscardMismatch, match="wrongly discarded none"):
+        check_discard_set(pool, ClusterParams(), [])
 
 
 def test_constructed_pool_and_a_lone_average() -> None:
