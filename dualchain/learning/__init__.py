@@ -14,7 +14,12 @@ Modules:
 - ``watermark``: PN watermarks on updates and copy detection (seed 004 Algorithm 2).
 - ``contribution``: DBSCAN clustering of the update pool, keep / discard (seed 002 Algorithm 4).
 - ``robust``: coordinate-wise median, trimmed mean, Krum and Multi-Krum.
+- ``fair``: fair aggregation by contribution and sample counts (seed 002 eq. II.4).
+- ``rewards``: reward lists in integer micro-units, conservation checks, the ``Balances`` ledger.
+- ``privacy``: local DP noise, dp-accounting's RDP accountant, per-client budgets (seed 004).
+- ``dp_training``: local training with per-example clipping and noisy steps (torch).
+- ``mining_split``: the training/mining compute split of seed 004 §III-B.
 
-``codec``, ``aggregation``, ``watermark``, ``contribution`` and ``robust`` never import torch, so
-chain daemons and validators can use them.
+``codec``, ``aggregation``, ``watermark``, ``contribution``, ``robust``, ``fair``, ``rewards``,
+``privacy`` and ``mining_split`` never import torch, so chain daemons and validators can use them.
 """

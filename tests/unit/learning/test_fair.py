@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import math
 import random
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -110,3 +112,11 @@ def test_bad_input_is_refused(theta: dict, kwargs: dict, message: str) -> None:
 def test_future_base_version_is_refused() -> None:
     with pytest.raises(ValueError, match="negative"):
         aggregate_fair(GLOBAL, [update(1, base=6)], 5, {b"\x01": 1.0})
+
+
+@pytest.mark.parametrize("module", ["fair", "rewards", "privacy", "mining_split"])
+def test_incentive_modules_do_not_import_torch(module: str) -> None:
+    """Chain daemons re-execute these; they must not pay torch's import."""
+    code = f"import sys, dualchain.learning.{module}; print('torch' in sys.modules)"
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == "False"
