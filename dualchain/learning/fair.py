@@ -19,8 +19,11 @@ sum runs over the lambda*n high-contribution clients. Here the "gradients" w^i a
   exaggerate it), which the contribution factor only bounds, not verifies.
 
 A theta that is zero or negative (an update pointing away from the global one) gets weight 0 and
-its client is listed in ``dropped``; theta must be finite. Clients not in ``theta`` at all are an
-error: the caller passes the updates that Algorithm 4's strategy kept, each with its weight.
+its client is listed in ``dropped``; theta must be finite. ``theta`` maps a client id to its
+weight, or is a sequence of one weight per update in canonical order (as
+``contribution.identify_contributions`` returns them), which tells apart two updates of one fast
+client in the same window. A client missing from the mapping is an error: the caller passes the
+updates that Algorithm 4's strategy kept, each with its weight.
 
 **Staleness.** With a ``StalenessRule`` the coefficient is also multiplied by ``w(s_i)`` (seed 000
 eq. 2) and updates beyond its maximum staleness are dropped. The normalisation stays the sum of the
@@ -58,20 +61,30 @@ FAIR_WEIGHTINGS: tuple[str, ...] = ("contribution", "contribution_samples")
 AGGREGATION_KINDS: tuple[str, ...] = ("staleness", "fair")
 
 
-def _raw_weight(u: Update, theta: Mapping[bytes, float], weighting: str) -> float:
-    if u.client_id not in theta:
-        raise ValueError(f"no contribution weight for client {u.client_id.hex()}")
-    t = float(theta[u.client_id])
-    if not math.isfinite(t):
-        raise ValueError(f"contribution weight of client {u.client_id.hex()} is not finite")
-    if t <= 0.0:
-        return 0.0
-    return t * u.samples if weighting == "contribution_samples" else t
+Theta = Mapping[bytes, float] | Sequence[float]
+
+
+def _thetas(updates: Sequence[Update], theta: Theta) -> list[float]:
+    """One theta per update: by client id, or a sequence in canonical order (contribution's)."""
+    if isinstance(theta, Mapping):
+        out = []
+        for u in updates:
+            if u.client_id not in theta:
+                raise ValueError(f"no contribution weight for client {u.client_id.hex()}")
+            out.append(theta[u.client_id])
+    else:
+        if len(theta) != len(updates):
+            raise ValueError(f"{len(theta)} contribution weights for {len(updates)} updates")
+        out = list(theta)
+    for u, t in zip(updates, out, strict=True):
+        if not math.isfinite(t):
+            raise ValueError(f"contribution weight of client {u.client_id.hex()} is not finite")
+    return [float(t) for t in out]
 
 
 def fair_coefficients(
     updates: Sequence[Update],
-    theta: Mapping[bytes, float],
+    theta: Theta,
     current_version: int,
     *,
     weighting: str = "contribution",
@@ -90,15 +103,14 @@ def fair_coefficients(
     kept: list[Update] = []
     raw: list[float] = []
     dropped: list[bytes] = []
-    for u in updates:
+    for u, t in zip(updates, _thetas(updates, theta), strict=True):
         s = current_version - u.base_version
         _check_staleness(s)
-        r = _raw_weight(u, theta, weighting)
-        if r == 0.0 or (rule is not None and not rule.admits(s)):
+        if t <= 0.0 or (rule is not None and not rule.admits(s)):
             dropped.append(u.client_id)
             continue
         kept.append(u)
-        raw.append(r)
+        raw.append(t * u.samples if weighting == "contribution_samples" else t)
     total = math.fsum(raw)
     coefficients = []
     for u, r in zip(kept, raw, strict=True):
@@ -111,7 +123,7 @@ def aggregate_fair(
     global_params: np.ndarray,
     updates: Sequence[Update],
     current_version: int,
-    theta: Mapping[bytes, float],
+    theta: Theta,
     *,
     weighting: str = "contribution",
     rule: StalenessRule | None = None,

@@ -48,11 +48,18 @@ def _check_base(base: int) -> None:
         raise RewardError(f"base must be a positive integer of micro-units, got {base!r}")
 
 
-def reward_list(theta: Mapping[bytes, float], base: int) -> RewardList:
-    """Algorithm 4's ``<C_i, theta_i / sum theta * base>`` in micro-units (module docstring)."""
+def reward_list(
+    theta: Mapping[bytes, float] | Iterable[tuple[bytes, float]], base: int
+) -> RewardList:
+    """Algorithm 4's ``<C_i, theta_i / sum theta * base>`` in micro-units (module docstring).
+
+    ``theta`` maps client ids to weights, or lists (client id, weight) per update: a client with
+    several high-contribution updates in the window is paid for the (exact) sum of their weights.
+    """
     _check_base(base)
     shares: dict[bytes, Fraction] = {}
-    for cid, t in theta.items():
+    pairs = theta.items() if isinstance(theta, Mapping) else theta
+    for cid, t in pairs:
         if not isinstance(cid, bytes) or not cid:
             raise RewardError("a client id must be non-empty bytes")
         try:
@@ -62,7 +69,7 @@ def reward_list(theta: Mapping[bytes, float], base: int) -> RewardList:
         if not math.isfinite(t):
             raise RewardError(f"contribution of client {cid.hex()} is not finite")
         if t > 0:
-            shares[cid] = Fraction(t)  # exact value of the float64
+            shares[cid] = shares.get(cid, Fraction(0)) + Fraction(t)  # exact, order-free
     if not shares:
         return ()
     total = sum(shares.values(), Fraction(0))

@@ -90,6 +90,19 @@ def test_too_stale_and_non_positive_theta_are_dropped() -> None:
     assert set(result.dropped) == {b"\x02", b"\x03", b"\x04"}
 
 
+def test_per_update_weights_in_canonical_order() -> None:
+    """Two updates of one client in a window, told apart by a sequence of weights."""
+    first = Update(b"\x01", 4, 64, vec(1))
+    second = Update(b"\x01", 5, 64, vec(2))
+    other = update(3)
+    # Canonical order: (client 01, base 4), (client 01, base 5), (client 03, base 5).
+    result = aggregate_fair(GLOBAL, [other, second, first], 5, [0.2, 0.6, 0.2])
+    f32 = [float(np.float32(c)) for c in (0.2, 0.6, 0.2)]
+    assert result.weights == ((b"\x01", f32[0]), (b"\x01", f32[1]), (b"\x03", f32[2]))
+    with pytest.raises(ValueError, match="2 contribution weights for 3 updates"):
+        aggregate_fair(GLOBAL, [other, second, first], 5, [0.5, 0.5])
+
+
 def test_nothing_kept_leaves_global_unchanged() -> None:
     result = aggregate_fair(GLOBAL, [update(1)], 5, {b"\x01": -1.0})
     assert result.params.tobytes() == GLOBAL.tobytes() and result.weights == ()

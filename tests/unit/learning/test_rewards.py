@@ -59,6 +59,13 @@ def test_sum_is_exactly_base_and_each_within_one_unit(thetas: list[float], base:
     assert reward_list(dict(items), base) == rewards
 
 
+def test_per_update_pairs_sum_per_client() -> None:
+    """A fast client with two high-contribution updates in the window is paid for both."""
+    pairs = [(b"a", 0.25), (b"b", 0.5), (b"a", 0.25)]
+    assert reward_list(pairs, 100) == ((b"a", 50), (b"b", 50))
+    assert reward_list(list(reversed(pairs)), 100) == reward_list(pairs, 100)
+
+
 def test_nobody_qualifies_pays_nothing() -> None:
     assert reward_list({b"a": 0.0, b"b": -0.5}, BASE) == ()
     check_conservation((), BASE)
