@@ -97,7 +97,7 @@ def dp_event(mechanism: str, noise_multiplier: float) -> dp_accounting.DpEvent:
 
 
 def _event(mechanism: str, noise_multiplier: float) -> dp_accounting.DpEvent:
-    # Unchecked: calibration probes z = 0 (epsilon infinite) on its way.
+    # Unchecked: the calibration search probes values the public checks would refuse.
     if mechanism == "gaussian":
         return dp_accounting.GaussianDpEvent(noise_multiplier)
     return dp_accounting.LaplaceDpEvent(noise_multiplier)
