@@ -43,8 +43,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-# Private helpers shared on purpose: one sort, one accumulation, so both rules give replicas the
-# same bytes by the same code.
+# Private helpers shared on purpose: one accumulation and one set of checks, so both rules give
+# replicas the same bytes by the same code.
 from dualchain.learning.aggregation import (
     AggregateResult,
     StalenessRule,
@@ -52,7 +52,7 @@ from dualchain.learning.aggregation import (
     _apply,
     _check_global,
     _check_staleness,
-    _sorted_updates,
+    canonical_order,
 )
 
 FAIR_WEIGHTINGS: tuple[str, ...] = ("contribution", "contribution_samples")
@@ -93,7 +93,7 @@ def fair_coefficients(
 ) -> tuple[list[Update], list[float], list[bytes]]:
     """(kept updates in canonical order, their float64 coefficients, dropped client ids).
 
-    ``updates`` must already be in canonical order (``aggregation._sorted_updates``).
+    ``updates`` must already be in ``aggregation.canonical_order``.
     """
     if weighting not in FAIR_WEIGHTINGS:
         known = ", ".join(FAIR_WEIGHTINGS)
@@ -131,7 +131,7 @@ def aggregate_fair(
 ) -> AggregateResult:
     """Seed 002 eq. II.4 on deltas (see the module docstring); nothing kept: global unchanged."""
     _check_global(global_params)
-    ordered = _sorted_updates(updates, global_params.size)
+    ordered = canonical_order(updates, global_params.size)
     kept, coefficients, dropped = fair_coefficients(
         ordered, theta, current_version, weighting=weighting, rule=rule, mixing=mixing
     )
