@@ -18,7 +18,10 @@ The health service is the standard ``grpc.health.v1.Health``: ``add_health`` put
 as NOT_SERVING, the process flips it to SERVING once it is ready and back to NOT_SERVING when a
 SIGTERM starts its shutdown, so an orchestrator stops sending work before the server goes away.
 
-Typed errors raised by the logic become gRPC statuses here, with their reason as the details.
+Typed errors raised by the logic become gRPC statuses here, with their reason as the details;
+``make_server`` puts the edge (``edge.ErrorEdge``) in front of every method: requests decoded
+there, every exception mapped to a status, every detail one line without paths, refusals
+logged under a rate limit.
 
 Transport security: a process whose config has a ``tls`` section (``TlsFiles``: the testbed CA,
 its own certificate and key, see ``dualchain certs``) serves only mutual TLS (``listen``: a
@@ -40,6 +43,7 @@ import grpc
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_health.v1.health import aio as health_aio
 
+from dualchain.chain.edge import ErrorEdge, RefusalLog
 from dualchain.chain.errors import (
     BackendUnavailableError,
     DecodeError,
@@ -47,6 +51,7 @@ from dualchain.chain.errors import (
     MempoolError,
     NotFoundError,
     OversizedError,
+    QuotaError,
     ReplayError,
     SignatureError,
     ValidationError,
@@ -89,6 +94,13 @@ def server_options(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES) -> list[t
         *_shared_options(max_message_bytes),
         ("grpc.http2.min_ping_interval_without_data_ms", _KEEPALIVE_TIME_MS // 2),
     ]
+
+
+def make_server(max_message_bytes: int = DEFAULT_MAX_MESSAGE_BYTES,
+                refusals: RefusalLog | None = None) -> grpc.aio.Server:
+    """A gRPC server of a dualchain process, with the error edge on every method."""
+    return grpc.aio.server(options=server_options(max_message_bytes),
+                           interceptors=[ErrorEdge(status_for, refusals)])
 
 
 # -- transport security ------------------------------------------------------------------------
@@ -211,6 +223,8 @@ _MEMPOOL_STATUS = {
 
 def status_for(error: DualchainError) -> grpc.StatusCode:
     """The gRPC status of a typed error."""
+    if isinstance(error, QuotaError):
+        return grpc.StatusCode.RESOURCE_EXHAUSTED
     if isinstance(error, DecodeError | OversizedError):
         return grpc.StatusCode.INVALID_ARGUMENT
     if isinstance(error, SignatureError):
@@ -231,5 +245,6 @@ def status_for(error: DualchainError) -> grpc.StatusCode:
 
 
 async def abort(context: grpc.aio.ServicerContext, error: DualchainError) -> None:
-    """Ends the call with the error's status; the details are ``code: reason``."""
+    """Ends the call with the error's status; the details are ``code: reason`` (made safe by
+    the edge: one line, no path; no text at all for INTERNAL)."""
     await context.abort(status_for(error), f"{error.code}: {error.reason}")

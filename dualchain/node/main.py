@@ -18,12 +18,11 @@ import logging
 import sys
 from pathlib import Path
 
-import grpc
 import uvloop
 
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.lifecycle import stop_on_signals, until_stopped
-from dualchain.chain.rpc import add_health, listen, server_options, service_names
+from dualchain.chain.rpc import add_health, listen, make_server, service_names
 from dualchain.node.config import NodeConfig
 from dualchain.node.server import ServerNode
 from dualchain.node.service import NodeServicer
@@ -38,7 +37,7 @@ async def serve(config: NodeConfig) -> None:
     stop = stop_on_signals()
     signer = load_key_file(config.key)
     node = ServerNode(config, signer)
-    server = grpc.aio.server(options=server_options())
+    server = make_server()
     node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(node), server)
     health = await add_health(server, service_names(node_pb2))
     try:

@@ -18,7 +18,6 @@ import logging
 import sys
 from pathlib import Path
 
-import grpc
 import uvloop
 
 from dualchain.chain.daemon.cmbc import CmbcNode
@@ -28,7 +27,7 @@ from dualchain.chain.daemon.servicers import ChainServicer, MinerServicer, PeerS
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.lifecycle import stop_on_signals, until_stopped
-from dualchain.chain.rpc import add_health, listen, message_limit, server_options, service_names
+from dualchain.chain.rpc import add_health, listen, make_server, message_limit, service_names
 from dualchain.proto.v1 import (
     chain_pb2,
     chain_pb2_grpc,
@@ -54,8 +53,7 @@ async def serve(config: DaemonConfig) -> None:
         raise ConfigError(f"key {config.key} is {signer.algorithm.label}, the chain uses "
                           f"{genesis.algorithm.label}")
     node: CtbcNode | CmbcNode
-    server = grpc.aio.server(options=server_options(message_limit(
-        genesis.ledger_params().max_block_bytes)))
+    server = make_server(message_limit(genesis.ledger_params().max_block_bytes))
     services = [chain_pb2, peer_pb2]
     if config.kind == "ctbc":
         node = CtbcNode(config, genesis, signer)
