@@ -50,6 +50,12 @@ class OversizedError(ValidationError):
     code = "oversized"
 
 
+class QuotaError(DualchainError):
+    """A request that would go over a quota or a size bound of this server (a blob upload)."""
+
+    code = "quota"
+
+
 class BackendUnavailableError(DualchainError):
     """A signature backend was selected that cannot be used on this machine."""
 

@@ -43,6 +43,7 @@ class Domain(enum.Enum):
     VOTE = b"dualchain/v1/vote"
     MODEL_UPDATE = b"dualchain/v1/model-update"
     STATE_REPORT = b"dualchain/v1/state-report"
+    BLOB_UPLOAD = b"dualchain/v1/blob-upload"
 
 
 def identity_id(public_key: bytes) -> bytes:

@@ -102,6 +102,27 @@ class Mempool:
             return []
         return [queue.by_nonce[n].tx for n in queue.nonces]
 
+    def admission_window(self, sender: bytes, next_nonce: int) -> tuple[int, int]:
+        """The nonce the sender's next transaction should carry, and how many transactions
+        from that nonce on ``add`` would take now by the nonce rules (gap, per-sender bound).
+
+        The nonce is the first one past the unbroken run of pending nonces from ``next_nonce``
+        (its committed next nonce): a transaction there executes after the pending ones, where
+        ``next_nonce + pending`` pointed past a gap, or past the gap bound. A pool full of
+        other senders' transactions may still refuse it (code full); that is not counted.
+        """
+        queue = self._by_sender.get(sender)
+        nonce = next_nonce
+        pending = 0
+        if queue is not None:
+            pending = len(queue.nonces)
+            while nonce in queue.by_nonce:
+                nonce += 1
+        cfg = self.config
+        by_gap = next_nonce + cfg.max_nonce_gap - nonce + 1
+        by_count = cfg.max_per_sender - pending
+        return nonce, max(0, min(by_gap, by_count))
+
     def senders(self) -> int:
         """How many senders have at least one pending transaction."""
         return len(self._by_sender)

@@ -68,6 +68,7 @@ from dualchain.node.gate import CheckedUpdate, UpdateGate, UpdateRefused
 from dualchain.node.metrics import NodeMetrics
 from dualchain.node.planner import Planner
 from dualchain.node.pool import UpdatePool
+from dualchain.node.uploads import upload_chunks
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from dualchain.proto.v1 import node_pb2 as node_pb
@@ -169,7 +170,12 @@ class ServerNode:
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._torch, self._load_learning)
-        await self._put_blob(self._models[self.model_hash])
+        try:
+            await self._put_blob(self._models[self.model_hash])
+        except grpc.aio.AioRpcError as exc:
+            # A joining node is no validator yet; the chain's replicas hold version 0 already.
+            if not (self.config.join and exc.code() == grpc.StatusCode.UNAUTHENTICATED):
+                raise
         status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
         if status.model_version > 0:  # a restart mid-run: serve the newest version at once
             await self._adopt(status.model_version, bytes(status.model_hash), status.height,
@@ -258,12 +264,10 @@ class ServerNode:
         return blob
 
     async def _put_blob(self, data: bytes) -> bytes:
-        async def parts():
-            for i, part in enumerate(chunks(data)):
-                yield chain_pb.BlobChunk(data=part, expected_hash=hashlib.sha256(data).digest()
-                                         if i == 0 else b"")
-
-        reply = await self.ctbc.PutBlob(parts(), timeout=60)
+        """Stores ``data`` in our CTBC replica's blob store as our signed upload (the node's
+        key is its replica's validator key)."""
+        parts = upload_chunks(self.signer, self.ctbc_genesis.chain_id, data)
+        reply = await self.ctbc.PutBlob(iter(parts), timeout=60)
         return bytes(reply.hash)
 
     async def _get_blob(self, h: bytes) -> bytes:

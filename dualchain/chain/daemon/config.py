@@ -16,6 +16,9 @@
                                           (code "busy") while the oldest executable pending
                                           one has waited longer; 0 turns it off; absent: the
                                           chain's default (CTBC 1000, CMBC off)
+      "blob_quota_per_uploader_bytes": 4294967296,   CTBC with FL: blob bytes each uploader
+      "blob_quota_total_bytes": 17179869184,         (a server node) may store, and all of
+                                          them together (PutBlob; default 4 GiB and 16 GiB)
       "test_byzantine": null              test-only misbehaviour: "equivocate"
     }
 """
@@ -29,6 +32,7 @@ from pathlib import Path
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
 from dualchain.chain.rpc import TlsFiles
+from dualchain.chain.uploads import QuotaLimits
 
 BYZANTINE_MODES = ("equivocate",)
 KINDS = ("ctbc", "cmbc")
@@ -86,6 +90,7 @@ class DaemonConfig:
     test_byzantine: str | None = None
     tls: TlsFiles | None = None
     max_pending_wait_ms: int | None = None
+    blob_quota: QuotaLimits = field(default_factory=QuotaLimits)
     source: Path | None = field(default=None, compare=False)
 
     @classmethod
@@ -96,7 +101,8 @@ class DaemonConfig:
     @classmethod
     def from_json(cls, data: dict, base: Path, source: Path | None = None) -> DaemonConfig:
         known = {"kind", "genesis", "key", "data_dir", "listen", "peers", "metrics_port",
-                 "backend", "test_byzantine", "tls", "max_pending_wait_ms"}
+                 "backend", "test_byzantine", "tls", "max_pending_wait_ms",
+                 "blob_quota_per_uploader_bytes", "blob_quota_total_bytes"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -121,6 +127,7 @@ class DaemonConfig:
                                      or max_wait < 0):
             raise ConfigError("config key 'max_pending_wait_ms' must be milliseconds >= 0 "
                               "(0: no admission control)")
+        quota = _blob_quota(data)
         byzantine = data.get("test_byzantine")
         if byzantine is not None and byzantine not in BYZANTINE_MODES:
             raise ConfigError(f"test_byzantine must be null or one of {BYZANTINE_MODES}")
@@ -136,8 +143,22 @@ class DaemonConfig:
             test_byzantine=byzantine,
             tls=parse_tls(data.get("tls"), base),
             max_pending_wait_ms=max_wait,
+            blob_quota=quota,
             source=source,
         )
+
+
+def _blob_quota(data: dict) -> QuotaLimits:
+    default = QuotaLimits()
+    per = data.get("blob_quota_per_uploader_bytes", default.per_uploader_bytes)
+    total = data.get("blob_quota_total_bytes", default.total_bytes)
+    for name, value in (("blob_quota_per_uploader_bytes", per), ("blob_quota_total_bytes", total)):
+        if not isinstance(value, int) or isinstance(value, bool) or value < 1:
+            raise ConfigError(f"config key {name!r} must be a number of bytes >= 1")
+    if per > total:
+        raise ConfigError("config key 'blob_quota_per_uploader_bytes' must not exceed "
+                          "'blob_quota_total_bytes'")
+    return QuotaLimits(per, total)
 
 
 def _check_address(address: str) -> None:

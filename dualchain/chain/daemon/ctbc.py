@@ -66,6 +66,7 @@ from dualchain.chain.types import (
     Vote,
     VoteStep,
 )
+from dualchain.chain.uploads import BlobIntake, UploadQuota
 from dualchain.chain.validation import (
     build_block,
     check_block,
@@ -129,7 +130,19 @@ class CtbcNode(ChainNodeBase):
     def _make_app(self) -> RegistryApp:
         self.blobs = (BlobStore(self.config.data_dir / "blobs")
                       if self.genesis.fl is not None else None)
+        # PutBlob: uploads signed by a current validator, within the quotas of the config.
+        self.uploads = None if self.blobs is None else BlobIntake(
+            self.blobs, UploadQuota(self.config.data_dir / "uploads.sqlite",
+                                    self.config.blob_quota),
+            self.params, self.chain_id, self.verifier, self._validator_key, self.in_store)
         return RegistryApp(self.genesis, self.verifier, self.blobs)
+
+    def _validator_key(self, validator_id: bytes) -> bytes | None:
+        validator = self.app.validator(validator_id)
+        return validator.public_key if validator is not None else None
+
+    def committee(self, height: int) -> Committee:
+        return self.app.committee(height)
 
     def committee(self, height: int) -> Committee:
         return self.app.committee(height)

@@ -12,18 +12,18 @@ from collections.abc import AsyncIterator
 import grpc
 
 from dualchain.chain import wire
-from dualchain.chain.daemon.base import ChainNodeBase
+from dualchain.chain.daemon.base import ChainNodeBase, now_ms
 from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.errors import (
     DecodeError,
     DualchainError,
     MempoolError,
     NotFoundError,
-    OversizedError,
     ValidationError,
 )
 from dualchain.chain.rpc import abort
 from dualchain.chain.types import Block, Transaction
+from dualchain.chain.uploads import BlobUpload
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from dualchain.proto.v1 import miner_pb2 as miner_pb
@@ -35,7 +35,6 @@ log = logging.getLogger(__name__)
 
 MAX_SYNC_BLOCKS = 256
 RESEND_WINDOW = 1024  # heights a block stream remembers; CMBC reorgs are far shallower
-MAX_BLOB_BYTES = 256 * 1024 * 1024
 BLOB_CHUNK = 1 << 20
 
 
@@ -105,31 +104,36 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
             await abort(context, DecodeError("sender must be a 32-byte identity id"))
         sender = bytes(request.sender)
         await node.load_nonces([sender])
-        # After its committed transactions and the ones already waiting in the mempool.
-        return chain_pb.GetNonceResponse(
-            next_nonce=node.next_nonce(sender) + len(node.mempool.pending(sender)))
+        # What admission will take: after its committed transactions and the run of them
+        # already waiting, and how many more (a nonce past that is refused as nonce_gap).
+        nonce, admissible = node.mempool.admission_window(sender, node.next_nonce(sender))
+        return chain_pb.GetNonceResponse(next_nonce=nonce, admissible=admissible)
 
     async def PutBlob(self, request_iterator, context):
-        node = self.node
-        blobs = getattr(node, "blobs", None)
-        if blobs is None:
+        """Admits the signed upload the first chunk names before keeping any byte; receives at
+        most the signed size (see ``uploads.BlobIntake``)."""
+        intake = getattr(self.node, "uploads", None)
+        if intake is None:
             await context.abort(grpc.StatusCode.FAILED_PRECONDITION,
                                 "no_blobs: this chain keeps no blobs (CTBC with an fl genesis)")
-        chunks: list[bytes] = []
-        expected: bytes | None = None
-        total = 0
-        async for chunk in request_iterator:
-            if not chunks and chunk.expected_hash:
-                expected = bytes(chunk.expected_hash)
-            total += len(chunk.data)
-            if total > MAX_BLOB_BYTES:
-                await abort(context, OversizedError(f"blob exceeds {MAX_BLOB_BYTES} bytes"))
-            chunks.append(bytes(chunk.data))
+        first = await anext(aiter(request_iterator), None)
+        if first is None:
+            raise DecodeError("PutBlob needs at least one chunk")
+        admitted = await intake.admit(bytes(first.expected_hash),
+                                      _upload(first, self.node.chain_id), now_ms())
+        stored = False
         try:
-            h = await node.in_store(blobs.put_stream, chunks, expected, MAX_BLOB_BYTES)
-        except (DualchainError, ValueError) as exc:
-            error = exc if isinstance(exc, DualchainError) else DecodeError(str(exc))
-            await abort(context, error)
+            chunks, total = [bytes(first.data)], len(first.data)
+            async for chunk in request_iterator:
+                total += len(chunk.data)
+                if total > admitted.upload.size:
+                    raise ValidationError(f"more than the {admitted.upload.size} bytes signed",
+                                          code="size_mismatch")
+                chunks.append(bytes(chunk.data))
+            h = await intake.store(admitted, chunks)
+            stored = True
+        finally:
+            intake.close(admitted, stored)
         return chain_pb.PutBlobResponse(hash=h, size=total)
 
     async def GetBlob(self, request, context) -> AsyncIterator:
@@ -254,6 +258,14 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
         txs = node.block_transactions(bytes(request.block_hash),
                                       [bytes(h) for h in request.tx_hashes])
         return peer_pb.TxBatch(txs=[tx.encoded for tx in txs])
+
+
+def _upload(first: chain_pb.BlobChunk, chain_id: str) -> BlobUpload | None:
+    if not first.HasField("upload"):
+        return None
+    u = first.upload
+    return BlobUpload(chain_id, bytes(u.uploader), bytes(first.expected_hash), u.size,
+                      u.timestamp_ms, bytes(u.signature))
 
 
 def _certified(node: ChainNodeBase, height: int) -> tuple[bytes, bytes | None]:

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dualchain.proto.v1 import ledger_pb2 as dualchain_dot_proto_dot_v1_dot_ledger__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ualchain/proto/v1/chain.proto\x12\x0c\x64ualchain.v1\x1a\x1f\x64ualchain/proto/v1/ledger.proto\"!\n\x0fGetNonceRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\"&\n\x10GetNonceResponse\x12\x12\n\nnext_nonce\x18\x01 \x01(\x04\"0\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x15\n\rexpected_hash\x18\x02 \x01(\x0c\"-\n\x0fPutBlobResponse\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x1e\n\x0eGetBlobRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"8\n\x0fSubmitTxRequest\x12%\n\x02tx\x18\x01 \x01(\x0b\x32\x19.dualchain.v1.Transaction\"#\n\x10SubmitTxResponse\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\":\n\x10SubmitTxsRequest\x12&\n\x03txs\x18\x01 \x03(\x0b\x32\x19.dualchain.v1.Transaction\"K\n\x08TxResult\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x11SubmitTxsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.dualchain.v1.TxResult\"?\n\x0fGetBlockRequest\x12\x0e\n\x04hash\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06height\x18\x02 \x01(\x04H\x00\x42\n\n\x08selector\"I\n\x10GetBlockResponse\x12\"\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x13.dualchain.v1.Block\x12\x11\n\tcanonical\x18\x02 \x01(\x08\"\x12\n\x10GetStatusRequest\"J\n\x08PeerInfo\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x0e\n\x06height\x18\x04 \x01(\x04\"\xfc\x02\n\x0b\x43hainStatus\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0cgenesis_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06height\x18\x04 \x01(\x04\x12\x11\n\thead_hash\x18\x05 \x01(\x0c\x12\x14\n\x0c\x66inal_height\x18\x06 \x01(\x04\x12\x12\n\nfinal_hash\x18\x07 \x01(\x0c\x12\x0c\n\x04view\x18\x08 \x01(\x04\x12\x0e\n\x06leader\x18\t \x01(\x0c\x12\x11\n\tcommittee\x18\n \x03(\x0c\x12\x0e\n\x06target\x18\x0b \x01(\x0c\x12\x17\n\x0f\x63umulative_work\x18\x0c \x01(\x0c\x12\x14\n\x0cmempool_size\x18\r \x01(\r\x12%\n\x05peers\x18\x0e \x03(\x0b\x32\x16.dualchain.v1.PeerInfo\x12\x15\n\rmodel_version\x18\x0f \x01(\x04\x12\x12\n\nmodel_hash\x18\x10 \x01(\x0c\x12\x14\n\x0cmodel_height\x18\x11 \x01(\x04\x12\x12\n\nvalidators\x18\x12 \x03(\x0c\"A\n\x16SubscribeBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x12\n\nfinal_only\x18\x02 \x01(\x08\x32\xde\x04\n\x0c\x43hainService\x12I\n\x08SubmitTx\x12\x1d.dualchain.v1.SubmitTxRequest\x1a\x1e.dualchain.v1.SubmitTxResponse\x12L\n\tSubmitTxs\x12\x1e.dualchain.v1.SubmitTxsRequest\x1a\x1f.dualchain.v1.SubmitTxsResponse\x12I\n\x08GetBlock\x12\x1d.dualchain.v1.GetBlockRequest\x1a\x1e.dualchain.v1.GetBlockResponse\x12\x46\n\tGetStatus\x12\x1e.dualchain.v1.GetStatusRequest\x1a\x19.dualchain.v1.ChainStatus\x12N\n\x0fSubscribeBlocks\x12$.dualchain.v1.SubscribeBlocksRequest\x1a\x13.dualchain.v1.Block0\x01\x12I\n\x08GetNonce\x12\x1d.dualchain.v1.GetNonceRequest\x1a\x1e.dualchain.v1.GetNonceResponse\x12\x43\n\x07PutBlob\x12\x17.dualchain.v1.BlobChunk\x1a\x1d.dualchain.v1.PutBlobResponse(\x01\x12\x42\n\x07GetBlob\x12\x1c.dualchain.v1.GetBlobRequest\x1a\x17.dualchain.v1.BlobChunk0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ualchain/proto/v1/chain.proto\x12\x0c\x64ualchain.v1\x1a\x1f\x64ualchain/proto/v1/ledger.proto\"!\n\x0fGetNonceRequest\x12\x0e\n\x06sender\x18\x01 \x01(\x0c\":\n\x10GetNonceResponse\x12\x12\n\nnext_nonce\x18\x01 \x01(\x04\x12\x12\n\nadmissible\x18\x02 \x01(\r\"Z\n\tBlobChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12\x15\n\rexpected_hash\x18\x02 \x01(\x0c\x12(\n\x06upload\x18\x03 \x01(\x0b\x32\x18.dualchain.v1.BlobUpload\"U\n\nBlobUpload\x12\x10\n\x08uploader\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\x12\x14\n\x0ctimestamp_ms\x18\x03 \x01(\x04\x12\x11\n\tsignature\x18\x04 \x01(\x0c\"-\n\x0fPutBlobResponse\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\x12\x0c\n\x04size\x18\x02 \x01(\x04\"\x1e\n\x0eGetBlobRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"8\n\x0fSubmitTxRequest\x12%\n\x02tx\x18\x01 \x01(\x0b\x32\x19.dualchain.v1.Transaction\"#\n\x10SubmitTxResponse\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\":\n\x10SubmitTxsRequest\x12&\n\x03txs\x18\x01 \x03(\x0b\x32\x19.dualchain.v1.Transaction\"K\n\x08TxResult\x12\x0f\n\x07tx_hash\x18\x01 \x01(\x0c\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x02 \x01(\x08\x12\x0c\n\x04\x63ode\x18\x03 \x01(\t\x12\x0e\n\x06reason\x18\x04 \x01(\t\"<\n\x11SubmitTxsResponse\x12\'\n\x07results\x18\x01 \x03(\x0b\x32\x16.dualchain.v1.TxResult\"?\n\x0fGetBlockRequest\x12\x0e\n\x04hash\x18\x01 \x01(\x0cH\x00\x12\x10\n\x06height\x18\x02 \x01(\x04H\x00\x42\n\n\x08selector\"I\n\x10GetBlockResponse\x12\"\n\x05\x62lock\x18\x01 \x01(\x0b\x32\x13.dualchain.v1.Block\x12\x11\n\tcanonical\x18\x02 \x01(\x08\"\x12\n\x10GetStatusRequest\"J\n\x08PeerInfo\x12\n\n\x02id\x18\x01 \x01(\x0c\x12\x0f\n\x07\x61\x64\x64ress\x18\x02 \x01(\t\x12\x11\n\tconnected\x18\x03 \x01(\x08\x12\x0e\n\x06height\x18\x04 \x01(\x04\"\xfc\x02\n\x0b\x43hainStatus\x12\x10\n\x08\x63hain_id\x18\x01 \x01(\t\x12\x0c\n\x04kind\x18\x02 \x01(\t\x12\x14\n\x0cgenesis_hash\x18\x03 \x01(\x0c\x12\x0e\n\x06height\x18\x04 \x01(\x04\x12\x11\n\thead_hash\x18\x05 \x01(\x0c\x12\x14\n\x0c\x66inal_height\x18\x06 \x01(\x04\x12\x12\n\nfinal_hash\x18\x07 \x01(\x0c\x12\x0c\n\x04view\x18\x08 \x01(\x04\x12\x0e\n\x06leader\x18\t \x01(\x0c\x12\x11\n\tcommittee\x18\n \x03(\x0c\x12\x0e\n\x06target\x18\x0b \x01(\x0c\x12\x17\n\x0f\x63umulative_work\x18\x0c \x01(\x0c\x12\x14\n\x0cmempool_size\x18\r \x01(\r\x12%\n\x05peers\x18\x0e \x03(\x0b\x32\x16.dualchain.v1.PeerInfo\x12\x15\n\rmodel_version\x18\x0f \x01(\x04\x12\x12\n\nmodel_hash\x18\x10 \x01(\x0c\x12\x14\n\x0cmodel_height\x18\x11 \x01(\x04\x12\x12\n\nvalidators\x18\x12 \x03(\x0c\"A\n\x16SubscribeBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x12\n\nfinal_only\x18\x02 \x01(\x08\x32\xde\x04\n\x0c\x43hainService\x12I\n\x08SubmitTx\x12\x1d.dualchain.v1.SubmitTxRequest\x1a\x1e.dualchain.v1.SubmitTxResponse\x12L\n\tSubmitTxs\x12\x1e.dualchain.v1.SubmitTxsRequest\x1a\x1f.dualchain.v1.SubmitTxsResponse\x12I\n\x08GetBlock\x12\x1d.dualchain.v1.GetBlockRequest\x1a\x1e.dualchain.v1.GetBlockResponse\x12\x46\n\tGetStatus\x12\x1e.dualchain.v1.GetStatusRequest\x1a\x19.dualchain.v1.ChainStatus\x12N\n\x0fSubscribeBlocks\x12$.dualchain.v1.SubscribeBlocksRequest\x1a\x13.dualchain.v1.Block0\x01\x12I\n\x08GetNonce\x12\x1d.dualchain.v1.GetNonceRequest\x1a\x1e.dualchain.v1.GetNonceResponse\x12\x43\n\x07PutBlob\x12\x17.dualchain.v1.BlobChunk\x1a\x1d.dualchain.v1.PutBlobResponse(\x01\x12\x42\n\x07GetBlob\x12\x1c.dualchain.v1.GetBlobRequest\x1a\x17.dualchain.v1.BlobChunk0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -35,35 +35,37 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETNONCEREQUEST']._serialized_start=81
   _globals['_GETNONCEREQUEST']._serialized_end=114
   _globals['_GETNONCERESPONSE']._serialized_start=116
-  _globals['_GETNONCERESPONSE']._serialized_end=154
-  _globals['_BLOBCHUNK']._serialized_start=156
-  _globals['_BLOBCHUNK']._serialized_end=204
-  _globals['_PUTBLOBRESPONSE']._serialized_start=206
-  _globals['_PUTBLOBRESPONSE']._serialized_end=251
-  _globals['_GETBLOBREQUEST']._serialized_start=253
-  _globals['_GETBLOBREQUEST']._serialized_end=283
-  _globals['_SUBMITTXREQUEST']._serialized_start=285
-  _globals['_SUBMITTXREQUEST']._serialized_end=341
-  _globals['_SUBMITTXRESPONSE']._serialized_start=343
-  _globals['_SUBMITTXRESPONSE']._serialized_end=378
-  _globals['_SUBMITTXSREQUEST']._serialized_start=380
-  _globals['_SUBMITTXSREQUEST']._serialized_end=438
-  _globals['_TXRESULT']._serialized_start=440
-  _globals['_TXRESULT']._serialized_end=515
-  _globals['_SUBMITTXSRESPONSE']._serialized_start=517
-  _globals['_SUBMITTXSRESPONSE']._serialized_end=577
-  _globals['_GETBLOCKREQUEST']._serialized_start=579
-  _globals['_GETBLOCKREQUEST']._serialized_end=642
-  _globals['_GETBLOCKRESPONSE']._serialized_start=644
-  _globals['_GETBLOCKRESPONSE']._serialized_end=717
-  _globals['_GETSTATUSREQUEST']._serialized_start=719
-  _globals['_GETSTATUSREQUEST']._serialized_end=737
-  _globals['_PEERINFO']._serialized_start=739
-  _globals['_PEERINFO']._serialized_end=813
-  _globals['_CHAINSTATUS']._serialized_start=816
-  _globals['_CHAINSTATUS']._serialized_end=1196
-  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_start=1198
-  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_end=1263
-  _globals['_CHAINSERVICE']._serialized_start=1266
-  _globals['_CHAINSERVICE']._serialized_end=1872
+  _globals['_GETNONCERESPONSE']._serialized_end=174
+  _globals['_BLOBCHUNK']._serialized_start=176
+  _globals['_BLOBCHUNK']._serialized_end=266
+  _globals['_BLOBUPLOAD']._serialized_start=268
+  _globals['_BLOBUPLOAD']._serialized_end=353
+  _globals['_PUTBLOBRESPONSE']._serialized_start=355
+  _globals['_PUTBLOBRESPONSE']._serialized_end=400
+  _globals['_GETBLOBREQUEST']._serialized_start=402
+  _globals['_GETBLOBREQUEST']._serialized_end=432
+  _globals['_SUBMITTXREQUEST']._serialized_start=434
+  _globals['_SUBMITTXREQUEST']._serialized_end=490
+  _globals['_SUBMITTXRESPONSE']._serialized_start=492
+  _globals['_SUBMITTXRESPONSE']._serialized_end=527
+  _globals['_SUBMITTXSREQUEST']._serialized_start=529
+  _globals['_SUBMITTXSREQUEST']._serialized_end=587
+  _globals['_TXRESULT']._serialized_start=589
+  _globals['_TXRESULT']._serialized_end=664
+  _globals['_SUBMITTXSRESPONSE']._serialized_start=666
+  _globals['_SUBMITTXSRESPONSE']._serialized_end=726
+  _globals['_GETBLOCKREQUEST']._serialized_start=728
+  _globals['_GETBLOCKREQUEST']._serialized_end=791
+  _globals['_GETBLOCKRESPONSE']._serialized_start=793
+  _globals['_GETBLOCKRESPONSE']._serialized_end=866
+  _globals['_GETSTATUSREQUEST']._serialized_start=868
+  _globals['_GETSTATUSREQUEST']._serialized_end=886
+  _globals['_PEERINFO']._serialized_start=888
+  _globals['_PEERINFO']._serialized_end=962
+  _globals['_CHAINSTATUS']._serialized_start=965
+  _globals['_CHAINSTATUS']._serialized_end=1345
+  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_start=1347
+  _globals['_SUBSCRIBEBLOCKSREQUEST']._serialized_end=1412
+  _globals['_CHAINSERVICE']._serialized_start=1415
+  _globals['_CHAINSERVICE']._serialized_end=2021
 # @@protoc_insertion_point(module_scope)

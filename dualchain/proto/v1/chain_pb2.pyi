@@ -14,18 +14,34 @@ class GetNonceRequest(_message.Message):
     def __init__(self, sender: _Optional[bytes] = ...) -> None: ...
 
 class GetNonceResponse(_message.Message):
-    __slots__ = ("next_nonce",)
+    __slots__ = ("next_nonce", "admissible")
     NEXT_NONCE_FIELD_NUMBER: _ClassVar[int]
+    ADMISSIBLE_FIELD_NUMBER: _ClassVar[int]
     next_nonce: int
-    def __init__(self, next_nonce: _Optional[int] = ...) -> None: ...
+    admissible: int
+    def __init__(self, next_nonce: _Optional[int] = ..., admissible: _Optional[int] = ...) -> None: ...
 
 class BlobChunk(_message.Message):
-    __slots__ = ("data", "expected_hash")
+    __slots__ = ("data", "expected_hash", "upload")
     DATA_FIELD_NUMBER: _ClassVar[int]
     EXPECTED_HASH_FIELD_NUMBER: _ClassVar[int]
+    UPLOAD_FIELD_NUMBER: _ClassVar[int]
     data: bytes
     expected_hash: bytes
-    def __init__(self, data: _Optional[bytes] = ..., expected_hash: _Optional[bytes] = ...) -> None: ...
+    upload: BlobUpload
+    def __init__(self, data: _Optional[bytes] = ..., expected_hash: _Optional[bytes] = ..., upload: _Optional[_Union[BlobUpload, _Mapping]] = ...) -> None: ...
+
+class BlobUpload(_message.Message):
+    __slots__ = ("uploader", "size", "timestamp_ms", "signature")
+    UPLOADER_FIELD_NUMBER: _ClassVar[int]
+    SIZE_FIELD_NUMBER: _ClassVar[int]
+    TIMESTAMP_MS_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    uploader: bytes
+    size: int
+    timestamp_ms: int
+    signature: bytes
+    def __init__(self, uploader: _Optional[bytes] = ..., size: _Optional[int] = ..., timestamp_ms: _Optional[int] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class PutBlobResponse(_message.Message):
     __slots__ = ("hash", "size")

@@ -118,8 +118,9 @@ class ChainServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def GetNonce(self, request, context):
-        """The nonce a sender's next transaction should carry: after its committed transactions and
-        those already waiting in the mempool.
+        """The nonce a sender's next transaction should carry (after its committed transactions and
+        the run of them already waiting in the mempool), and how many transactions from that nonce
+        on the mempool would admit now (0: wait for commits before sending more).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -127,7 +128,12 @@ class ChainServiceServicer:
 
     def PutBlob(self, request_iterator, context):
         """CTBC with FL: stores a blob (a model or a signed update) streamed in chunks and answers its
-        SHA-256. Over the size limit: RESOURCE_EXHAUSTED; wrong expected hash: INVALID_ARGUMENT.
+        SHA-256. The first chunk names the blob (expected_hash) and carries the upload signed by a
+        current validator (a server node). Refusals: UNAUTHENTICATED (no or bad signature, uploader
+        not a validator), RESOURCE_EXHAUSTED (over the size limit, the uploader's quota or the
+        store's), INVALID_ARGUMENT (wrong expected hash, size other than signed, malformed),
+        FAILED_PRECONDITION (stale upload timestamp, a chain without blobs). A refused blob leaves
+        nothing on disk.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

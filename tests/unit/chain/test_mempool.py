@@ -499,3 +499,43 @@ def test_oldest_executable_ignores_senders_waiting_on_a_gap() -> None:
     assert pool.oldest_executable_ms(nonces_of({sender_id(3): 5})) == 200
     # Once sender 1's gap is filled its first transaction is the oldest executable one.
     assert pool.oldest_executable_ms(nonces_of({sender_id(1): 3, sender_id(3): 5})) == 100
+
+
+# -- what GetNonce tells a sender ------------------------------------------------------------
+
+
+def test_the_admission_window_names_a_nonce_the_pool_admits_and_how_many_more() -> None:
+    pool = Mempool(MempoolConfig(max_nonce_gap=4, max_per_sender=6))
+    sender = sender_id(1)
+    assert pool.admission_window(sender, 10) == (10, 5)  # nonces 10..14 (gap 4)
+    for nonce in (10, 11, 13):  # 12 is missing: 13 waits behind a gap
+        pool.add(unsigned(sender, nonce), 10, 0)
+    nonce, admissible = pool.admission_window(sender, 10)
+    assert (nonce, admissible) == (12, 3)  # not 10 + 3 pending = 13, which is taken
+    for n in range(nonce, nonce + admissible):
+        if n not in (13,):
+            pool.add(unsigned(sender, n), 10, 0)
+    # The window is used up: one nonce further is refused, as GetNonce now says.
+    assert pool.admission_window(sender, 10) == (15, 0)
+    assert refusal(pool, unsigned(sender, 15), 10) == "nonce_gap"
+
+
+def test_the_admission_window_counts_the_per_sender_bound() -> None:
+    pool = Mempool(MempoolConfig(max_nonce_gap=64, max_per_sender=3))
+    sender = sender_id(2)
+    for nonce in range(3):
+        pool.add(unsigned(sender, nonce), 0, 0)
+    assert pool.admission_window(sender, 0) == (3, 0)
+    assert refusal(pool, unsigned(sender, 3), 0) == "sender_full"
+    assert pool.admission_window(sender, 2) == (3, 0)  # two committed, still three pending
+
+
+def test_next_nonce_plus_pending_pointed_past_the_gap_bound() -> None:
+    """The old GetNonce answer: committed next nonce + pending count. With 65 pending it named
+    nonce 65, which the pool refuses (nonce_gap); the window says there is no room."""
+    pool = Mempool()
+    sender = sender_id(3)
+    for nonce in range(65):
+        pool.add(unsigned(sender, nonce), 0, 0)
+    assert refusal(pool, unsigned(sender, 0 + len(pool.pending(sender))), 0) == "nonce_gap"
+    assert pool.admission_window(sender, 0) == (65, 0)

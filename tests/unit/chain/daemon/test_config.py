@@ -8,6 +8,7 @@ from pathlib import Path
 import pytest
 
 from dualchain.chain.daemon.config import ConfigError, DaemonConfig
+from dualchain.chain.uploads import QuotaLimits
 from dualchain.deploy.cli import main
 
 GOOD = {"kind": "ctbc", "genesis": "genesis.json", "key": "keys/node-0.key",
@@ -29,6 +30,10 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
     assert config.max_pending_wait_ms is None  # the chain kind's default
     assert DaemonConfig.load(write(tmp_path, {**GOOD, "max_pending_wait_ms": 0})
                              ).max_pending_wait_ms == 0
+    assert config.blob_quota == QuotaLimits()  # 4 GiB per uploader, 16 GiB in all
+    quota = DaemonConfig.load(write(tmp_path, {**GOOD, "blob_quota_per_uploader_bytes": 10,
+                                               "blob_quota_total_bytes": 20})).blob_quota
+    assert (quota.per_uploader_bytes, quota.total_bytes) == (10, 20)
 
 
 @pytest.mark.parametrize(
@@ -45,6 +50,10 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
         ({"key": ""}, "'key' must be a non-empty string"),
         ({"max_pending_wait_ms": -1}, "'max_pending_wait_ms' must be milliseconds >= 0"),
         ({"max_pending_wait_ms": "1s"}, "'max_pending_wait_ms' must be milliseconds >= 0"),
+        ({"blob_quota_total_bytes": 0}, "'blob_quota_total_bytes' must be a number of bytes"),
+        ({"blob_quota_per_uploader_bytes": True}, "'blob_quota_per_uploader_bytes' must be"),
+        ({"blob_quota_per_uploader_bytes": 2, "blob_quota_total_bytes": 1},
+         "must not exceed 'blob_quota_total_bytes'"),
     ],
 )
 def test_bad_configs_are_refused_with_the_reason(tmp_path: Path, change, message) -> None:
