@@ -6,7 +6,6 @@ consensus messages on the gossip stream) is asked of the node. CMBC daemons also
 
 from __future__ import annotations
 
-import logging
 from collections.abc import AsyncIterator
 
 import grpc
@@ -30,8 +29,6 @@ from dualchain.proto.v1 import miner_pb2 as miner_pb
 from dualchain.proto.v1 import miner_pb2_grpc as miner_grpc
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
-
-log = logging.getLogger(__name__)
 
 MAX_SYNC_BLOCKS = 256
 RESEND_WINDOW = 1024  # heights a block stream remembers; CMBC reorgs are far shallower
@@ -87,6 +84,9 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
                 canonical = await node.in_store(node.store.canonical_hash, block.height)
                 is_canonical = canonical == block.hash
             elif request.WhichOneof("selector") == "height":
+                if request.height > node.height:  # also keeps 2^64-1 away from SQLite
+                    raise NotFoundError(f"no block at height {request.height}: the chain is "
+                                        f"at {node.height}")
                 block = await node.in_store(node.store.canonical_block, request.height)
                 is_canonical = True
             else:
@@ -200,7 +200,10 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
     async def Gossip(self, request_iterator, context):
         node = self.node
         received = 0
-        peer = ""
+        # The address the peer's hello claims: unverified, so only a hint of which replica to
+        # ask first for what its messages lack, never a name in the log. A refusal is logged
+        # by the edge (rate-limited) under the transport address, context.peer().
+        claimed = ""
         async for message in request_iterator:
             kind = message.WhichOneof("kind")
             node.metrics.peer_messages.labels(kind or "none").inc()
@@ -209,16 +212,15 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
                     if kind != "hello":
                         raise DecodeError("a gossip stream must start with hello")
                     await self._check_hello(message.hello, context)
-                    peer = message.hello.address
+                    claimed = message.hello.address
                 elif kind == "txs":
                     node.on_peer_txs(message.txs.txs)
                 elif kind == "hello":
                     raise DecodeError("hello comes once, first")
                 else:
-                    await node.on_peer_message(message, peer)
+                    await node.on_peer_message(message, claimed)
             except DualchainError as exc:
                 node.metrics.rejected.labels(f"peer_{exc.code}").inc()
-                log.warning("gossip from %s refused: %s", peer or context.peer(), exc.reason)
                 await abort(context, exc)
             received += 1
         return peer_pb.GossipSummary(received=received)
