@@ -95,6 +95,12 @@ PROPOSE_POLL_S = 0.025
 # for good and catching up only by block sync.
 LOOKAHEAD = 1
 MAX_PENDING_PROPOSALS = 16
+# Proposals and votes from peers waiting for the consensus loop, at most. A peer that sends
+# faster than the loop decides waits (its gossip stream stops being read, so HTTP/2 flow control
+# backs up into its link's bounded queue, which drops). Our own events (timeouts, our proposal,
+# a fetched block, sync) always get in: each comes from one engine action or timer.
+MAX_QUEUED_PEER_EVENTS = 256
+PEER_EVENTS = ("proposal", "vote")
 MAX_BLOB_BYTES = 256 * 1024 * 1024
 
 
@@ -114,6 +120,7 @@ class CtbcNode(ChainNodeBase):
                      c.timeout_precommit_ms / 1000, c.timeout_delta_ms / 1000),
         )
         self._events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
+        self._peer_slots = asyncio.Semaphore(MAX_QUEUED_PEER_EVENTS)  # bounds PEER_EVENTS
         self._last_certificate: QuorumCertificate | None = None
         self._pending_proposals: dict[int, list[Proposal]] = {}
         self._height_started = time.monotonic()
@@ -140,9 +147,6 @@ class CtbcNode(ChainNodeBase):
     def _validator_key(self, validator_id: bytes) -> bytes | None:
         validator = self.app.validator(validator_id)
         return validator.public_key if validator is not None else None
-
-    def committee(self, height: int) -> Committee:
-        return self.app.committee(height)
 
     def committee(self, height: int) -> Committee:
         return self.app.committee(height)
@@ -179,7 +183,7 @@ class CtbcNode(ChainNodeBase):
     async def on_peer_proposal(self, data: bytes, peer: str) -> None:
         """A proposal with its whole block (a byzantine test leader's, or an older replica's)."""
         if self._first_copy(Proposal.peek(data)):
-            await self._events.put(("proposal", Proposal.decode(data)))
+            await self._peer_event("proposal", Proposal.decode(data))
 
     async def on_peer_compact_proposal(self, data: bytes, peer: str) -> None:
         """A proposal whose transactions come by hash: rebuilt from the mempool, with what is
@@ -192,7 +196,7 @@ class CtbcNode(ChainNodeBase):
         if any(tx is None for tx in txs):
             self._tasks.append(asyncio.create_task(self._complete(compact, txs, peer)))
             return
-        await self._events.put(("proposal", compact.proposal(txs)))  # type: ignore[arg-type]
+        await self._peer_event("proposal", compact.proposal(txs))  # type: ignore[arg-type]
 
     def _first_copy(self, signed: SignedProposal) -> bool:
         """Whether a proposal is new, authentic and near enough to decide on.
@@ -241,7 +245,7 @@ class CtbcNode(ChainNodeBase):
                     log.info("proposal %s at %d/%d: fetched %d missing transactions from %s",
                              signed.block_hash.hex()[:16], signed.height, signed.round,
                              len(missing), link.address)
-                    await self._events.put(("proposal", compact.proposal(full)))
+                    await self._peer_event("proposal", compact.proposal(full))
                     return
             await asyncio.sleep(delay)
             delay = min(delay * 2, 1.0)
@@ -263,7 +267,7 @@ class CtbcNode(ChainNodeBase):
             if vote.step == VoteStep.PRECOMMIT:
                 self._add_late_precommit(vote)
         elif vote.height <= self.height + 1 + LOOKAHEAD:
-            await self._events.put(("vote", vote))
+            await self._peer_event("vote", vote)
 
     def _authentic(self, chain_id: str, height: int, signer: bytes, domain: Domain,
                    signing_bytes: bytes, signature: bytes) -> bool:
@@ -298,9 +302,16 @@ class CtbcNode(ChainNodeBase):
 
     # -- the consensus loop ----------------------------------------------------------------------
 
+    async def _peer_event(self, kind: str, message: Any) -> None:
+        """Queues a peer's proposal or vote, waiting while MAX_QUEUED_PEER_EVENTS are queued."""
+        await self._peer_slots.acquire()
+        self._events.put_nowait((kind, message))
+
     async def _consensus_loop(self) -> None:
         while True:
             event = await self._events.get()
+            if event[0] in PEER_EVENTS:
+                self._peer_slots.release()
             try:
                 await self._handle(event)
             except DualchainError as exc:
