@@ -76,6 +76,7 @@ from dualchain.chain.ctbc.fl import SignedUpdate, sign_update
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.identity import Signer
 from dualchain.chain.rpc import channel_options, open_channel
+from dualchain.chain.senders import admissible_nonce
 from dualchain.chain.types import TxKind
 from dualchain.chain.validation import sign_transaction
 from dualchain.chain.wire import tx_to_proto
@@ -402,11 +403,10 @@ class ChainLink:
         attempts = 3
         for attempt in range(attempts):
             try:
-                reply = await self._stub.GetNonce(
-                    chain_pb.GetNonceRequest(sender=self._signer.id),
-                    timeout=self._timing.rpc_timeout_s)
+                nonce = await admissible_nonce(self._stub, self._signer.id,
+                                               timeout=self._timing.rpc_timeout_s)
                 tx = sign_transaction(self._signer, self._chain_id, kind, payload,
-                                      reply.next_nonce, int(time.time() * 1000))
+                                      nonce, int(time.time() * 1000))
                 await self._stub.SubmitTx(chain_pb.SubmitTxRequest(tx=tx_to_proto(tx)),
                                           timeout=self._timing.rpc_timeout_s)
                 return tx.hash

@@ -59,6 +59,7 @@ from dualchain.chain.errors import DecodeError, DualchainError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer, identity_id
 from dualchain.chain.rpc import channel_options, open_channel
+from dualchain.chain.senders import admissible_nonce
 from dualchain.chain.types import Block, Transaction, TxKind
 from dualchain.chain.validation import sign_transaction
 from dualchain.chain.verifier import SignatureVerifier
@@ -498,8 +499,7 @@ class ServerNode:
 
     async def _submit(self, stub: chain_grpc.ChainServiceStub, chain_id: str, kind: TxKind,
                       payload: bytes) -> bytes:
-        nonce = (await stub.GetNonce(chain_pb.GetNonceRequest(sender=self.signer.id),
-                                     timeout=10)).next_nonce
+        nonce = await admissible_nonce(stub, self.signer.id, timeout=10)
         tx = sign_transaction(self.signer, chain_id, kind, payload, nonce, now_ms())
         await stub.SubmitTx(chain_pb.SubmitTxRequest(tx=wire.tx_to_proto(tx)), timeout=30)
         return tx.hash

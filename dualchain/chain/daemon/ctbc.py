@@ -553,7 +553,7 @@ class CtbcNode(ChainNodeBase):
 
     async def _submit_evidence(self, payload: bytes) -> tuple[Transaction, TxOutcome]:
         await self.load_nonces([self.signer.id])
-        nonce = self.next_nonce(self.signer.id) + len(self.mempool.pending(self.signer.id))
+        nonce, _ = self.mempool.admission_window(self.signer.id, self.next_nonce(self.signer.id))
         tx = sign_transaction(self.signer, self.chain_id, TxKind.EVIDENCE, payload, nonce,
                               now_ms())
         return tx, (await self.submit([tx]))[0]

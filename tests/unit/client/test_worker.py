@@ -57,7 +57,7 @@ class FakeChain(chain_grpc.ChainServiceServicer):
     async def GetNonce(self, request, context):
         self.calls.append(time.monotonic())
         return chain_pb.GetNonceResponse(
-            next_nonce=sum(tx.sender == request.sender for tx in self.txs))
+            next_nonce=sum(tx.sender == request.sender for tx in self.txs), admissible=64)
 
     async def SubmitTx(self, request, context):
         self.calls.append(time.monotonic())
