@@ -13,9 +13,10 @@ on its own:
 - every status detail that leaves (also those a servicer sends itself with ``context.abort``)
   is one line, at most ``MAX_DETAILS`` characters, with filesystem paths replaced by
   ``<path>``, and errors the logic could not name (INTERNAL, UNKNOWN) never carry their text;
-- refusals are logged one line each, rate-limited per peer host and method and overall
-  (``RefusalLog``), so garbage cannot buy log volume: what was suppressed is counted in the
-  next line that is written.
+- refusals are logged one line each under the transport address (``context.peer()``), as
+  warnings for malformed or forged input and INFO for the refusals of normal operation
+  (busy, nonce races), rate-limited per peer host and method and overall (``RefusalLog``), so
+  garbage cannot buy log volume: what was suppressed is counted in the next line written.
 """
 
 from __future__ import annotations
@@ -38,6 +39,10 @@ MAX_DETAILS = 300
 INTERNAL_DETAILS = "internal: the server could not complete this request"
 # Statuses that name a failure of the server, not of the request: their text stays in the log.
 _OPAQUE = (grpc.StatusCode.INTERNAL, grpc.StatusCode.UNKNOWN, grpc.StatusCode.DATA_LOSS)
+# Refusals logged as warnings: malformed or forged input, or our own failure. The others (busy,
+# nonce races, not found, duplicates) are part of normal operation: INFO.
+_WARN = (*_OPAQUE, grpc.StatusCode.INVALID_ARGUMENT, grpc.StatusCode.UNAUTHENTICATED,
+         grpc.StatusCode.PERMISSION_DENIED)
 # An absolute path of at least two parts (/tmp/x, /work/a/b.sqlite), not a ratio like 1/2.
 _PATH = re.compile(r"(?<![\w.:/])/(?:[\w.\-~]+/)+[\w.\-~]*")
 
@@ -116,6 +121,8 @@ class _Context:
 
     async def abort(self, code: grpc.StatusCode, details: str = "", *args: Any) -> None:
         sent = INTERNAL_DETAILS if code in _OPAQUE else safe_details(details)
+        if not sent:  # no refusal without a reason (the health service's NOT_FOUND has none)
+            sent = _bare_reason(code)
         self.refusal = (code, details)
         await self._context.abort(code, sent, *args)
 
@@ -164,9 +171,11 @@ class ErrorEdge(grpc.aio.ServerInterceptor):
             async def unary_unary(raw: bytes, context: grpc.aio.ServicerContext) -> Any:
                 ctx = _Context(context)
                 try:
-                    return await behavior(decode(raw), ctx)
+                    response = await behavior(decode(raw), ctx)
                 except Exception as exc:  # the edge maps every outcome
                     await self._fail(ctx, method, exc)
+                _name_a_bare_status(ctx)
+                return response
 
             return grpc.unary_unary_rpc_method_handler(unary_unary, None, serializer)
         if handler.stream_unary is not None:
@@ -176,9 +185,11 @@ class ErrorEdge(grpc.aio.ServerInterceptor):
                                    context: grpc.aio.ServicerContext) -> Any:
                 ctx = _Context(context)
                 try:
-                    return await behavior(_decoded(requests, decode), ctx)
+                    response = await behavior(_decoded(requests, decode), ctx)
                 except Exception as exc:
                     await self._fail(ctx, method, exc)
+                _name_a_bare_status(ctx)
+                return response
 
             return grpc.stream_unary_rpc_method_handler(stream_unary, None, serializer)
         if handler.unary_stream is not None:
@@ -222,6 +233,9 @@ class ErrorEdge(grpc.aio.ServerInterceptor):
         if isinstance(exc, DualchainError):
             code = self.status_for(exc)
             details = f"{exc.code}: {exc.reason}"
+        elif isinstance(exc, NotImplementedError):  # a generated servicer's default method
+            unexpected = False
+            code, details = grpc.StatusCode.UNIMPLEMENTED, f"unimplemented: {method}"
         else:
             code = grpc.StatusCode.INTERNAL
             details = f"{type(exc).__name__}: {exc}"
@@ -238,10 +252,23 @@ class ErrorEdge(grpc.aio.ServerInterceptor):
         if not allowed:
             return
         more = f" ({suppressed} more from this peer suppressed)" if suppressed else ""
-        level = logging.WARNING if code in _OPAQUE else logging.INFO
+        level = logging.WARNING if code in _WARN else logging.INFO
         # An unexpected failure is a bug of ours: its traceback, within the same rate limit.
         log.log(level, "%s from %s: %s %s%s", method, peer, code.name,
                 " ".join(details.split())[:MAX_DETAILS], more, exc_info=unexpected)
+
+
+def _name_a_bare_status(ctx: _Context) -> None:
+    """A handler that set a status code without a reason (the health service's NOT_FOUND for
+    an unknown service) gets the code's name as its reason: no refusal without one."""
+    code = ctx.code()
+    if code is not None and code != grpc.StatusCode.OK and not ctx.details():
+        ctx.set_details(_bare_reason(code))
+
+
+def _bare_reason(code: grpc.StatusCode) -> str:
+    name = code.name if isinstance(code, grpc.StatusCode) else str(code)
+    return f"{name.lower()}: refused without a reason given"
 
 
 async def _decoded(requests: AsyncIterator[bytes], decode: Callable[[bytes], Any]

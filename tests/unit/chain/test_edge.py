@@ -112,6 +112,9 @@ async def test_typed_errors_become_their_status_and_internal_ones_say_nothing(ch
     assert error.details() == "bad <path> line 2"
     error = await failure(stub.GetNonce(chain_pb.GetNonceRequest(), timeout=5))
     assert error.code() == grpc.StatusCode.FAILED_PRECONDITION
+    error = await failure(stub.SubscribeBlocks(chain_pb.SubscribeBlocksRequest(),
+                                               timeout=5).read())
+    assert error.code() == grpc.StatusCode.UNIMPLEMENTED  # the generated default method
     error = await failure(stub.PutBlob(iter([chain_pb.BlobChunk(data=b"x" * 11)]), timeout=5))
     assert error.code() == grpc.StatusCode.RESOURCE_EXHAUSTED
     assert (await stub.PutBlob(iter([chain_pb.BlobChunk(data=b"x")]), timeout=5)).size == 1
@@ -172,3 +175,10 @@ def test_the_refusal_log_refills_and_counts_what_it_suppressed() -> None:
     total = RefusalLog(per_key_burst=5, total_burst=3, total_per_min=0.0, clock=lambda: 0.0)
     assert [total.allow(f"ipv4:10.0.0.{i}:1", "/m")[0] for i in range(5)] == \
         [True, True, True, False, False]
+
+
+async def test_a_status_set_without_a_reason_gets_one(channel) -> None:
+    stub = health_pb2_grpc.HealthStub(channel)
+    error = await failure(stub.Check(health_pb2.HealthCheckRequest(service="nope"), timeout=5))
+    assert error.code() == grpc.StatusCode.NOT_FOUND
+    assert error.details() == "not_found: refused without a reason given"
