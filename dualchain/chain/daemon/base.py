@@ -203,6 +203,12 @@ class ChainNodeBase:
                     raise MempoolError(
                         f"nonce {tx.nonce} is below the sender's next nonce "
                         f"{self.next_nonce(tx.sender)}", code="stale_nonce")
+                gap = self.mempool.config.max_nonce_gap
+                if tx.nonce > self.next_nonce(tx.sender) + gap:  # what the mempool would say
+                    raise MempoolError(
+                        f"nonce {tx.nonce} is more than {gap} above the sender's next nonce "
+                        f"{self.next_nonce(tx.sender)} (GetNonce tells the window)",
+                        code="nonce_gap")
                 if busy is not None:
                     raise MempoolError(busy, code="busy")
             except DualchainError as exc:
