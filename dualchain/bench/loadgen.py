@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import json
 import multiprocessing
+import os
 import struct
 import sys
 import time
@@ -29,6 +30,7 @@ from dualchain.chain.rpc import channel_options
 from dualchain.chain.types import Transaction, TxKind
 from dualchain.chain.validation import sign_transaction
 from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
+from dualchain.runtime.lifeline import die_with_parent, watch_parent
 
 PAYLOAD_BYTES = 256
 RECORD = struct.Struct(">32sd")
@@ -89,7 +91,8 @@ def presign(spec: LoadSpec) -> list[list[Transaction]]:
     bounds = [spec.senders * i // workers for i in range(workers + 1)]
     jobs = [(spec.chain_id, spec.algorithm, bounds[i], bounds[i + 1], per_sender,
              spec.timestamp_ms, spec.kind) for i in range(workers) if bounds[i] < bounds[i + 1]]
-    with multiprocessing.get_context("spawn").Pool(len(jobs)) as pool:
+    with multiprocessing.get_context("spawn").Pool(
+            len(jobs), initializer=die_with_parent, initargs=(os.getpid(),)) as pool:
         slices = pool.map(_sign_slice, jobs)
     flat = [Transaction.decode(raw) for chunk in slices for raw in chunk]
     return [flat[i * per_sender : (i + 1) * per_sender] for i in range(spec.senders)]
@@ -173,6 +176,7 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
 
 
 def main() -> int:
+    watch_parent()  # started by a supervisor: stop when the benchmark dies
     spec = LoadSpec(**json.loads(sys.argv[1]))
     by_sender = presign(spec)
     streams: list[list[Transaction]] = [[] for _ in spec.targets]

@@ -36,6 +36,7 @@ import contextlib
 import json
 import logging
 import multiprocessing
+import os
 import random
 import signal
 import time
@@ -60,6 +61,7 @@ from dualchain.chain.rpc import TlsFiles, channel_options, open_channel
 from dualchain.chain.types import BlockHeader, Transaction, TxKind
 from dualchain.proto.v1 import miner_pb2 as miner_pb
 from dualchain.proto.v1 import miner_pb2_grpc as miner_grpc
+from dualchain.runtime.lifeline import die_with_parent
 
 log = logging.getLogger("dualchain.miner")
 
@@ -101,10 +103,12 @@ ABORT_CHECK = 1024
 _abort: Any = None
 
 
-def _init_worker(abort: Any) -> None:
+def _init_worker(abort: Any, miner_pid: int) -> None:
     """Worker process initializer. A Ctrl-C to the process group is for the miner to handle;
-    ``abort`` (a multiprocessing Event) tells a chunk in progress that its work is stale."""
+    ``abort`` (a multiprocessing Event) tells a chunk in progress that its work is stale; the
+    worker dies with the miner, however the miner dies (a parent-death signal)."""
     global _abort
+    die_with_parent(miner_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)
     _abort = abort
 
@@ -193,7 +197,8 @@ class Miner:
         context = multiprocessing.get_context("spawn")
         self._abort = context.Event()
         self._pool = ProcessPoolExecutor(config.workers, mp_context=context,
-                                         initializer=_init_worker, initargs=(self._abort,))
+                                         initializer=_init_worker,
+                                         initargs=(self._abort, os.getpid()))
         self._started = time.monotonic()
 
     async def run(self, stop: asyncio.Event) -> None:

@@ -770,6 +770,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def main(argv: Sequence[str] | None = None) -> int:
+    from dualchain.runtime.lifeline import watch_parent
+
+    watch_parent()  # started by a supervisor: stop when the launcher dies (lifeline.py)
     parser = build_parser()
     args = parser.parse_args(argv)
     try:
