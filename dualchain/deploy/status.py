@@ -1,8 +1,8 @@
 """`dualchain status --workdir D`: a summary of a running or finished testbed.
 
-While the testbed runs (``state.json`` says so and its launcher lives) it asks the processes
-themselves: each server node's version, accuracy and refused updates, and the chain daemons'
-heights. Afterwards it summarises ``report.json``.
+While the testbed runs (``state.json`` says so, its launcher lives and so does one of its
+processes at least) it asks the processes themselves: each server node's version, accuracy and
+refused updates, and the chain daemons' heights. Afterwards it summarises ``report.json``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-import psutil
-
 from dualchain.chain.rpc import TlsFiles, open_blocking_channel
 from dualchain.deploy.certs import OPERATOR, TLS_DIR
+from dualchain.deploy.state import launcher_alive, live_processes
 
 
 def testbed_status(workdir: Path) -> dict[str, Any]:
@@ -26,11 +25,12 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
                                 "'dualchain up --workdir ...'")
     state = json.loads(state_path.read_text())
     processes = state["processes"]
-    alive = {p["name"]: p["pid"] is not None and psutil.pid_exists(p["pid"]) for p in processes}
-    running = state["running"] and psutil.pid_exists(state["launcher_pid"])
+    alive = live_processes(state)
+    # Running: its launcher and at least one of its processes live (a SIGKILLed launcher's
+    # state.json still says "running": true).
+    running = bool(state["running"] and launcher_alive(state) and alive)
     out: dict[str, Any] = {"workdir": str(workdir), "running": running,
-                           "processes": len(processes),
-                           "processes_alive": sum(alive.values())}
+                           "processes": len(processes), "processes_alive": len(alive)}
     if running:
         out.update(_live(processes, _operator_tls(workdir)))
     report_path = workdir / "report.json"

@@ -31,13 +31,9 @@ from __future__ import annotations
 
 import contextlib
 import json
-import os
 import queue
 import shutil
-import signal
-import subprocess
 import sys
-import threading
 import time
 import tomllib
 from dataclasses import asdict, dataclass, field, fields, replace
@@ -53,9 +49,10 @@ from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import TlsFiles, open_blocking_channel
 from dualchain.deploy.processes import free_ports
+from dualchain.deploy.state import busy_reason, write_state
+from dualchain.runtime.supervisor import STOP_GRACE_S, Child, Supervisor
 
 READY_TIMEOUT_S = 180.0
-STOP_GRACE_S = 10.0
 MODES = ("fedasync", "fedavg", "ddmlts", "semisync")
 # How each mode aggregates: (the chain's rule, the aggregator's policy).
 MODE_RULES = {"fedasync": ("fedasync", "window"), "fedavg": ("fedavg", "window"),
@@ -157,10 +154,15 @@ class Proc:
     name: str
     role: str
     argv: list[str]
-    popen: subprocess.Popen[bytes] | None = None
+    child: Child | None = None  # its current run, started by the supervisor
     ready: dict[str, Any] | None = None
     address: str = ""
     late: bool = False  # a joining node's process: started by start_joiners()
+
+    @property
+    def popen(self) -> Any:
+        """The ``subprocess.Popen`` of its current run (None before the first)."""
+        return self.child.popen if self.child is not None else None
 
 
 def client_node(config: UpConfig, j: int) -> int:
@@ -245,6 +247,7 @@ class Testbed:
         self.progress = progress or (lambda line: print(line, flush=True))
         self.procs: list[Proc] = []
         self.events: queue.Queue[tuple[Proc, dict[str, Any]]] = queue.Queue()
+        self.supervisor = Supervisor(self.events)  # every event line arrives in self.events
         self.versions: dict[int, dict[str, Any]] = {}
         self.started = 0.0
         self.client_tasks: dict[str, int] = {}
@@ -259,6 +262,9 @@ class Testbed:
 
     def write(self) -> None:
         c = self.config
+        busy = busy_reason(self.workdir)
+        if busy is not None:  # its processes hold the ports and files a new one would take
+            raise UpError(busy)
         if self.workdir.exists():
             shutil.rmtree(self.workdir)
         keys = self.workdir / "keys"
@@ -451,22 +457,13 @@ class Testbed:
     # -- processes -------------------------------------------------------------------------------
 
     def _launch(self, proc: Proc) -> None:
-        log = (self.workdir / "logs" / f"{proc.name}.log").open("ab")
-        argv = [*self._exec_prefix(proc), *proc.argv]
-        proc.popen = subprocess.Popen(argv, cwd=self.workdir, stdout=subprocess.PIPE,
-                                      stderr=log, stdin=subprocess.DEVNULL)
-        log.close()
-        threading.Thread(target=self._read, args=(proc, proc.popen), daemon=True).start()
-
-    def _read(self, proc: Proc, popen: subprocess.Popen[bytes]) -> None:
-        assert popen.stdout is not None
-        for line in popen.stdout:
-            with contextlib.suppress(ValueError):
-                event = json.loads(line)
-                if isinstance(event, dict) and "event" in event:
-                    self.events.put((proc, event))
-        popen = proc.popen
-        self.events.put((proc, {"event": "exited", "code": popen.wait(), "pid": popen.pid}))
+        """Starts ``proc`` under the supervisor: its event lines arrive in ``self.events``, it
+        dies with this launcher (see dualchain.runtime)."""
+        if proc.child is not None:
+            self.supervisor.forget(proc.child)  # a restart: the last run has exited
+        proc.child = self.supervisor.spawn(
+            proc.name, [*self._exec_prefix(proc), *proc.argv], cwd=self.workdir,
+            log=self.workdir / "logs" / f"{proc.name}.log", key=proc)
 
     def _start_role(self, role: str, late: bool = False) -> None:
         group = [p for p in self.procs if p.role == role and p.late == late]
@@ -588,9 +585,8 @@ class Testbed:
     def kill(self, name: str) -> None:
         """SIGKILL one process (by its PID)."""
         proc = self.proc(name)
-        assert proc.popen is not None
-        proc.popen.kill()
-        proc.popen.wait()
+        assert proc.child is not None
+        self.supervisor.kill(proc.child)
 
     def restart(self, name: str, timeout: float = READY_TIMEOUT_S) -> dict[str, Any]:
         """Starts a stopped process again with the same config; returns its ready event."""
@@ -641,11 +637,9 @@ class Testbed:
     def _write_state(self, running: bool) -> None:
         if running and self.config.metrics:
             self._write_prometheus()
-        self._json("state.json", {
-            "running": running, "launcher_pid": os.getpid(),
-            "processes": [{"name": p.name, "role": p.role, "address": p.address,
-                           "pid": p.popen.pid if p.popen else None} for p in self.procs],
-        })
+        write_state(self.workdir, running, [
+            {"name": p.name, "role": p.role, "address": p.address,
+             "pid": p.child.pid if p.child else None} for p in self.procs])
 
     def run(self) -> dict[str, Any]:
         c = self.config
@@ -702,21 +696,11 @@ class Testbed:
                 self.cpu[proc.name] = round(times.user + times.system, 2)
 
     def stop(self) -> None:
-        """SIGTERM every process (clients first), then SIGKILL what is left, by PID."""
+        """SIGTERM every process (clients first), then SIGKILL what is left (each process's
+        group, by its id) after a grace period."""
         order = ("client", "node", "miner", "cmbc", "ctbc")
-        live = [p for role in order for p in self.procs
-                if p.role == role and p.popen is not None and p.popen.poll() is None]
-        for proc in live:
-            with contextlib.suppress(ProcessLookupError):
-                proc.popen.send_signal(signal.SIGTERM)  # type: ignore[union-attr]
-        deadline = time.monotonic() + STOP_GRACE_S
-        for proc in live:
-            assert proc.popen is not None
-            try:
-                proc.popen.wait(max(0.1, deadline - time.monotonic()))
-            except subprocess.TimeoutExpired:
-                proc.popen.kill()
-                proc.popen.wait()
+        self.supervisor.stop([p.child for role in order for p in self.procs
+                              if p.role == role and p.child is not None], STOP_GRACE_S)
         self._write_state(running=False)
         if self.network is not None:
             self.network.teardown()  # kills what is left in the namespaces, deletes them
