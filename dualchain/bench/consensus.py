@@ -53,9 +53,10 @@ from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import channel_options
 from dualchain.chain.types import Block
 from dualchain.chain.wire import block_from_proto
-from dualchain.deploy.processes import free_ports, read_json_line
+from dualchain.deploy.processes import free_ports
 from dualchain.deploy.testnet import TestnetPlan, make_testnet
 from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
+from dualchain.runtime.supervisor import Supervisor
 
 CHAIN_ID = "bench-ctbc"
 
@@ -163,8 +164,7 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         config["peers"] = [moved[a] for a in config["peers"]]
         path.write_text(json.dumps(config))
     targets = list(moved.values())
-    daemons: list[subprocess.Popen[bytes]] = []
-    loadgen: subprocess.Popen[bytes] | None = None
+    supervisor = Supervisor()  # every process dies with the benchmark, whatever ends it
 
     def host(name: str) -> list[str]:  # the argv prefix that runs a process on host ``name``
         if network is None:
@@ -173,39 +173,32 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         return network.exec_prefix(name)
 
     try:
-        for i, path in enumerate(configs):
-            daemons.append(subprocess.Popen(
-                [*host(f"ctbc-{i}"), sys.executable, "-m", "dualchain.deploy.cli", "chain",
-                 "--kind", "ctbc",
-                 "--config", str(path), "--log-level", "WARNING"],
-                stdout=subprocess.PIPE, stderr=open(tmp / f"node-{i}.log", "wb"),  # noqa: SIM115
-            ))
-        for proc in daemons:
-            read_json_line(proc, "ready", 60)
+        daemons = [supervisor.spawn(
+            f"node-{i}", [*host(f"ctbc-{i}"), sys.executable, "-m", "dualchain.deploy.cli",
+                          "chain", "--kind", "ctbc", "--config", str(path), "--log-level",
+                          "WARNING"], cwd=tmp, log=tmp / f"node-{i}.log")
+            for i, path in enumerate(configs)]
+        supervisor.wait_ready(daemons, 60)
         progress(f"{nodes} CTBC replicas ready ({algorithm.label}); the load generator is "
                  "signing its transactions")
         total = int(rate * duration * 1.2) + batch
         spec = LoadSpec(CHAIN_ID, algorithm.label, targets, total, senders, rate, batch,
                         str(tmp / "submit-times.bin"), time.time_ns() // 1_000_000)
-        loadgen = subprocess.Popen(
-            [*host("loadgen"), sys.executable, "-m", "dualchain.bench.loadgen",
-             json.dumps(spec.__dict__)],
-            stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-        )
-        read_json_line(loadgen, "signed", 600)
+        loadgen = supervisor.spawn(
+            "loadgen", [*host("loadgen"), sys.executable, "-m", "dualchain.bench.loadgen",
+                        json.dumps(spec.__dict__)], cwd=tmp, log=None, stdin=True)
+        supervisor.wait_event(loadgen, "signed", 600)
         progress(f"submitting {rate:.0f} tx/s for {duration:.0f} s")
-        result = asyncio.run(_measure(daemons, loadgen, targets, duration, progress))
-        loadgen.send_signal(signal.SIGTERM)
+        result = asyncio.run(_measure([d.popen for d in daemons], loadgen.popen, targets,
+                                      duration, progress))
+        os.kill(loadgen.pid, signal.SIGTERM)
         view_changes = max(_scrape(ip[i], ports[nodes + i], "dualchain_chain_view_changes_total")
                            for i in range(nodes))
         checks = _signature_checks(ip, ports[nodes:])
         busy = sum(_scrape(ip[i], ports[nodes + i], 'dualchain_chain_rejected_total{reason="busy"}')
                    for i in range(nodes))
     finally:
-        for proc in [*daemons, *([loadgen] if loadgen else [])]:
-            if proc.poll() is None:
-                proc.kill()
-            proc.wait()
+        supervisor.close()  # SIGKILL of every process group, by id
     submit_times = _read_submit_times(tmp / "submit-times.bin")
     commits, window_start, window_end, cpu = result
     in_window = [t for t in commits.values() if window_start <= t <= window_end]

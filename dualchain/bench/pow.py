@@ -22,12 +22,9 @@ from __future__ import annotations
 import itertools
 import json
 import os
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
-import threading
 import time
 import urllib.request
 from collections.abc import Callable
@@ -41,9 +38,10 @@ from dualchain.chain.genesis import Genesis, LedgerLimits
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import TxKind
 from dualchain.chain.wire import block_from_proto
-from dualchain.deploy.processes import free_ports, read_json_line
+from dualchain.deploy.processes import free_ports
 from dualchain.deploy.testnet import TestnetPlan, make_testnet
 from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
+from dualchain.runtime.supervisor import Child, Supervisor
 
 CHAIN_ID = "bench-cmbc"
 
@@ -129,16 +127,12 @@ def pow_benchmark(
         return _run(Path(tmp), *args)
 
 
-def _drain(proc: subprocess.Popen[bytes], path: Path) -> None:
-    """Copies what ``proc`` prints from now on to ``path``: an unread pipe would fill and block
-    a long-running miner (a line per block)."""
-    def copy() -> None:
-        assert proc.stdout is not None
-        with path.open("ab") as out:
-            for line in proc.stdout:
-                out.write(line)
-                out.flush()
-    threading.Thread(target=copy, daemon=True).start()
+def _write_events(child: Child, path: Path) -> None:
+    """What ``child`` printed (its JSON event lines), kept with the run's logs."""
+    with path.open("w") as out:
+        for event in child.events:
+            if event["event"] != "exited":
+                out.write(json.dumps(event) + "\n")
 
 
 def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float, warmup: float,
@@ -164,39 +158,38 @@ def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float,
         path.write_text(json.dumps(config))
     Genesis.load(tmp / "genesis.json")
     targets = [f"127.0.0.1:{p}" for p in ports[:daemons]]
-    procs: list[subprocess.Popen[bytes]] = []
+    supervisor = Supervisor()  # every process dies with the benchmark, whatever ends it
     py = [sys.executable, "-m", "dualchain.deploy.cli"]
+    outputs: dict[str, Path] = {}
     try:
         for i, path in enumerate(configs):
-            procs.append(subprocess.Popen(
-                [*py, "chain", "--kind", "cmbc", "--config", str(path), "--log-level", log_level],
-                stdout=subprocess.PIPE, stderr=open(tmp / f"node-{i}.log", "wb")))  # noqa: SIM115
-        for i, proc in enumerate(procs):
-            read_json_line(proc, "ready", 60)
-            _drain(proc, tmp / f"node-{i}.out")
+            (tmp / f"node-{i}.log").unlink(missing_ok=True)
+            supervisor.spawn(f"node-{i}", [*py, "chain", "--kind", "cmbc", "--config", str(path),
+                                           "--log-level", log_level],
+                             cwd=tmp, log=tmp / f"node-{i}.log")
+            outputs[f"node-{i}"] = tmp / f"node-{i}.out"
+        supervisor.wait_ready(supervisor.children, 60)
         spec = LoadSpec(CHAIN_ID, algorithm.label, targets, int(rate * (duration + warmup) * 1.1),
                         senders, rate, batch, str(tmp / "submit-times.bin"),
                         time.time_ns() // 1_000_000, int(TxKind.MEMO))
-        loadgen = subprocess.Popen([sys.executable, "-m", "dualchain.bench.loadgen",
-                                    json.dumps(spec.__dict__)],
-                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-        procs.append(loadgen)
+        loadgen = supervisor.spawn("loadgen", [sys.executable, "-m", "dualchain.bench.loadgen",
+                                               json.dumps(spec.__dict__)],
+                                   cwd=tmp, log=None, stdin=True)
         progress(f"{daemons} CMBC daemons ready; the load generator is signing")
-        read_json_line(loadgen, "signed", 600)
+        supervisor.wait_event(loadgen, "signed", 600)
         miner_procs = []
         for j in range(miners):
-            miner_procs.append(subprocess.Popen(
-                [*py, "miner", "--cmbc", targets[j % daemons], "--key",
-                 str(tmp / "keys" / f"miner-{j}.key"), "--workers", str(miner_workers),
-                 "--duty", str(miner_duty), "--log-level", log_level],
-                stdout=subprocess.PIPE, stderr=open(tmp / f"miner-{j}.log", "wb")))  # noqa: SIM115
-        procs += miner_procs
-        for j, proc in enumerate(miner_procs):
-            read_json_line(proc, "ready", 60)
-            _drain(proc, tmp / f"miner-{j}.out")
-        assert loadgen.stdin is not None
-        loadgen.stdin.write(b"go\n")
-        loadgen.stdin.flush()
+            (tmp / f"miner-{j}.log").unlink(missing_ok=True)
+            miner_procs.append(supervisor.spawn(
+                f"miner-{j}", [*py, "miner", "--cmbc", targets[j % daemons], "--key",
+                               str(tmp / "keys" / f"miner-{j}.key"), "--workers",
+                               str(miner_workers), "--duty", str(miner_duty), "--log-level",
+                               log_level], cwd=tmp, log=tmp / f"miner-{j}.log"))
+            outputs[f"miner-{j}"] = tmp / f"miner-{j}.out"
+        supervisor.wait_ready(miner_procs, 60)
+        assert loadgen.popen.stdin is not None
+        loadgen.popen.stdin.write(b"go\n")
+        loadgen.popen.stdin.flush()
         started = time.time()
         progress(f"{miners} miners mining, {rate:.0f} tx/s offered; warming up {warmup:.0f} s")
         time.sleep(warmup)
@@ -209,15 +202,10 @@ def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float,
         after = [_metrics(ports[daemons + i]) for i in range(daemons)]
         blocks = _canonical_window(targets[0], window_start, window_end)
     finally:
-        for proc in procs:
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGTERM)
-        for proc in procs:
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        supervisor.stop(grace=10.0)  # SIGTERM, then SIGKILL of what is left after 10 s
+        for child in supervisor.children:
+            if child.name in outputs:
+                _write_events(child, outputs[child.name])
 
     def delta(i: int, name: str) -> float:
         return after[i].get(name, 0.0) - before[i].get(name, 0.0)

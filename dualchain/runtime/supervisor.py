@@ -50,7 +50,7 @@ class SupervisorError(RuntimeError):
 class Child:
     name: str
     argv: list[str]
-    log: Path
+    log: Path | None  # its stderr (None: the launcher's own)
     popen: subprocess.Popen[bytes]
     key: Any = None  # what events in the queue are tagged with (default: this Child)
     ready: dict[str, Any] | None = None
@@ -58,6 +58,13 @@ class Child:
     exit_code: int | None = None
     lifeline: int = -1  # the write end of its lifeline pipe (closed once it exited)
     finished: bool = False  # reaped and every event line read
+    spawned: float = field(default_factory=time.monotonic)
+    ready_at: float | None = None  # time.monotonic() when its ready line arrived
+
+    @property
+    def ready_s(self) -> float | None:
+        """Seconds from its start to its ready line (its start-up time)."""
+        return None if self.ready_at is None else round(self.ready_at - self.spawned, 3)
 
     @property
     def pid(self) -> int:
@@ -69,8 +76,9 @@ class Child:
 
     def log_tail(self, lines: int = 30) -> str:
         try:
+            assert self.log is not None
             return "\n".join(self.log.read_text(errors="replace").splitlines()[-lines:])
-        except OSError:
+        except (OSError, AssertionError):
             return "(no log)"
 
 
@@ -84,15 +92,16 @@ class Supervisor:
 
     # -- start -----------------------------------------------------------------------------------
 
-    def spawn(self, name: str, argv: Sequence[str], *, cwd: Path, log: Path, key: Any = None,
+    def spawn(self, name: str, argv: Sequence[str], *, cwd: Path, log: Path | None,
+              key: Any = None,
               env: dict[str, str] | None = None, stdin: bool = False) -> Child:
-        """Starts ``argv`` (stdout a pipe read for events, stderr appended to ``log``, stdin a
-        pipe with ``stdin`` else /dev/null) in a process group of its own, on a lifeline (it
-        dies with this process)."""
+        """Starts ``argv`` (stdout a pipe read for events, stderr appended to ``log`` or this
+        process's own with None, stdin a pipe with ``stdin`` else /dev/null) in a process group
+        of its own, on a lifeline (it dies with this process)."""
         read_end, write_end = os.pipe()  # both close-on-exec: only the child gets read_end
         child_env = {**os.environ, **(env or {}), LIFELINE_ENV: str(read_end)}
         try:
-            with Path(log).open("ab") as stderr:
+            with open(log, "ab") if log is not None else contextlib.nullcontext() as stderr:
                 popen = subprocess.Popen(
                     list(argv), cwd=cwd, env=child_env,
                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
@@ -103,8 +112,9 @@ class Supervisor:
             raise
         finally:
             os.close(read_end)
-        child = Child(name, list(argv), Path(log), popen, lifeline=write_end)
+        child = Child(name, list(argv), log, popen, lifeline=write_end)
         child.key = child if key is None else key
+        child.spawned = time.monotonic()
         with self._changed:
             self.children.append(child)
         reader = threading.Thread(target=self._read, args=(child,), name=f"read-{name}",
@@ -143,7 +153,7 @@ class Supervisor:
         with self._changed:
             child.events.append(event)
             if event["event"] == "ready" and child.ready is None:
-                child.ready = event
+                child.ready, child.ready_at = event, time.monotonic()
             child.finished = event["event"] == "exited"
             self._changed.notify_all()
         if self._queue is not None:

@@ -8,24 +8,23 @@
     finally:
         await cluster.aclose()                              # kills whatever is still running
 
-Each node is ``dualchain chain --kind ctbc --config node-I.json`` in its own process: stdout is a
-pipe (the daemon prints one JSON ``ready`` line there once it serves), stderr goes to
-``logs/node-I.log`` (``log_tail`` reads it back for failure reports). Waiting for readiness reads
-the pipes with a selector under a deadline; waiting for a height awaits the node's
-SubscribeBlocks stream. Nothing here polls with sleeps.
+Each node is ``dualchain chain --kind ctbc --config node-I.json`` in its own process, started
+by the project's process supervisor (``dualchain.runtime``): stdout is read for its JSON event
+lines (the daemon prints a ``ready`` line once it serves), stderr goes to ``logs/node-I.log``
+(``log_tail`` reads it back for failure reports). Waiting for readiness waits for those lines
+under a deadline; waiting for a height awaits the node's SubscribeBlocks stream. Nothing here
+polls with sleeps.
 
-Every process the harness starts is remembered by PID and killed (SIGKILL, by PID) by
-``close``/``aclose`` and, as a last resort, at interpreter exit.
+Every process the harness starts is killed (SIGKILL of its process group, by id) by
+``close``/``aclose``, and dies with the test process whatever ends it (its lifeline).
 """
 
 from __future__ import annotations
 
 import asyncio
-import atexit
 import contextlib
 import json
 import os
-import selectors
 import signal
 import subprocess
 import sys
@@ -49,6 +48,7 @@ from dualchain.deploy.testnet import TestnetPlan, make_testnet
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
+from dualchain.runtime.supervisor import Child, Supervisor, SupervisorError
 
 # Fast timing for tests: a leader waits 100 ms before proposing; a missing leader costs one
 # second (propose timeout) plus 300 ms more in each further round.
@@ -64,27 +64,23 @@ READY_TIMEOUT_S = 60.0
 STOP_TIMEOUT_S = 15.0
 RPC_TIMEOUT_S = 10.0
 
-_LIVE: dict[int, subprocess.Popen[bytes]] = {}  # every process started and not yet reaped
 
 
-def launch(args: Sequence[str], log_path: Path, cwd: Path) -> subprocess.Popen[bytes]:
-    """Starts ``python -m dualchain.deploy.cli ARGS`` with stdout a pipe and stderr appended to
-    ``log_path``; the process is remembered until ``reap`` (killed at exit otherwise)."""
+def spawn_cli(supervisor: Supervisor, name: str, args: Sequence[str], log_path: Path,
+              cwd: Path) -> Child:
+    """Starts ``python -m dualchain.deploy.cli ARGS`` under ``supervisor`` with stderr appended
+    to ``log_path`` (after a marker line: restarts share the log)."""
     with log_path.open("ab") as log:
         log.write(f"--- start {time.strftime('%H:%M:%S')} ---\n".encode())
-        log.flush()
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "dualchain.deploy.cli", *args],
-            stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=log, cwd=cwd, bufsize=0,
-        )
-    _LIVE[proc.pid] = proc
-    return proc
+    return supervisor.spawn(name, [sys.executable, "-m", "dualchain.deploy.cli", *args],
+                            cwd=cwd, log=log_path)
 
 
 def kill_tree(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
-    """SIGKILL ``proc`` and every process it started (a miner's hashing workers), each by its
-    PID, and reap ``proc``. Children are listed first: once their parent is gone they are
-    re-parented and could not be found from it any more."""
+    """SIGKILL ``proc`` (a process a test started itself, not through the supervisor) and every
+    process it started (a miner's hashing workers), each by its PID, and reap ``proc``.
+    Children are listed first: once their parent is gone they are re-parented and could not be
+    found from it any more."""
     try:
         children = psutil.Process(proc.pid).children(recursive=True)
     except psutil.Error:
@@ -102,18 +98,9 @@ def kill_tree(proc: subprocess.Popen[bytes], timeout: float = 5.0) -> None:
 
 
 def reap(proc: subprocess.Popen[bytes]) -> None:
-    """Forgets an exited process and closes its stdout pipe."""
+    """Closes the stdout pipe of an exited process a test started itself."""
     if proc.stdout is not None and not proc.stdout.closed:
         proc.stdout.close()
-    _LIVE.pop(proc.pid, None)
-
-
-def _kill_leftovers() -> None:
-    for proc in list(_LIVE.values()):
-        kill_tree(proc)
-
-
-atexit.register(_kill_leftovers)
 
 
 class ClusterError(AssertionError):
@@ -146,7 +133,8 @@ class Cluster:
         self.ids: list[bytes] = self._node_ids()
         self.logs_dir = self.directory / "logs"
         self.logs_dir.mkdir(exist_ok=True)
-        self.procs: list[subprocess.Popen[bytes] | None] = [None] * nodes
+        self.supervisor = Supervisor()
+        self.children: list[Child | None] = [None] * nodes
         self.ready: list[dict[str, Any] | None] = [None] * nodes
         self._channels: dict[int, grpc.aio.Channel] = {}
         self._stale: list[grpc.aio.Channel] = []
@@ -179,45 +167,40 @@ class Cluster:
     # -- processes -------------------------------------------------------------------------------
 
     def _launch(self, i: int) -> None:
-        if self.procs[i] is not None and self.procs[i].poll() is None:
-            raise RuntimeError(f"node {i} is already running (pid {self.procs[i].pid})")
-        self.procs[i] = launch(["chain", "--kind", self.kind, "--config", str(self.configs[i])],
-                               self.log_path(i), self.directory)
+        current = self.children[i]
+        if current is not None and current.alive():
+            raise RuntimeError(f"node {i} is already running (pid {current.pid})")
+        if current is not None:
+            self.supervisor.forget(current)
+        self.children[i] = spawn_cli(
+            self.supervisor, f"node-{i}",
+            ["chain", "--kind", self.kind, "--config", str(self.configs[i])],
+            self.log_path(i), self.directory)
         self.ready[i] = None
 
     def _wait_ready(self, indices: Sequence[int], timeout: float) -> None:
-        """Reads the stdout of each node in ``indices`` until its ready line (or fails)."""
-        deadline = time.monotonic() + timeout
-        pending: dict[int, bytes] = {}
+        """Waits for the ready line of each node in ``indices`` (or fails with the logs)."""
         indices = list(indices)
-        with selectors.DefaultSelector() as selector:
-            for i in indices:
-                proc = self.procs[i]
-                assert proc is not None and proc.stdout is not None
-                selector.register(proc.stdout, selectors.EVENT_READ, i)
-                pending[i] = b""
-            while pending:
-                remaining = deadline - time.monotonic()
-                if remaining <= 0:
-                    raise self.error(f"nodes {sorted(pending)} not ready within {timeout:.0f} s")
-                for key, _ in selector.select(remaining):
-                    i = key.data
-                    chunk = os.read(key.fd, 1 << 16)
-                    if not chunk:
-                        code = self.procs[i].wait()  # type: ignore[union-attr]
-                        raise self.error(f"node {i} exited with code {code} before ready")
-                    pending[i] += chunk
-                    while b"\n" in pending.get(i, b""):
-                        line, pending[i] = pending[i].split(b"\n", 1)
-                        event = _parse_ready(line)
-                        if event is None:
-                            continue
-                        if bytes.fromhex(event["id"]) != self.ids[i]:
-                            raise self.error(f"node {i} reports id {event['id']}, genesis "
-                                             f"gives {self.ids[i].hex()}")
-                        self.ready[i] = event
-                        selector.unregister(key.fileobj)
-                        del pending[i]
+        try:
+            events = self.supervisor.wait_ready([self._child(i) for i in indices], timeout)
+        except SupervisorError as exc:
+            raise self.error(str(exc)) from None
+        for i, event in zip(indices, events, strict=True):
+            if bytes.fromhex(event["id"]) != self.ids[i]:
+                raise self.error(f"node {i} reports id {event['id']}, genesis "
+                                 f"gives {self.ids[i].hex()}")
+            self.ready[i] = event
+
+    def _child(self, i: int) -> Child:
+        child = self.children[i]
+        if child is None:
+            raise RuntimeError(f"node {i} was never started")
+        return child
+
+    @property
+    def procs(self) -> list[subprocess.Popen[bytes] | None]:
+        """Each node's ``subprocess.Popen`` (None: never started)."""
+        return [c.popen if c is not None else None for c in self.children]
 
     def start_all(self) -> None:
         self.start_many(range(self.nodes))
@@ -245,53 +228,44 @@ class Cluster:
         return await asyncio.to_thread(self.start_many, indices, timeout)
 
     def kill(self, i: int) -> None:
-        """SIGKILL node ``i`` (that PID only) and reap it."""
-        proc = self.procs[i]
-        if proc is None or proc.poll() is not None:
+        """SIGKILL node ``i`` (its process group, by id) and reap it."""
+        if not self.alive(i):
             raise RuntimeError(f"node {i} is not running")
-        os.kill(proc.pid, signal.SIGKILL)
-        proc.wait(STOP_TIMEOUT_S)
+        self.supervisor.kill(self._child(i), STOP_TIMEOUT_S)
         self._reaped(i)
 
     def stop(self, i: int, timeout: float = STOP_TIMEOUT_S) -> int:
         """SIGTERM node ``i`` and wait for it to exit; returns its exit code."""
-        proc = self.procs[i]
-        if proc is None or proc.poll() is not None:
+        if not self.alive(i):
             raise RuntimeError(f"node {i} is not running")
-        os.kill(proc.pid, signal.SIGTERM)
-        try:
-            code = proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(5)
+        child = self._child(i)
+        os.kill(child.pid, signal.SIGTERM)
+        if not self.supervisor.wait_exit([child], time.monotonic() + timeout):
+            self.supervisor.kill(child)
             self._reaped(i)
-            raise self.error(f"node {i} ignored SIGTERM for {timeout:.0f} s") from None
+            raise self.error(f"node {i} ignored SIGTERM for {timeout:.0f} s")
         self._reaped(i)
-        return code
+        assert child.exit_code is not None
+        return child.exit_code
 
     async def astop(self, i: int, timeout: float = STOP_TIMEOUT_S) -> int:
         return await asyncio.to_thread(self.stop, i, timeout)
 
     def alive(self, i: int) -> bool:
-        proc = self.procs[i]
-        return proc is not None and proc.poll() is None
+        child = self.children[i]
+        return child is not None and child.alive()
 
     def running(self) -> list[int]:
         return [i for i in range(self.nodes) if self.alive(i)]
 
     def _reaped(self, i: int) -> None:
-        proc = self.procs[i]
-        assert proc is not None
-        reap(proc)
         channel = self._channels.pop(i, None)
         if channel is not None:  # a restarted node gets a fresh channel (no reconnect backoff)
             self._stale.append(channel)
 
     def close(self) -> None:
-        """Kills every process this cluster started (SIGKILL by PID); safe to call twice."""
-        for proc in self.procs:
-            if proc is not None:
-                kill_tree(proc)
+        """Kills every process this cluster started (SIGKILL by group id); safe to call twice."""
+        self.supervisor.close()
         if self in Cluster.instances:
             Cluster.instances.remove(self)
 
@@ -466,16 +440,6 @@ class Cluster:
         finally:
             stream.cancel()
         return None
-
-
-def _parse_ready(line: bytes) -> dict[str, Any] | None:
-    try:
-        event = json.loads(line)
-    except ValueError:
-        return None
-    if isinstance(event, dict) and event.get("event") == "ready":
-        return event
-    return None
 
 
 # -- helpers for tests -----------------------------------------------------------------------------

@@ -8,24 +8,22 @@
     await cluster.aclose()                      # kills every process (by PID), closes proxies
 
 Daemons are ``dualchain chain --kind cmbc --config node-I.json`` and miners ``dualchain miner
---cmbc ADDR --key keys/miner-J.key --workers W --duty D``, each its own process started through
-the CTBC harness's ``launch`` (stderr to ``logs/``, stdout a pipe, remembered by PID, killed at
-exit). Everything about daemons (readiness, restarts, SIGKILL, channels, SubscribeBlocks waits)
-is ``Cluster``'s; this module adds the testnet with its ``pow`` section, miners, optional TCP
+--cmbc ADDR --key keys/miner-J.key --workers W --duty D``, each its own process started by the
+cluster's supervisor (stderr to ``logs/``, stdout read for event lines, killed with its group).
+Everything about daemons (readiness, restarts, SIGKILL, channels, SubscribeBlocks waits) is
+``Cluster``'s; this module adds the testnet with its ``pow`` section, miners, optional TCP
 proxies between the daemons (``netsplit``), and helpers to craft blocks by hand.
 
-A miner's stdout is read by a thread for its whole life (its JSON ``ready`` and ``block``
-lines), so a long-running miner never blocks on a full pipe. Stopping a miner kills it and its
-hashing worker processes, each by PID.
+A miner's stdout is read by the supervisor for its whole life (its JSON ``ready`` and ``block``
+lines), so a long-running miner never blocks on a full pipe. Stopping a miner kills its process
+group: the miner and its hashing worker processes.
 """
 
 from __future__ import annotations
 
 import asyncio
 import json
-import os
 import subprocess
-import threading
 import time
 from collections.abc import Sequence
 from dataclasses import replace
@@ -54,13 +52,13 @@ from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import miner_pb2 as miner_pb
 from dualchain.proto.v1 import miner_pb2_grpc as miner_grpc
 from dualchain.proto.v1 import peer_pb2 as peer_pb
+from dualchain.runtime.supervisor import Child, Supervisor, SupervisorError
 from tests.integration.cluster import (
     ALGORITHM,
     READY_TIMEOUT_S,
     RPC_TIMEOUT_S,
     Cluster,
-    kill_tree,
-    launch,
+    spawn_cli,
 )
 from tests.integration.netsplit import Partition, Proxy
 
@@ -80,49 +78,29 @@ def hash_rate(seconds: float = 0.2) -> float:
 
 
 class MinerProcess:
-    """One ``dualchain miner`` process and the JSON events of its stdout."""
+    """One ``dualchain miner`` process (a supervisor's child) and its JSON events."""
 
-    def __init__(self, proc: subprocess.Popen[bytes], node: int) -> None:
-        self.proc = proc
+    def __init__(self, supervisor: Supervisor, child: Child, node: int) -> None:
+        self.supervisor = supervisor
+        self.child = child
         self.node = node
-        self.events: list[dict[str, Any]] = []
-        self.ready = threading.Event()
-        assert proc.stdout is not None
-        # The thread owns a copy of the pipe: the harness may close the original when it reaps
-        # the process while the thread still reads.
-        self._fd = os.dup(proc.stdout.fileno())
-        proc.stdout.close()
-        self._thread = threading.Thread(target=self._read, daemon=True,
-                                        name=f"miner-{proc.pid}-stdout")
-        self._thread.start()
 
-    def _read(self) -> None:
-        pending = b""
-        try:
-            while chunk := os.read(self._fd, 1 << 16):
-                pending += chunk
-                while b"\n" in pending:
-                    line, pending = pending.split(b"\n", 1)
-                    try:
-                        event = json.loads(line)
-                    except ValueError:
-                        continue
-                    if isinstance(event, dict):
-                        self.events.append(event)
-                        if event.get("event") == "ready":
-                            self.ready.set()
-        finally:
-            os.close(self._fd)
+    @property
+    def proc(self) -> subprocess.Popen[bytes]:
+        return self.child.popen
+
+    @property
+    def events(self) -> list[dict[str, Any]]:
+        return self.child.events
 
     def alive(self) -> bool:
-        return self.proc.poll() is None
+        return self.child.alive()
 
     def blocks(self) -> list[dict[str, Any]]:
         return [e for e in self.events if e.get("event") == "block"]
 
     def kill(self) -> None:
-        kill_tree(self.proc)
-        self._thread.join(5)
+        self.supervisor.kill(self.child)
 
 
 class CmbcCluster(Cluster):
@@ -197,16 +175,18 @@ class CmbcCluster(Cluster):
         current = self.miners[j]
         if current is not None and current.alive():
             raise RuntimeError(f"miner {j} is already running (pid {current.proc.pid})")
-        proc = launch(["miner", "--cmbc", self.addresses[node], "--key", str(self.miner_key(j)),
-                       "--workers", str(workers), "--duty", str(duty),
-                       "--refresh", str(refresh_s)],
-                      self.miner_log_path(j), self.directory)
-        miner = self.miners[j] = MinerProcess(proc, node)
-        if not await asyncio.to_thread(miner.ready.wait, MINER_READY_TIMEOUT_S):
-            code = proc.poll()
-            raise self.error(f"miner {j} not ready within {MINER_READY_TIMEOUT_S:.0f} s"
-                             + (f" (exited with {code})" if code is not None else ""))
-        return next(e for e in miner.events if e.get("event") == "ready")
+        child = spawn_cli(self.supervisor, f"miner-{j}",
+                          ["miner", "--cmbc", self.addresses[node], "--key",
+                           str(self.miner_key(j)), "--workers", str(workers), "--duty", str(duty),
+                           "--refresh", str(refresh_s)],
+                          self.miner_log_path(j), self.directory)
+        self.miners[j] = MinerProcess(self.supervisor, child, node)
+        try:
+            (ready,) = await asyncio.to_thread(self.supervisor.wait_ready, [child],
+                                               MINER_READY_TIMEOUT_S)
+        except SupervisorError as exc:
+            raise self.error(f"miner {j}: {exc}") from None
+        return ready
 
     def kill_miner(self, j: int) -> None:
         """SIGKILL miner ``j`` and its workers (by PID): the hash power leaves at once."""

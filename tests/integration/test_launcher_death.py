@@ -20,8 +20,8 @@ from pathlib import Path
 
 import psutil
 
-from dualchain.deploy.state import busy_reason, read_state
 from dualchain.deploy import status
+from dualchain.deploy.state import busy_reason, read_state
 
 VERSION_TIMEOUT_S = 240.0
 # Each process stops cleanly within the supervisor's grace (10 s) once its lifeline breaks,
