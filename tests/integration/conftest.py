@@ -2,15 +2,18 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+import contextlib
+from collections.abc import AsyncIterator, Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 import pytest_asyncio
 
+from dualchain.deploy.up import Testbed
 from tests.integration.cluster import Cluster
 from tests.integration.cmbc_cluster import CmbcCluster
+from tests.integration.testbeds import running_testbed
 
 
 @pytest.hookimpl(wrapper=True)
@@ -61,3 +64,18 @@ async def make_cmbc_cluster(tmp_path: Path) -> AsyncIterator[Callable[..., Any]]
     finally:
         for cluster in clusters:
             await cluster.aclose()
+
+
+@pytest.fixture
+def make_testbed(tmp_path: Path) -> Iterator[Callable[..., Testbed]]:
+    """``make_testbed(nodes=2, clients=2, ...)``: a running ``dualchain up`` testbed (the
+    ``UpConfig`` keys) under ``tmp_path`` with every process ready, stopped when the test ends,
+    pass or fail (see ``testbeds.running_testbed``)."""
+    made: list[Testbed] = []
+    with contextlib.ExitStack() as stack:
+        def make(prepare: Callable[[Testbed], None] | None = None, **config: Any) -> Testbed:
+            workdir = tmp_path / f"testbed-{len(made)}"
+            made.append(stack.enter_context(running_testbed(workdir, prepare, **config)))
+            return made[-1]
+
+        yield make

@@ -18,9 +18,10 @@ from dualchain.chain.cmbc.payloads import GroupAssignment, TaskPlan
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.types import Block, TxKind
 from dualchain.chain.validation import sign_transaction
-from dualchain.deploy.up import CMBC_CHAIN, Testbed, UpConfig
+from dualchain.deploy.up import CMBC_CHAIN, Testbed
 from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
 from tests.integration.testbed_reads import blocks_up_to, chain_stub
+from tests.integration.testbeds import running_testbed
 
 EVENT_TIMEOUT_S = 150.0
 SLOWDOWNS = [1.0, 1.0, 4.0, 4.0]
@@ -30,16 +31,10 @@ FAST, SLOW = ("client-0", "client-1"), ("client-2", "client-3")
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     workdir = tmp_path_factory.mktemp("ddmlts") / "testbed"
-    tb = Testbed(UpConfig(nodes=2, clients=4, miners=1, workdir=str(workdir), mode="ddmlts",
-                          slowdowns=SLOWDOWNS, batches=10, cmbc_interval_s=1.0,
-                          finality_depth=3, deadline_s=20.0, max_staleness=30),
-                 progress=lambda line: None)
-    tb.write()
-    try:
-        tb.start_roles()
+    with running_testbed(workdir, nodes=2, clients=4, miners=1, mode="ddmlts",
+                         slowdowns=SLOWDOWNS, batches=10, cmbc_interval_s=1.0,
+                         finality_depth=3, deadline_s=20.0, max_staleness=30) as tb:
         yield tb
-    finally:
-        tb.stop()
 
 
 def _cmbc(tb: Testbed, i: int) -> chain_pb2_grpc.ChainServiceStub:

@@ -27,10 +27,11 @@ from dualchain.chain.identity import Signer, load_key_file
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import Block, TxKind
 from dualchain.chain.validation import sign_transaction
-from dualchain.deploy.up import CMBC_CHAIN, CTBC_CHAIN, Testbed, UpConfig
+from dualchain.deploy.up import CMBC_CHAIN, CTBC_CHAIN, Testbed
 from dualchain.learning.codec import encode_params
 from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc, node_pb2, node_pb2_grpc
 from tests.integration.testbed_reads import blocks_up_to, chain_stub
+from tests.integration.testbeds import running_testbed
 
 # Digits with 10 classes: chance is 10%, the central model reaches ~98%. After 6 versions of
 # 2-4 updates of 10 batches each the global model is well past 80% in every run we made
@@ -44,23 +45,20 @@ OFFLINE_WINDOW = [30.0, 38.0]  # seconds after the client process starts: after 
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     workdir = tmp_path_factory.mktemp("fl") / "testbed"
-    tb = Testbed(UpConfig(nodes=2, clients=4, miners=1, workdir=str(workdir), batches=10,
-                          min_updates=2, window_s=2.0, cmbc_interval_s=1.0, finality_depth=3,
-                          # versions come every second or two: room for the offline client's
-                          # averaged update (weighted 1/(1+s)) to be admitted after its absence,
-                          # also when a loaded machine made it wait long for its first task
-                          # (its run then starts from version 0; seen at 30)
-                          max_staleness=120),
-                 progress=lambda line: None)
-    tb.write()
-    for i in range(2):  # a short takeover so the tamper test does not wait long
-        _edit(workdir / f"node-{i}.json", aggregator_timeout_s=6.0)
-    _edit(workdir / f"client-{OFFLINE_CLIENT}.json", offline=[OFFLINE_WINDOW])
-    try:
-        tb.start_roles()
+
+    def prepare(tb: Testbed) -> None:
+        for i in range(2):  # a short takeover so the tamper test does not wait long
+            _edit(workdir / f"node-{i}.json", aggregator_timeout_s=6.0)
+        _edit(workdir / f"client-{OFFLINE_CLIENT}.json", offline=[OFFLINE_WINDOW])
+
+    with running_testbed(workdir, prepare, nodes=2, clients=4, miners=1, batches=10,
+                         min_updates=2, window_s=2.0, cmbc_interval_s=1.0, finality_depth=3,
+                         # versions come every second or two: room for the offline client's
+                         # averaged update (weighted 1/(1+s)) to be admitted after its
+                         # absence, also when a loaded machine made it wait long for its first
+                         # task (its run then starts from version 0; seen at 30)
+                         max_staleness=120) as tb:
         yield tb
-    finally:
-        tb.stop()
 
 
 def _edit(path: Path, **changes: object) -> None:

@@ -6,7 +6,7 @@ mutual TLS."""
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -17,7 +17,7 @@ import pytest_asyncio
 from dualchain.chain import wire
 from dualchain.chain.rpc import TlsFiles, channel_options, open_channel
 from dualchain.deploy.certs import OPERATOR, CertSpec, make_certs, write_certs
-from dualchain.deploy.up import Testbed, UpConfig
+from dualchain.deploy.up import Testbed
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from tests.integration.cluster import Cluster
@@ -110,21 +110,15 @@ async def test_a_certificate_from_another_ca_is_refused(tls_testnet: TlsTestnet)
 
 @pytest.mark.slow
 @pytest.mark.timeout(240)
-def test_up_tls_runs_a_whole_testbed_over_mutual_tls(tmp_path: Path) -> None:
-    tb = Testbed(UpConfig(nodes=2, clients=2, miners=1, rounds=2, batches=5, tls=True,
-                          workdir=str(tmp_path / "testbed")), progress=lambda line: None)
-    tb.write()
-    try:
-        tb.start_roles()
-        # Clients reach their nodes, nodes their daemons, the miner its CMBC daemon: all TLS.
-        tb.wait_for(lambda proc, event: event["event"] == "version" and event["version"] >= 2,
-                    timeout=120)
-        heights = tb._chain_heights()  # the launcher asks over TLS with its operator certificate
-        assert heights["ctbc"] > 0 and heights["cmbc"] > 0, heights
-        plaintext = grpc.insecure_channel(tb.proc("ctbc-0").address)
-        with plaintext, pytest.raises(grpc.RpcError) as refused:
-            chain_grpc.ChainServiceStub(plaintext).GetStatus(chain_pb.GetStatusRequest(),
-                                                             timeout=RPC_S)
-        assert refused.value.code() == grpc.StatusCode.UNAVAILABLE
-    finally:
-        tb.stop()  # SIGTERM, then SIGKILL by PID
+def test_up_tls_runs_a_whole_testbed_over_mutual_tls(make_testbed: Callable[..., Testbed]) -> None:
+    tb = make_testbed(nodes=2, clients=2, miners=1, rounds=2, batches=5, tls=True)
+    # Clients reach their nodes, nodes their daemons, the miner its CMBC daemon: all TLS.
+    tb.wait_for(lambda proc, event: event["event"] == "version" and event["version"] >= 2,
+                timeout=120)
+    heights = tb._chain_heights()  # the launcher asks over TLS with its operator certificate
+    assert heights["ctbc"] > 0 and heights["cmbc"] > 0, heights
+    plaintext = grpc.insecure_channel(tb.proc("ctbc-0").address)
+    with plaintext, pytest.raises(grpc.RpcError) as refused:
+        chain_grpc.ChainServiceStub(plaintext).GetStatus(chain_pb.GetStatusRequest(),
+                                                         timeout=RPC_S)
+    assert refused.value.code() == grpc.StatusCode.UNAVAILABLE

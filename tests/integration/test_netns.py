@@ -19,9 +19,10 @@ from pathlib import Path
 import pytest
 
 from dualchain.deploy import netns
-from dualchain.deploy.up import Testbed, UpConfig
+from dualchain.deploy.up import Testbed
 from dualchain.proto.v1 import chain_pb2
 from tests.integration.testbed_reads import chain_stub
+from tests.integration.testbeds import running_testbed
 
 REASON = netns.unavailable_reason()
 pytestmark = pytest.mark.skipif(REASON is not None, reason=f"no network namespaces: {REASON}")
@@ -89,18 +90,13 @@ def test_a_leftover_of_a_crashed_run_is_removed_when_its_prefix_starts_again() -
 
 @pytest.fixture
 def testbed(tmp_path: Path) -> Iterator[Testbed]:
-    tb = Testbed(UpConfig(nodes=2, clients=2, miners=1, workdir=str(tmp_path / "netns"),
-                          batches=5, window_s=1.0, hosts="netns",
-                          netem={"node-1": f"delay={int(DELAY_S * 1000)}ms"}),
-                 progress=lambda line: None)
-    prefix = netns.run_prefix(str(tb.workdir))
-    try:
-        tb.write()
-        tb.start_roles()
+    workdir = tmp_path / "netns"
+    prefix = netns.run_prefix(str(workdir.resolve()))
+    with running_testbed(workdir, nodes=2, clients=2, miners=1, batches=5, window_s=1.0,
+                         hosts="netns",
+                         netem={"node-1": f"delay={int(DELAY_S * 1000)}ms"}) as tb:
         yield tb
-    finally:
-        tb.stop()
-        assert netns.leftovers(prefix) == [], "the run's namespaces outlived it"
+    assert netns.leftovers(prefix) == [], "the run's namespaces outlived it"
 
 
 @pytest.mark.timeout(150)

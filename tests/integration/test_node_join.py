@@ -19,9 +19,10 @@ from dualchain.chain.cmbc.payloads import GroupAssignment, NodeAdmission, NodeJo
 from dualchain.chain.ctbc.payloads import ValidatorRegister
 from dualchain.chain.identity import identity_id, load_key_file
 from dualchain.chain.types import Block, TxKind
-from dualchain.deploy.up import Testbed, UpConfig
+from dualchain.deploy.up import Testbed
 from dualchain.proto.v1 import chain_pb2
 from tests.integration.testbed_reads import blocks_up_to, chain_stub
+from tests.integration.testbeds import running_testbed
 
 EVENT_TIMEOUT_S = 150.0
 
@@ -30,20 +31,14 @@ EVENT_TIMEOUT_S = 150.0
 def joined(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     """The testbed once node-2 printed that its admission is final."""
     workdir = tmp_path_factory.mktemp("join") / "testbed"
-    tb = Testbed(UpConfig(nodes=2, clients=4, miners=1, workdir=str(workdir), mode="ddmlts",
-                          batches=10, join_nodes=1, join_clients=2, deadline_s=20.0,
-                          max_staleness=30),
-                 progress=lambda line: None)
-    tb.write()
-    try:
-        tb.start_roles()
+    with running_testbed(workdir, nodes=2, clients=4, miners=1, mode="ddmlts", batches=10,
+                         join_nodes=1, join_clients=2, deadline_s=20.0,
+                         max_staleness=30) as tb:
         tb.wait_for(lambda p, e: e["event"] == "version" and e["version"] >= 2, EVENT_TIMEOUT_S)
         tb.start_joiners()
         tb.wait_for(lambda p, e: p.name == "node-2" and e["event"] == "join"
                     and e["stage"] == "admitted", EVENT_TIMEOUT_S, past=True)
         yield tb
-    finally:
-        tb.stop()
 
 
 def _blocks(tb: Testbed, name: str) -> list[Block]:

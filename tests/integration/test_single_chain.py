@@ -9,9 +9,10 @@ from collections.abc import Iterator
 import pytest
 
 from dualchain.chain.types import TxKind
-from dualchain.deploy.up import Testbed, UpConfig
+from dualchain.deploy.up import Testbed
 from dualchain.proto.v1 import chain_pb2
 from tests.integration.testbed_reads import blocks_up_to, chain_stub
+from tests.integration.testbeds import running_testbed
 
 EVENT_TIMEOUT_S = 150.0
 
@@ -19,16 +20,10 @@ EVENT_TIMEOUT_S = 150.0
 @pytest.fixture(scope="module")
 def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
     workdir = tmp_path_factory.mktemp("single") / "testbed"
-    tb = Testbed(UpConfig(nodes=2, clients=4, workdir=str(workdir), mode="ddmlts",
-                          chains="single", slowdowns=[1.0, 1.0, 4.0, 4.0], batches=10,
-                          deadline_s=20.0, max_staleness=30),
-                 progress=lambda line: None)
-    tb.write()
-    try:
-        tb.start_roles()
+    with running_testbed(workdir, nodes=2, clients=4, mode="ddmlts", chains="single",
+                         slowdowns=[1.0, 1.0, 4.0, 4.0], batches=10, deadline_s=20.0,
+                         max_staleness=30) as tb:
         yield tb
-    finally:
-        tb.stop()
 
 
 def test_management_records_and_versions_share_one_committed_chain(testbed: Testbed) -> None:
