@@ -50,9 +50,17 @@ from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import TlsFiles, open_blocking_channel
 from dualchain.deploy.processes import free_ports
 from dualchain.deploy.state import busy_reason, write_state
+from dualchain.learning.datasets import CACHE_ENV
 from dualchain.runtime.supervisor import STOP_GRACE_S, Child, Supervisor
 
 READY_TIMEOUT_S = 180.0
+# Roles started together, stage after stage: the chain daemons first (everyone else talks to
+# them), then miners, nodes and clients at once (a client waits for its node on its own, with a
+# backoff), so that their interpreters, imports and dataset loads overlap on the machine's cores
+# instead of queueing role after role.
+STAGES = (("ctbc", "cmbc"), ("miner", "node", "client"))
+ROLE_TITLES = {"ctbc": "CTBC daemons", "cmbc": "CMBC daemons", "miner": "miners",
+               "node": "server nodes", "client": "clients"}
 MODES = ("fedasync", "fedavg", "ddmlts", "semisync")
 # How each mode aggregates: (the chain's rule, the aggregator's policy).
 MODE_RULES = {"fedasync": ("fedasync", "window"), "fedavg": ("fedavg", "window"),
@@ -222,15 +230,19 @@ def _calibrate_difficulty(config: UpConfig) -> int:
     return max(1000, int(total * config.cmbc_interval_s))
 
 
-def _genesis_model_hash(config: UpConfig) -> str:
+def _genesis_model_hash(config: UpConfig, cache: Path | None = None) -> str:
+    """Version 0's hash; with ``cache``, the dataset splits the processes load (seed 0 for the
+    nodes, the clients' seed) are kept there, made once here (see ``datasets.CACHE_ENV``)."""
     import hashlib
 
     from dualchain.learning.codec import encode_params
     from dualchain.learning.datasets import load_dataset
     from dualchain.learning.models import build_model, get_flat, param_shapes
 
-    dataset = load_dataset(config.dataset, Path(config.data_dir) if config.data_dir else None,
-                           seed=0)
+    data_dir = Path(config.data_dir) if config.data_dir else None
+    dataset = load_dataset(config.dataset, data_dir, seed=0, cache_dir=cache)
+    if cache is not None and config.seed != 0:
+        load_dataset(config.dataset, data_dir, seed=config.seed, cache_dir=cache)
     model = build_model(dataset.name, dataset.num_classes, config.seed)
     blob = encode_params(get_flat(model), param_shapes(model))
     return hashlib.sha256(blob).hexdigest()
@@ -248,6 +260,7 @@ class Testbed:
         self.procs: list[Proc] = []
         self.events: queue.Queue[tuple[Proc, dict[str, Any]]] = queue.Queue()
         self.supervisor = Supervisor(self.events)  # every event line arrives in self.events
+        self.env: dict[str, str] = {}  # what the processes' environment adds to ours
         self.versions: dict[int, dict[str, Any]] = {}
         self.started = 0.0
         self.client_tasks: dict[str, int] = {}
@@ -293,7 +306,10 @@ class Testbed:
         sched = SchedParams(mode=c.sched_mode, k_max=c.k_max, alpha=c.sched_alpha,
                             batches_per_client=c.batches, upper=c.batches * 8,
                             batch_size=c.batch_size) if policy == "plan" else None
-        fl = FlParams(dataset=c.dataset, model_seed=c.seed, model_hash=_genesis_model_hash(c),
+        cache = self.workdir / "cache"  # the processes' dataset cache (their environment says)
+        self.env[CACHE_ENV] = str(cache)
+        fl = FlParams(dataset=c.dataset, model_seed=c.seed,
+                      model_hash=_genesis_model_hash(c, cache),
                       mode=rule, max_staleness=c.max_staleness)
         Genesis(
             chain_id=CTBC_CHAIN, kind="ctbc", algorithm=alg, genesis_time_ms=now,
@@ -463,17 +479,26 @@ class Testbed:
             self.supervisor.forget(proc.child)  # a restart: the last run has exited
         proc.child = self.supervisor.spawn(
             proc.name, [*self._exec_prefix(proc), *proc.argv], cwd=self.workdir,
-            log=self.workdir / "logs" / f"{proc.name}.log", key=proc)
+            log=self.workdir / "logs" / f"{proc.name}.log", key=proc, env=self.env)
 
-    def _start_role(self, role: str, late: bool = False) -> None:
-        group = [p for p in self.procs if p.role == role and p.late == late]
+    def _start_stage(self, roles: tuple[str, ...], late: bool = False,
+                     announce: Any = None) -> None:
+        """Starts every process of ``roles`` at once and waits for their ready lines;
+        ``announce(role)`` is called as each role's processes are all ready."""
+        group = [p for p in self.procs if p.role in roles and p.late == late]
         for proc in group:
             self._launch(proc)
+        waiting = [r for r in roles if any(p.role == r for p in group)]
         deadline = time.monotonic() + READY_TIMEOUT_S
-        while any(p.ready is None for p in group):
+        while waiting:
             proc, event = self._next_event(deadline)
-            if event["event"] == "ready" and proc.role == role:
+            if event["event"] == "ready" and proc in group:
                 proc.ready = event
+            for role in [r for r in waiting
+                         if all(p.ready is not None for p in group if p.role == r)]:
+                waiting.remove(role)
+                if announce is not None:
+                    announce(role)
         self._write_state(running=True)
 
     def _next_event(self, deadline: float) -> tuple[Proc, dict[str, Any]]:
@@ -569,18 +594,18 @@ class Testbed:
     def proc(self, name: str) -> Proc:
         return next(p for p in self.procs if p.name == name)
 
-    def start_roles(self, roles: tuple[str, ...] = ("ctbc", "cmbc", "miner", "node",
-                                                    "client")) -> None:
-        """Starts the roles in order, each waiting for its ready lines (tests drive this)."""
+    def start_roles(self, announce: Any = None) -> None:
+        """Starts every process, stage after stage (``STAGES``), each stage waiting for its
+        ready lines; ``announce(role)`` as each role is ready."""
         self.started = time.time()
-        for role in roles:
-            self._start_role(role)
+        for stage in STAGES:
+            self._start_stage(stage, announce=announce)
 
     def start_joiners(self) -> None:
-        """Starts the joining nodes' processes (replicas, node, clients); each node asks to
-        join on its own (seed 000 §3.1)."""
-        for role in ("ctbc", "cmbc", "node", "client"):
-            self._start_role(role, late=True)
+        """Starts the joining nodes' processes (replicas, then node and clients); each node
+        asks to join on its own (seed 000 §3.1)."""
+        for stage in STAGES:
+            self._start_stage(stage, late=True)
 
     def kill(self, name: str) -> None:
         """SIGKILL one process (by its PID)."""
@@ -651,14 +676,8 @@ class Testbed:
         self.write()
         interrupted = False
         try:
-            self.started = time.time()
-            for role, what in (("ctbc", "CTBC daemons"), ("cmbc", "CMBC daemons"),
-                               ("miner", "miners"), ("node", "server nodes"),
-                               ("client", "clients")):
-                if not any(p.role == role for p in self.procs):
-                    continue
-                self._start_role(role)
-                self.progress(f"  {what} ready ({time.time() - self.started:.1f}s)")
+            self.start_roles(lambda role: self.progress(
+                f"  {ROLE_TITLES[role]} ready ({time.time() - self.started:.1f}s)"))
             self.started = time.time()
             deadline = time.monotonic() + (c.duration_s or c.timeout_s)
             self.progress("training: one line per committed model version")

@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import gzip
+import io
 import os
 import pickle
 import struct
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -64,6 +67,26 @@ def test_digits_split_is_deterministic_per_seed() -> None:
     a, b, c = (load_dataset("digits", seed=s) for s in (3, 3, 4))
     assert np.array_equal(a.train_x, b.train_x) and np.array_equal(a.test_y, b.test_y)
     assert not np.array_equal(a.test_x, c.test_x)
+
+
+def test_digits_cache_gives_the_same_bytes_without_scikit_learn(tmp_path: Path) -> None:
+    made = load_dataset("digits", seed=5, cache_dir=tmp_path)  # made with scikit-learn, kept
+    assert [p.name for p in tmp_path.iterdir()] == ["digits-split-5.npz"]
+    code = ("import sys; from pathlib import Path; import numpy as np; "
+            "from dualchain.learning.datasets import load_dataset; "
+            f"d = load_dataset('digits', seed=5, cache_dir=Path({str(tmp_path)!r})); "
+            "assert 'sklearn' not in sys.modules, 'scikit-learn was imported'; "
+            "np.savez(sys.stdout.buffer, *[d.train_x, d.train_y, d.test_x, d.test_y])")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, check=True).stdout
+    with np.load(io.BytesIO(out)) as kept:
+        for i, array in enumerate((made.train_x, made.train_y, made.test_x, made.test_y)):
+            assert np.array_equal(kept[f"arr_{i}"], array) and kept[f"arr_{i}"].dtype == array.dtype
+
+
+def test_a_broken_digits_cache_is_made_again(tmp_path: Path) -> None:
+    (tmp_path / "digits-split-0.npz").write_bytes(b"not an npz")
+    ds = load_dataset("digits", seed=0, cache_dir=tmp_path)
+    assert np.array_equal(ds.test_y, load_dataset("digits", seed=0).test_y)
 
 
 def test_unknown_dataset_lists_known_names() -> None:
