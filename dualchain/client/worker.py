@@ -536,7 +536,8 @@ class ClientWorker:
         self.signer = signer
         self.emit = emit
         self.timing = timing or Timing()
-        self.trainer = LocalTrainer(config.dataset, data, config.slowdown)
+        self._data = data
+        self._trainer: LocalTrainer | None = None  # built by run() while it registers
         self.schedule = OfflineSchedule(config.offline)
         self.totals = Totals()
         self.meter = Meter()
@@ -568,7 +569,11 @@ class ClientWorker:
                 open_channel(self.config.cmbc, self.config.tls, opts) as cmbc_ch:
             self._node = NodeLink(node_ch, self.signer.id, self.timing)
             self._cmbc = ChainLink(cmbc_ch, self.signer, self.config.cmbc_chain_id, self.timing)
+            # torch's import and the model are made on the training thread meanwhile: the
+            # registration waits for CMBC finality, so the process starts faster.
+            trainer = asyncio.ensure_future(self._in_executor(lambda: self.trainer))
             await self.register()
+            await trainer
             while not self._finished():
                 self.trainer.slowdown = self._slowdown_now()
                 await self.step()
@@ -588,6 +593,13 @@ class ClientWorker:
         error = None if work.cancelled() else work.exception()
         if error is not None:
             raise error
+
+    @property
+    def trainer(self) -> LocalTrainer:
+        """The torch side, made at first use (importing torch costs seconds)."""
+        if self._trainer is None:
+            self._trainer = LocalTrainer(self.config.dataset, self._data, self.config.slowdown)
+        return self._trainer
 
     def _slowdown_now(self) -> float:
         """The configured slowdown, or the latest of ``slowdown_changes`` already due."""
