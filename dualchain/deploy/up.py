@@ -7,8 +7,11 @@
    files under the workdir: keys, the CTBC genesis (validators = the server nodes, the ``fl``
    section with version 0's hash derived from the model seed), the CMBC genesis (proof-of-work
    difficulty calibrated to this machine's measured hash rate), one JSON config per process.
-2. Starts, each as a subprocess with its log in ``logs/``: a CTBC daemon and a CMBC daemon per
-   server node, the miners, the server nodes and the clients; waits for each one's ``ready`` line.
+2. Starts, each as a subprocess with its log in ``logs/`` (through ``dualchain.runtime``'s
+   supervisor: they die with the launcher, whatever kills it), in two stages: a CTBC daemon and
+   a CMBC daemon per server node; then the miners, the server nodes and the clients together;
+   waits for each one's ``ready`` line. A workdir whose ``state.json`` names a live process is
+   refused.
 3. Prints progress per committed model version (accuracy, round time, chain heights, refused
    updates) until ``rounds`` versions are committed (or the timeout, or Ctrl-C).
 4. Stops every process it started (SIGTERM, then SIGKILL by PID after a grace period) and writes

@@ -232,11 +232,11 @@ class Supervisor:
         return child.exit_code
 
     def wait_exit(self, children: Iterable[Child], deadline: float) -> bool:
-        """Waits until every child in ``children`` is reaped or ``deadline`` (monotonic) passes;
-        True when all are."""
+        """Waits until every child in ``children`` is reaped and its ``exited`` event recorded,
+        or ``deadline`` (monotonic) passes; True when all are."""
         children = list(children)
         with self._changed:
-            while any(c.exit_code is None for c in children):
+            while not all(c.finished for c in children):
                 remaining = deadline - time.monotonic()
                 if remaining <= 0:
                     return False
