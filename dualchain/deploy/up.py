@@ -8,9 +8,9 @@
    section with version 0's hash derived from the model seed), the CMBC genesis (proof-of-work
    difficulty calibrated to this machine's measured hash rate), one JSON config per process.
 2. Starts, each as a subprocess with its log in ``logs/`` (through ``dualchain.runtime``'s
-   supervisor: they die with the launcher, whatever kills it), in two stages: a CTBC daemon and
-   a CMBC daemon per server node; then the miners, the server nodes and the clients together;
-   waits for each one's ``ready`` line. A workdir whose ``state.json`` names a live process is
+   supervisor: they die with the launcher, whatever kills it), in three stages, each waiting
+   for its processes' ``ready`` lines: a CTBC daemon and a CMBC daemon per server node; the
+   miners and the server nodes; the clients. A workdir whose ``state.json`` names a live process is
    refused.
 3. Prints progress per committed model version (accuracy, round time, chain heights, refused
    updates) until ``rounds`` versions are committed (or the timeout, or Ctrl-C).
@@ -58,10 +58,10 @@ from dualchain.runtime.supervisor import STOP_GRACE_S, Child, Supervisor
 
 READY_TIMEOUT_S = 180.0
 # Roles started together, stage after stage: the chain daemons first (everyone else talks to
-# them), then miners, nodes and clients at once (a client waits for its node on its own, with a
-# backoff), so that their interpreters, imports and dataset loads overlap on the machine's cores
-# instead of queueing role after role.
-STAGES = (("ctbc", "cmbc"), ("miner", "node", "client"))
+# them), then miners and nodes, then the clients (whose torch import comes after their ready
+# line, while they register: started with the nodes it took the nodes' CPU). Within a stage
+# the interpreters, imports and dataset loads overlap on the machine's cores.
+STAGES = (("ctbc", "cmbc"), ("miner", "node"), ("client",))
 ROLE_TITLES = {"ctbc": "CTBC daemons", "cmbc": "CMBC daemons", "miner": "miners",
                "node": "server nodes", "client": "clients"}
 MODES = ("fedasync", "fedavg", "ddmlts", "semisync")

@@ -14,11 +14,17 @@ What it guarantees:
   its process group). Each child leads a process group of its own, so its workers go with it.
 - **Events.** A thread per child reads its stdout: every JSON line with an ``"event"`` key is
   kept (``Child.events``), handed to an optional queue as ``(key, event)``, and the first
-  ``ready`` one becomes ``Child.ready``. When stdout closes, the exit code is collected and an
-  ``{"event": "exited", "code": ..., "pid": ...}`` event follows. stderr goes to the log file.
+  ``ready`` one becomes ``Child.ready`` (``Child.ready_s``: its start-up time). When the child
+  exits, what is left of its process group is SIGKILLed (no worker outlives it), the exit code
+  is collected and an ``{"event": "exited", "code": ..., "pid": ...}`` event follows. stderr
+  goes to the log file.
 - **Stop.** ``stop`` sends SIGTERM to each child, waits up to a grace period, SIGKILLs the
-  process group of those still running, sweeps the group of those that exited (no worker left
-  behind) and returns every exit code.
+  process group of those still running and returns every exit code. ``kill`` SIGKILLs one
+  child's group at once; ``wait_ready``, ``wait_event`` and ``wait_exit`` wait under a deadline
+  and name the process and its log when it fails.
+
+Only the supervisor reaps its children (do not call ``popen.wait``/``poll`` on them): a process
+group is signalled only while its leader is unreaped, so its id cannot have been reused.
 """
 
 from __future__ import annotations
