@@ -721,9 +721,11 @@ class Testbed:
         """SIGTERM every process (clients first), then SIGKILL what is left (each process's
         group, by its id) after a grace period."""
         order = ("client", "node", "miner", "cmbc", "ctbc")
-        self.supervisor.stop([p.child for role in order for p in self.procs
-                              if p.role == role and p.child is not None], STOP_GRACE_S)
-        self._write_state(running=False)
+        started = [p.child for role in order for p in self.procs
+                   if p.role == role and p.child is not None]
+        self.supervisor.stop(started, STOP_GRACE_S)
+        if started:  # (a testbed refused by write() must not touch the workdir's state)
+            self._write_state(running=False)
         if self.network is not None:
             self.network.teardown()  # kills what is left in the namespaces, deletes them
 

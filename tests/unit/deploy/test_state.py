@@ -65,10 +65,12 @@ def test_a_live_process_makes_the_workdir_busy(tmp_path: Path, sleeper) -> None:
     reason = busy_reason(tmp_path)
     assert reason is not None and "\n" not in reason
     assert f"processes {sleeper.pid} (node-0)" in reason and f"kill {sleeper.pid}" in reason
+    before = (tmp_path / "state.json").read_bytes()
+    tb = Testbed(UpConfig(nodes=1, clients=1, workdir=str(tmp_path)), progress=lambda line: None)
     with pytest.raises(UpError, match=f"still runs there.*{sleeper.pid}"):
-        Testbed(UpConfig(nodes=1, clients=1, workdir=str(tmp_path)),
-                progress=lambda line: None).write()
-    assert read_state(tmp_path) is not None  # nothing of the running testbed was touched
+        tb.write()
+    tb.stop()
+    assert (tmp_path / "state.json").read_bytes() == before  # the running testbed's, untouched
 
 
 def test_a_live_launcher_is_named_as_the_one_to_stop(tmp_path: Path, sleeper) -> None:
