@@ -597,12 +597,16 @@ class Testbed:
     def proc(self, name: str) -> Proc:
         return next(p for p in self.procs if p.name == name)
 
-    def start_roles(self, announce: Any = None) -> None:
-        """Starts every process, stage after stage (``STAGES``), each stage waiting for its
-        ready lines; ``announce(role)`` as each role is ready."""
+    def start_roles(self, roles: tuple[str, ...] | None = None,
+                    announce: Any = None) -> None:
+        """Starts the processes of ``roles`` (all of them by default), stage after stage
+        (``STAGES``), each stage waiting for its ready lines; ``announce(role)`` as each
+        role is ready."""
         self.started = time.time()
         for stage in STAGES:
-            self._start_stage(stage, announce=announce)
+            wanted = tuple(r for r in stage if roles is None or r in roles)
+            if wanted:
+                self._start_stage(wanted, announce=announce)
 
     def start_joiners(self) -> None:
         """Starts the joining nodes' processes (replicas, then node and clients); each node
@@ -679,7 +683,7 @@ class Testbed:
         self.write()
         interrupted = False
         try:
-            self.start_roles(lambda role: self.progress(
+            self.start_roles(announce=lambda role: self.progress(
                 f"  {ROLE_TITLES[role]} ready ({time.time() - self.started:.1f}s)"))
             self.started = time.time()
             deadline = time.monotonic() + (c.duration_s or c.timeout_s)
