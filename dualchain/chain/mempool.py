@@ -337,6 +337,18 @@ class Mempool:
             for nonce in stale:
                 self._remove(queue.by_nonce[nonce])
 
+    def drop_from(self, sender: bytes, nonce: int) -> list[Transaction]:
+        """Drops and returns the sender's pending transactions from ``nonce`` on, in nonce
+        order (the later ones cannot be mined without the one at ``nonce``)."""
+        queue = self._by_sender.get(sender)
+        if queue is None:
+            return []
+        dropped = [queue.by_nonce[n] for n in queue.nonces[bisect.bisect_left(queue.nonces,
+                                                                              nonce):]]
+        for entry in dropped:
+            self._remove(entry)
+        return [entry.tx for entry in dropped]
+
     def reinject(self, txs: Iterable[Transaction], next_nonce: NextNonce, now_ms: int) -> int:
         """Puts back the transactions of blocks disconnected by a reorg; returns how many.
 

@@ -260,8 +260,11 @@ class CmbcApp(ReorgApplication):
         self.state.undo_last()
         self.height = block.header.height - 1
 
-    def executable(self, txs: Sequence[Transaction]) -> list[Transaction]:
-        """What of ``txs``, applied in order, the rules accept; changes nothing.
+    def executable(self, txs: Sequence[Transaction],
+                   refused: list[tuple[Transaction, ValidationError]] | None = None
+                   ) -> list[Transaction]:
+        """What of ``txs``, applied in order, the rules accept; changes nothing. Each sender's
+        first refused transaction is appended to ``refused`` with the reason.
 
         Each transaction was checked alone when it was admitted, but together they may conflict
         (two anchors of one version with different hashes), and a reorg can take back what one
@@ -270,16 +273,18 @@ class CmbcApp(ReorgApplication):
         chain stalls.
         """
         kept: list[Transaction] = []
-        refused: set[bytes] = set()
+        blocked: set[bytes] = set()
         self.state.begin()
         try:
             for tx in txs:
-                if tx.sender in refused:
+                if tx.sender in blocked:
                     continue
                 try:
                     self._apply(tx, self._check(tx))
-                except ValidationError:
-                    refused.add(tx.sender)
+                except ValidationError as exc:
+                    blocked.add(tx.sender)
+                    if refused is not None:
+                        refused.append((tx, exc))
                     continue
                 kept.append(tx)
         finally:

@@ -126,6 +126,10 @@ class ChainNodeBase:
         return peer_pb.Hello(genesis_hash=self.genesis.hash, node_id=self.signer.id,
                              height=self.height, address=self.config.listen)
 
+    def dropped(self, tx_hash: bytes) -> tuple[str, str] | None:
+        """(code, reason) if this node took the transaction out of its mempool unmined."""
+        return None
+
     def next_nonce(self, sender: bytes) -> int:
         """The sender's next nonce on the canonical chain (callers load it first)."""
         return self._nonces[sender]

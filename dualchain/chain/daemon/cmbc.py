@@ -46,6 +46,7 @@ from dualchain.chain.daemon.base import ChainNodeBase, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import PowMetrics
 from dualchain.chain.daemon.peers import PeerLink
+from dualchain.chain.daemon.stuck import StuckTxs
 from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, ValidationError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer, identity_id
@@ -94,6 +95,8 @@ class CmbcNode(ChainNodeBase):
         # A block whose seal holds and that would become the head once validated (see
         # ``_foretell``); None when there is none.
         self._pending: BlockHeader | None = None
+        self.stuck = StuckTxs(self.mempool, on_drop=lambda code, n: self.metrics.rejected.labels(
+            f"template_{code}").inc(n))
 
     def _mempool_config(self) -> MempoolConfig:
         # Blocks come every few seconds and a slow one may follow a fast one: room for several
@@ -132,6 +135,9 @@ class CmbcNode(ChainNodeBase):
         hello = super().hello()
         hello.cumulative_work = self.work.to_bytes(32, "big")
         return hello
+
+    def dropped(self, tx_hash: bytes) -> tuple[str, str] | None:
+        return self.stuck.dropped(tx_hash)
 
     def known_block(self, block_hash: bytes) -> Block | None:
         return self._orphans.get(block_hash)
@@ -413,6 +419,7 @@ class CmbcNode(ChainNodeBase):
                 interval = (block.header.timestamp_ms - parent.header.timestamp_ms) / 1000
                 self.pow_metrics.block_interval.observe(interval)
         self._observe_committed(added)
+        self._drop_stuck()
         self.metrics.txs_committed.inc(len(added))
         self.metrics.mempool_size.set(len(self.mempool))
         self._update_height_metrics()
@@ -537,19 +544,8 @@ class CmbcNode(ChainNodeBase):
     async def _template(self, miner: bytes, miner_key: bytes) -> miner_pb.BlockTemplate:
         parent = self._head
         await self.load_nonces([miner])
-        timestamp = max(now_ms(), parent.timestamp_ms,
-                        median_time_past(self.tree.median_window(parent.hash)) + 1)
-        # Only transactions this daemon has held for a moment: by then gossip has brought them
-        # to the peers, so the compact announcement of the block is rebuilt from their mempools
-        # instead of being fetched whole (a slow block makes forks).
-        selected = [tx for tx in self.mempool.select(
-            self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2,
-            admitted_by_ms=now_ms() - self.template_tx_age_ms)
-            if tx.sender != miner]  # the reward takes the miner's next nonce
-        # Leave out what would make the block invalid, or every block mined from this template
-        # is refused and the chain stalls: transactions the state refuses together, and ones
-        # stamped too far from the block's time (admitted long ago, or the parent runs ahead).
-        txs = tuple(self.app.executable(self._timely(selected, timestamp)))
+        timestamp = self._template_time(parent)
+        txs = tuple(self._template_txs(timestamp, miner))
         reward = Transaction(self.chain_id, TxKind.REWARD, miner, miner_key,
                              self.next_nonce(miner), timestamp,
                              Reward(parent.height + 1, parent.hash).encode())
@@ -567,9 +563,40 @@ class CmbcNode(ChainNodeBase):
             tx_hashes=[tx.hash for tx in txs],
         )
 
-    def _timely(self, txs: Sequence[Transaction], timestamp_ms: int) -> list[Transaction]:
+    def _template_time(self, parent: BlockHeader) -> int:
+        return max(now_ms(), parent.timestamp_ms,
+                   median_time_past(self.tree.median_window(parent.hash)) + 1)
+
+    def _template_txs(self, timestamp: int, miner: bytes | None,
+                      refused: list[tuple[Transaction, ValidationError]] | None = None
+                      ) -> list[Transaction]:
+        """The transactions of a template on the head (``miner``'s own left out: the reward
+        takes its next nonce); each sender's first one left out goes to ``refused``."""
+        # Only transactions this daemon has held for a moment: by then gossip has brought them
+        # to the peers, so the compact announcement of the block is rebuilt from their mempools
+        # instead of being fetched whole (a slow block makes forks).
+        selected = [tx for tx in self.mempool.select(
+            self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2,
+            admitted_by_ms=now_ms() - self.template_tx_age_ms) if tx.sender != miner]
+        # Leave out what would make the block invalid, or every block mined from this template
+        # is refused and the chain stalls: transactions the state refuses together, and ones
+        # stamped too far from the block's time (admitted long ago, or the parent runs ahead).
+        refused = [] if refused is None else refused
+        return self.app.executable(self._timely(selected, timestamp, refused), refused)
+
+    def _drop_stuck(self) -> None:
+        """What a template on the new head would leave out, counted against its transactions
+        (``StuckTxs``): on every daemon, whether miners ask it for templates or not, so that
+        the daemon a sender submits to drops its stuck transaction and says why."""
+        refused: list[tuple[Transaction, ValidationError]] = []
+        taken = self._template_txs(self._template_time(self._head), None, refused)
+        self.stuck.observe(self._head.hash, taken, refused)
+
+    def _timely(self, txs: Sequence[Transaction], timestamp_ms: int,
+                refused: list[tuple[Transaction, ValidationError]]) -> list[Transaction]:
         """``txs`` whose timestamps a block stamped ``timestamp_ms`` accepts; a refused one is
-        left out with every later one of its sender (their nonces would skip)."""
+        left out with every later one of its sender (their nonces would skip), and a stale one
+        (time only moves on) is appended to ``refused``."""
         kept: list[Transaction] = []
         late: set[bytes] = set()
         for tx in txs:
@@ -577,8 +604,10 @@ class CmbcNode(ChainNodeBase):
                 continue
             try:
                 check_timestamp(tx.timestamp_ms, timestamp_ms, self.params, "transaction")
-            except ValidationError:
+            except ValidationError as exc:
                 late.add(tx.sender)
+                if exc.code == "stale_timestamp":
+                    refused.append((tx, exc))
                 continue
             kept.append(tx)
         return kept

@@ -13,6 +13,7 @@ import grpc
 from dualchain.chain import wire
 from dualchain.chain.daemon.base import ChainNodeBase, now_ms
 from dualchain.chain.daemon.cmbc import CmbcNode
+from dualchain.chain.daemon.txstatus import tx_statuses
 from dualchain.chain.errors import (
     DecodeError,
     DualchainError,
@@ -108,6 +109,13 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
         # already waiting, and how many more (a nonce past that is refused as nonce_gap).
         nonce, admissible = node.mempool.admission_window(sender, node.next_nonce(sender))
         return chain_pb.GetNonceResponse(next_nonce=nonce, admissible=admissible)
+
+    async def GetTxStatus(self, request, context):
+        try:
+            statuses = await tx_statuses(self.node, list(request.tx_hashes))
+        except DualchainError as exc:
+            await abort(context, exc)
+        return chain_pb.GetTxStatusResponse(statuses=statuses)
 
     async def PutBlob(self, request_iterator, context):
         """Admits the signed upload the first chunk names before keeping any byte; receives at

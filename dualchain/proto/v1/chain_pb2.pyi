@@ -1,11 +1,23 @@
 from dualchain.proto.v1 import ledger_pb2 as _ledger_pb2
 from google.protobuf.internal import containers as _containers
+from google.protobuf.internal import enum_type_wrapper as _enum_type_wrapper
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Iterable as _Iterable, Mapping as _Mapping
 from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
+
+class TxState(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
+    __slots__ = ()
+    TX_STATE_UNKNOWN: _ClassVar[TxState]
+    TX_STATE_PENDING: _ClassVar[TxState]
+    TX_STATE_COMMITTED: _ClassVar[TxState]
+    TX_STATE_DROPPED: _ClassVar[TxState]
+TX_STATE_UNKNOWN: TxState
+TX_STATE_PENDING: TxState
+TX_STATE_COMMITTED: TxState
+TX_STATE_DROPPED: TxState
 
 class GetNonceRequest(_message.Message):
     __slots__ = ("sender",)
@@ -20,6 +32,34 @@ class GetNonceResponse(_message.Message):
     next_nonce: int
     admissible: int
     def __init__(self, next_nonce: _Optional[int] = ..., admissible: _Optional[int] = ...) -> None: ...
+
+class GetTxStatusRequest(_message.Message):
+    __slots__ = ("tx_hashes",)
+    TX_HASHES_FIELD_NUMBER: _ClassVar[int]
+    tx_hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, tx_hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class TxStatus(_message.Message):
+    __slots__ = ("tx_hash", "state", "height", "final", "code", "reason")
+    TX_HASH_FIELD_NUMBER: _ClassVar[int]
+    STATE_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    FINAL_FIELD_NUMBER: _ClassVar[int]
+    CODE_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    tx_hash: bytes
+    state: TxState
+    height: int
+    final: bool
+    code: str
+    reason: str
+    def __init__(self, tx_hash: _Optional[bytes] = ..., state: _Optional[_Union[TxState, str]] = ..., height: _Optional[int] = ..., final: _Optional[bool] = ..., code: _Optional[str] = ..., reason: _Optional[str] = ...) -> None: ...
+
+class GetTxStatusResponse(_message.Message):
+    __slots__ = ("statuses",)
+    STATUSES_FIELD_NUMBER: _ClassVar[int]
+    statuses: _containers.RepeatedCompositeFieldContainer[TxStatus]
+    def __init__(self, statuses: _Optional[_Iterable[_Union[TxStatus, _Mapping]]] = ...) -> None: ...
 
 class BlobChunk(_message.Message):
     __slots__ = ("data", "expected_hash", "upload")

@@ -66,6 +66,11 @@ class ChainServiceStub:
                 request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceRequest.SerializeToString,
                 response_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceResponse.FromString,
                 _registered_method=True)
+        self.GetTxStatus = channel.unary_unary(
+                '/dualchain.v1.ChainService/GetTxStatus',
+                request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetTxStatusRequest.SerializeToString,
+                response_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetTxStatusResponse.FromString,
+                _registered_method=True)
         self.PutBlob = channel.stream_unary(
                 '/dualchain.v1.ChainService/PutBlob',
                 request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.SerializeToString,
@@ -126,6 +131,17 @@ class ChainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetTxStatus(self, request, context):
+        """Where each transaction stands on this daemon (at most 256 hashes): pending in its mempool,
+        committed on its canonical chain, dropped from its mempool with a code and reason (CMBC: the
+        chain state kept refusing it in block templates, or an earlier transaction of its sender was
+        dropped so), or unknown. A sender whose transaction was dropped signs its later ones again
+        from GetNonce. Malformed hash or too many: INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
     def PutBlob(self, request_iterator, context):
         """CTBC with FL: stores a blob (a model or a signed update) streamed in chunks and answers its
         SHA-256. The first chunk names the blob (expected_hash) and carries the upload signed by a
@@ -178,6 +194,11 @@ def add_ChainServiceServicer_to_server(servicer, server):
                     servicer.GetNonce,
                     request_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceRequest.FromString,
                     response_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceResponse.SerializeToString,
+            ),
+            'GetTxStatus': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetTxStatus,
+                    request_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetTxStatusRequest.FromString,
+                    response_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetTxStatusResponse.SerializeToString,
             ),
             'PutBlob': grpc.stream_unary_rpc_method_handler(
                     servicer.PutBlob,
@@ -353,6 +374,33 @@ class ChainService:
             '/dualchain.v1.ChainService/GetNonce',
             dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceRequest.SerializeToString,
             dualchain_dot_proto_dot_v1_dot_chain__pb2.GetNonceResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetTxStatus(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dualchain.v1.ChainService/GetTxStatus',
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.GetTxStatusRequest.SerializeToString,
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.GetTxStatusResponse.FromString,
             options,
             channel_credentials,
             insecure,
