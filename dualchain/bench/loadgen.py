@@ -35,6 +35,8 @@ from dualchain.runtime.lifeline import die_with_parent, watch_parent
 PAYLOAD_BYTES = 256
 RECORD = struct.Struct(">32sd")
 RETRYABLE = frozenset({"full", "sender_full", "nonce_gap", "busy"})  # a client tries again
+RETRY_STATUSES = frozenset({grpc.StatusCode.RESOURCE_EXHAUSTED, grpc.StatusCode.UNAVAILABLE,
+                            grpc.StatusCode.DEADLINE_EXCEEDED})
 # A replica that turned a batch away as busy is asked again after a back-off that doubles up
 # to the maximum while it stays busy (its other clients keep it busy too).
 BUSY_BACKOFF_S = 0.1
@@ -63,6 +65,7 @@ class LoadSpec:
     times_file: str
     timestamp_ms: int
     kind: int = int(TxKind.MEMO)
+    rpc_timeout_s: float = 60.0
 
 
 def _sender_seed(index: int) -> bytes:
@@ -135,11 +138,14 @@ async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
             request = chain_pb2.SubmitTxsRequest(txs=[proto for _, proto in batch])
             submitted_at = time.time()
             try:
-                reply = await stub.SubmitTxs(request, timeout=60)
+                reply = await stub.SubmitTxs(request, timeout=spec.rpc_timeout_s)
             except grpc.aio.AioRpcError as exc:
-                if exc.code() != grpc.StatusCode.RESOURCE_EXHAUSTED:
+                if exc.code() not in RETRY_STATUSES:
                     raise
-                # The replica is busy and turned the whole batch away: again after a pause.
+                # The replica is busy and turned the whole batch away, or is down (a fault
+                # test kills it): again after a pause. What it admitted before it died without
+                # answering is not acknowledged (not recorded), and comes back refused as a
+                # duplicate or a used nonce.
                 counts["retried"] += len(batch)
                 retry = batch
                 await asyncio.sleep(backoff)
