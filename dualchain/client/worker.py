@@ -75,16 +75,13 @@ from dualchain.chain.cmbc.payloads import ClientRegistration, StateReport
 from dualchain.chain.ctbc.fl import SignedUpdate, sign_update
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.identity import Signer
+from dualchain.chain.outbox import Outbox
 from dualchain.chain.rpc import channel_options, open_channel
-from dualchain.chain.senders import admissible_nonce
 from dualchain.chain.types import TxKind
-from dualchain.chain.validation import sign_transaction
-from dualchain.chain.wire import tx_to_proto
 from dualchain.client.config import ClientConfig
 from dualchain.learning.aggregation import update_norm
 from dualchain.learning.codec import ChunkAssembler, CodecError, decode_params, encode_params
 from dualchain.learning.codec import iter_chunks as codec_chunks
-from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from dualchain.proto.v1 import node_pb2 as node_pb
 from dualchain.proto.v1 import node_pb2_grpc as node_grpc
@@ -389,34 +386,22 @@ class NodeLink:
 
 
 class ChainLink:
-    """Signed transactions to a CMBC daemon's ChainService."""
+    """Signed records to a CMBC daemon's ChainService, through an outbox that signs again what
+    the chain dropped behind a refused record (``chain.outbox``)."""
 
     def __init__(self, channel: grpc.aio.Channel, signer: Signer, chain_id: str,
                  timing: Timing) -> None:
-        self._stub = chain_grpc.ChainServiceStub(channel)
-        self._signer = signer
-        self._chain_id = chain_id
-        self._timing = timing
+        self._outbox = Outbox(chain_grpc.ChainServiceStub(channel), signer, chain_id,
+                              timing.rpc_timeout_s)
 
     async def submit(self, kind: TxKind, payload: bytes) -> bytes:
-        """Signs and submits; returns the tx hash. A nonce race is retried with a fresh nonce."""
-        attempts = 3
-        for attempt in range(attempts):
-            try:
-                nonce = await admissible_nonce(self._stub, self._signer.id,
-                                               timeout=self._timing.rpc_timeout_s)
-                tx = sign_transaction(self._signer, self._chain_id, kind, payload,
-                                      nonce, int(time.time() * 1000))
-                await self._stub.SubmitTx(chain_pb.SubmitTxRequest(tx=tx_to_proto(tx)),
-                                          timeout=self._timing.rpc_timeout_s)
-                return tx.hash
-            except grpc.aio.AioRpcError as exc:
-                nonce_race = exc.code() in (grpc.StatusCode.FAILED_PRECONDITION,
-                                            grpc.StatusCode.ALREADY_EXISTS)
-                if nonce_race and attempt + 1 < attempts:
-                    continue
-                raise _map_error(exc) from None
-        raise AssertionError("unreachable")
+        """Follows up the earlier records (a dropped one is signed again first), then signs
+        and submits; returns the tx hash. A nonce race is retried with a fresh nonce."""
+        try:
+            await self._outbox.follow_up()
+            return await self._outbox.submit(kind, payload)
+        except grpc.aio.AioRpcError as exc:
+            raise _map_error(exc) from None
 
 
 # --- local training ------------------------------------------------------------------------

@@ -58,6 +58,7 @@ from dualchain.chain.daemon.config import ConfigError
 from dualchain.chain.errors import DecodeError, DualchainError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer, identity_id
+from dualchain.chain.outbox import Outbox
 from dualchain.chain.rpc import channel_options, open_channel
 from dualchain.chain.senders import admissible_nonce
 from dualchain.chain.types import Block, Transaction, TxKind
@@ -84,6 +85,7 @@ MODELS_KEPT = 16
 RETRY_S = 1.0
 CATCH_UP_S = 5.0
 CMBC_CATCH_UP_S = 60.0
+RECORDS_FOLLOW_UP_S = 2.0  # how often the node asks CMBC about its records not final yet
 
 
 def now_ms() -> int:
@@ -163,6 +165,8 @@ class ServerNode:
         self._cmbc_channel = open_channel(config.cmbc, config.tls, options)
         self.ctbc = chain_grpc.ChainServiceStub(self._ctbc_channel)
         self.cmbc = chain_grpc.ChainServiceStub(self._cmbc_channel)
+        # This node's CMBC records, signed again if the chain drops them behind a refused one.
+        self.records = Outbox(self.cmbc, signer, self.cmbc_genesis.chain_id, timeout_s=30)
         self._peers = {nid: open_channel(addr, config.tls, options)
                        for nid, addr in config.nodes.items() if nid != signer.id}
         self._announced_admission = False
@@ -190,6 +194,7 @@ class ServerNode:
             asyncio.create_task(self._follow_cmbc(), name="follow-cmbc"),
             asyncio.create_task(self._follow_ctbc(status.height + 1), name="follow-ctbc"),
             asyncio.create_task(self._aggregate_loop(), name="aggregate"),
+            asyncio.create_task(self.records.run(RECORDS_FOLLOW_UP_S), name="records"),
         ]
         deadline = time.monotonic() + CMBC_CATCH_UP_S
         while self._cmbc_final < cmbc_final and time.monotonic() < deadline:
@@ -201,8 +206,7 @@ class ServerNode:
                         cmbc_final, self._cmbc_final)
         if self.config.join and self.planner.final.join_request(self.signer.id) is None:
             request = NodeJoinRequest(self.config.listen, self.config.ctbc)
-            await self._submit(self.cmbc, self.cmbc_genesis.chain_id, TxKind.NODE_JOIN_REQUEST,
-                               request.encode())
+            await self.records.submit(TxKind.NODE_JOIN_REQUEST, request.encode())
             print(json.dumps({"event": "join", "stage": "requested", "time": time.time()}),
                   flush=True)
 
@@ -405,9 +409,8 @@ class ServerNode:
             status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
             for joiner in joiners:
                 if joiner in status.validators and final.pending(joiner):
-                    await self._submit(self.cmbc, self.cmbc_genesis.chain_id,
-                                       TxKind.NODE_JOIN_REQUEST,
-                                       NodeAdmission(joiner, block.height).encode())
+                    await self.records.submit(TxKind.NODE_JOIN_REQUEST,
+                                              NodeAdmission(joiner, block.height).encode())
                     log.info("recorded the admission of node %s", joiner.hex()[:16])
         except (grpc.aio.AioRpcError, DecodeError) as exc:
             log.info("admission at CTBC height %d: %s", block.height, exc)
@@ -425,12 +428,11 @@ class ServerNode:
                 return
         if records is None:
             return
-        chain_id = self.cmbc_genesis.chain_id
         try:
             if records.assignment is not None:
-                await self._submit(self.cmbc, chain_id, TxKind.GROUP_ASSIGNMENT,
-                                   records.assignment.encode())
-            await self._submit(self.cmbc, chain_id, TxKind.TASK_PLAN, records.plan.encode())
+                await self.records.submit(TxKind.GROUP_ASSIGNMENT,
+                                          records.assignment.encode())
+            await self.records.submit(TxKind.TASK_PLAN, records.plan.encode())
         except grpc.aio.AioRpcError as exc:
             log.warning("plan after version %d refused: %s", version, exc.details())
             return
@@ -493,7 +495,7 @@ class ServerNode:
     async def _anchor(self, commit: ModelCommit, ctbc_height: int) -> None:
         payload = Anchor(commit.version, commit.model_hash, ctbc_height).encode()
         try:
-            await self._submit(self.cmbc, self.cmbc_genesis.chain_id, TxKind.ANCHOR, payload)
+            await self.records.submit(TxKind.ANCHOR, payload)
         except grpc.aio.AioRpcError as exc:
             log.warning("anchor of version %d refused: %s", commit.version, exc.details())
 

@@ -70,6 +70,14 @@ class FakeChain(chain_grpc.ChainServiceServicer):
         return chain_pb.SubmitTxResponse(tx_hash=tx.hash)
 
 
+    async def GetTxStatus(self, request, context):
+        self.calls.append(time.monotonic())
+        known = {tx.hash for tx in self.txs}  # every accepted record is final at once here
+        return chain_pb.GetTxStatusResponse(statuses=[
+            chain_pb.TxStatus(tx_hash=h, state=chain_pb.TX_STATE_COMMITTED, height=1, final=True)
+            if h in known else chain_pb.TxStatus(tx_hash=h) for h in request.tx_hashes])
+
+
 class FakeNode(node_grpc.NodeServiceServicer):
     def __init__(self, chain: FakeChain) -> None:
         self.chain = chain
