@@ -46,13 +46,13 @@ from dualchain.chain.daemon.base import ChainNodeBase, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import PowMetrics
 from dualchain.chain.daemon.peers import PeerLink
-from dualchain.chain.daemon.stuck import StuckTxs
+from dualchain.chain.daemon.stuck import StuckTxs, timely_txs
 from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, ValidationError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer, identity_id
 from dualchain.chain.mempool import MempoolConfig
 from dualchain.chain.types import Block, BlockHeader, CompactBlock, Transaction, TxKind
-from dualchain.chain.validation import check_block, check_nonces, check_timestamp
+from dualchain.chain.validation import check_block, check_nonces
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import miner_pb2 as miner_pb
 from dualchain.proto.v1 import peer_pb2 as peer_pb
@@ -582,7 +582,8 @@ class CmbcNode(ChainNodeBase):
         # is refused and the chain stalls: transactions the state refuses together, and ones
         # stamped too far from the block's time (admitted long ago, or the parent runs ahead).
         refused = [] if refused is None else refused
-        return self.app.executable(self._timely(selected, timestamp, refused), refused)
+        timely = timely_txs(selected, timestamp, self.params, refused)
+        return self.app.executable(timely, refused)
 
     def _drop_stuck(self) -> None:
         """What a template on the new head would leave out, counted against its transactions
@@ -591,26 +592,6 @@ class CmbcNode(ChainNodeBase):
         refused: list[tuple[Transaction, ValidationError]] = []
         taken = self._template_txs(self._template_time(self._head), None, refused)
         self.stuck.observe(self._head.hash, taken, refused)
-
-    def _timely(self, txs: Sequence[Transaction], timestamp_ms: int,
-                refused: list[tuple[Transaction, ValidationError]]) -> list[Transaction]:
-        """``txs`` whose timestamps a block stamped ``timestamp_ms`` accepts; a refused one is
-        left out with every later one of its sender (their nonces would skip), and a stale one
-        (time only moves on) is appended to ``refused``."""
-        kept: list[Transaction] = []
-        late: set[bytes] = set()
-        for tx in txs:
-            if tx.sender in late:
-                continue
-            try:
-                check_timestamp(tx.timestamp_ms, timestamp_ms, self.params, "transaction")
-            except ValidationError as exc:
-                late.add(tx.sender)
-                if exc.code == "stale_timestamp":
-                    refused.append((tx, exc))
-                continue
-            kept.append(tx)
-        return kept
 
     async def submit_solution(self, template_id: bytes, header: bytes,
                               reward_tx: bytes) -> tuple[str, Block]:

@@ -19,6 +19,7 @@ from collections.abc import Callable, Sequence
 from dualchain.chain.errors import ValidationError
 from dualchain.chain.mempool import Mempool
 from dualchain.chain.types import Transaction
+from dualchain.chain.validation import LedgerParams, check_timestamp
 
 log = logging.getLogger(__name__)
 
@@ -84,3 +85,24 @@ class StuckTxs:
         self._dropped.move_to_end(tx_hash)
         while len(self._dropped) > DROPPED_KEPT:
             self._dropped.popitem(last=False)
+
+
+def timely_txs(txs: Sequence[Transaction], timestamp_ms: int, params: LedgerParams,
+               refused: list[tuple[Transaction, ValidationError]]) -> list[Transaction]:
+    """``txs`` whose timestamps a block stamped ``timestamp_ms`` accepts; a refused one is left
+    out with every later one of its sender (their nonces would skip), and a stale one (time
+    only moves on) is appended to ``refused``."""
+    kept: list[Transaction] = []
+    late: set[bytes] = set()
+    for tx in txs:
+        if tx.sender in late:
+            continue
+        try:
+            check_timestamp(tx.timestamp_ms, timestamp_ms, params, "transaction")
+        except ValidationError as exc:
+            late.add(tx.sender)
+            if exc.code == "stale_timestamp":
+                refused.append((tx, exc))
+            continue
+        kept.append(tx)
+    return kept
