@@ -35,7 +35,7 @@ from pathlib import Path
 import pytest
 
 from dualchain.bench.loadgen import RECORD, LoadSpec
-from dualchain.chain.types import Block
+from dualchain.proto.v1 import chain_pb2 as chain_pb
 from tests.integration.cluster import ALGORITHM, Cluster, assert_certified, assert_same_chain
 
 VICTIM = 3  # the replica killed when it leads; it gets no client load
@@ -96,27 +96,20 @@ class LoadGen:
 
 
 async def kill_when_leading(cluster: Cluster, victim: int, timeout: float) -> int:
-    """Follows node 0's commits and SIGKILLs ``victim`` as soon as it is the round-0 leader of
-    the next height; returns the height committed just before."""
+    """Follows node 0's commits on one stream and SIGKILLs ``victim`` as soon as it is the
+    round-0 leader of the next height; returns the height committed just before."""
     committee = list((await cluster.status(0)).committee)
-    start = await cluster.height(0) + 1
-    for block in await _follow_until(cluster, start, timeout, lambda b: committee[
-            (b.height + 1) % len(committee)] == cluster.ids[victim]):
-        last = block.height
-    cluster.kill(victim)
-    return last
-
-
-async def _follow_until(cluster: Cluster, start: int, timeout: float, stop) -> list[Block]:
-    blocks = []
-    height = start
-    deadline = time.monotonic() + timeout
-    while True:
-        block = await cluster.wait_height(0, height, deadline - time.monotonic())
-        blocks.append(block)
-        if stop(block):
-            return blocks
-        height += 1
+    stream = cluster.chain(0).SubscribeBlocks(
+        chain_pb.SubscribeBlocksRequest(from_height=await cluster.height(0)), timeout=timeout)
+    try:
+        async for message in stream:
+            height = message.header.height
+            if committee[(height + 1) % len(committee)] == cluster.ids[victim]:
+                cluster.kill(victim)
+                return height
+    finally:
+        stream.cancel()
+    raise AssertionError("node 0's block stream ended")
 
 
 async def first_commit_after(cluster: Cluster, nodes: list[int], height: int,
@@ -149,6 +142,7 @@ async def test_chaos_under_load_keeps_one_chain_and_every_acknowledged_tx(
         before_kill = await kill_when_leading(cluster, VICTIM, timeout=30)
         killed_at = time.monotonic()
         at_kill = max(await asyncio.gather(*(cluster.height(i) for i in survivors)))
+        assert at_kill == before_kill, "the victim was killed after its height was committed"
         await first_commit_after(cluster, survivors, at_kill, RESUME_BOUND_S)
         resume_s = time.monotonic() - killed_at
 
