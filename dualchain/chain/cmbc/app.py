@@ -63,7 +63,8 @@ ASSIGNMENT = b"assignment"
 PLAN = b"plan"
 JOIN = b"join/"
 JOINS = b"joins"  # every node that asked to join, sorted
-ADMITTED = b"admitted/"
+ADMITTED = b"admitted/"  # CTBC height of the admission, then the CMBC height that recorded it
+ASKED = b"asked/"  # the CMBC height that recorded a node's join request
 HISTORY_TAG = b"DCH1"
 JOIN_RECORD_TAG = b"DCJR"
 
@@ -156,11 +157,20 @@ class CmbcApp(ReorgApplication):
     def admitted_at(self, node: bytes) -> int | None:
         """The CTBC height that committed a joiner as a validator (None: not admitted)."""
         raw = self.state.get(ADMITTED + node)
-        return None if raw is None else int.from_bytes(raw, "big")
+        return None if raw is None else int.from_bytes(raw[:8], "big")
 
     def pending(self, node: bytes) -> bool:
         """Asked to join and not admitted yet."""
         return self.state.get(JOIN + node) is not None and self.admitted_at(node) is None
+
+    def pending_at(self, node: bytes, height: int) -> bool:
+        """Pending as the state at CMBC ``height`` had it: its request recorded by then, its
+        admission not."""
+        asked = self.state.get(ASKED + node)
+        if asked is None or int.from_bytes(asked, "big") > height:
+            return False
+        admitted = self.state.get(ADMITTED + node)
+        return admitted is None or int.from_bytes(admitted[8:], "big") > height
 
     def history(self, client_id: bytes) -> list[tuple[int, StateReport]]:
         raw = self.state.get(HISTORY + client_id)
@@ -168,13 +178,16 @@ class CmbcApp(ReorgApplication):
 
     def states_at(self, basis_height: int) -> dict[bytes, ClientState]:
         """Each client's latest state at ``basis_height``, as the scheduler reads it; clients
-        with no report by then are left out. Raises if a history no longer reaches back."""
+        with no report by then are left out. Raises if a history no longer reaches back.
+
+        Whether a client's node was a pending joiner is judged at the basis too: a record made
+        while a joiner was pending must reproduce when it is mined after the admission."""
         assert self.sched is not None
         states = {}
         for client in self.clients():
             registered = self.client(client)
-            if registered is not None and self.pending(registered[1].node):
-                continue  # its node's join is not complete
+            if registered is not None and self.pending_at(registered[1].node, basis_height):
+                continue  # its node's join was not complete at the basis
             entries = self.history(client)
             earlier = [report for height, report in entries if height <= basis_height]
             if earlier:
@@ -412,8 +425,10 @@ class CmbcApp(ReorgApplication):
         elif isinstance(payload, NodeJoinRequest):
             record = Writer(JOIN_RECORD_TAG).var(tx.public_key).fixed(tx.hash, 32)
             self.state.put(JOIN + tx.sender, record.var(payload.encode()).bytes())
+            self.state.put(ASKED + tx.sender, (self.height + 1).to_bytes(8, "big"))
             self.state.put(JOINS, b"".join(sorted([*self.joiners(), tx.sender])))
         elif isinstance(payload, NodeAdmission):  # (a superseded one is not a payload)
-            self.state.put(ADMITTED + payload.node, payload.ctbc_height.to_bytes(8, "big"))
+            self.state.put(ADMITTED + payload.node, payload.ctbc_height.to_bytes(8, "big")
+                           + (self.height + 1).to_bytes(8, "big"))
         elif isinstance(payload, Anchor) and self.anchor(payload.version) is None:
             self.state.put(ANCHOR + payload.version.to_bytes(8, "big"), payload.encode())

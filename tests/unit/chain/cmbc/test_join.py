@@ -77,3 +77,34 @@ def test_a_join_request_without_addresses_is_malformed() -> None:
     c = Chain()
     refused("bad_payload", CmbcApp().check_tx,
             c.tx(JOINER, TxKind.NODE_JOIN_REQUEST, NodeJoinRequest("", "x:1").encode()))
+
+
+def test_a_schedule_made_while_a_joiner_was_pending_still_reproduces_after_its_admission(
+        ) -> None:
+    """A node plans from the final state at its basis height; the records may be mined after
+    the joiner's admission. Re-executed with the joiner's pending state read at the time of
+    mining they did not reproduce (its clients counted): refused for good (plan_mismatch),
+    which is what stalled the server nodes of a node-join testbed (docs/cmbc.md)."""
+    from dualchain.node.planner import Planner
+
+    c = Chain()
+    app = CmbcApp(sched=SchedParams())
+    planner = Planner(SchedParams())
+    for block in [c.block([c.register(CLIENT, NODE.id), c.register(CLIENT_2, JOINER.id),
+                           c.tx(JOINER, TxKind.NODE_JOIN_REQUEST, REQUEST.encode())]),
+                  c.block([c.report(CLIENT), c.report(CLIENT_2, SLOW)])]:
+        app.apply_block(block)
+        planner.apply_final(block)
+    records = planner.records_after(1)
+    assert records is not None and records.assignment is not None
+    assert set(c for _, group in records.assignment.groups for c in group) == {CLIENT.id}
+    schedule = [c.tx(NODE, TxKind.GROUP_ASSIGNMENT, records.assignment.encode()),
+                c.tx(NODE, TxKind.TASK_PLAN, records.plan.encode())]
+    app.apply_block(c.block([c.tx(NODE, TxKind.NODE_JOIN_REQUEST,
+                                  NodeAdmission(JOINER.id, 17).encode())]))
+    assert not app.pending(JOINER.id) and not app.pending_at(JOINER.id, app.height)
+    assert app.pending_at(JOINER.id, records.plan.basis_height)
+    app.apply_block(c.block(schedule))  # raises if either record does not reproduce
+    assert app.assignment() == records.assignment and app.plan() == records.plan
+    # A later basis counts the admitted joiner's clients.
+    assert set(app.states_at(app.height)) == {CLIENT.id, CLIENT_2.id}
