@@ -132,8 +132,8 @@ class Outbox:
                     log.info("%s record not signed again yet: %s %s", record.kind.name,
                              exc.code().name, exc.details())
                     continue
-                log.info("%s record %s signed again as %s from nonce %d", record.kind.name,
-                         tx_hash.hex()[:16], new_hash.hex()[:16], record.nonce)
+                log.info("%s record %s (nonce %d) signed again as %s", record.kind.name,
+                         tx_hash.hex()[:16], record.nonce, new_hash.hex()[:16])
             return refused
 
     async def run(self, period_s: float) -> None:
