@@ -337,6 +337,12 @@ class Mempool:
             for nonce in stale:
                 self._remove(queue.by_nonce[nonce])
 
+    def at_nonce(self, sender: bytes, nonce: int) -> Transaction | None:
+        """The sender's pending transaction with ``nonce``, if any."""
+        queue = self._by_sender.get(sender)
+        entry = queue.by_nonce.get(nonce) if queue is not None else None
+        return entry.tx if entry is not None else None
+
     def drop_from(self, sender: bytes, nonce: int) -> list[Transaction]:
         """Drops and returns the sender's pending transactions from ``nonce`` on, in nonce
         order (the later ones cannot be mined without the one at ``nonce``)."""

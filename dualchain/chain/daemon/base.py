@@ -126,6 +126,9 @@ class ChainNodeBase:
         return peer_pb.Hello(genesis_hash=self.genesis.hash, node_id=self.signer.id,
                              height=self.height, address=self.config.listen)
 
+    def _before_add(self, tx: Transaction) -> None:
+        """Called for an admissible transaction just before the mempool takes it."""
+
     def dropped(self, tx_hash: bytes) -> tuple[str, str] | None:
         """(code, reason) if this node took the transaction out of its mempool unmined."""
         return None
@@ -230,6 +233,7 @@ class ChainNodeBase:
                 if not ok:
                     raise SignatureError("transaction signature does not verify")
                 self.app.check_tx(tx)
+                self._before_add(tx)
                 self.mempool.add(tx, self.next_nonce(tx.sender), now)
             except DualchainError as exc:
                 outcomes[i] = TxOutcome(tx.hash, exc)

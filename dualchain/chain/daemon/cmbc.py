@@ -139,6 +139,11 @@ class CmbcNode(ChainNodeBase):
     def dropped(self, tx_hash: bytes) -> tuple[str, str] | None:
         return self.stuck.dropped(tx_hash)
 
+    def _before_add(self, tx: Transaction) -> None:
+        # A sender's transaction signed again over the nonce of one our templates refuse
+        # (another daemon dropped it first, and the sender resumed) takes its place.
+        self.stuck.replace(self.mempool.at_nonce(tx.sender, tx.nonce), tx)
+
     def known_block(self, block_hash: bytes) -> Block | None:
         return self._orphans.get(block_hash)
 
@@ -571,13 +576,15 @@ class CmbcNode(ChainNodeBase):
                       refused: list[tuple[Transaction, ValidationError]] | None = None
                       ) -> list[Transaction]:
         """The transactions of a template on the head (``miner``'s own left out: the reward
-        takes its next nonce); each sender's first one left out goes to ``refused``."""
+        takes its next nonce); each sender's first one left out goes to ``refused``. Without
+        a miner (``_drop_stuck``), whatever their age."""
         # Only transactions this daemon has held for a moment: by then gossip has brought them
         # to the peers, so the compact announcement of the block is rebuilt from their mempools
         # instead of being fetched whole (a slow block makes forks).
+        held = now_ms() - self.template_tx_age_ms if miner is not None else None
         selected = [tx for tx in self.mempool.select(
             self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2,
-            admitted_by_ms=now_ms() - self.template_tx_age_ms) if tx.sender != miner]
+            admitted_by_ms=held) if tx.sender != miner]
         # Leave out what would make the block invalid, or every block mined from this template
         # is refused and the chain stalls: transactions the state refuses together, and ones
         # stamped too far from the block's time (admitted long ago, or the parent runs ahead).

@@ -34,7 +34,8 @@ class StuckTxs:
         self.mempool = mempool
         self.evict_after_heads = evict_after_heads
         self.on_drop = on_drop  # (code, how many) for the metrics
-        self._refused: dict[bytes, tuple[bytes, int]] = {}  # tx -> (last parent, parents seen)
+        # tx -> (last parent, parents seen, why)
+        self._refused: dict[bytes, tuple[bytes, int, ValidationError]] = {}
         self._dropped: OrderedDict[bytes, tuple[str, str]] = OrderedDict()
 
     def dropped(self, tx_hash: bytes) -> tuple[str, str] | None:
@@ -49,17 +50,28 @@ class StuckTxs:
             self._refused.pop(tx.hash, None)
         dropped: list[Transaction] = []
         for tx, exc in refused:
-            last, seen = self._refused.get(tx.hash, (b"", 0))
+            last, seen, _ = self._refused.get(tx.hash, (b"", 0, exc))
             if last != parent:
                 seen += 1
             if seen < self.evict_after_heads:
-                self._refused[tx.hash] = (parent, seen)
+                self._refused[tx.hash] = (parent, seen, exc)
                 continue
             del self._refused[tx.hash]
             dropped += self._drop(tx, exc, seen)
         if len(self._refused) > len(self.mempool):  # some were committed or evicted since
             self._refused = {h: v for h, v in self._refused.items() if h in self.mempool}
         return dropped
+
+    def replace(self, pending: Transaction | None, new: Transaction) -> list[Transaction]:
+        """Makes room for ``new`` when ``pending``, the sender's transaction at its nonce, is
+        one templates refuse: drops it (and its sender's later ones) as if its count were
+        full. Its sender signed ``new`` over that nonce (another daemon dropped the old one
+        first and told the sender so); turning it away as ``nonce_taken`` would leave this
+        daemon without it for good, as transactions are gossiped once."""
+        if pending is None or pending.hash == new.hash or pending.hash not in self._refused:
+            return []
+        _, seen, exc = self._refused.pop(pending.hash)
+        return self._drop(pending, exc, seen)
 
     def _drop(self, tx: Transaction, exc: ValidationError, heads: int) -> list[Transaction]:
         if tx.hash not in self.mempool:

@@ -171,3 +171,29 @@ def test_drop_from_takes_a_senders_nonces_from_one_on() -> None:
     assert mempool.pending(CLIENT.id) == txs[:2]
     assert mempool.drop_from(CLIENT.id, 9) == [] and mempool.drop_from(b"\x00" * 32, 0) == []
     assert len(mempool) == 3
+
+
+async def test_a_record_signed_again_replaces_one_templates_refuse(tmp_path) -> None:
+    """Another daemon dropped CLIENT's refused anchor first and CLIENT signed its next record
+    over that nonce: gossiped here, where the anchor is still pending (refused on fewer heads),
+    it must take the anchor's place, or this daemon never gets it (gossip sends it once)."""
+    async with running_node(tmp_path) as node, served(node) as stub:
+        first = tx(SENDER, 0, TxKind.ANCHOR, FIRST)
+        refused = tx(CLIENT, 0, TxKind.ANCHOR, CONFLICTING)
+        behind = tx(CLIENT, 1, TxKind.MEMO, b"behind")
+        assert all(o.error is None for o in await node.submit([first, refused, behind]))
+        assert await mine(node) == [first.hash]  # refused on one head
+        again = [tx(CLIENT, 0, TxKind.MEMO, b"again-0"), tx(CLIENT, 1, TxKind.MEMO, b"again-1")]
+        assert all(o.error is None for o in await node.submit(again, gossip=False))
+        assert node.mempool.pending(CLIENT.id) == again
+        found = await statuses(stub, [refused.hash, behind.hash])
+        assert [(s.state, s.code) for s in found] == [
+            (chain_pb.TX_STATE_DROPPED, "conflicting_anchor"),
+            (chain_pb.TX_STATE_DROPPED, FOLLOWS_CODE)]
+        assert await mine(node) == [t.hash for t in again]
+        # A pending transaction templates take keeps its nonce.
+        kept = tx(SENDER, 1, TxKind.MEMO, b"kept")
+        assert (await node.submit([kept]))[0].error is None
+        other = tx(SENDER, 1, TxKind.MEMO, b"other")
+        outcome = (await node.submit([other]))[0]
+        assert outcome.error is not None and outcome.error.code == "nonce_taken"
