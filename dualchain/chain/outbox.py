@@ -26,6 +26,7 @@ import grpc
 
 from dualchain.chain import wire
 from dualchain.chain.identity import Signer
+from dualchain.chain.senders import admissible_nonce
 from dualchain.chain.types import TxKind
 from dualchain.chain.validation import sign_transaction
 from dualchain.proto.v1 import chain_pb2 as chain_pb
@@ -72,7 +73,8 @@ class Outbox:
         return len(self._records)
 
     async def submit(self, kind: TxKind, payload: bytes) -> bytes:
-        """Signs with the nonce GetNonce gives and submits; returns the tx hash. A nonce race
+        """Signs with the nonce GetNonce gives (once the mempool would admit it,
+        ``chain.senders``) and submits; returns the tx hash. A nonce race
         (another submission of this sender took the nonce) is retried with a fresh one; other
         refusals raise ``grpc.aio.AioRpcError``."""
         async with self._lock:
@@ -81,10 +83,9 @@ class Outbox:
     async def _submit(self, kind: TxKind, payload: bytes) -> bytes:
         for attempt in range(self._attempts):
             try:
-                reply = await self._stub.GetNonce(
-                    chain_pb.GetNonceRequest(sender=self._signer.id), timeout=self._timeout_s)
-                tx = sign_transaction(self._signer, self._chain_id, kind, payload,
-                                      reply.next_nonce, time.time_ns() // 1_000_000)
+                nonce = await admissible_nonce(self._stub, self._signer.id, self._timeout_s)
+                tx = sign_transaction(self._signer, self._chain_id, kind, payload, nonce,
+                                      time.time_ns() // 1_000_000)
                 await self._stub.SubmitTx(chain_pb.SubmitTxRequest(tx=wire.tx_to_proto(tx)),
                                           timeout=self._timeout_s)
             except grpc.aio.AioRpcError as exc:
