@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import json
 import os
+import threading
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -81,6 +82,10 @@ class VoteGuard:
         self.history: list[Signed] = []  # everything signed at the last signed height
         self._lock_height = -1
         self._lock = LockState()
+        # The daemon signs votes and proposals on a pool of two threads: one check-and-record
+        # at a time (two at once also raced on the one temporary file: a chaos run's replica
+        # lost a vote to FileNotFoundError right after a SIGCONT).
+        self._signing = threading.Lock()
         if self._state_path.exists():
             self._load()
 
@@ -142,8 +147,13 @@ class VoteGuard:
         """The signature for this message, or None if signing it could equivocate.
 
         A message signed before at this height is answered from the record (the same bytes
-        again, so it can be re-sent after a restart).
+        again, so it can be re-sent after a restart). Safe to call from several threads.
         """
+        with self._signing:
+            return self._sign(height, round_, step, block_hash, lock, make_signature)
+
+    def _sign(self, height: int, round_: int, step: int, block_hash: bytes, lock: LockState,
+              make_signature: Callable[[], bytes]) -> bytes | None:
         last = self.last
         position = (height, round_, step)
         for earlier in self.history:

@@ -4,6 +4,7 @@ lock survives a restart. Real files in tmp_path."""
 from __future__ import annotations
 
 import json
+import threading
 from pathlib import Path
 
 import pytest
@@ -224,3 +225,29 @@ def test_a_corrupted_state_raises_store_error(tmp_path: Path, corrupt) -> None:
     corrupt(data, tmp_path / "vote-guard.json")
     with pytest.raises(StoreError):
         VoteGuard(tmp_path)
+
+
+def test_signing_from_two_threads_at_once_keeps_one_record(tmp_path: Path) -> None:
+    """The daemon signs votes and proposals on two threads; both must get through (the state
+    file's temporary copy was shared: one rename failed) and each position is signed once."""
+    guard = VoteGuard(tmp_path)
+    errors: list[BaseException] = []
+    signed: dict[tuple[int, int, int], set[bytes]] = {}
+
+    def sign(step: int) -> None:
+        try:
+            for height in range(1, 41):
+                result = guard.sign(height, 0, step, bytes([step]) * 32, LockState(),
+                                    lambda h=height: b"sig-%d-%d" % (h, step))
+                if result is not None:
+                    signed.setdefault((height, 0, step), set()).add(result)
+        except BaseException as exc:  # noqa: BLE001 - reported below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=sign, args=(step,)) for step in (1, 2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(60)
+    assert not errors
+    assert all(len(values) == 1 for values in signed.values())
