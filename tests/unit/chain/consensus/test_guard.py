@@ -241,7 +241,7 @@ def test_signing_from_two_threads_at_once_keeps_one_record(tmp_path: Path) -> No
                                     lambda h=height: b"sig-%d-%d" % (h, step))
                 if result is not None:
                     signed.setdefault((height, 0, step), set()).add(result)
-        except BaseException as exc:  # noqa: BLE001 - reported below
+        except BaseException as exc:  # reported below
             errors.append(exc)
 
     threads = [threading.Thread(target=sign, args=(step,)) for step in (1, 2)]
