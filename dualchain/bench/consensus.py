@@ -13,6 +13,8 @@ transaction with its submit time.
 - ``view_changes``: rounds started after round 0 (the most any replica counted);
 - ``signature_checks_per_committed_tx``: signatures each replica checked per transaction it
   committed, the median (about 1: each checked once; votes and still-pending ones add a little);
+- ``cpu_percent_per_replica_mean``: the mean of those; with ``rate=0`` (no load generator) the
+  idle chain's cost, beside ``blocks_per_s`` (blocks committed per second in the window);
 - ``refused_busy``: client transactions the replicas turned away under admission control (the
   load generator retries them after a back-off).
 
@@ -181,17 +183,23 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         supervisor.wait_ready(daemons, 60)
         progress(f"{nodes} CTBC replicas ready ({algorithm.label}); the load generator is "
                  "signing its transactions")
-        total = int(rate * duration * 1.2) + batch
-        spec = LoadSpec(CHAIN_ID, algorithm.label, targets, total, senders, rate, batch,
-                        str(tmp / "submit-times.bin"), time.time_ns() // 1_000_000)
-        loadgen = supervisor.spawn(
-            "loadgen", [*host("loadgen"), sys.executable, "-m", "dualchain.bench.loadgen",
-                        json.dumps(spec.__dict__)], cwd=tmp, log=None, stdin=True)
-        supervisor.wait_event(loadgen, "signed", 600)
-        progress(f"submitting {rate:.0f} tx/s for {duration:.0f} s")
-        result = asyncio.run(_measure([d.popen for d in daemons], loadgen.popen, targets,
+        loadgen = None
+        if rate > 0:
+            total = int(rate * duration * 1.2) + batch
+            spec = LoadSpec(CHAIN_ID, algorithm.label, targets, total, senders, rate, batch,
+                            str(tmp / "submit-times.bin"), time.time_ns() // 1_000_000)
+            loadgen = supervisor.spawn(
+                "loadgen", [*host("loadgen"), sys.executable, "-m", "dualchain.bench.loadgen",
+                            json.dumps(spec.__dict__)], cwd=tmp, log=None, stdin=True)
+            supervisor.wait_event(loadgen, "signed", 600)
+            progress(f"submitting {rate:.0f} tx/s for {duration:.0f} s")
+        else:
+            progress(f"idle chain (no load) for {duration:.0f} s")
+        result = asyncio.run(_measure([d.popen for d in daemons],
+                                      loadgen.popen if loadgen else None, targets,
                                       duration, progress))
-        os.kill(loadgen.pid, signal.SIGTERM)
+        if loadgen is not None:
+            os.kill(loadgen.pid, signal.SIGTERM)
         view_changes = max(_scrape(ip[i], ports[nodes + i], "dualchain_chain_view_changes_total")
                            for i in range(nodes))
         checks = _signature_checks(ip, ports[nodes:])
@@ -200,7 +208,7 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
     finally:
         supervisor.close()  # SIGKILL of every process group, by id
     submit_times = _read_submit_times(tmp / "submit-times.bin")
-    commits, window_start, window_end, cpu = result
+    commits, window_start, window_end, cpu, heights = result
     in_window = [t for t in commits.values() if window_start <= t <= window_end]
     latencies = sorted(commits[h] - submit_times[h] for h in commits if h in submit_times)
     return {
@@ -214,11 +222,14 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         "committed": len(in_window),
         "view_changes": int(view_changes),
         "cpu_percent_per_node": cpu,
+        "cpu_percent_per_replica_mean": round(statistics.fmean(cpu), 2),
+        "blocks_per_s": round(heights / (window_end - window_start), 2),
         "offered_rate_tps": rate,
         "duration_s": duration,
         "payload_bytes": 256,
-        "batch": effective_batch(batch, rate, nodes),
+        "batch": effective_batch(batch, rate, nodes) if rate > 0 else 0,
         "block_interval_ms": block_interval_ms,
+        "empty_blocks_interval_ms": genesis.consensus.empty_blocks_interval_ms,
         "max_block_txs": max_block_txs,
         "committee_size": genesis.consensus.committee_size,
         "every_replica_verifies_signatures": True,
@@ -229,9 +240,10 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
 
 
 async def _measure(
-    daemons: list[subprocess.Popen[bytes]], loadgen: subprocess.Popen[bytes],
+    daemons: list[subprocess.Popen[bytes]], loadgen: subprocess.Popen[bytes] | None,
     targets: list[str], duration: float, progress: Callable[[str], None],
-) -> tuple[dict[bytes, float], float, float, list[float]]:
+) -> tuple[dict[bytes, float], float, float, list[float], int]:
+    """Commit times, the window, CPU percent per daemon and blocks committed in the window."""
     subscriber = _Subscriber(targets[0])
     async with grpc.aio.insecure_channel(targets[0]) as ch:
         status = await chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
@@ -239,10 +251,11 @@ async def _measure(
     task = asyncio.create_task(subscriber.run(status.height + 1))
     processes = [psutil.Process(p.pid) for p in daemons]
     cpu_before = [sum(p.cpu_times()[:2]) for p in processes]
-    assert loadgen.stdin is not None
     start = time.time()
-    loadgen.stdin.write(b"go\n")
-    loadgen.stdin.flush()
+    if loadgen is not None:
+        assert loadgen.stdin is not None
+        loadgen.stdin.write(b"go\n")
+        loadgen.stdin.flush()
     while time.time() < start + duration:  # the measurement window itself
         await asyncio.sleep(min(1.0, start + duration - time.time()))
         height = subscriber.blocks[-1][0] if subscriber.blocks else status.height
@@ -254,7 +267,8 @@ async def _measure(
     task.cancel()
     with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
         await task
-    return subscriber.commit_times, start, end, cpu
+    blocks = sum(1 for _, t, _ in subscriber.blocks if start <= t <= end)
+    return subscriber.commit_times, start, end, cpu, blocks
 
 
 def _read_submit_times(path: Path) -> dict[bytes, float]:

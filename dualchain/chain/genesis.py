@@ -55,6 +55,9 @@ class ConsensusParams:
     timeout_precommit_ms: int = 500
     timeout_delta_ms: int = 500
     block_interval_ms: int = 200  # a leader waits this long in a round before proposing
+    # While no transaction is pending a height waits (no block, no timeout) for one, as
+    # CometBFT's create_empty_blocks = false; N > 0: an empty block after N ms of waiting.
+    empty_blocks_interval_ms: int = 0
 
     def epoch_of(self, height: int) -> int:
         """Epoch e covers heights [e*E + 1, (e+1)*E]; genesis (height 0) counts as epoch 0."""

@@ -267,6 +267,11 @@ class Mempool:
             del self._by_sender[tx.sender]
         self._bytes -= tx.size
 
+    def has_executable(self, next_nonce: NextNonce) -> bool:
+        """Whether some pending transaction could go into the next block (O(senders) at most)."""
+        return any(next_nonce(sender) in queue.by_nonce
+                   for sender, queue in self._by_sender.items())
+
     def oldest_executable_ms(self, next_nonce: NextNonce) -> int | None:
         """When the longest-waiting executable transaction was admitted (None: there is none).
 

@@ -51,13 +51,16 @@ from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
 from dualchain.runtime.supervisor import Child, Supervisor, SupervisorError
 
 # Fast timing for tests: a leader waits 100 ms before proposing; a missing leader costs one
-# second (propose timeout) plus 300 ms more in each further round.
+# second (propose timeout) plus 300 ms more in each further round. An idle chain still makes an
+# empty block after 100 ms of waiting: most tests follow heights, not transactions
+# (test_ctbc_idle runs without empty blocks).
 FAST = ConsensusParams(
     timeout_propose_ms=1000,
     timeout_prevote_ms=400,
     timeout_precommit_ms=400,
     timeout_delta_ms=300,
     block_interval_ms=100,
+    empty_blocks_interval_ms=100,
 )
 ALGORITHM = Algorithm.ML_DSA_44
 READY_TIMEOUT_S = 60.0

@@ -81,6 +81,15 @@ class ScheduleTimeout:
 
 
 @dataclass(frozen=True)
+class WaitForWork:
+    """Round 0 of ``height`` waits for work (a pending transaction) before its propose step:
+    call ``on_work`` once there is some. No timeout runs meanwhile, so an idle chain makes no
+    blocks and changes no views. A proposal or vote of the height ends the wait too."""
+
+    height: int
+
+
+@dataclass(frozen=True)
 class Decide:
     """``block`` is committed at ``height``, certified by ``certificate``."""
 
@@ -111,7 +120,7 @@ class FetchBlock:
     block_hash: bytes
 
 
-Action = Propose | CastVote | ScheduleTimeout | Decide | Equivocation | FetchBlock
+Action = Propose | CastVote | ScheduleTimeout | WaitForWork | Decide | Equivocation | FetchBlock
 
 
 @dataclass(frozen=True)
@@ -176,10 +185,15 @@ class _VoteSet:
 class CommitteeConsensus:
     """One replica's view of the protocol for one height at a time."""
 
-    def __init__(self, chain_id: str, me: bytes | None, timeouts: Timeouts) -> None:
+    def __init__(self, chain_id: str, me: bytes | None, timeouts: Timeouts,
+                 wait_for_work: bool = False) -> None:
         self.chain_id = chain_id
         self.me = me  # None: a follower that never votes or proposes
         self.timeouts = timeouts
+        # CometBFT's create_empty_blocks = false: round 0 of a height starts (leader proposes,
+        # propose timeout runs) only once there is work, or once a peer shows it started.
+        self.wait_for_work = wait_for_work
+        self.waiting = False
         self.height = 0
         self.committee: Committee | None = None
         # messages of the next height, each with the validity the caller gave its block
@@ -187,6 +201,7 @@ class CommitteeConsensus:
         self._reset(LockState())
 
     def _reset(self, lock: LockState) -> None:
+        self.waiting = False
         self.round = lock.round
         self.step = Step.PROPOSE
         self.locked_round = lock.locked_round
@@ -254,8 +269,16 @@ class CommitteeConsensus:
         self._learn(block, valid)
         return self._process()
 
+    def on_work(self) -> list[Action]:
+        """There is work to commit (or an empty block is due): a waiting round 0 starts."""
+        if not self.waiting:
+            return []
+        self.waiting = False
+        return self._start_round(self.round, wait=False)
+
     def on_timeout(self, height: int, round_: int, step: int) -> list[Action]:
-        if height != self.height or round_ != self.round or self.step == Step.DECIDED:
+        if (height != self.height or round_ != self.round or self.step == Step.DECIDED
+                or self.waiting):
             return []
         if step == Step.PROPOSE and self.step == Step.PROPOSE:  # line 57
             return self._vote(VoteStep.PREVOTE, NIL, Step.PREVOTE) + self._process()
@@ -304,11 +327,15 @@ class CommitteeConsensus:
 
     def _receive(self, message: Vote | Proposal) -> list[Action]:
         assert self.committee is not None
-        actions: list[Action] = []
         if isinstance(message, Proposal):
             if (message.proposer != self.committee.proposer(message.height, message.round)
                     or message.chain_id != self.chain_id):
                 return []
+        elif message.voter not in self.committee or message.chain_id != self.chain_id:
+            return []
+        # A member's proposal or vote of this height means that it has work: so do we.
+        actions: list[Action] = self.on_work()
+        if isinstance(message, Proposal):
             earlier = self._proposals.get(message.round)
             if earlier is not None:
                 if earlier.block.hash != message.block.hash:
@@ -316,17 +343,22 @@ class CommitteeConsensus:
                 return actions
             self._proposals[message.round] = message
         else:
-            if message.voter not in self.committee or message.chain_id != self.chain_id:
-                return []
             earlier = self._votes[(message.round, message.step)].add(message)
             if earlier is not None:
                 actions.append(Equivocation(message.voter, earlier, message))
         return actions + self._process()
 
-    def _start_round(self, round_: int) -> list[Action]:  # line 11
+    def _start_round(self, round_: int, wait: bool = True) -> list[Action]:  # line 11
         assert self.committee is not None
         self.round = round_
         self.step = Step.PROPOSE
+        self.waiting = False
+        # Only a fresh round 0 waits: a later round follows a failed one (work was there), and
+        # a replica holding a lock or a valid block has a block to decide.
+        if (wait and self.wait_for_work and round_ == 0 and self.locked_block is None
+                and self.valid_block is None):
+            self.waiting = True
+            return [WaitForWork(self.height), *self._process()]
         actions: list[Action] = []
         if self.me is not None and self.committee.proposer(self.height, round_) == self.me:
             actions.append(Propose(self.height, round_, self.valid_round, self.valid_block))

@@ -86,6 +86,7 @@ class ChainNodeBase:
         self._nonces: dict[bytes, int] = {}
         self._admitted_at: dict[bytes, float] = {}
         self._gossip_buffer: list[bytes] = []
+        self._gossip_ready = asyncio.Event()
         self._admission: asyncio.Queue[list[Transaction]] = asyncio.Queue()
         self._admission_txs = 0  # transactions in _admission
         self._grown = asyncio.Condition()
@@ -244,10 +245,16 @@ class ChainNodeBase:
         for outcome in outcomes:
             if outcome is not None and outcome.error is not None:
                 self.metrics.rejected.labels(outcome.error.code).inc()
-        if gossip:
+        if gossip and accepted:
             self._gossip_buffer.extend(accepted)
+            self._gossip_ready.set()
+        if accepted:
+            self._on_admitted()
         self.metrics.mempool_size.set(len(self.mempool))
         return [o for o in outcomes if o is not None]
+
+    def _on_admitted(self) -> None:
+        """Transactions were added to the mempool (CTBC wakes a height waiting for work)."""
 
     def busy_reason(self, now: int | None = None) -> str | None:
         """Why new client transactions are refused now, or None (admission control).
@@ -281,9 +288,9 @@ class ChainNodeBase:
         """
         period = GOSSIP_FLUSH_S * max(1.0, len(self.links) / 3)
         while True:
+            await self._gossip_ready.wait()  # an idle replica does not wake every period
             await asyncio.sleep(period)
-            if not self._gossip_buffer:
-                continue
+            self._gossip_ready.clear()
             batch, self._gossip_buffer = self._gossip_buffer, []
             self.broadcast(peer_pb.PeerMessage(txs=peer_pb.TxBatch(txs=batch)))
 

@@ -35,7 +35,9 @@ from dualchain.chain.consensus.committee import (
     FetchBlock,
     Propose,
     ScheduleTimeout,
+    Step,
     Timeouts,
+    WaitForWork,
 )
 from dualchain.chain.consensus.guard import PROPOSAL_STEP, VoteGuard
 from dualchain.chain.ctbc.registry import (
@@ -88,6 +90,7 @@ REBROADCAST_S = 1.0
 # each second was a storm of thousands of messages a second that kept a loaded committee from
 # ever deciding.
 RELAY_FROM = 4
+PROBE_EVERY = 8
 PROPOSE_POLL_S = 0.025
 # Consensus messages this many heights past the one being decided are kept for later (the
 # engine buffers the votes, we the proposals): a replica that commits a height a moment after
@@ -101,6 +104,7 @@ MAX_PENDING_PROPOSALS = 16
 # a fetched block, sync) always get in: each comes from one engine action or timer.
 MAX_QUEUED_PEER_EVENTS = 256
 PEER_EVENTS = ("proposal", "vote")
+REGOSSIP_TXS = 256  # pending transactions re-sent to the peers when a leader seems to lack them
 MAX_BLOB_BYTES = 256 * 1024 * 1024
 
 
@@ -118,7 +122,9 @@ class CtbcNode(ChainNodeBase):
             signer.id,
             Timeouts(c.timeout_propose_ms / 1000, c.timeout_prevote_ms / 1000,
                      c.timeout_precommit_ms / 1000, c.timeout_delta_ms / 1000),
+            wait_for_work=True,
         )
+        self._work_signalled = False  # a "work" event is queued for the waiting height
         self._events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._peer_slots = asyncio.Semaphore(MAX_QUEUED_PEER_EVENTS)  # bounds PEER_EVENTS
         self._last_certificate: QuorumCertificate | None = None
@@ -337,7 +343,14 @@ class CtbcNode(ChainNodeBase):
             await self._run(self.engine.on_vote(event[1]))
         elif kind == "timeout":
             _, height, round_, step = event
+            if (step == Step.PROPOSE and self.engine.step == Step.PROPOSE
+                    and (height, round_) == (self.engine.height, self.engine.round)):
+                self._regossip_pending()
             await self._run(self.engine.on_timeout(height, round_, step))
+        elif kind == "work":
+            self._work_signalled = False
+            if event[1] == self.engine.height:
+                await self._run(self.engine.on_work())
         elif kind == "own_proposal":
             await self._run(self.engine.on_proposal(event[1], True))
         elif kind == "block":
@@ -397,6 +410,14 @@ class CtbcNode(ChainNodeBase):
                 if action.step == 0 and action.round > 0:
                     self.metrics.view_changes.inc()
                 self.metrics.round.set(action.round)
+            elif isinstance(action, WaitForWork):
+                self._work_signalled = False
+                if self._has_work():
+                    queue += self.engine.on_work()
+                elif self.genesis.consensus.empty_blocks_interval_ms > 0:
+                    asyncio.get_running_loop().call_later(
+                        self.genesis.consensus.empty_blocks_interval_ms / 1000,
+                        self._events.put_nowait, ("work", action.height))
             elif isinstance(action, Propose):
                 self._tasks.append(asyncio.create_task(self._propose(action)))
             elif isinstance(action, Decide):
@@ -406,6 +427,24 @@ class CtbcNode(ChainNodeBase):
                 await self._report(action)
             elif isinstance(action, FetchBlock):
                 self._tasks.append(asyncio.create_task(self._fetch(action)))
+
+    def _has_work(self) -> bool:
+        return self.mempool.has_executable(lambda sender: self._nonces.get(sender, 0))
+
+    def _on_admitted(self) -> None:
+        """New transactions are pending: a height waiting for work starts its round."""
+        if self.engine.waiting and not self._work_signalled:
+            self._work_signalled = True
+            self._events.put_nowait(("work", self.engine.height))
+
+    def _regossip_pending(self) -> None:
+        """Our propose timeout fired with no proposal: the leader may lack the transactions
+        that woke us (it restarted, or their gossip was dropped), so it gets them again."""
+        txs = self.mempool.select(lambda sender: self._nonces.get(sender, 0), REGOSSIP_TXS,
+                                  self.params.max_block_bytes)
+        if txs:
+            self.broadcast(peer_pb.PeerMessage(txs=peer_pb.TxBatch(txs=[tx.encoded
+                                                                        for tx in txs])))
 
     async def _cast_vote(self, action: CastVote) -> list[Action]:
         vote = Vote(self.chain_id, action.height, action.round, action.step, action.block_hash,
@@ -657,9 +696,11 @@ class CtbcNode(ChainNodeBase):
                 peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
                 if height > self.height + LOOKAHEAD or (stalled and height > self.height):
                     await self._events.put(("sync", peer))
-            elif stalled and self.links:
+            elif stalled and self.links and (stalled_ticks & (stalled_ticks - 1) == 0
+                                             or stalled_ticks % PROBE_EVERY == 0):
                 # No peer sends us anything (a replica that is not a validator yet, say of a
-                # joining node): ask the peers in turn whether they are ahead.
+                # joining node, or an idle chain): ask the peers in turn whether they are
+                # ahead, less often as the stall goes on (every PROBE_EVERY checks at most).
                 self._probe = (self._probe + 1) % len(self.links)
                 await self._events.put(("sync", self.links[self._probe].address))
 

@@ -539,3 +539,11 @@ def test_next_nonce_plus_pending_pointed_past_the_gap_bound() -> None:
         pool.add(unsigned(sender, nonce), 0, 0)
     assert refusal(pool, unsigned(sender, 0 + len(pool.pending(sender))), 0) == "nonce_gap"
     assert pool.admission_window(sender, 0) == (65, 0)
+
+
+def test_has_executable_is_false_while_every_sender_waits_on_a_gap() -> None:
+    pool = Mempool()
+    assert not pool.has_executable(nonces_of({}))
+    pool.add(unsigned(sender_id(1), 3), 0, 100)  # nonces 0..2 missing: not executable
+    assert not pool.has_executable(nonces_of({}))  # an idle chain makes no block for it
+    assert pool.has_executable(nonces_of({sender_id(1): 3}))
