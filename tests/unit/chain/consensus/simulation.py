@@ -26,13 +26,14 @@ from __future__ import annotations
 
 import heapq
 import random
-from collections import defaultdict
+from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
 from dualchain.chain.app import Committee
+from dualchain.chain.consensus.collector import Collector, is_collector, moved_on, vote_targets
 from dualchain.chain.consensus.committee import (
     NIL,
     Action,
@@ -44,6 +45,7 @@ from dualchain.chain.consensus.committee import (
     Propose,
     ScheduleTimeout,
     Timeouts,
+    WaitForWork,
 )
 from dualchain.chain.consensus.guard import PROPOSAL_STEP, VoteGuard
 from dualchain.chain.identity import Domain, Signer
@@ -136,6 +138,7 @@ class Byzantine:
     equivocate_proposals: bool = False  # proposes two sibling blocks to two halves
     equivocate_votes: bool = False  # votes for two different hashes to two halves
     witnesses: frozenset[int] = frozenset()  # replicas that get both conflicting messages
+    withhold_bundles: bool = False  # as a collector (linear votes), never sends a bundle
 
 
 @dataclass
@@ -166,6 +169,8 @@ class Replica:
     votes_cast: list[Vote] = field(default_factory=list)
     proposals_made: list[Proposal] = field(default_factory=list)
     fetches: list[FetchBlock] = field(default_factory=list)
+    waits: list[WaitForWork] = field(default_factory=list)
+    collectors: dict[int, Collector] = field(default_factory=dict)  # height -> (linear votes)
     refused: list[tuple[int, int, int, bytes]] = field(default_factory=list)  # by the guard
     signed: dict[tuple[int, int, int], set[bytes]] = field(default_factory=dict)
     seen: dict[int, dict[tuple, Vote | Proposal]] = field(
@@ -196,6 +201,9 @@ class Simulation:
         valid: Callable[[Block], bool] | None = None,
         gossip: float | None = None,
         follower_identities: bool = False,
+        wait_for_work: bool = False,
+        linear: bool = False,
+        fallback: float = 1.0,
     ) -> None:
         self.rng = random.Random(seed)
         self.n = n
@@ -207,6 +215,13 @@ class Simulation:
         self.valid = valid or (lambda block: True)
         self.gossip = gossip
         self.now = 0.0
+        self.wait_for_work = wait_for_work
+        # Linear votes (collector.py): a round-0 vote for a block goes to its collectors, which
+        # bundle a quorum to everybody; unmoved after ``fallback`` s, it goes to everybody.
+        self.linear = linear
+        self.fallback = fallback
+        self.sent: Counter[str] = Counter()  # messages between replicas, by kind
+        self.work: set[int] = set()  # replicas with pending transactions (wait_for_work)
         self._queue: list[tuple[float, int, str, int, Any]] = []
         self._seq = 0
         self._groups: list[set[int]] | None = None
@@ -231,7 +246,8 @@ class Simulation:
             self.replicas[i].alive = False
 
     def _engine(self, ident: Signer | None) -> CommitteeConsensus:
-        return CommitteeConsensus(CHAIN_ID, ident.id if ident else None, self.timeouts)
+        return CommitteeConsensus(CHAIN_ID, ident.id if ident else None, self.timeouts,
+                                  wait_for_work=self.wait_for_work)
 
     # -- who is who ------------------------------------------------------------------------------
 
@@ -253,6 +269,13 @@ class Simulation:
     def at(self, time: float, fn: Callable[[], None]) -> None:
         """Runs ``fn`` at virtual ``time`` (to partition, heal, crash or restart mid-run)."""
         self._push(time, "call", -1, fn)
+
+    def add_work(self, index: int) -> None:
+        """A transaction reaches replica ``index`` (and stays pending there, every height)."""
+        self.work.add(index)
+        replica = self.replicas[index]
+        if replica.alive:
+            self._handle(replica, replica.engine.on_work())
 
     def start(self) -> None:
         for replica in self.replicas:
@@ -305,7 +328,18 @@ class Simulation:
                 self._handle(replica, replica.engine.on_timeout(
                     action.height, action.round, action.step))
         elif kind == "message":
-            self._deliver(replica, payload)
+            if isinstance(payload, tuple):  # a collector's bundle of votes
+                for vote in payload:
+                    self._deliver(replica, vote)
+            else:
+                self._deliver(replica, payload)
+        elif kind == "fallback":
+            incarnation, vote = payload
+            engine = replica.engine
+            if incarnation == replica.incarnation and not moved_on(
+                    engine.height, engine.round, engine.step, vote):
+                self.broadcast(replica.index, vote, to=[
+                    i for i in range(len(self.replicas)) if i != replica.index])
         elif kind == "block":
             block = payload
             replica.blocks[block.hash] = block
@@ -318,7 +352,18 @@ class Simulation:
             actions = replica.engine.on_proposal(message, self.valid(message.block))
         else:
             actions = replica.engine.on_vote(message)
+            if self.linear and message.height == replica.engine.height:
+                self._collect(replica, message)
         self._handle(replica, actions)
+
+    def _collect(self, replica: Replica, vote: Vote) -> None:
+        if not is_collector(self.committee, replica.id, vote):
+            return
+        collector = replica.collectors.setdefault(vote.height, Collector(self.committee.quorum))
+        bundle = collector.add(vote)
+        if bundle and not (replica.byzantine and replica.byzantine.withhold_bundles):
+            self.broadcast(replica.index, tuple(bundle), to=[
+                i for i in range(len(self.replicas)) if i != replica.index])
 
     # -- the network -----------------------------------------------------------------------------
 
@@ -329,6 +374,7 @@ class Simulation:
         if src == dst:
             self._push(self.now, kind, dst, message)
             return
+        self.sent[type(message).__name__ if kind == "message" else kind] += 1
         if self._groups is not None and not any(src in g and dst in g for g in self._groups):
             self._held.append((src, dst, (kind, message)))
             return
@@ -418,6 +464,10 @@ class Simulation:
                 self._fetch(replica, action)
             elif isinstance(action, Equivocation):
                 replica.equivocations.append(action)
+            elif isinstance(action, WaitForWork):
+                replica.waits.append(action)
+                if replica.index in self.work:
+                    self._handle(replica, replica.engine.on_work())
             else:  # pragma: no cover
                 raise AssertionError(f"unknown action {action!r}")
 
@@ -496,7 +546,14 @@ class Simulation:
         vote = Vote(CHAIN_ID, action.height, action.round, action.step, action.block_hash,
                     replica.signer.id, signature)  # type: ignore[union-attr]
         replica.votes_cast.append(vote)
-        self.broadcast(replica.index, vote)
+        targets = vote_targets(self.committee, vote) if self.linear else None
+        if targets is None:
+            self.broadcast(replica.index, vote)
+            return
+        indices = {replica.index, *(self.committee.members.index(t) for t in targets)}
+        self.broadcast(replica.index, vote, to=sorted(indices))
+        self._push(self.now + self.fallback, "fallback", replica.index,
+                   (replica.incarnation, vote))
 
     def _split(self, replica: Replica, first: Any, second: Any, byz: Byzantine) -> None:
         """Sends ``first`` to itself and half of the others, ``second`` to the other half, and
