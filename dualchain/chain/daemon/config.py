@@ -19,6 +19,9 @@
       "blob_quota_per_uploader_bytes": 4294967296,   CTBC with FL: blob bytes each uploader
       "blob_quota_total_bytes": 17179869184,         (a server node) may store, and all of
                                           them together (PutBlob; default 4 GiB and 16 GiB)
+      "linear_votes": true,               CTBC: round-0 votes go to the round's collector,
+                                          which bundles a quorum to everybody (false: every
+                                          vote to every peer)
       "test_byzantine": null              test-only misbehaviour: "equivocate"
     }
 """
@@ -91,6 +94,7 @@ class DaemonConfig:
     tls: TlsFiles | None = None
     max_pending_wait_ms: int | None = None
     blob_quota: QuotaLimits = field(default_factory=QuotaLimits)
+    linear_votes: bool = True
     source: Path | None = field(default=None, compare=False)
 
     @classmethod
@@ -102,7 +106,7 @@ class DaemonConfig:
     def from_json(cls, data: dict, base: Path, source: Path | None = None) -> DaemonConfig:
         known = {"kind", "genesis", "key", "data_dir", "listen", "peers", "metrics_port",
                  "backend", "test_byzantine", "tls", "max_pending_wait_ms",
-                 "blob_quota_per_uploader_bytes", "blob_quota_total_bytes"}
+                 "blob_quota_per_uploader_bytes", "blob_quota_total_bytes", "linear_votes"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown config keys: {', '.join(unknown)}")
@@ -128,6 +132,9 @@ class DaemonConfig:
             raise ConfigError("config key 'max_pending_wait_ms' must be milliseconds >= 0 "
                               "(0: no admission control)")
         quota = _blob_quota(data)
+        linear = data.get("linear_votes", True)
+        if not isinstance(linear, bool):
+            raise ConfigError("config key 'linear_votes' must be true or false")
         byzantine = data.get("test_byzantine")
         if byzantine is not None and byzantine not in BYZANTINE_MODES:
             raise ConfigError(f"test_byzantine must be null or one of {BYZANTINE_MODES}")
@@ -144,6 +151,7 @@ class DaemonConfig:
             tls=parse_tls(data.get("tls"), base),
             max_pending_wait_ms=max_wait,
             blob_quota=quota,
+            linear_votes=linear,
             source=source,
         )
 

@@ -49,6 +49,7 @@ from dualchain.chain.ctbc.registry import (
 from dualchain.chain.daemon.base import ChainNodeBase, TxOutcome, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.peers import PeerLink
+from dualchain.chain.daemon.votes import VoteRelay
 from dualchain.chain.errors import (
     DecodeError,
     DualchainError,
@@ -125,6 +126,10 @@ class CtbcNode(ChainNodeBase):
             wait_for_work=True,
         )
         self._work_signalled = False  # a "work" event is queued for the waiting height
+        self.relay = VoteRelay(
+            signer.id, config.linear_votes, c.timeout_propose_ms / 1000,
+            lambda: (self.engine.height, self.engine.round, self.engine.step),
+            self._link_of, self.broadcast)
         self._events: asyncio.Queue[tuple[Any, ...]] = asyncio.Queue()
         self._peer_slots = asyncio.Semaphore(MAX_QUEUED_PEER_EVENTS)  # bounds PEER_EVENTS
         self._last_certificate: QuorumCertificate | None = None
@@ -340,7 +345,10 @@ class CtbcNode(ChainNodeBase):
         elif kind == "proposal":
             await self._handle_proposal(event[1])
         elif kind == "vote":
-            await self._run(self.engine.on_vote(event[1]))
+            vote: Vote = event[1]
+            if vote.height == self.engine.height:
+                self.relay.collect(vote, self.committee(vote.height))
+            await self._run(self.engine.on_vote(vote))
         elif kind == "timeout":
             _, height, round_, step = event
             if (step == Step.PROPOSE and self.engine.step == Step.PROPOSE
@@ -460,7 +468,9 @@ class CtbcNode(ChainNodeBase):
             return []
         vote = Vote(vote.chain_id, vote.height, vote.round, vote.step, vote.block_hash,
                     vote.voter, signature)
-        self.broadcast(peer_pb.PeerMessage(vote=vote.encoded))
+        committee = self.committee(vote.height)
+        self.relay.send_own(vote, committee)
+        self.relay.collect(vote, committee)
         if self.byzantine == "equivocate" and action.block_hash != bytes(32):
             self._equivocate_vote(vote)
         return self.engine.on_vote(vote)
@@ -531,6 +541,13 @@ class CtbcNode(ChainNodeBase):
         self.metrics.block_time.observe(now - self._height_started)
         self._height_started = now
         self._notify_grown()
+
+    def _link_of(self, member: bytes) -> PeerLink | None:
+        """Our link to a validator (None: unknown, or we have none)."""
+        validator = self.app.validator(member)
+        if validator is None:
+            return None
+        return next((link for link in self.links if link.address == validator.address), None)
 
     def _link_validators(self) -> None:
         """Links to every validator the chain added (a server node that joined): the config's
@@ -809,5 +826,8 @@ class CtbcNode(ChainNodeBase):
             await self.on_peer_proposal(message.proposal, peer)
         elif kind == "vote":
             await self.on_peer_vote(message.vote, peer)
+        elif kind == "votes":  # a collector's bundle: each vote checked as if sent alone
+            for vote in message.votes.votes:
+                await self.on_peer_vote(vote, peer)
         else:
             raise DecodeError(f"unexpected gossip message {kind!r} on CTBC")

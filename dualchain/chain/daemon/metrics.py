@@ -85,6 +85,8 @@ class ChainMetrics:
                                      registry=r)
         self.peer_messages = Counter(f"{p}_peer_messages", "gossip messages received, by kind",
                                      ["kind"], registry=r)
+        self.peer_bytes = Counter(f"{p}_peer_bytes", "gossip bytes received, by message kind",
+                                  ["kind"], registry=r)
         self.peers_connected = Gauge(f"{p}_peers_connected", "peers with an open link",
                                      registry=r)
         self.registry.register(ProcessCollector("dualchain_process"))

@@ -215,6 +215,7 @@ class PeerServicer(peer_grpc.PeerServiceServicer):
         async for message in request_iterator:
             kind = message.WhichOneof("kind")
             node.metrics.peer_messages.labels(kind or "none").inc()
+            node.metrics.peer_bytes.labels(kind or "none").inc(message.ByteSize())
             try:
                 if received == 0:
                     if kind != "hello":

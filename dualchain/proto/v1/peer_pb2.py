@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ualchain/proto/v1/peer.proto\x12\x0c\x64ualchain.v1\"h\n\x05Hello\x12\x14\n\x0cgenesis_hash\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x17\n\x0f\x63umulative_work\x18\x05 \x01(\x0c\"\xcb\x01\n\x0bPeerMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.dualchain.v1.HelloH\x00\x12\x12\n\x08proposal\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04vote\x18\x03 \x01(\x0cH\x00\x12$\n\x03txs\x18\x04 \x01(\x0b\x32\x15.dualchain.v1.TxBatchH\x00\x12\x0f\n\x05\x62lock\x18\x05 \x01(\x0cH\x00\x12\x17\n\rcompact_block\x18\x06 \x01(\x0cH\x00\x12\x1a\n\x10\x63ompact_proposal\x18\x07 \x01(\x0cH\x00\x42\x06\n\x04kind\"\x16\n\x07TxBatch\x12\x0b\n\x03txs\x18\x01 \x03(\x0c\"!\n\rGossipSummary\x12\x10\n\x08received\x18\x01 \x01(\x04\";\n\x10GetBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x12\n\nmax_blocks\x18\x02 \x01(\r\"%\n\x15GetBlockByHashRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"D\n\x1bGetBlockTransactionsRequest\x12\x12\n\nblock_hash\x18\x01 \x01(\x0c\x12\x11\n\ttx_hashes\x18\x02 \x03(\x0c\"4\n\x0e\x43\x65rtifiedBlock\x12\r\n\x05\x62lock\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x32\x84\x03\n\x0bPeerService\x12\x35\n\tHandshake\x12\x13.dualchain.v1.Hello\x1a\x13.dualchain.v1.Hello\x12\x42\n\x06Gossip\x12\x19.dualchain.v1.PeerMessage\x1a\x1b.dualchain.v1.GossipSummary(\x01\x12K\n\tGetBlocks\x12\x1e.dualchain.v1.GetBlocksRequest\x1a\x1c.dualchain.v1.CertifiedBlock0\x01\x12S\n\x0eGetBlockByHash\x12#.dualchain.v1.GetBlockByHashRequest\x1a\x1c.dualchain.v1.CertifiedBlock\x12X\n\x14GetBlockTransactions\x12).dualchain.v1.GetBlockTransactionsRequest\x1a\x15.dualchain.v1.TxBatchb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ualchain/proto/v1/peer.proto\x12\x0c\x64ualchain.v1\"h\n\x05Hello\x12\x14\n\x0cgenesis_hash\x18\x01 \x01(\x0c\x12\x0f\n\x07node_id\x18\x02 \x01(\x0c\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x0f\n\x07\x61\x64\x64ress\x18\x04 \x01(\t\x12\x17\n\x0f\x63umulative_work\x18\x05 \x01(\x0c\"\xf5\x01\n\x0bPeerMessage\x12$\n\x05hello\x18\x01 \x01(\x0b\x32\x13.dualchain.v1.HelloH\x00\x12\x12\n\x08proposal\x18\x02 \x01(\x0cH\x00\x12\x0e\n\x04vote\x18\x03 \x01(\x0cH\x00\x12$\n\x03txs\x18\x04 \x01(\x0b\x32\x15.dualchain.v1.TxBatchH\x00\x12\x0f\n\x05\x62lock\x18\x05 \x01(\x0cH\x00\x12\x17\n\rcompact_block\x18\x06 \x01(\x0cH\x00\x12\x1a\n\x10\x63ompact_proposal\x18\x07 \x01(\x0cH\x00\x12(\n\x05votes\x18\x08 \x01(\x0b\x32\x17.dualchain.v1.VoteBatchH\x00\x42\x06\n\x04kind\"\x1a\n\tVoteBatch\x12\r\n\x05votes\x18\x01 \x03(\x0c\"\x16\n\x07TxBatch\x12\x0b\n\x03txs\x18\x01 \x03(\x0c\"!\n\rGossipSummary\x12\x10\n\x08received\x18\x01 \x01(\x04\";\n\x10GetBlocksRequest\x12\x13\n\x0b\x66rom_height\x18\x01 \x01(\x04\x12\x12\n\nmax_blocks\x18\x02 \x01(\r\"%\n\x15GetBlockByHashRequest\x12\x0c\n\x04hash\x18\x01 \x01(\x0c\"D\n\x1bGetBlockTransactionsRequest\x12\x12\n\nblock_hash\x18\x01 \x01(\x0c\x12\x11\n\ttx_hashes\x18\x02 \x03(\x0c\"4\n\x0e\x43\x65rtifiedBlock\x12\r\n\x05\x62lock\x18\x01 \x01(\x0c\x12\x13\n\x0b\x63\x65rtificate\x18\x02 \x01(\x0c\x32\x84\x03\n\x0bPeerService\x12\x35\n\tHandshake\x12\x13.dualchain.v1.Hello\x1a\x13.dualchain.v1.Hello\x12\x42\n\x06Gossip\x12\x19.dualchain.v1.PeerMessage\x1a\x1b.dualchain.v1.GossipSummary(\x01\x12K\n\tGetBlocks\x12\x1e.dualchain.v1.GetBlocksRequest\x1a\x1c.dualchain.v1.CertifiedBlock0\x01\x12S\n\x0eGetBlockByHash\x12#.dualchain.v1.GetBlockByHashRequest\x1a\x1c.dualchain.v1.CertifiedBlock\x12X\n\x14GetBlockTransactions\x12).dualchain.v1.GetBlockTransactionsRequest\x1a\x15.dualchain.v1.TxBatchb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,19 +34,21 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_HELLO']._serialized_start=47
   _globals['_HELLO']._serialized_end=151
   _globals['_PEERMESSAGE']._serialized_start=154
-  _globals['_PEERMESSAGE']._serialized_end=357
-  _globals['_TXBATCH']._serialized_start=359
-  _globals['_TXBATCH']._serialized_end=381
-  _globals['_GOSSIPSUMMARY']._serialized_start=383
-  _globals['_GOSSIPSUMMARY']._serialized_end=416
-  _globals['_GETBLOCKSREQUEST']._serialized_start=418
-  _globals['_GETBLOCKSREQUEST']._serialized_end=477
-  _globals['_GETBLOCKBYHASHREQUEST']._serialized_start=479
-  _globals['_GETBLOCKBYHASHREQUEST']._serialized_end=516
-  _globals['_GETBLOCKTRANSACTIONSREQUEST']._serialized_start=518
-  _globals['_GETBLOCKTRANSACTIONSREQUEST']._serialized_end=586
-  _globals['_CERTIFIEDBLOCK']._serialized_start=588
-  _globals['_CERTIFIEDBLOCK']._serialized_end=640
-  _globals['_PEERSERVICE']._serialized_start=643
-  _globals['_PEERSERVICE']._serialized_end=1031
+  _globals['_PEERMESSAGE']._serialized_end=399
+  _globals['_VOTEBATCH']._serialized_start=401
+  _globals['_VOTEBATCH']._serialized_end=427
+  _globals['_TXBATCH']._serialized_start=429
+  _globals['_TXBATCH']._serialized_end=451
+  _globals['_GOSSIPSUMMARY']._serialized_start=453
+  _globals['_GOSSIPSUMMARY']._serialized_end=486
+  _globals['_GETBLOCKSREQUEST']._serialized_start=488
+  _globals['_GETBLOCKSREQUEST']._serialized_end=547
+  _globals['_GETBLOCKBYHASHREQUEST']._serialized_start=549
+  _globals['_GETBLOCKBYHASHREQUEST']._serialized_end=586
+  _globals['_GETBLOCKTRANSACTIONSREQUEST']._serialized_start=588
+  _globals['_GETBLOCKTRANSACTIONSREQUEST']._serialized_end=656
+  _globals['_CERTIFIEDBLOCK']._serialized_start=658
+  _globals['_CERTIFIEDBLOCK']._serialized_end=710
+  _globals['_PEERSERVICE']._serialized_start=713
+  _globals['_PEERSERVICE']._serialized_end=1101
 # @@protoc_insertion_point(module_scope)

@@ -21,7 +21,7 @@ class Hello(_message.Message):
     def __init__(self, genesis_hash: _Optional[bytes] = ..., node_id: _Optional[bytes] = ..., height: _Optional[int] = ..., address: _Optional[str] = ..., cumulative_work: _Optional[bytes] = ...) -> None: ...
 
 class PeerMessage(_message.Message):
-    __slots__ = ("hello", "proposal", "vote", "txs", "block", "compact_block", "compact_proposal")
+    __slots__ = ("hello", "proposal", "vote", "txs", "block", "compact_block", "compact_proposal", "votes")
     HELLO_FIELD_NUMBER: _ClassVar[int]
     PROPOSAL_FIELD_NUMBER: _ClassVar[int]
     VOTE_FIELD_NUMBER: _ClassVar[int]
@@ -29,6 +29,7 @@ class PeerMessage(_message.Message):
     BLOCK_FIELD_NUMBER: _ClassVar[int]
     COMPACT_BLOCK_FIELD_NUMBER: _ClassVar[int]
     COMPACT_PROPOSAL_FIELD_NUMBER: _ClassVar[int]
+    VOTES_FIELD_NUMBER: _ClassVar[int]
     hello: Hello
     proposal: bytes
     vote: bytes
@@ -36,7 +37,14 @@ class PeerMessage(_message.Message):
     block: bytes
     compact_block: bytes
     compact_proposal: bytes
-    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proposal: _Optional[bytes] = ..., vote: _Optional[bytes] = ..., txs: _Optional[_Union[TxBatch, _Mapping]] = ..., block: _Optional[bytes] = ..., compact_block: _Optional[bytes] = ..., compact_proposal: _Optional[bytes] = ...) -> None: ...
+    votes: VoteBatch
+    def __init__(self, hello: _Optional[_Union[Hello, _Mapping]] = ..., proposal: _Optional[bytes] = ..., vote: _Optional[bytes] = ..., txs: _Optional[_Union[TxBatch, _Mapping]] = ..., block: _Optional[bytes] = ..., compact_block: _Optional[bytes] = ..., compact_proposal: _Optional[bytes] = ..., votes: _Optional[_Union[VoteBatch, _Mapping]] = ...) -> None: ...
+
+class VoteBatch(_message.Message):
+    __slots__ = ("votes",)
+    VOTES_FIELD_NUMBER: _ClassVar[int]
+    votes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, votes: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class TxBatch(_message.Message):
     __slots__ = ("txs",)

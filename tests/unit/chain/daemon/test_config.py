@@ -34,6 +34,8 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
     quota = DaemonConfig.load(write(tmp_path, {**GOOD, "blob_quota_per_uploader_bytes": 10,
                                                "blob_quota_total_bytes": 20})).blob_quota
     assert (quota.per_uploader_bytes, quota.total_bytes) == (10, 20)
+    assert config.linear_votes  # votes go through collectors unless turned off
+    assert not DaemonConfig.load(write(tmp_path, {**GOOD, "linear_votes": False})).linear_votes
 
 
 @pytest.mark.parametrize(
@@ -54,6 +56,7 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
         ({"blob_quota_per_uploader_bytes": True}, "'blob_quota_per_uploader_bytes' must be"),
         ({"blob_quota_per_uploader_bytes": 2, "blob_quota_total_bytes": 1},
          "must not exceed 'blob_quota_total_bytes'"),
+        ({"linear_votes": "yes"}, "'linear_votes' must be true or false"),
     ],
 )
 def test_bad_configs_are_refused_with_the_reason(tmp_path: Path, change, message) -> None:
