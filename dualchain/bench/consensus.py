@@ -15,6 +15,10 @@ transaction with its submit time.
   committed, the median (about 1: each checked once; votes and still-pending ones add a little);
 - ``cpu_percent_per_replica_mean``: the mean of those; with ``rate=0`` (no load generator) the
   idle chain's cost, beside ``blocks_per_s`` (blocks committed per second in the window);
+- ``messages_per_tx`` / ``bytes_per_tx``: gossip messages and bytes all replicas received over
+  the window (votes, bundles, proposals, transaction batches), per committed transaction;
+  ``heights``: blocks committed in the window; ``linear_votes``: votes through collectors
+  (False: ``--all-to-all``);
 - ``refused_busy``: client transactions the replicas turned away under admission control (the
   load generator retries them after a back-off).
 
@@ -51,6 +55,7 @@ import psutil
 
 from dualchain.bench.loadgen import RECORD, LoadSpec, effective_batch
 from dualchain.chain.genesis import ConsensusParams, Genesis, LedgerLimits
+from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import channel_options
 from dualchain.chain.types import Block
@@ -70,6 +75,32 @@ def _scrape(host: str, port: int, name: str) -> float:
             if line.startswith(name + " ") or line.startswith(name + "{"):
                 return float(line.rsplit(" ", 1)[1])
     return 0.0
+
+
+def _peer_traffic(hosts: list[str], ports: list[int]) -> tuple[float, float]:
+    """Gossip messages and bytes all replicas received so far (every kind)."""
+    messages = octets = 0.0
+    for host, port in zip(hosts, ports, strict=True):
+        with urllib.request.urlopen(f"http://{host}:{port}/metrics", timeout=5) as reply:
+            for line in reply.read().decode().splitlines():
+                if line.startswith("dualchain_chain_peer_messages_total{"):
+                    messages += float(line.rsplit(" ", 1)[1])
+                elif line.startswith("dualchain_chain_peer_bytes_total{"):
+                    octets += float(line.rsplit(" ", 1)[1])
+    return messages, octets
+
+
+def check_cost_us(algorithm: Algorithm, checks: int = 300) -> float:
+    """CPU microseconds of one ML-DSA check of a transaction-sized message on this thread,
+    measured while the chain runs (so under the same contention as the replicas' checks)."""
+    signer = Signer.generate(algorithm)
+    message = os.urandom(400)
+    signature = signer.sign(Domain.TRANSACTION, message)
+    key = signer.backend.public_key(algorithm, signer.public_key)
+    started = time.thread_time()
+    for _ in range(checks):
+        key.verify(signature, message, Domain.TRANSACTION.value)
+    return (time.thread_time() - started) / checks * 1e6
 
 
 def _signature_checks(hosts: list[str], ports: list[int]) -> dict[str, float]:
@@ -120,6 +151,7 @@ def consensus_benchmark(
     hosts: str = "local",
     netem: Mapping[str, Any] | None = None,
     netem_backend: str = "auto",
+    linear_votes: bool = True,
 ) -> dict:
     """Runs the benchmark in a temporary directory; ``progress`` gets a line every second."""
     if hosts not in ("local", "netns") or (netem and hosts != "netns"):
@@ -134,7 +166,7 @@ def consensus_benchmark(
         try:
             result = _run(Path(tmp), nodes, duration, algorithm, rate, senders, batch,
                           block_interval_ms, max_block_txs, progress or (lambda line: None),
-                          network)
+                          network, linear_votes)
         finally:
             if network is not None:
                 network.teardown()
@@ -144,7 +176,8 @@ def consensus_benchmark(
 
 def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: float,
          senders: int, batch: int, block_interval_ms: int, max_block_txs: int,
-         progress: Callable[[str], None], network: Any = None) -> dict:
+         progress: Callable[[str], None], network: Any = None,
+         linear_votes: bool = True) -> dict:
     ports = free_ports(2 * nodes)
     ip = [network.address(f"ctbc-{i}") if network else "127.0.0.1" for i in range(nodes)]
     configs = make_testnet(tmp, TestnetPlan(
@@ -162,6 +195,7 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
     for i, path in enumerate(configs):  # give each replica a metrics endpoint
         config = json.loads(path.read_text())
         config["metrics_port"] = ports[nodes + i]
+        config["linear_votes"] = linear_votes
         config["listen"] = moved[config["listen"]]
         config["peers"] = [moved[a] for a in config["peers"]]
         path.write_text(json.dumps(config))
@@ -195,9 +229,11 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
             progress(f"submitting {rate:.0f} tx/s for {duration:.0f} s")
         else:
             progress(f"idle chain (no load) for {duration:.0f} s")
+        traffic = [_peer_traffic(ip, ports[nodes:])]
         result = asyncio.run(_measure([d.popen for d in daemons],
                                       loadgen.popen if loadgen else None, targets,
-                                      duration, progress))
+                                      duration, progress, algorithm))
+        traffic.append(_peer_traffic(ip, ports[nodes:]))
         if loadgen is not None:
             os.kill(loadgen.pid, signal.SIGTERM)
         view_changes = max(_scrape(ip[i], ports[nodes + i], "dualchain_chain_view_changes_total")
@@ -208,9 +244,12 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
     finally:
         supervisor.close()  # SIGKILL of every process group, by id
     submit_times = _read_submit_times(tmp / "submit-times.bin")
-    commits, window_start, window_end, cpu, heights = result
+    commits, window_start, window_end, cpu, heights, check_us = result
     in_window = [t for t in commits.values() if window_start <= t <= window_end]
     latencies = sorted(commits[h] - submit_times[h] for h in commits if h in submit_times)
+    # Traffic between the snapshots before and after the window (slightly wider than it).
+    messages, octets = (after - before for before, after in zip(*traffic, strict=True))
+    per_tx = max(len(in_window), 1)
     return {
         "benchmark": "consensus",
         "nodes": nodes,
@@ -221,8 +260,17 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         if latencies else None,
         "committed": len(in_window),
         "view_changes": int(view_changes),
+        "heights": heights,
+        "messages_per_tx": round(messages / per_tx, 2) if in_window else None,
+        "bytes_per_tx": round(octets / per_tx) if in_window else None,
+        "peer_messages_per_s": round(messages / (window_end - window_start), 1),
+        "linear_votes": linear_votes,
         "cpu_percent_per_node": cpu,
         "cpu_percent_per_replica_mean": round(statistics.fmean(cpu), 2),
+        # CPU per committed transaction per replica against one signature check in this run
+        "cpu_us_per_tx_per_replica": round(statistics.fmean(cpu) / 100 * 1e6 / tps, 1)
+        if (tps := len(in_window) / (window_end - window_start)) else None,
+        "signature_check_us": round(check_us, 1),
         "blocks_per_s": round(heights / (window_end - window_start), 2),
         "offered_rate_tps": rate,
         "duration_s": duration,
@@ -242,8 +290,10 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
 async def _measure(
     daemons: list[subprocess.Popen[bytes]], loadgen: subprocess.Popen[bytes] | None,
     targets: list[str], duration: float, progress: Callable[[str], None],
-) -> tuple[dict[bytes, float], float, float, list[float], int]:
-    """Commit times, the window, CPU percent per daemon and blocks committed in the window."""
+    algorithm: Algorithm,
+) -> tuple[dict[bytes, float], float, float, list[float], int, float]:
+    """Commit times, the window, CPU percent per daemon, blocks committed in the window and the
+    CPU cost of one signature check measured in the middle of it."""
     subscriber = _Subscriber(targets[0])
     async with grpc.aio.insecure_channel(targets[0]) as ch:
         status = await chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
@@ -256,6 +306,8 @@ async def _measure(
         assert loadgen.stdin is not None
         loadgen.stdin.write(b"go\n")
         loadgen.stdin.flush()
+    check = asyncio.get_running_loop().run_in_executor(None, _check_later, algorithm, start,
+                                                       duration)
     while time.time() < start + duration:  # the measurement window itself
         await asyncio.sleep(min(1.0, start + duration - time.time()))
         height = subscriber.blocks[-1][0] if subscriber.blocks else status.height
@@ -268,7 +320,12 @@ async def _measure(
     with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
         await task
     blocks = sum(1 for _, t, _ in subscriber.blocks if start <= t <= end)
-    return subscriber.commit_times, start, end, cpu, blocks
+    return subscriber.commit_times, start, end, cpu, blocks, await check
+
+
+def _check_later(algorithm: Algorithm, start: float, duration: float) -> float:
+    time.sleep(max(0.0, start + duration / 2 - time.time()))  # mid-window, under full load
+    return check_cost_us(algorithm)
 
 
 def _read_submit_times(path: Path) -> dict[bytes, float]:

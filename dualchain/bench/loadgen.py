@@ -7,12 +7,19 @@
 3. It prints ``{"event": "done", ...}`` with counts, having written the submit times (tx hash,
    Unix time) to the file named on the command line.
 
+With ``etcd`` set the targets are etcd members (the Raft baseline): each batch is one
+``/v3/kv/txn`` of puts through etcd's HTTP/JSON gateway (key: the transaction's hash, value: its
+encoded bytes, so the same bytes per write as the chain gets), sent from a thread per target;
+a reply means the batch is committed by Raft, and its time goes to ``TIMES_FILE.commit``.
+
 Run by the benchmark as ``python -m dualchain.bench.loadgen SPEC_JSON``.
 """
 
 from __future__ import annotations
 
 import asyncio
+import base64
+import http.client
 import json
 import multiprocessing
 import os
@@ -66,6 +73,7 @@ class LoadSpec:
     timestamp_ms: int
     kind: int = int(TxKind.MEMO)
     rpc_timeout_s: float = 60.0
+    etcd: bool = False  # the targets are etcd members (the Raft baseline)
 
 
 def _sender_seed(index: int) -> bytes:
@@ -99,6 +107,56 @@ def presign(spec: LoadSpec) -> list[list[Transaction]]:
         slices = pool.map(_sign_slice, jobs)
     flat = [Transaction.decode(raw) for chunk in slices for raw in chunk]
     return [flat[i * per_sender : (i + 1) * per_sender] for i in range(spec.senders)]
+
+
+class _EtcdTarget:
+    """One etcd member, written through its HTTP/JSON gateway in a thread (keep-alive)."""
+
+    def __init__(self, address: str) -> None:
+        host, port = address.rsplit(":", 1)
+        self._connection = http.client.HTTPConnection(host, int(port), timeout=60)
+
+    def put_all(self, txs: list[Transaction]) -> None:
+        body = json.dumps({"success": [
+            {"requestPut": {"key": base64.b64encode(tx.hash).decode(),
+                            "value": base64.b64encode(tx.encoded).decode()}} for tx in txs]})
+        self._connection.request("POST", "/v3/kv/txn", body,
+                                 {"Content-Type": "application/json"})
+        reply = self._connection.getresponse()
+        text = reply.read()
+        if reply.status != 200:
+            raise RuntimeError(f"etcd txn: HTTP {reply.status}: {text[:200]!r}")
+
+
+async def _drive_etcd(spec: LoadSpec, streams: list[list[Transaction]]) -> dict:
+    """The etcd baseline: the same pacing and batches, each batch one Raft-committed txn."""
+    per_target_rate = spec.rate / len(spec.targets)
+    batch_size = effective_batch(spec.batch, spec.rate, len(spec.targets))
+    times = open(spec.times_file, "ab")  # noqa: SIM115 - closed at the end of the run
+    commits = open(spec.times_file + ".commit", "ab")  # noqa: SIM115
+    counts = {"submitted": 0, "accepted": 0}
+
+    async def feed(target: _EtcdTarget, stream: list[Transaction]) -> None:
+        start = time.monotonic()
+        for position in range(0, len(stream), batch_size):
+            delay = start + position / per_target_rate - time.monotonic()
+            if delay > 0:
+                await asyncio.sleep(delay)
+            batch = stream[position : position + batch_size]
+            submitted_at = time.time()
+            await asyncio.to_thread(target.put_all, batch)
+            committed_at = time.time()
+            times.write(b"".join(RECORD.pack(tx.hash, submitted_at) for tx in batch))
+            commits.write(b"".join(RECORD.pack(tx.hash, committed_at) for tx in batch))
+            counts["submitted"] += len(batch)
+            counts["accepted"] += len(batch)
+
+    started = time.time()
+    await asyncio.gather(*(feed(_EtcdTarget(t), s)
+                           for t, s in zip(spec.targets, streams, strict=True)))
+    times.close()
+    commits.close()
+    return {**counts, "submit_seconds": round(time.time() - started, 3)}
 
 
 async def _drive(spec: LoadSpec, batches: list[list[tuple]]) -> dict:
@@ -192,11 +250,12 @@ def main() -> int:
             if nonce < len(txs):
                 streams[index % len(spec.targets)].append(txs[nonce])
     # Requests are built before the measurement so that the generator spends its time sending.
-    batches = [[(tx, wire.tx_to_proto(tx)) for tx in stream] for stream in streams]
+    batches = [] if spec.etcd else [[(tx, wire.tx_to_proto(tx)) for tx in stream]
+                                    for stream in streams]
     print(json.dumps({"event": "signed", "txs": sum(len(s) for s in streams)}), flush=True)
     if sys.stdin.readline().strip() != "go":
         return 1
-    result = asyncio.run(_drive(spec, batches))
+    result = asyncio.run(_drive_etcd(spec, streams) if spec.etcd else _drive(spec, batches))
     print(json.dumps({"event": "done", **result}), flush=True)
     return 0
 

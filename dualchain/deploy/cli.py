@@ -119,7 +119,7 @@ def cmd_bench_consensus(args: argparse.Namespace) -> int:
         nodes=args.nodes, duration=args.duration, algorithm=args.alg, rate=args.rate,
         senders=args.senders, batch=args.batch, block_interval_ms=args.block_interval_ms,
         max_block_txs=args.max_block_txs, hosts=args.hosts, netem=_netem_table(args),
-        netem_backend=args.netem_backend,
+        netem_backend=args.netem_backend, linear_votes=not args.all_to_all,
         progress=None if args.json else (lambda line: print(line, file=sys.stderr)),
     )
     _print(result, args.json)
@@ -157,10 +157,26 @@ def cmd_bench_fl(args: argparse.Namespace) -> int:
 
 def cmd_bench_paper(args: argparse.Namespace) -> int:
     from dualchain.bench.paper import run_experiment
+    from dualchain.bench.sweep import SWEEPS, node_sweep
     from dualchain.deploy.up import UpConfig, UpError
 
     try:
-        base = UpConfig(nodes=args.nodes, clients=args.clients, rounds=args.rounds,
+        nodes = [int(x) for x in args.nodes.split(",")]
+        if not nodes or min(nodes) < 1 or (args.experiment not in SWEEPS and len(nodes) != 1):
+            raise ValueError
+    except ValueError:
+        print(f"dualchain bench paper: --nodes {args.nodes!r}: a positive number (fig9/fig10: "
+              "a comma-separated list)", file=sys.stderr)
+        return 2
+    progress = None if args.json else (lambda line: print(line, file=sys.stderr))
+    if args.experiment in SWEEPS:
+        _print(node_sweep(args.experiment, nodes, args.sweep_duration_s, args.out,
+                          progress or (lambda line: None), hosts=args.hosts,
+                          netem=_netem_table(args), linear_votes=not args.all_to_all,
+                          baseline=not args.no_baseline), args.json)
+        return 0
+    try:
+        base = UpConfig(nodes=nodes[0], clients=args.clients, rounds=args.rounds,
                         dataset=args.dataset,
                         data_dir=str(args.data_dir) if args.data_dir else None,
                         stragglers=args.stragglers, sched_alpha=args.sched_alpha,
@@ -171,7 +187,6 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
         print(f"dualchain bench paper: {exc}", file=sys.stderr)
         return 2
     ratios = [float(x) for x in args.ratios.split(",")] if args.ratios else None
-    progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     result = run_experiment(args.experiment, base, args.out, progress or (lambda line: None),
                             modes=args.modes.split(","), ratios=ratios,
                             small_batches=args.small_batches,
@@ -620,6 +635,9 @@ def build_parser() -> argparse.ArgumentParser:
                            help="leader's wait before proposing (default 250)")
     consensus.add_argument("--max-block-txs", type=int, default=5000,
                            help="transactions per block at most, in the genesis (default 5000)")
+    consensus.add_argument("--all-to-all", action="store_true",
+                           help="every vote to every replica (default: linear vote collection "
+                           "through the round's collector)")
     consensus.add_argument("--json", action="store_true", help="print one compact JSON document")
     _add_hosts_options(consensus)
     consensus.set_defaults(func=cmd_bench_consensus)
@@ -690,7 +708,7 @@ def build_parser() -> argparse.ArgumentParser:
 
     paper = bench_sub.add_parser(
         "paper",
-        help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5",
+        help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5, fig9, fig10",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
         "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
@@ -698,10 +716,20 @@ def build_parser() -> argparse.ArgumentParser:
         "training speed); table4: round time against the fraction ra of clients on small "
         "tasks (computed likewise); table5: single against dual chain in ddmlts mode for "
         "--duration-s with random client state changes (aggregations, network adjustments, "
-        "CPU per chain). Writes NAME.json, NAME.csv and NAME.png under --out.",
+        "CPU per chain); fig9/fig10: committed tx/s and consensus latency against --nodes "
+        "N1,N2,... (a CTBC testnet per N under more load than it commits, and an etcd cluster "
+        "of N members under the same load as the Raft baseline, skipped where etcd is not "
+        "installed). Writes NAME.json, NAME.csv (and NAME.png) under --out.",
     )
     paper.add_argument("--experiment", required=True,
-                       choices=["table3", "fig4", "fig7", "table4", "table5"])
+                       choices=["table3", "fig4", "fig7", "table4", "table5", "fig9", "fig10"])
+    paper.add_argument("--sweep-duration-s", type=float, default=20.0,
+                       help="fig9/fig10: measurement window per run (default 20)")
+    paper.add_argument("--all-to-all", action="store_true",
+                       help="fig9/fig10: every vote to every replica (default: linear votes)")
+    paper.add_argument("--no-baseline", action="store_true",
+                       help="fig9/fig10: leave the etcd baseline out")
+    _add_hosts_options(paper)
     paper.add_argument("--small-batches", type=int, default=2,
                        help="table4: batches per small task (default 2)")
     paper.add_argument("--task-overhead-s", type=float, default=None,
@@ -714,7 +742,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "(default 40)")
     paper.add_argument("--modes", default="ddmlts,fedasync,semisync,fedavg",
                        help="table3: modes to run (default ddmlts,fedasync,semisync,fedavg)")
-    paper.add_argument("--nodes", type=int, default=2, help="server nodes (default 2)")
+    paper.add_argument("--nodes", default="2",
+                       help="server nodes (default 2); fig9/fig10: the committee sizes, "
+                       "comma-separated (e.g. 4,8,16,24,36)")
     paper.add_argument("--clients", type=int, default=10, help="clients (default 10)")
     paper.add_argument("--rounds", type=int, default=15, help="versions per run (default 15)")
     paper.add_argument("--stragglers", type=float, default=0.2,
