@@ -21,7 +21,8 @@ Position = Callable[[], tuple[int, int, int]]  # the engine's (height, round, st
 
 
 class VoteRelay:
-    def __init__(self, me: bytes, linear: bool, fallback_s: float, position: Position,
+    def __init__(self, me: bytes, linear: bool, fallback_s: Callable[[], float],
+                 position: Position,
                  link_of: Callable[[bytes], PeerLink | None],
                  broadcast: Callable[[peer_pb.PeerMessage], None]) -> None:
         self.me = me
@@ -43,7 +44,7 @@ class VoteRelay:
             return
         for link in links:
             link.send(message)  # type: ignore[union-attr]
-        asyncio.get_running_loop().call_later(self.fallback_s, self._fallback, vote, message)
+        asyncio.get_running_loop().call_later(self.fallback_s(), self._fallback, vote, message)
 
     def _fallback(self, vote: Vote, message: peer_pb.PeerMessage) -> None:
         if not moved_on(*self._position(), vote):
