@@ -165,7 +165,9 @@ def check_block(
     proposer id to a public key (None: the header signature is not checked here, e.g. proof of
     work blocks whose consensus engine checks the seal instead). ``verified(tx_hash)`` names
     transactions whose signatures this replica already checked (its mempool holds only those; a
-    transaction hash covers the signature, so the same hash is the same signed bytes).
+    transaction hash covers the signature, so the same hash is the same signed bytes): their
+    signature and shape checks (the mempool admitted them under the same parameters) are not
+    repeated.
     """
     header = block.header
     check_header_linkage(header, parent, params)
@@ -189,13 +191,14 @@ def check_block(
     if proposer_key is not None:
         check_header_signature(header, params, verifier, proposer_key)
 
-    for tx in block.transactions:
+    unchecked = block.transactions if verified is None else \
+        [tx for tx in block.transactions if not verified(tx.hash)]
+    for tx in unchecked:
         check_transaction_shape(tx, params)
+    for tx in block.transactions:
         check_timestamp(tx.timestamp_ms, header.timestamp_ms, params, "transaction")
     if next_nonce is not None:
         check_nonces(block.transactions, next_nonce)
-    unchecked = block.transactions if verified is None else \
-        [tx for tx in block.transactions if not verified(tx.hash)]
     check_signatures(unchecked, params, verifier)
 
 

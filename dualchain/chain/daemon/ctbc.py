@@ -395,9 +395,11 @@ class CtbcNode(ChainNodeBase):
             if block.header.app_hash != self.app.app_hash():
                 raise ValidationError("app hash differs from ours", code="bad_app_hash")
             await self.load_nonces(tx.sender for tx in block.transactions)
+            # The mempool holds only transactions this replica checked (shape, signature): a
+            # proposal rebuilt from it is not checked twice.
             await self._on_cpu(
                 check_block, block, self._head, self.params, self.verifier, now_ms(),
-                self.next_nonce, committee.keys.get,
+                self.next_nonce, committee.keys.get, self.mempool.__contains__,
             )
             await self._on_cpu(self.app.validate_block, block)
         except DualchainError as exc:
