@@ -103,6 +103,14 @@ def check_cost_us(algorithm: Algorithm, checks: int = 300) -> float:
     return (time.thread_time() - started) / checks * 1e6
 
 
+def _timeouts(ms: tuple[int, int, int, int] | None) -> dict[str, int]:
+    """Genesis timeouts (propose, prevote, precommit, delta in ms); None: the defaults."""
+    if ms is None:
+        return {}
+    return dict(zip(("timeout_propose_ms", "timeout_prevote_ms", "timeout_precommit_ms",
+                     "timeout_delta_ms"), ms, strict=True))
+
+
 def _signature_checks(hosts: list[str], ports: list[int]) -> dict[str, float]:
     """Signatures each replica checked per transaction it committed (1.0 when every signature
     is checked exactly once; more when transactions are checked but not committed, or twice),
@@ -152,6 +160,7 @@ def consensus_benchmark(
     netem: Mapping[str, Any] | None = None,
     netem_backend: str = "auto",
     linear_votes: bool = True,
+    timeouts_ms: tuple[int, int, int, int] | None = None,
 ) -> dict:
     """Runs the benchmark in a temporary directory; ``progress`` gets a line every second."""
     if hosts not in ("local", "netns") or (netem and hosts != "netns"):
@@ -166,7 +175,7 @@ def consensus_benchmark(
         try:
             result = _run(Path(tmp), nodes, duration, algorithm, rate, senders, batch,
                           block_interval_ms, max_block_txs, progress or (lambda line: None),
-                          network, linear_votes)
+                          network, linear_votes, timeouts_ms)
         finally:
             if network is not None:
                 network.teardown()
@@ -177,12 +186,14 @@ def consensus_benchmark(
 def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: float,
          senders: int, batch: int, block_interval_ms: int, max_block_txs: int,
          progress: Callable[[str], None], network: Any = None,
-         linear_votes: bool = True) -> dict:
+         linear_votes: bool = True,
+         timeouts_ms: tuple[int, int, int, int] | None = None) -> dict:
     ports = free_ports(2 * nodes)
     ip = [network.address(f"ctbc-{i}") if network else "127.0.0.1" for i in range(nodes)]
     configs = make_testnet(tmp, TestnetPlan(
         nodes=nodes, algorithm=algorithm, ports=tuple(ports[:nodes]), chain_id=CHAIN_ID,
-        consensus=ConsensusParams(block_interval_ms=block_interval_ms, epoch_length=1000),
+        consensus=ConsensusParams(block_interval_ms=block_interval_ms, epoch_length=1000,
+                                  **_timeouts(timeouts_ms)),
         limits=LedgerLimits(max_block_txs=max_block_txs),
     ))
     # Each replica listens on its host's address (all 127.0.0.1 locally).
@@ -277,6 +288,9 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         "payload_bytes": 256,
         "batch": effective_batch(batch, rate, nodes) if rate > 0 else 0,
         "block_interval_ms": block_interval_ms,
+        "timeouts_ms": [genesis.consensus.timeout_propose_ms, genesis.consensus.timeout_prevote_ms,
+                        genesis.consensus.timeout_precommit_ms,
+                        genesis.consensus.timeout_delta_ms],
         "empty_blocks_interval_ms": genesis.consensus.empty_blocks_interval_ms,
         "max_block_txs": max_block_txs,
         "committee_size": genesis.consensus.committee_size,

@@ -32,9 +32,21 @@ SWEEPS = ("fig9", "fig10")
 
 
 def offered_rate(nodes: int) -> float:
-    """A rate above what N replicas on this machine commit (every replica checks every
-    signature, so capacity falls about as 1/N): admission control levels the excess off."""
-    return float(min(2000, max(100, 6000 // nodes)))
+    """A rate near what N replicas on this machine commit (every replica checks every
+    signature, so capacity falls about as 1/N): admission control levels any excess off.
+    Above 16 replicas the machine itself is saturated (etcd too commits far less than 250
+    writes/s with 24 members on 2 cores), so the rate falls faster."""
+    return float(min(2000, max(60, 6000 // nodes if nodes <= 16 else 3000 // nodes)))
+
+
+def timeouts_ms(nodes: int) -> tuple[int, int, int, int] | None:
+    """Genesis timeouts (propose, prevote, precommit, delta) for N replicas on this machine:
+    the defaults up to 16; above, each replica gets under a tenth of a core and a height's
+    messages take longer than 1 s to go round, so the timeouts grow with N (100/50/50/25 ms
+    per replica: 2.4 s to propose at N=24, 3.6 s at N=36)."""
+    if nodes <= 16:
+        return None
+    return (100 * nodes, 50 * nodes, 50 * nodes, 25 * nodes)
 
 
 def block_interval_ms(nodes: int) -> int:
@@ -59,6 +71,7 @@ def _point(run: dict[str, Any]) -> dict[str, Any]:
         "offered_rate_tps": run["offered_rate_tps"],
         "refused_busy": run["refused_busy"],
         "block_interval_ms": run["block_interval_ms"],
+        "timeouts_ms": run["timeouts_ms"],
     }
 
 
@@ -75,7 +88,8 @@ def node_sweep(name: str, nodes: Sequence[int], duration: float, out: Path,
         progress(f"N={n}: CTBC at {rate:.0f} tx/s offered for {duration:.0f} s")
         run = consensus_benchmark(nodes=n, duration=duration, rate=rate,
                                   block_interval_ms=block_interval_ms(n), hosts=hosts,
-                                  netem=netem, linear_votes=linear_votes)
+                                  netem=netem, linear_votes=linear_votes,
+                                  timeouts_ms=timeouts_ms(n))
         points.append(_point(run))
         progress(f"N={n}: {json.dumps(points[-1])}")
         if skipped is None:
