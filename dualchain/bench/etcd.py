@@ -16,9 +16,7 @@ from __future__ import annotations
 
 import json
 import shutil
-import signal
 import statistics
-import subprocess
 import sys
 import tempfile
 import time
@@ -29,7 +27,8 @@ from typing import Any
 import psutil
 
 from dualchain.bench.loadgen import RECORD, LoadSpec
-from dualchain.deploy.processes import free_ports, read_json_line
+from dualchain.deploy.processes import free_ports
+from dualchain.runtime.supervisor import Child, Supervisor
 
 ETCD = "etcd"
 READY_TIMEOUT_S = 60.0
@@ -44,32 +43,30 @@ def etcd_available() -> str | None:
     return None
 
 
-def _start_members(tmp: Path, n: int) -> tuple[list[subprocess.Popen[bytes]], list[str]]:
+def _start_members(supervisor: Supervisor, tmp: Path, n: int) -> tuple[list[Child], list[str]]:
     ports = free_ports(2 * n)
     client = [f"127.0.0.1:{ports[i]}" for i in range(n)]
     peer = [f"http://127.0.0.1:{ports[n + i]}" for i in range(n)]
     cluster = ",".join(f"m{i}={peer[i]}" for i in range(n))
-    procs = []
-    for i in range(n):
-        procs.append(subprocess.Popen(
-            [ETCD, "--name", f"m{i}", "--data-dir", str(tmp / f"m{i}"),
-             "--listen-client-urls", f"http://{client[i]}",
-             "--advertise-client-urls", f"http://{client[i]}",
-             "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
-             "--initial-cluster", cluster, "--initial-cluster-state", "new",
-             "--initial-cluster-token", "dualchain-bench", "--max-txn-ops", str(MAX_TXN_OPS),
-             "--max-request-bytes", str(16 * 1024 * 1024), "--logger", "zap",
-             "--log-level", "error"],
-            stdout=subprocess.DEVNULL, stderr=open(tmp / f"m{i}.log", "wb"),  # noqa: SIM115
-        ))
-    return procs, client
+    members = [supervisor.spawn(
+        f"etcd-{i}",
+        [ETCD, "--name", f"m{i}", "--data-dir", str(tmp / f"m{i}"),
+         "--listen-client-urls", f"http://{client[i]}",
+         "--advertise-client-urls", f"http://{client[i]}",
+         "--listen-peer-urls", peer[i], "--initial-advertise-peer-urls", peer[i],
+         "--initial-cluster", cluster, "--initial-cluster-state", "new",
+         "--initial-cluster-token", "dualchain-bench", "--max-txn-ops", str(MAX_TXN_OPS),
+         "--max-request-bytes", str(16 * 1024 * 1024), "--logger", "zap",
+         "--log-level", "error"],
+        cwd=tmp, log=tmp / f"m{i}.log", foreign=True) for i in range(n)]
+    return members, client
 
 
-def _wait_healthy(addresses: list[str], procs: list[subprocess.Popen[bytes]]) -> None:
+def _wait_healthy(addresses: list[str], members: list[Child]) -> None:
     deadline = time.monotonic() + READY_TIMEOUT_S
     pending = set(addresses)
     while pending:
-        if time.monotonic() > deadline or any(p.poll() is not None for p in procs):
+        if time.monotonic() > deadline or not all(m.alive() for m in members):
             raise RuntimeError(f"etcd members not healthy within {READY_TIMEOUT_S:.0f} s: "
                                f"{sorted(pending)}")
         for address in sorted(pending):
@@ -87,35 +84,31 @@ def etcd_benchmark(n: int, rate: float, duration: float, senders: int = 512, bat
     """One etcd cluster of ``n`` members under the chain benchmark's load."""
     with tempfile.TemporaryDirectory(dir=directory, prefix="bench-etcd-") as name:
         tmp = Path(name)
-        procs, targets = _start_members(tmp, n)
-        loadgen: subprocess.Popen[bytes] | None = None
+        supervisor = Supervisor()  # every process dies with the benchmark, whatever ends it
         try:
+            procs, targets = _start_members(supervisor, tmp, n)
             _wait_healthy(targets, procs)
             times = tmp / "submit-times.bin"
             spec = LoadSpec("bench-etcd", algorithm, targets, int(rate * duration * 1.2) + batch,
                             senders, rate, batch, str(times), time.time_ns() // 1_000_000,
                             etcd=True)
-            loadgen = subprocess.Popen(
-                [sys.executable, "-m", "dualchain.bench.loadgen", json.dumps(spec.__dict__)],
-                stdin=subprocess.PIPE, stdout=subprocess.PIPE)
-            read_json_line(loadgen, "signed", 600)
+            loadgen = supervisor.spawn(
+                "loadgen", [sys.executable, "-m", "dualchain.bench.loadgen",
+                            json.dumps(spec.__dict__)], cwd=tmp, log=None, stdin=True)
+            supervisor.wait_event(loadgen, "signed", 600)
             members = [psutil.Process(p.pid) for p in procs]
             cpu_before = [sum(m.cpu_times()[:2]) for m in members]
-            assert loadgen.stdin is not None
+            assert loadgen.popen.stdin is not None
             start = time.time()
-            loadgen.stdin.write(b"go\n")
-            loadgen.stdin.flush()
+            loadgen.popen.stdin.write(b"go\n")
+            loadgen.popen.stdin.flush()
             time.sleep(duration)  # the measurement window: the load generator runs meanwhile
             end = time.time()
             cpu = [round((sum(m.cpu_times()[:2]) - b) / (end - start) * 100, 1)
                    for m, b in zip(members, cpu_before, strict=True)]
-            loadgen.send_signal(signal.SIGTERM)
-            loadgen.wait(10)
+            supervisor.stop([loadgen], grace=10)
         finally:
-            for proc in [*procs, *([loadgen] if loadgen else [])]:
-                if proc.poll() is None:
-                    proc.kill()
-                proc.wait()
+            supervisor.close()  # SIGKILL of every process group, by id
         submitted = dict(RECORD.iter_unpack(times.read_bytes())) if times.exists() else {}
         commit_file = Path(str(times) + ".commit")
         committed = dict(RECORD.iter_unpack(commit_file.read_bytes())) \

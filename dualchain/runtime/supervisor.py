@@ -43,6 +43,7 @@ from pathlib import Path
 from typing import Any
 
 from dualchain.runtime.lifeline import ENV as LIFELINE_ENV
+from dualchain.runtime.lifeline import die_with_parent
 
 STOP_GRACE_S = 10.0
 READER_JOIN_S = 2.0  # after an exit: how long the last stdout lines may take
@@ -100,10 +101,13 @@ class Supervisor:
 
     def spawn(self, name: str, argv: Sequence[str], *, cwd: Path, log: Path | None,
               key: Any = None,
-              env: dict[str, str] | None = None, stdin: bool = False) -> Child:
+              env: dict[str, str] | None = None, stdin: bool = False,
+              foreign: bool = False) -> Child:
         """Starts ``argv`` (stdout a pipe read for events, stderr appended to ``log`` or this
         process's own with None, stdin a pipe with ``stdin`` else /dev/null) in a process group
-        of its own, on a lifeline (it dies with this process)."""
+        of its own, on a lifeline (it dies with this process). A ``foreign`` program (etcd)
+        does not watch the lifeline: the kernel SIGKILLs it when the spawning thread dies."""
+        parent = os.getpid()
         read_end, write_end = os.pipe()  # both close-on-exec: only the child gets read_end
         child_env = {**os.environ, **(env or {}), LIFELINE_ENV: str(read_end)}
         try:
@@ -112,7 +116,8 @@ class Supervisor:
                     list(argv), cwd=cwd, env=child_env,
                     stdin=subprocess.PIPE if stdin else subprocess.DEVNULL,
                     stdout=subprocess.PIPE, stderr=stderr, pass_fds=(read_end,),
-                    process_group=0)
+                    process_group=0,
+                    preexec_fn=(lambda: die_with_parent(parent)) if foreign else None)
         except BaseException:
             os.close(write_end)
             raise

@@ -121,7 +121,10 @@ LAUNCHER = textwrap.dedent("""
     # a child started from another thread than the main one dies with the process too
     t = threading.Thread(target=start, args=("from-thread", {})); t.start(); t.join()
     ready = sup.wait_ready(children, 60)
+    # a program that knows nothing of the lifeline (etcd in the sweeps) dies with it as well
+    foreign = sup.spawn("foreign", ["sleep", "600"], cwd=tmp, log=None, foreign=True)
     pids = [c.pid for c in children] + [r["grandchild"] for r in ready if r["grandchild"]]
+    pids.append(foreign.pid)
     print(json.dumps({"event": "ready", "pids": pids}), flush=True)
     threading.Event().wait()
 """)
@@ -134,7 +137,7 @@ def test_children_and_grandchildren_die_with_a_sigkilled_launcher(tmp_path: Path
     try:
         assert launcher.stdout is not None
         pids = json.loads(launcher.stdout.readline())["pids"]
-        assert len(pids) == 5 and all(not gone(p) for p in pids)
+        assert len(pids) == 6 and all(not gone(p) for p in pids)
         launcher.kill()  # SIGKILL: no handler, no finally, no atexit in the launcher
         launcher.wait(BOUND_S)
         assert wait_gone(pids) == []
