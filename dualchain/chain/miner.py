@@ -51,6 +51,7 @@ from prometheus_client import CollectorRegistry, start_http_server
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 from prometheus_client.registry import Collector
 
+from dualchain.chain import heartbeat
 from dualchain.chain.consensus.pow import seal_prefix, search_nonce
 from dualchain.chain.daemon.metrics import ProcessCollector
 from dualchain.chain.errors import DualchainError
@@ -206,6 +207,7 @@ class Miner:
             stub = miner_grpc.MinerServiceStub(ch)
             watcher = asyncio.create_task(self._watch(stub))
             announced = False
+            beat = None
             try:
                 while not stop.is_set():
                     try:
@@ -224,11 +226,13 @@ class Miner:
                                           "metrics_port": self.config.metrics_port}),
                               flush=True)
                         announced = True
+                        beat = heartbeat.start()
                     self.stats.templates += 1
                     solved = await self._solve(template, stop)
                     if solved is not None:
                         await self._submit(stub, template, *solved)
             finally:
+                heartbeat.stop(beat)
                 watcher.cancel()
                 with contextlib.suppress(asyncio.CancelledError, grpc.aio.AioRpcError):
                     await watcher

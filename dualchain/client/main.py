@@ -31,6 +31,7 @@ from pathlib import Path
 
 import uvloop
 
+from dualchain.chain import heartbeat
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.lifecycle import stop_on_signals
 from dualchain.client.config import ClientConfig
@@ -41,7 +42,11 @@ log = logging.getLogger("dualchain.client")
 
 
 async def _serve(worker: ClientWorker) -> None:
-    await worker.run_until(stop_on_signals())
+    beat = heartbeat.start()
+    try:
+        await worker.run_until(stop_on_signals())
+    finally:
+        heartbeat.stop(beat)
 
 
 def run(config_path: Path, log_level: str = "INFO", *, slowdown: float | None = None,

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import uvloop
 
+from dualchain.chain import heartbeat
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.lifecycle import stop_on_signals, until_stopped
 from dualchain.chain.rpc import add_health, listen, make_server, service_names
@@ -40,6 +41,7 @@ async def serve(config: NodeConfig) -> None:
     server = make_server()
     node_pb2_grpc.add_NodeServiceServicer_to_server(NodeServicer(node), server)
     health = await add_health(server, service_names(node_pb2))
+    beat = None
     try:
         if not await until_stopped(node.start(), stop):
             return
@@ -51,9 +53,11 @@ async def serve(config: NodeConfig) -> None:
         print(json.dumps({"event": "ready", "id": signer.id.hex(), "listen": config.listen,
                           "version": node.version, "accuracy": round(node.accuracy, 4),
                           "metrics_port": config.metrics_port}), flush=True)
+        beat = heartbeat.start()
         await stop.wait()
     finally:
         log.info("stopping")
+        heartbeat.stop(beat)
         await health.shutting_down()
         await server.stop(grace=GRACE_S)
         await node.stop()

@@ -20,6 +20,7 @@ from pathlib import Path
 
 import uvloop
 
+from dualchain.chain import heartbeat
 from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.daemon.config import ConfigError, DaemonConfig
 from dualchain.chain.daemon.ctbc import CtbcNode
@@ -64,6 +65,7 @@ async def serve(config: DaemonConfig) -> None:
     chain_pb2_grpc.add_ChainServiceServicer_to_server(ChainServicer(node), server)
     peer_pb2_grpc.add_PeerServiceServicer_to_server(PeerServicer(node), server)
     health = await add_health(server, service_names(*services))
+    beat = None
     try:
         if listen(server, config.listen, config.tls) == 0:
             raise ConfigError(f"cannot listen on {config.listen}")
@@ -76,9 +78,11 @@ async def serve(config: DaemonConfig) -> None:
                 ready["member"] = signer.id in node.committee(node.height + 1)
             await health.serving()
             print(json.dumps(ready), flush=True)
+            beat = heartbeat.start()
             await stop.wait()
     finally:
         log.info("stopping")
+        heartbeat.stop(beat)
         await health.shutting_down()
         # Our outgoing gossip streams first: peers then end theirs to us, and the server's grace
         # period covers only calls that are really in flight.
