@@ -320,6 +320,14 @@ def get_backend(name: str = DEFAULT_BACKEND) -> Backend:
         return _instances[name]
 
 
+def resolve_backend(name: str) -> str:
+    """``auto``: liboqs where its library and liboqs-python work here (an image built with
+    WITH_LIBOQS=1), else cryptography; a named backend is taken as it is."""
+    if name != "auto":
+        return name
+    return "liboqs" if available_backends().get("liboqs") is None else DEFAULT_BACKEND
+
+
 def available_backends() -> dict[str, str | None]:
     """Every known backend mapped to None if usable here, else the reason it is not."""
     result: dict[str, str | None] = {}

@@ -256,11 +256,12 @@ def cmd_testnet(args: argparse.Namespace) -> int:
 
 def cmd_miner(args: argparse.Namespace) -> int:
     from dualchain.chain.miner import MinerConfig, run
+    from dualchain.chain.mldsa import resolve_backend
     from dualchain.chain.rpc import tls_from_paths
 
     try:
         config = MinerConfig(cmbc=args.cmbc, key=args.key, workers=args.workers, duty=args.duty,
-                             refresh_s=args.refresh, backend=args.backend,
+                             refresh_s=args.refresh, backend=resolve_backend(args.backend),
                              metrics_port=args.metrics_port,
                              tls=tls_from_paths(args.tls_ca, args.tls_cert, args.tls_key))
     except ValueError as exc:
@@ -396,8 +397,9 @@ def build_parser() -> argparse.ArgumentParser:
                        "transactions (default 1.0)")
     miner.add_argument("--metrics-port", type=int, default=0,
                        help="serve Prometheus metrics on this port (default 0: off)")
-    miner.add_argument("--backend", choices=sorted(BACKENDS), default=DEFAULT_BACKEND,
-                       help=f"ML-DSA implementation (default {DEFAULT_BACKEND})")
+    miner.add_argument("--backend", choices=[*sorted(BACKENDS), "auto"], default=DEFAULT_BACKEND,
+                       help=f"ML-DSA implementation (default {DEFAULT_BACKEND}; auto: liboqs "
+                       "where it works here, else cryptography)")
     for end in ("ca", "cert", "key"):
         miner.add_argument(f"--tls-{end}", type=Path, default=None,
                            help=f"mutual TLS to the daemon: the PEM {end} file (all three or "

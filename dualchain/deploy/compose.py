@@ -14,15 +14,18 @@ would run, one container per process:
   default). ``--keys host`` writes them under ``OUT/deploy/compose/testbed`` instead and the init
   service copies them into the volume.
 - one service per process of ``up`` (``ctbc-I``, ``cmbc-I``, ``miner-J``, ``node-I``,
-  ``client-J``), each with a gRPC or metrics health check and started in ``up``'s order through
-  ``depends_on`` (daemons, then miners and nodes, then clients); each chain daemon keeps its
+  ``client-J``), each with the image's health check (the health file its event loop touches),
+  all started together once testbed-init is done (nodes wait for their daemons and clients
+  retry their node by themselves; ``depends_on`` names whom each needs); each chain daemon keeps its
   chain in a named volume (``ctbc-I-data`` at ``/data``);
-- ``prometheus`` scraping every process (``OUT/deploy/prometheus/prometheus.yml``) and
-  ``grafana`` with the provisioned dashboard of ``deploy/grafana``.
+- in the ``monitoring`` profile, ``prometheus`` scraping every process
+  (``OUT/deploy/prometheus/prometheus.yml``) and ``grafana`` with the dashboard of
+  ``deploy/grafana``.
 
 Knobs that need no new plan are environment variables of the compose file (``${VAR:-default}``):
 the image, the log level, the miners' workers and duty, and, read by ``testbed-init`` when it
-plans, the mode, the seed and the ML-DSA backend. The sizes need a new ``dualchain compose``.
+plans, the mode, the seed and the ML-DSA backend (``auto``: what the image has). The sizes need
+a new ``dualchain compose``; ``--swarm`` writes a Docker Swarm stack instead (``swarm.py``).
 """
 
 from __future__ import annotations
@@ -38,6 +41,7 @@ from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
+from dualchain.chain.mldsa import resolve_backend
 from dualchain.deploy.up import Proc, Testbed, UpConfig, UpError
 
 PORTS = {"ctbc": 7000, "cmbc": 7100, "node": 7300}
@@ -48,6 +52,12 @@ DATA_DIR = "/data"  # a chain daemon's own named volume
 HOST_TESTBED = "deploy/compose/testbed"  # --keys host: under OUT
 PROMETHEUS_FILE = "deploy/prometheus/prometheus.yml"  # under OUT
 IMAGE = "${DUALCHAIN_IMAGE:-dualchain:local}"
+# deploy/Dockerfile's build arguments from the environment (docs/deploy.md, the image).
+BUILD_ARGS = {"WITH_LIBOQS": "${WITH_LIBOQS:-0}",
+              "BASE_IMAGE": "${DUALCHAIN_BASE_IMAGE:-python:3.11-slim-bookworm}",
+              "WHEELS": "${DUALCHAIN_WHEELS:-deploy/wheels}",
+              "TORCH_INDEX_URL": "${TORCH_INDEX_URL:-https://download.pytorch.org/whl/cpu}"}
+MONITORING = ["monitoring"]  # the profile of Prometheus and Grafana (off unless asked for)
 PROMETHEUS_IMAGE = "prom/prometheus:v3.5.0"
 GRAFANA_IMAGE = "grafana/grafana:11.6.0"
 LOG_LEVEL = "${DUALCHAIN_LOG_LEVEL:-WARNING}"
@@ -55,7 +65,10 @@ LOG_LEVEL = "${DUALCHAIN_LOG_LEVEL:-WARNING}"
 INIT_ENV = {"mode": "DUALCHAIN_MODE", "seed": "DUALCHAIN_SEED",
             "miner_workers": "DUALCHAIN_MINER_WORKERS", "miner_duty": "DUALCHAIN_MINER_DUTY"}
 ROLE_ORDER = ("ctbc", "cmbc", "miner", "node", "client")
-# What a role waits for (healthy) before it starts: up's order, daemons first, clients last.
+# Whom a role needs (up's order: daemons, then miners and nodes, then clients). Started, not
+# healthy: each process waits or retries by itself (a node for its daemons, a client for its
+# node, a miner for its CMBC daemon), so the containers start together and import in parallel,
+# rather than a health-check interval apart per level.
 WAITS_FOR = {"ctbc": (), "cmbc": (), "miner": ("cmbc",), "node": ("ctbc", "cmbc"),
              "client": ("node",)}
 STOP_GRACE = {"ctbc": "15s", "cmbc": "15s", "miner": "10s", "node": "15s", "client": "10s"}
@@ -116,16 +129,6 @@ def load_processes(directory: Path) -> list[Proc]:
                  address=p["address"]) for p in data["processes"]]
 
 
-def resolve_backend(name: str) -> str:
-    """``auto``: liboqs where its library and liboqs-python work here (the image built with
-    WITH_LIBOQS=1), else cryptography. Named backends are taken as they are."""
-    if name != "auto":
-        return name
-    from dualchain.chain.mldsa import available_backends
-
-    return "liboqs" if available_backends().get("liboqs") is None else "cryptography"
-
-
 def write_testbed(config: UpConfig, directory: Path, backend: str = "auto",
                   if_missing: bool = False) -> ComposeTestbed | None:
     """Plans the testbed into ``directory`` (replaced); with ``if_missing`` nothing happens when
@@ -165,14 +168,14 @@ def _command(proc: Proc, backend: str | None = None) -> list[str]:
     return argv
 
 
+HEALTH = {"test": ["CMD", "dualchain-healthy"], "interval": "5s", "timeout": "10s", "retries": 3,
+          "start_period": "120s"}
+
+
 def _health(proc: Proc) -> dict[str, Any]:
-    probe = ["CMD", "python", "-m", "dualchain.deploy.health_probe"]
-    if proc.role in ("ctbc", "cmbc", "node"):
-        test = [*probe, proc.address]  # grpc.health.v1 on the address it listens on
-    else:
-        test = [*probe, "--metrics", str(METRICS_PORT)]  # no gRPC server: its metrics answer
-    return {"test": test, "interval": "5s", "timeout": "4s", "retries": 6,
-            "start_period": "180s"}
+    """The image's check: the health file the process's event loop touches once it serves
+    (dualchain/chain/heartbeat.py); a shell and `find`, no Python started per probe."""
+    return dict(HEALTH)
 
 
 def _init_command(config: UpConfig, keys: str, backend: str) -> list[str]:
@@ -202,7 +205,7 @@ def _set_value(value: Any) -> str:
 
 
 def compose_document(config: UpConfig, procs: list[Proc], *, keys: str = "init",
-                     backend: str = "liboqs", repo: str = ".") -> dict[str, Any]:
+                     backend: str = "auto", repo: str = ".") -> dict[str, Any]:
     """The compose file for ``procs``; ``repo`` is the source checkout relative to the compose
     file's folder (the image's build context, the Grafana provisioning). With ``keys="init"``
     testbed-init plans with ``$DUALCHAIN_BACKEND`` (default ``backend``) and the miners use the
@@ -210,7 +213,7 @@ def compose_document(config: UpConfig, procs: list[Proc], *, keys: str = "init",
     init: dict[str, Any] = {
         "image": IMAGE,
         "build": {"context": repo, "dockerfile": "deploy/Dockerfile",
-                  "args": {"WITH_LIBOQS": "${WITH_LIBOQS:-1}"}},
+                  "args": BUILD_ARGS},
         "command": _init_command(config, keys, backend),
         "volumes": [f"testbed:{TESTBED_VOLUME}"],
         "restart": "no",
@@ -227,7 +230,7 @@ def compose_document(config: UpConfig, procs: list[Proc], *, keys: str = "init",
                 "testbed-init": {"condition": "service_completed_successfully"}}
             for other in WAITS_FOR[role]:
                 for dep in by_role[other]:
-                    depends[dep.name] = {"condition": "service_healthy"}
+                    depends[dep.name] = {"condition": "service_started"}
             service: dict[str, Any] = {
                 "image": IMAGE,
                 "command": _command(proc, backend if keys == "init" else None),
@@ -251,6 +254,7 @@ def compose_document(config: UpConfig, procs: list[Proc], *, keys: str = "init",
                     "prometheus-data:/prometheus"],
         "ports": ["${PROMETHEUS_PORT:-9090}:9090"],
         "restart": "unless-stopped",
+        "profiles": MONITORING,
     }
     services["grafana"] = {
         "image": GRAFANA_IMAGE,
@@ -268,6 +272,7 @@ def compose_document(config: UpConfig, procs: list[Proc], *, keys: str = "init",
                     "grafana-data:/var/lib/grafana"],
         "ports": ["${GRAFANA_PORT:-3000}:3000"],
         "restart": "unless-stopped",
+        "profiles": MONITORING,
     }
     volumes["prometheus-data"] = {}
     volumes["grafana-data"] = {}
@@ -372,7 +377,7 @@ def source_checkout() -> Path:
     return root
 
 
-def generation_command(config: UpConfig, keys: str, backend: str = "liboqs") -> str:
+def generation_command(config: UpConfig, keys: str, backend: str = "auto") -> str:
     """The ``dualchain compose`` command line that regenerates a compose file (its header)."""
     args = [f"--nodes {config.nodes}", f"--clients {config.clients}",
             f"--miners {config.miners}"]
@@ -383,13 +388,13 @@ def generation_command(config: UpConfig, keys: str, backend: str = "liboqs") -> 
             args.append(f"--set {f.name}={_set_value(getattr(config, f.name))}")
     if keys != "init":
         args.append(f"--keys {keys}")
-    if keys != "init" or backend != "liboqs":
+    if keys != "init" or backend != "auto":
         args.append(f"--backend {backend}")
     return "dualchain compose " + " ".join(args)
 
 
 def render(config: UpConfig, procs: list[Proc], out: Path, keys: str = "init",
-           backend: str = "liboqs", repo: Path | None = None) -> dict[str, str]:
+           backend: str = "auto", repo: Path | None = None) -> dict[str, str]:
     """The generated files' text by path relative to ``out`` (nothing is written)."""
     repo = repo if repo is not None else source_checkout()
     relative = os.path.relpath(repo.resolve(), out.resolve())
@@ -411,8 +416,7 @@ def generate(config: UpConfig, out: Path, keys: str = "init", backend: str = "au
         assert testbed is not None
         procs, backend = [p for p in testbed.procs if not p.late], testbed.backend
     else:
-        procs = plan_processes(config)
-        backend = "liboqs" if backend == "auto" else backend  # the image's default build
+        procs = plan_processes(config)  # testbed-init resolves "auto" in the image
     written = []
     for name, text in render(config, procs, out, keys, backend).items():
         path = out / name
@@ -459,8 +463,13 @@ def cmd_compose(args: argparse.Namespace) -> int:
                 print(f"dualchain compose: planned {len(testbed.procs)} processes in {args.out} "
                       f"(ML-DSA backend {testbed.backend})")
             return 0
-        written = generate(config, args.out, args.keys, args.backend)
-    except (UpError, TypeError) as exc:  # TypeError: a --set value of the wrong type
+        if args.swarm:
+            from dualchain.deploy.swarm import generate_swarm
+
+            written = generate_swarm(config, args.out, args.backend, args.swarm_hosts)
+        else:
+            written = generate(config, args.out, args.keys, args.backend)
+    except (UpError, TypeError, ValueError) as exc:  # TypeError: a --set value's wrong type
         print(f"dualchain compose: {exc}", file=sys.stderr)
         return 2
     for path in written:
@@ -498,6 +507,13 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
                          default="auto",
                          help="ML-DSA backend written into the configs; auto (default): liboqs "
                          "where it works (an image built with WITH_LIBOQS=1), else cryptography")
+    compose.add_argument("--swarm", action="store_true",
+                         help="write a Docker Swarm stack instead (OUT/dualchain-stack.yml, the "
+                         "testbed planned now under OUT/deploy/swarm/testbed and handed to the "
+                         "services as swarm configs and secrets; docs/deploy.md)")
+    compose.add_argument("--swarm-hosts", type=int, default=1, metavar="H",
+                         help="with --swarm: spread the processes over the swarm nodes labelled "
+                         "dualchain.host=h0..h(H-1) (default 1)")
     compose.add_argument("--testbed-only", action="store_true",
                          help="write only the planned testbed (keys, genesis, configs) into OUT")
     compose.add_argument("--if-missing", action="store_true",

@@ -86,6 +86,7 @@ RETRY_S = 1.0
 CATCH_UP_S = 5.0
 CMBC_CATCH_UP_S = 60.0
 RECORDS_FOLLOW_UP_S = 2.0  # how often the node asks CMBC about its records not final yet
+DAEMON_WAIT_S = 120.0  # a node started with its daemons waits this long for them to listen
 
 
 def now_ms() -> int:
@@ -175,6 +176,10 @@ class ServerNode:
 
     async def start(self) -> None:
         await asyncio.get_running_loop().run_in_executor(self._torch, self._load_learning)
+        # Containers start together: wait for the daemons to listen (not fail at once).
+        for stub in (self.ctbc, self.cmbc):
+            await stub.GetStatus(chain_pb.GetStatusRequest(), timeout=DAEMON_WAIT_S,
+                                 wait_for_ready=True)
         try:
             await self._put_blob(self._models[self.model_hash])
         except grpc.aio.AioRpcError as exc:
