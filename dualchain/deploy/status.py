@@ -1,8 +1,10 @@
 """`dualchain status --workdir D`: a summary of a running or finished testbed.
 
-While the testbed runs (``state.json`` says so, its launcher lives and so does one of its
+While a local testbed runs (``state.json`` says so, its launcher lives and so does one of its
 processes at least) it asks the processes themselves: each server node's version, accuracy and
-refused updates, and the chain daemons' heights. Afterwards it summarises ``report.json``.
+refused updates, and the chain daemons' heights. Afterwards it summarises ``report.json``. A
+container testbed (``compose.json``, no ``state.json``; run it in one of the stack's
+containers) gets the same from the servers that answer.
 """
 
 from __future__ import annotations
@@ -20,9 +22,11 @@ from dualchain.deploy.state import launcher_alive, live_processes
 def testbed_status(workdir: Path) -> dict[str, Any]:
     workdir = Path(workdir)
     state_path = workdir / "state.json"
+    if not state_path.exists() and (workdir / "compose.json").exists():
+        return compose_status(workdir)
     if not state_path.exists():
-        raise FileNotFoundError(f"{workdir} holds no testbed (no state.json); start one with "
-                                "'dualchain up --workdir ...'")
+        raise FileNotFoundError(f"{workdir} holds no testbed (no state.json or compose.json); "
+                                "start one with 'dualchain up --workdir ...'")
     state = json.loads(state_path.read_text())
     processes = state["processes"]
     alive = live_processes(state)
@@ -41,6 +45,19 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
             "updates_refused", "interrupted")}
         out["report"]["versions"] = len(report.get("versions", []))
     return out
+
+
+def compose_status(workdir: Path) -> dict[str, Any]:
+    """A container testbed (``compose.json``, planned by ``dualchain compose``): no launcher
+    keeps a state file, so the processes that answer are the live ones. Run it where the
+    service names resolve, in one of the stack's containers (docs/deploy.md)."""
+    processes = json.loads((workdir / "compose.json").read_text())["processes"]
+    live = _live(processes, None)
+    answering = len(live["nodes"]) + len(live["chains"])
+    servers = sum(p["role"] in ("node", "ctbc", "cmbc") for p in processes)
+    return {"workdir": str(workdir), "kind": "compose", "running": answering > 0,
+            "processes": len(processes), "servers": servers, "servers_answering": answering,
+            **live}
 
 
 def _operator_tls(workdir: Path) -> TlsFiles | None:
