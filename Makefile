@@ -5,7 +5,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: install demo test lint proto proto-check ci clean
+.PHONY: install demo test lint proto proto-check container-test ci clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -33,7 +33,12 @@ proto: $(STAMP)
 proto-check: $(STAMP)
 	$(BIN)/python -m dualchain.proto.codegen --check
 
-ci: test lint proto-check
+# A real Docker engine, image, compose stack and single-node swarm (deploy/container-test.sh);
+# skips, saying why, where Docker cannot run.
+container-test: $(STAMP)
+	deploy/container-test.sh
+
+ci: test lint proto-check container-test
 
 clean:
 	rm -rf $(VENV) runs .pytest_cache .ruff_cache .hypothesis
