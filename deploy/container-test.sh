@@ -16,7 +16,8 @@
 #     removed and the swarm left; nothing of the stack is left.
 #
 # Exit 0 on success and when it skips (it says why: "container-test: SKIP ..."), 1 on failure.
-# CONTAINER_TEST=0 skips; CONTAINER_TEST=require turns a skip into a failure.
+# CONTAINER_TEST=0 skips; CONTAINER_TEST=require turns a skip into a failure;
+# CONTAINER_TEST_BUILD_ONLY=1 stops after the image (to prepare a machine's caches).
 # Timings (image build, first committed version after `up`) are printed as JSON lines.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -163,6 +164,8 @@ DOCKER_BUILDKIT=$BUILDKIT nice -n 10 docker build --force-rm --network host -f d
 json image_build "\"seconds\": $(since "$started"), \"buildkit\": $BUILDKIT"
 rm -rf "$LINKED_WHEELS"; LINKED_WHEELS=""
 export DUALCHAIN_IMAGE=$IMAGE
+
+if [ "${CONTAINER_TEST_BUILD_ONLY:-0}" = 1 ]; then log "image built (CONTAINER_TEST_BUILD_ONLY=1)"; exit 0; fi
 
 # status JSON of the testbed from inside container $1; prints "V0 V1" (the nodes' versions)
 versions() {
