@@ -87,6 +87,7 @@ cleanup() {
     exit "$rc"
 }
 trap cleanup EXIT
+trap 'log "failed at line $LINENO: $BASH_COMMAND"' ERR
 trap 'exit 130' INT TERM
 
 command -v docker >/dev/null || apt_install docker.io || skip "no docker client and cannot install docker.io"
@@ -118,7 +119,7 @@ else
                 || skip "cannot install debootstrap"
             mirror=$(grep -hoE '^(deb|URIs:) +(\[[^]]*\] +)?https?://[^ ]+/debian/?( |$)' \
                 /etc/apt/sources.list /etc/apt/sources.list.d/* 2>/dev/null \
-                | grep -oE 'https?://[^ ]+' | head -1)
+                | grep -oE 'https?://[^ ]+' | head -1 || true)
             mirror=${DEBIAN_MIRROR:-${mirror:-http://deb.debian.org/debian}}
             log "debootstrap $SUITE from $mirror (minbase, python3)"
             started=$(now)

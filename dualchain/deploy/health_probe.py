@@ -1,4 +1,4 @@
-"""`dualchain health`: the container health check of every dualchain process.
+"""`dualchain health`: asks a running dualchain process whether it is up (for operators).
 
     dualchain health ctbc-0:7000              grpc.health.v1 Check: healthy iff SERVING
     dualchain health --metrics 9100           a miner or client (no gRPC server): /metrics answers
@@ -6,10 +6,11 @@
                                               $DUALCHAIN_HEALTH_ADDRESS or
                                               $DUALCHAIN_HEALTH_METRICS, else nothing to probe
 
-Exits 0 when healthy and 1 otherwise, with the reason on stderr, as Docker's HEALTHCHECK and
-compose's ``healthcheck`` expect. Chain daemons and server nodes answer NOT_SERVING while they
-start (a daemon replaying its chain) and from the moment SIGTERM begins their shutdown
-(docs/operations.md), so ``depends_on: condition: service_healthy`` waits for real readiness.
+Exits 0 when healthy and 1 otherwise, with the reason on stderr. Chain daemons and server
+nodes answer NOT_SERVING while they start (a daemon replaying its chain) and from the moment
+SIGTERM begins their shutdown (docs/operations.md). The image's own health check is cheaper:
+``dualchain-healthy`` looks at the health file the process's event loop touches (a Python
+process importing grpc per probe took 6-7 s on a busy machine; docs/deploy.md).
 """
 
 from __future__ import annotations
