@@ -289,4 +289,5 @@ else
     if [ -n "$INIT_SWARM" ]; then leave_swarm; fi
     log "swarm: versions committed, stack removed, nothing left"
 fi
+json total "\"seconds\": $SECONDS"
 log "PASSED"
