@@ -140,15 +140,12 @@ fi
 # Offline, as docs/deploy.md describes it: every wheel the image needs, fetched by this machine's
 # pip (its index, find-links and certificates: the local CPU torch wheel here) into the build
 # context, and PIP_NO_INDEX=1 (a build container may not trust this network's TLS proxy).
-requirements=$("$PY" - <<'PYEOF'
-import tomllib
-project = tomllib.load(open("pyproject.toml", "rb"))
-print("\n".join([*project["build-system"]["requires"], *project["project"]["dependencies"]]))
-PYEOF
-)
+build_requires=$("$PY" -c 'import tomllib
+print("\n".join(tomllib.load(open("pyproject.toml", "rb"))["build-system"]["requires"]))')
+mapfile -t build_requires <<<"$build_requires"
 mkdir -p "$CACHE/wheels"
-mapfile -t reqs <<<"$requirements"
-"$PY" -m pip download --quiet --only-binary :all: -d "$CACHE/wheels" "${reqs[@]}" \
+# "." : dualchain's own dependencies (pyproject.toml), torch==2.13.0 among them
+"$PY" -m pip download --quiet --only-binary :all: -d "$CACHE/wheels" "${build_requires[@]}" . \
     >"$WORK/download.log" 2>&1 || { grep -v '^WARNING: Location' "$WORK/download.log" | tail -20 >&2; exit 1; }
 ls "$CACHE"/wheels/torch-*+cpu-*.whl >/dev/null 2>&1 \
     || { log "pip fetched no CPU torch wheel (a CUDA build would be gigabytes)"; exit 1; }
