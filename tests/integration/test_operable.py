@@ -173,3 +173,37 @@ async def test_a_cmbc_daemon_and_its_miner_are_operable(make_cmbc_cluster) -> No
     stored = store_after_exit(cluster, 0)
     assert stored >= 3
     assert (await cluster.astart(0))["height"] == stored
+
+
+async def test_a_daemon_keeps_its_health_file_while_it_serves(make_cluster, monkeypatch,
+                                                              tmp_path: Path) -> None:
+    """The container health check's protocol with a real daemon: the file appears once it
+    serves, is touched again by its event loop, and is gone as soon as SIGTERM stops it."""
+    health = tmp_path / "health"
+    healthy = Path(__file__).resolve().parents[2] / "deploy" / "healthy"
+    env = {**os.environ, "DUALCHAIN_HEALTH_FILE": str(health)}
+
+    def check() -> int:
+        return subprocess.run([str(healthy)], env=env, capture_output=True,
+                              timeout=10).returncode
+
+    monkeypatch.setenv("DUALCHAIN_HEALTH_FILE", str(health))  # inherited by the daemon
+    cluster: Cluster = make_cluster(nodes=1, start=False)
+    assert check() == 1  # not started: absent
+    await cluster.astart(0)
+
+    async def until(condition, timeout: float) -> None:
+        deadline = time.monotonic() + timeout
+        while not condition():  # a file has no event to await: bounded polling
+            assert time.monotonic() < deadline
+            await asyncio.sleep(0.05)
+
+    await until(health.exists, 10)  # ready line first, then the heartbeat starts
+    assert check() == 0
+    old = time.time() - 120
+    os.utime(health, (old, old))
+    assert check() == 1  # stale: what a stuck event loop would leave
+    await until(lambda: health.stat().st_mtime > old + 60, 10)  # touched again (every 2 s)
+    assert check() == 0
+    assert await cluster.astop(0, timeout=SIGTERM_EXIT_BOUND_S) == 0
+    assert not health.exists() and check() == 1
