@@ -1,8 +1,9 @@
 """The client (FL device) loop: registration, tasks, signed uploads, buffering, state reports.
 
 One ``ClientWorker`` per process. The pieces that carry a decision are plain classes and
-functions (``Backoff``, ``average_buffered``, ``UpdateBuffer``, ``clip_to_norm``,
-``OfflineSchedule``, ``Meter``) so the unit tests call them directly.
+functions the unit tests call directly: the rules in ``client.policies`` (backoff, averaging,
+clipping, offline windows), the measurements in ``client.measure``; the RPC links are in
+``client.links`` and the torch side in ``client.trainer``.
 
 **Loop.** The client sends a CLIENT_REGISTER transaction to CMBC, then polls its server node's
 GetTask with exponential backoff and jitter until the node stops answering UNAUTHENTICATED (the
@@ -22,37 +23,8 @@ arithmetic is real and runs at this machine's speed; only the wall time, and hen
 the client measures and reports (speed, completion time), is stretched. It does not emulate
 memory limits or a slower network.
 
-**Disconnection (seed 002 Alg. 2).** The client is disconnected when a call to its node fails
-with UNAVAILABLE or DEADLINE_EXCEEDED, or while the clock is inside one of its ``offline``
-windows; inside a window it contacts nothing at all (neither node nor CMBC: the device has no
-network). While disconnected it keeps training: a *buffered run* starts from the client's own
-latest local model (its *origin*, descended from global version ``v``; when the run starts with a
-task whose upload failed, that task's own starting point, the global model of ``v``) and each
-further local task continues from the previous one's result, with the last task's batches, batch
-size and learning rate. It stops training once ``max_buffered`` local models are held and then
-only waits. It probes the node with Ping on an exponential backoff with jitter (at once when an
-offline window ends); once the node answers it uploads **one** update for the whole run: base
-version ``v``, the sum of the run's sample counts, the delta below and a task id: the node's id
-when the run began with that task's failed upload, else an id of the client's own (top bit set,
-random low bits), since the node accepts one update per (client, base version, task) and the
-node's last task on ``v`` may already have had its update accepted. Then it continues with
-GetTask.
-
-**What "average" means.** Alg. 2 line 11 averages the stored local *models*:
-``w = (1/K) sum_k w_k``. As a delta on the run's origin ``o`` that is::
-
-    delta = (1/K) sum_k (w_k - o)  =  sum_j ((K - j + 1) / K) * d_j,   d_j = w_j - w_{j-1}
-
-i.e. the mean of the cumulative local progress after each task, not the mean of the per-task
-increments ``d_j`` (that is ``(w_K - o) / K``, which would throw away (K-1)/K of the progress),
-nor the total progress ``w_K - o`` (not an average, and its norm grows with K). It is a Polyak-
-style average of the local trajectory: early progress counts fully, later (more drifted) progress
-partly. ``||delta|| <= max_k ||w_k - o||``. The node refuses updates whose L2 norm exceeds
-``max_update_norm`` (genesis, default 100); every update, buffered or not, whose norm exceeds
-that bound is scaled to just below it (norm clipping, as in DP-FedAvg) instead of being refused;
-such uploads are counted as ``clipped`` and logged. Staleness is the aggregator's business: it
-weighs the update by w(current - v) and a node refuses it beyond the maximum staleness
-(FAILED_PRECONDITION), which counts as a failure; the run is then dropped.
+**Disconnection (seed 002 Alg. 2)** and the buffered runs it starts are described in
+``client.policies``.
 """
 
 from __future__ import annotations
@@ -64,435 +36,62 @@ import math
 import random
 import threading
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
-import grpc
 import numpy as np
 
-from dualchain.chain.cmbc.payloads import ClientRegistration, StateReport
+from dualchain.chain.cmbc.payloads import ClientRegistration
 from dualchain.chain.ctbc.fl import SignedUpdate, sign_update
-from dualchain.chain.errors import DualchainError
 from dualchain.chain.identity import Signer
-from dualchain.chain.outbox import Outbox
 from dualchain.chain.rpc import channel_options, open_channel
 from dualchain.chain.types import TxKind
 from dualchain.client.config import ClientConfig
-from dualchain.learning.aggregation import update_norm
-from dualchain.learning.codec import ChunkAssembler, CodecError, decode_params, encode_params
-from dualchain.learning.codec import iter_chunks as codec_chunks
-from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
+from dualchain.client.errors import ClientError
+from dualchain.client.links import (
+    ChainLink,
+    NodeLink,
+    NotRegistered,
+    Refused,
+    Timing,
+    Unreachable,
+)
+from dualchain.client.measure import Meter, Totals
+from dualchain.client.policies import (
+    Backoff,
+    OfflineSchedule,
+    UpdateBuffer,
+    average_buffered,
+    clip_to_norm,
+)
+from dualchain.client.trainer import (
+    ClientData,
+    LocalTrainer,
+    TrainResult,
+    init_training_thread,
+    load_client_data,
+    task_seed,
+)
+from dualchain.learning.codec import CodecError, decode_params, encode_params
 from dualchain.proto.v1 import node_pb2 as node_pb
-from dualchain.proto.v1 import node_pb2_grpc as node_grpc
+
+# Re-exported: these names were importable from here before the split.
+__all__ = ["LOCAL_TASK_BIT", "Backoff", "ClientData", "ClientError", "ClientWorker",
+           "LocalTrainer", "Meter", "OfflineSchedule", "Refused", "Timing", "Unreachable",
+           "UpdateBuffer", "average_buffered", "clip_to_norm", "emit_json", "load_client_data",
+           "task_seed"]
 
 log = logging.getLogger("dualchain.client")
 
-CHUNK_BYTES = 1 << 20  # upload chunk size (the node takes at most 1 MiB per chunk)
-MAX_MODEL_BYTES = 512 * 1024 * 1024
-CLIP_MARGIN = 0.999  # clipped norms land this far below the bound (float32 rounding headroom)
 LOCAL_TASK_BIT = 1 << 63  # task ids the client makes up itself (never issued by a node)
-_U32 = 2**32 - 1
 
 Emit = Callable[[dict], None]
-
-
-class ClientError(DualchainError):
-    """A condition the client cannot work around (wrong dataset, model layout mismatch)."""
-
-    code = "client"
 
 
 def emit_json(event: dict) -> None:
     """The default event sink: one JSON line on stdout."""
     print(json.dumps(event), flush=True)
-
-
-# --- backoff -------------------------------------------------------------------------------
-
-
-class Backoff:
-    """Exponential backoff with jitter.
-
-    The n-th delay (from 0) is ``d_n = min(maximum, initial * factor**n)`` scaled by a random
-    factor in ``[1 - jitter, 1]``: never above ``maximum``, never below ``(1 - jitter) *
-    initial``, and clients that lost their node at the same moment spread their retries.
-    """
-
-    def __init__(self, initial: float = 0.5, maximum: float = 30.0, factor: float = 2.0,
-                 jitter: float = 0.5, rng: random.Random | None = None) -> None:
-        if not 0 < initial <= maximum:
-            raise ValueError(f"need 0 < initial <= maximum, got {initial}, {maximum}")
-        if factor < 1 or not 0 <= jitter < 1:
-            raise ValueError(f"need factor >= 1 and 0 <= jitter < 1, got {factor}, {jitter}")
-        self.initial, self.maximum, self.factor, self.jitter = initial, maximum, factor, jitter
-        self._rng = rng or random.Random()
-        self.attempt = 0
-
-    def ceiling(self) -> float:
-        """The un-jittered delay of the next attempt."""
-        # Capped before the power is taken: no float overflow for a client that waits for days.
-        if self.factor == 1 or self.attempt >= math.log(self.maximum / self.initial, self.factor):
-            return self.maximum if self.factor != 1 else self.initial
-        return min(self.maximum, self.initial * self.factor ** self.attempt)
-
-    def next(self) -> float:
-        delay = self.ceiling() * (1.0 - self.jitter * self._rng.random())
-        self.attempt += 1
-        return delay
-
-    def reset(self) -> None:
-        self.attempt = 0
-
-
-# --- buffering and averaging ---------------------------------------------------------------
-
-
-def average_buffered(origin: np.ndarray, local_models: Sequence[np.ndarray]) -> np.ndarray:
-    """The delta of a buffered run: ``mean_k(w_k) - origin`` (see the module docstring).
-
-    Computed as ``(1/K) sum_k (w_k - origin)`` in float64 and rounded once to float32.
-    """
-    if not local_models:
-        raise ValueError("nothing buffered")
-    total = np.zeros(origin.shape, dtype=np.float64)
-    base = origin.astype(np.float64)
-    for w in local_models:
-        if w.shape != origin.shape:
-            raise ValueError(f"local model of shape {w.shape}, origin is {origin.shape}")
-        total += w.astype(np.float64) - base
-    return (total / len(local_models)).astype(np.float32)
-
-
-def clip_to_norm(delta: np.ndarray, max_norm: float) -> tuple[np.ndarray, float, bool]:
-    """``(delta', norm of delta, clipped)``: ``delta`` scaled to just below ``max_norm`` when over.
-
-    The norm is ``learning.aggregation.update_norm``, the node's own admission measure.
-    """
-    norm = update_norm(delta)
-    if norm <= max_norm:
-        return delta, norm, False
-    scaled = (delta.astype(np.float64) * (CLIP_MARGIN * max_norm / norm)).astype(np.float32)
-    return scaled, norm, True
-
-
-@dataclass
-class UpdateBuffer:
-    """The local models of one buffered run, kept as a running float64 sum (O(1) memory).
-
-    ``delta()`` equals ``average_buffered(origin, [w_1, ..., w_K])``.
-    """
-
-    base_version: int = 0
-    task: int = 0
-    origin: np.ndarray | None = None
-    latest: np.ndarray | None = None  # w_K: where the next local task starts
-    count: int = 0
-    samples: int = 0
-    _sum: np.ndarray | None = field(default=None, repr=False)
-
-    def __len__(self) -> int:
-        return self.count
-
-    def start(self, base_version: int, task: int, origin: np.ndarray) -> None:
-        self.base_version, self.task = base_version, task
-        self.origin = origin.astype(np.float32, copy=True)
-        self.latest = self.origin
-        self.count = self.samples = 0
-        self._sum = np.zeros(origin.shape, dtype=np.float64)
-
-    def add(self, local_model: np.ndarray, samples: int) -> None:
-        if self.origin is None or self._sum is None:
-            raise ValueError("add before start")
-        if local_model.shape != self.origin.shape:
-            raise ValueError(f"local model of shape {local_model.shape}, origin is "
-                             f"{self.origin.shape}")
-        self._sum += local_model.astype(np.float64) - self.origin.astype(np.float64)
-        self.latest = local_model.astype(np.float32, copy=True)
-        self.count += 1
-        self.samples += samples
-
-    def delta(self) -> np.ndarray:
-        if not self.count or self._sum is None:
-            raise ValueError("nothing buffered")
-        return (self._sum / self.count).astype(np.float32)
-
-    def clear(self) -> None:
-        self.origin = self.latest = self._sum = None
-        self.count = self.samples = 0
-
-
-# --- offline windows -----------------------------------------------------------------------
-
-
-class OfflineSchedule:
-    """Windows ``[start_s, end_s)`` after process start during which the device has no network."""
-
-    def __init__(self, windows: Sequence[tuple[float, float]]) -> None:
-        merged: list[list[float]] = []
-        for start, end in sorted(windows):
-            if merged and start <= merged[-1][1]:
-                merged[-1][1] = max(merged[-1][1], end)
-            else:
-                merged.append([start, end])
-        self.windows = tuple((s, e) for s, e in merged)
-
-    def offline_until(self, t: float) -> float | None:
-        """The end of the window that contains ``t`` (seconds since start), or None."""
-        for start, end in self.windows:
-            if start <= t < end:
-                return end
-        return None
-
-
-# --- measurements --------------------------------------------------------------------------
-
-
-@dataclass
-class Meter:
-    """The eq. 8 inputs measured since the last state report."""
-
-    rtt_ms: int = 0
-    completion_ms: int = 0
-    speed: float = 0.0  # samples per second of wall training time
-    failures: int = 0
-    disconnected_s: float = 0.0
-    tasks: int = 0  # trained since the last report
-    last_task: int = 0
-    last_samples: int = 0  # of the task the completion time measures
-
-    def report(self) -> StateReport:
-        return StateReport(
-            task=self.last_task,
-            rtt_ms=min(self.rtt_ms, _U32),
-            completion_ms=self.completion_ms,
-            speed_milli=round(self.speed * 1000),
-            failures=min(self.failures, _U32),
-            disconnected_ms=round(self.disconnected_s * 1000),
-            samples=self.last_samples,
-        )
-
-    def reported(self) -> None:
-        self.failures = 0
-        self.disconnected_s = 0.0
-        self.tasks = 0
-
-
-@dataclass
-class Totals:
-    tasks: int = 0  # trained (any outcome)
-    accepted: int = 0
-    refused: int = 0
-    dropped: int = 0
-    buffered: int = 0
-    flushes: int = 0
-    clipped: int = 0
-    failures: int = 0
-    reports: int = 0
-    models_fetched: int = 0
-    disconnections: int = 0
-    disconnected_s: float = 0.0
-    samples: int = 0
-    uploaded_bytes: int = 0
-
-
-# --- RPC links -----------------------------------------------------------------------------
-
-_UNREACHABLE = (grpc.StatusCode.UNAVAILABLE, grpc.StatusCode.DEADLINE_EXCEEDED)
-
-
-class Unreachable(Exception):
-    """The peer did not answer (UNAVAILABLE, DEADLINE_EXCEEDED)."""
-
-
-class Refused(Exception):
-    """The peer answered with an error status; ``code`` is the ``code`` of "code: reason"."""
-
-    def __init__(self, status: grpc.StatusCode, details: str) -> None:
-        super().__init__(f"{status.name}: {details}")
-        self.status = status
-        self.details = details
-        head, sep, _ = details.partition(":")
-        self.code = head.strip() if sep and head.strip() and " " not in head.strip() \
-            else status.name.lower()
-
-
-class NotRegistered(Refused):
-    """GetTask answered UNAUTHENTICATED: the registration is not final (yet)."""
-
-
-def _map_error(exc: grpc.aio.AioRpcError) -> Exception:
-    status = exc.code()
-    if status in _UNREACHABLE:
-        return Unreachable(f"{status.name}: {exc.details()}")
-    return Refused(status, exc.details() or "")
-
-
-@dataclass(frozen=True)
-class Timing:
-    """Backoffs and deadlines (tests shrink them)."""
-
-    backoff_initial_s: float = 0.5
-    backoff_max_s: float = 30.0
-    register_poll_max_s: float = 5.0
-    reregister_s: float = 120.0  # send CLIENT_REGISTER again when still unknown after this long
-    rpc_timeout_s: float = 10.0
-    transfer_timeout_s: float = 300.0
-
-
-class NodeLink:
-    """The client's calls to its server node's NodeService."""
-
-    def __init__(self, channel: grpc.aio.Channel, client_id: bytes, timing: Timing) -> None:
-        self._stub = node_grpc.NodeServiceStub(channel)
-        self._id = client_id
-        self._timing = timing
-
-    async def ping(self) -> node_pb.PingReply:
-        try:
-            return await self._stub.Ping(node_pb.PingRequest(client_id=self._id),
-                                         timeout=self._timing.rpc_timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
-
-    async def get_task(self) -> node_pb.Task:
-        try:
-            return await self._stub.GetTask(node_pb.TaskRequest(client_id=self._id),
-                                            timeout=self._timing.rpc_timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            if exc.code() == grpc.StatusCode.UNAUTHENTICATED:
-                raise NotRegistered(exc.code(), exc.details() or "") from None
-            raise _map_error(exc) from None
-
-    async def get_model(self, model_hash: bytes) -> bytes:
-        """The model blob, checked against ``model_hash`` (a mismatch is ``CodecError``)."""
-        assembler = ChunkAssembler(model_hash, MAX_MODEL_BYTES)
-        try:
-            call = self._stub.GetModel(node_pb.GetModelRequest(model_hash=model_hash),
-                                       timeout=self._timing.transfer_timeout_s)
-            async for chunk in call:
-                assembler.add(chunk.data)
-        except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
-        return assembler.finish()
-
-    async def submit_update(self, data: bytes) -> node_pb.SubmitUpdateReply:
-        chunks = [node_pb.UpdateChunk(data=c) for c in codec_chunks(data, CHUNK_BYTES)]
-        try:
-            return await self._stub.SubmitUpdate(iter(chunks),
-                                                 timeout=self._timing.transfer_timeout_s)
-        except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
-
-
-class ChainLink:
-    """Signed records to a CMBC daemon's ChainService, through an outbox that signs again what
-    the chain dropped behind a refused record (``chain.outbox``)."""
-
-    def __init__(self, channel: grpc.aio.Channel, signer: Signer, chain_id: str,
-                 timing: Timing) -> None:
-        self._outbox = Outbox(chain_grpc.ChainServiceStub(channel), signer, chain_id,
-                              timing.rpc_timeout_s)
-
-    async def submit(self, kind: TxKind, payload: bytes) -> bytes:
-        """Follows up the earlier records (a dropped one is signed again first), then signs
-        and submits; returns the tx hash. A nonce race is retried with a fresh nonce."""
-        try:
-            await self._outbox.follow_up()
-            return await self._outbox.submit(kind, payload)
-        except grpc.aio.AioRpcError as exc:
-            raise _map_error(exc) from None
-
-
-# --- local training ------------------------------------------------------------------------
-
-
-@dataclass(frozen=True, eq=False)
-class ClientData:
-    """This client's part of the training set."""
-
-    x: np.ndarray
-    y: np.ndarray
-    num_classes: int
-
-
-def load_client_data(config: ClientConfig) -> ClientData:
-    """Loads the dataset and keeps partition ``index`` (errors are ClientError)."""
-    from dualchain.learning.datasets import DatasetError, load_dataset
-    from dualchain.learning.partition import partition
-
-    spec = config.partition
-    try:
-        dataset = load_dataset(config.dataset, config.data_dir, spec.seed)
-        parts = partition(dataset.train_y, spec.clients, spec.scheme, spec.seed,
-                          alpha=spec.alpha, shards_per_client=spec.shards_per_client)
-    except DatasetError as exc:
-        raise ClientError(str(exc), code="dataset") from exc
-    except ValueError as exc:
-        raise ClientError(f"partition: {exc}", code="partition") from exc
-    idx = parts[spec.index]
-    return ClientData(x=np.ascontiguousarray(dataset.train_x[idx]),
-                      y=np.ascontiguousarray(dataset.train_y[idx]),
-                      num_classes=dataset.num_classes)
-
-
-@dataclass(frozen=True, eq=False)
-class TrainResult:
-    params: np.ndarray
-    batches: int
-    samples: int
-    mean_loss: float
-    compute_s: float
-    wall_s: float  # compute plus emulated slowdown
-
-
-def task_seed(client_seed: int, task_id: int, local_index: int) -> int:
-    """The batch-order seed of one task: distinct per client, task and buffered repetition."""
-    return int(np.random.SeedSequence([client_seed, task_id, local_index]).generate_state(1)[0])
-
-
-class LocalTrainer:
-    """The torch side: one model, used only on the single training thread."""
-
-    def __init__(self, dataset: str, data: ClientData, slowdown: float = 1.0) -> None:
-        from dualchain.learning.models import build_model, param_shapes
-
-        self.model = build_model(dataset, data.num_classes, seed=0)  # a container: params come
-        self.shapes = tuple(param_shapes(self.model))  # from the node
-        self.data = data
-        self.slowdown = slowdown
-
-    def train(self, start: np.ndarray, batches: int, batch_size: int, lr: float, seed: int,
-              cancel: threading.Event) -> TrainResult | None:
-        """``batches`` SGD steps from ``start``; None when ``cancel`` is set (task abandoned)."""
-        from dualchain.learning.models import get_flat, set_flat
-        from dualchain.learning.training import batch_order, train_local
-
-        set_flat(self.model, start)
-        x, y = self.data.x, self.data.y
-        samples = 0
-        loss_sum = compute = 0.0
-        began = time.perf_counter()
-        for idx in batch_order(x.shape[0], batches, batch_size, seed):
-            if cancel.is_set():
-                return None
-            # One SGD step on exactly this mini-batch (plain SGD keeps no state between steps).
-            stats = train_local(self.model, x[idx], y[idx], batches=1, batch_size=len(idx),
-                                lr=lr, seed=seed)
-            samples += stats.samples
-            loss_sum += stats.mean_loss * stats.samples
-            compute += stats.seconds
-            if self.slowdown > 1.0 and cancel.wait((self.slowdown - 1.0) * stats.seconds):
-                return None  # emulated slowdown: see the module docstring
-        return TrainResult(params=get_flat(self.model), batches=batches, samples=samples,
-                           mean_loss=loss_sum / max(samples, 1), compute_s=compute,
-                           wall_s=time.perf_counter() - began)
-
-
-def _init_training_thread(threads: int) -> None:
-    import torch
-
-    torch.set_num_threads(threads)
 
 
 # --- the worker ----------------------------------------------------------------------------
@@ -529,7 +128,7 @@ class ClientWorker:
         self.buffer = UpdateBuffer()
         self._started = time.monotonic() if started is None else started
         self._executor = ThreadPoolExecutor(1, thread_name_prefix="dualchain-train",
-                                            initializer=_init_training_thread,
+                                            initializer=init_training_thread,
                                             initargs=(config.threads,))
         self._cancel = threading.Event()
         self._drop_rng = random.Random(f"drop/{config.seed}")
