@@ -1,0 +1,78 @@
+"""The aggregation turn: which node computes the next version, and its commit.
+
+The aggregator of the next version is the node that leads CTBC's next height after the commit
+of the current one: with the server nodes in id order, node ``(h + 1) mod n`` for a commit at
+height h (version 0: h = 0), the way the committee's leader rotates by height. Aggregation duty
+therefore moves from node to node. When no new version arrives for ``aggregator_timeout_s`` the
+next node takes over, and so on (a crashed aggregator costs one timeout). Any node may submit a
+commit: CTBC accepts the first valid one for a version and refuses the rest as stale, so a
+takeover cannot fork the model.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+
+import grpc
+import numpy as np
+
+from dualchain.chain.ctbc.fl import ModelCommit
+from dualchain.chain.types import TxKind
+from dualchain.learning.codec import encode_params
+
+log = logging.getLogger("dualchain.node")
+
+AGGREGATE_POLL_S = 0.1
+COMMIT_WAIT_S = 15.0
+
+
+class Aggregator:
+    """A part of ``node.server.ServerNode``: its methods use the node's state, set up there."""
+
+    def is_aggregator(self) -> bool:
+        order = self.planner.serving_nodes(self.config.nodes)
+        if self.signer.id not in order:
+            return False
+        turns = int((time.monotonic() - self._version_time) // self.config.aggregator_timeout_s)
+        return order[(self._commit_height + 1 + turns) % len(order)] == self.signer.id
+
+    async def _aggregate_loop(self) -> None:
+        while True:
+            await asyncio.sleep(AGGREGATE_POLL_S)
+            if self._awaiting is not None:
+                version, since = self._awaiting
+                if version > self.version and time.monotonic() - since < COMMIT_WAIT_S:
+                    continue
+                self._awaiting = None
+            expected = (self.planner.planned_clients()
+                        or self.planner.active_clients(self.clients))
+            if not self.is_aggregator() or not self.pool.ready(self.version, expected):
+                continue
+            log.info("aggregating version %d from %d pooled updates (commit height %d)",
+                     self.version + 1, len(self.pool), self._commit_height)
+            try:
+                await self._propose_version()
+            except (grpc.aio.AioRpcError, ValueError) as exc:
+                # Stale (another node's commit won) or refused: the next turn decides afresh.
+                self._awaiting = None
+                log.warning("commit of version %d failed: %s", self.version + 1,
+                            exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc)
+
+    async def _propose_version(self) -> None:
+        assert self.params is not None
+        base_version = self.version
+        params, commit, digests = self.pool.build(self.params, base_version)
+        if not digests:
+            return
+        if self.config.test_tamper_model:  # test-only: a poisoned model the committee must refuse
+            params = params + np.float32(0.01)
+        blob = encode_params(params, self.shapes)
+        model_hash = await self._put_blob(blob)
+        self._remember(model_hash, blob)
+        commit = ModelCommit(commit.version, commit.parent_version, model_hash, commit.updates)
+        self._awaiting = (commit.version, time.monotonic())
+        await self._submit(self.ctbc, self.ctbc_genesis.chain_id, TxKind.MODEL_VERSION,
+                           commit.encode())
+        log.info("submitted version %d with %d updates", commit.version, len(digests))

@@ -1,0 +1,89 @@
+"""Following CTBC: a block that carries a model commit makes the node adopt the newest committed
+version (the daemon's application decided whether the commit applied), evaluate it, and anchor it
+on CMBC when it was the commit's author; membership changes start the join's last stage."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+import grpc
+
+from dualchain.chain import wire
+from dualchain.chain.cmbc.payloads import Anchor
+from dualchain.chain.ctbc.fl import ModelCommit
+from dualchain.chain.types import Block, Transaction, TxKind
+from dualchain.proto.v1 import chain_pb2 as chain_pb
+
+log = logging.getLogger("dualchain.node")
+
+RETRY_S = 1.0
+
+
+def commits_in(block: Block) -> list[tuple[Transaction, ModelCommit]]:
+    """The model commits of a CTBC block, in block order (applied or refused alike)."""
+    return [(tx, ModelCommit.decode(tx.payload)) for tx in block.transactions
+            if tx.kind == TxKind.MODEL_VERSION]
+
+def commit_for_version(block: Block, version: int) -> tuple[Transaction, ModelCommit] | None:
+    """The first commit of ``version`` in ``block``, or None if the block has none."""
+    return next(((tx, c) for tx, c in commits_in(block) if c.version == version), None)
+
+
+class CtbcFollower:
+    """A part of ``node.server.ServerNode``: its methods use the node's state, set up there."""
+
+    async def _follow_ctbc(self, next_height: int) -> None:
+        while True:
+            try:
+                stream = self.ctbc.SubscribeBlocks(
+                    chain_pb.SubscribeBlocksRequest(from_height=next_height))
+                async for message in stream:
+                    block = wire.block_from_proto(message)
+                    self._ctbc_height = block.height
+                    next_height = block.height + 1
+                    if any(tx.kind == TxKind.MODEL_VERSION for tx in block.transactions):
+                        await self._on_commit_block(block)
+                    if any(tx.kind == TxKind.VALIDATOR_REGISTER for tx in block.transactions):
+                        self._tasks.append(asyncio.create_task(self._admit_joiners(block)))
+            except grpc.aio.AioRpcError as exc:
+                log.warning("CTBC stream broke: %s", exc.details())
+                await asyncio.sleep(RETRY_S)
+            except Exception:  # a bug must not end following for good: go on after this block
+                log.exception("following CTBC failed at height %d", next_height - 1)
+                await asyncio.sleep(RETRY_S)
+
+    async def _on_commit_block(self, block: Block) -> None:
+        status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
+        if status.model_version <= self.version:
+            return  # the commit did not apply (stale or refused)
+        found = commit_for_version(block, status.model_version)
+        if found is None:
+            # The replica is already past this block: its latest version was committed in a
+            # later block, which brings us to it. The updates this block's commits name are
+            # done with either way.
+            self.pool.remove([digest for _, commit in commits_in(block)
+                              for digest, _ in commit.updates])
+            return
+        commit_tx, commit = found
+        digests = [d for d, _ in commit.updates]
+        groups: dict[int, float] = {}
+        for digest in digests:
+            arrival = self._arrivals.pop(digest, None)
+            if arrival is not None:
+                group = self.planner.group_of(arrival[0])
+                groups[group] = max(groups.get(group, 0.0), arrival[1])
+        self._last_c_groups = groups
+        self.pool.remove(digests)
+        self.metrics.updates_included.inc(len(digests))
+        await self._adopt(status.model_version, bytes(status.model_hash), block.height,
+                          status.model_height, len(digests))
+        if commit_tx.sender == self.signer.id:
+            await self._anchor(commit, block.height)
+
+    async def _anchor(self, commit: ModelCommit, ctbc_height: int) -> None:
+        payload = Anchor(commit.version, commit.model_hash, ctbc_height).encode()
+        try:
+            await self.records.submit(TxKind.ANCHOR, payload)
+        except grpc.aio.AioRpcError as exc:
+            log.warning("anchor of version %d refused: %s", commit.version, exc.details())
