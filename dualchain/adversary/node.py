@@ -8,7 +8,12 @@ of (model, version, seed): ``q`` comes from numpy's PCG64 seeded by (seed, versi
 recorded experiment reproduces. (The equivocating replica of the committee tests stays where it
 is, in the consensus code; it is not a model transform.)
 
-``make_node_attack({"kind": "poison", "rho": 0.5, "versions": [20, 60], "seed": 7})``.
+``TamperModel`` shifts every version it commits by a constant: the committee re-executes the
+aggregation, so each such commit is refused and becomes evidence against its signer.
+
+``make_node_attack({"kind": "poison", "rho": 0.5, "versions": [20, 60], "seed": 7})``; a node's
+config names one as ``"adversary": {"strategy": "tamper_model", "offset": 0.01}``
+(``make_node_strategy``).
 """
 
 from __future__ import annotations
@@ -80,8 +85,30 @@ class AggregatorPoison(NodeAttack):
         return poisoned.astype(model.dtype)
 
 
+@dataclass(frozen=True)
+class TamperModel(NodeAttack):
+    """Adds ``offset`` to every parameter of every version it aggregates."""
+
+    kind: ClassVar[str] = "tamper_model"
+    offset: float = 0.01
+
+    def __post_init__(self) -> None:
+        offset = self.offset
+        if (isinstance(offset, bool) or not isinstance(offset, int | float)
+                or not math.isfinite(offset) or offset == 0):
+            raise AttackConfigError(f"tamper_model offset must be a finite non-zero number, "
+                                    f"got {offset!r}")
+
+    def poisons(self, version: int) -> bool:
+        return True
+
+    def apply(self, model: np.ndarray, version: int) -> np.ndarray:
+        return (model + np.asarray(self.offset, dtype=model.dtype)).astype(model.dtype)
+
+
+HONEST_NODE = NodeAttack()
 NODE_ATTACKS: dict[str, type[NodeAttack]] = {
-    cls.kind: cls for cls in (NodeAttack, AggregatorPoison)
+    cls.kind: cls for cls in (NodeAttack, AggregatorPoison, TamperModel)
 }
 
 
@@ -90,3 +117,21 @@ def make_node_attack(config: Mapping[str, Any]) -> NodeAttack:
     if isinstance(config, Mapping) and isinstance(config.get("versions"), list):
         config = {**config, "versions": tuple(config["versions"])}
     return make_from_config(config, NODE_ATTACKS, "node attack")
+
+
+def make_node_strategy(config: Mapping[str, Any] | None) -> NodeAttack:
+    """The strategy a node config's ``adversary`` table names, e.g. ``{"strategy":
+    "tamper_model"}`` (None: honest); AttackConfigError with a one-line reason for an unknown
+    name or parameter."""
+    if config is None:
+        return HONEST_NODE
+    if not isinstance(config, Mapping):
+        raise AttackConfigError(f"adversary must be a table like {{\"strategy\": "
+                                f"\"tamper_model\"}}, got {type(config).__name__}")
+    if "strategy" not in config:
+        raise AttackConfigError("adversary: 'strategy' is missing; known: "
+                                + ", ".join(sorted(NODE_ATTACKS)))
+    if "kind" in config:
+        raise AttackConfigError("adversary: unknown parameter 'kind'")
+    rest = {k: v for k, v in config.items() if k != "strategy"}
+    return make_node_attack({"kind": config["strategy"], **rest})

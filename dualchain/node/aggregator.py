@@ -16,7 +16,6 @@ import logging
 import time
 
 import grpc
-import numpy as np
 
 from dualchain.chain.ctbc.fl import ModelCommit
 from dualchain.chain.types import TxKind
@@ -66,8 +65,7 @@ class Aggregator:
         params, commit, digests = self.pool.build(self.params, base_version)
         if not digests:
             return
-        if self.config.test_tamper_model:  # test-only: a poisoned model the committee must refuse
-            params = params + np.float32(0.01)
+        params = self.config.adversary.apply(params, commit.version)  # honest: unchanged
         blob = encode_params(params, self.shapes)
         model_hash = await self._put_blob(blob)
         self._remember(model_hash, blob)

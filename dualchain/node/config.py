@@ -23,7 +23,9 @@
       "tls": {"ca": ..., "cert": ..., "key": ...},   optional mutual TLS: its server and its
                                           channels to the daemons and other nodes (see
                                           ``dualchain certs``); absent: plaintext
-      "test_tamper_model": false          test-only: commit a perturbed model
+      "adversary": {"strategy": "tamper_model"}   optional: a compromised aggregator
+                                          (``dualchain.adversary.node``: "tamper_model",
+                                          "poison"); absent: honest
     }
 
 Paths are relative to the file.
@@ -34,6 +36,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dualchain.adversary.client import AttackConfigError
+from dualchain.adversary.node import HONEST_NODE, NodeAttack, make_node_strategy
 from dualchain.chain.daemon.config import ConfigError, parse_tls, read_json_object
 from dualchain.chain.rpc import TlsFiles
 
@@ -80,7 +84,7 @@ class NodeConfig:
     metrics_port: int = 0
     join: bool = False
     admit: frozenset[bytes] | None = frozenset()  # joiners to vote in; None: any
-    test_tamper_model: bool = False
+    adversary: NodeAttack = HONEST_NODE
     tls: TlsFiles | None = None
 
     @classmethod
@@ -93,7 +97,7 @@ class NodeConfig:
     def from_json(cls, data: dict, base: Path) -> NodeConfig:
         known = {"key", "listen", "ctbc", "cmbc", "ctbc_genesis", "cmbc_genesis", "nodes",
                  "dataset", "data_dir", "task", "aggregation", "aggregator_timeout_s",
-                 "metrics_port", "join", "admit", "test_tamper_model", "tls"}
+                 "metrics_port", "join", "admit", "adversary", "tls"}
         unknown = sorted(set(data) - known)
         if unknown:
             raise ConfigError(f"unknown node config keys: {', '.join(unknown)}")
@@ -121,6 +125,10 @@ class NodeConfig:
                               f"{', '.join(POLICIES)}")
         if not 0 < aggregation.quorum <= 1 or aggregation.deadline_s <= 0:
             raise ConfigError("aggregation: quorum must be in (0, 1], deadline_s positive")
+        try:
+            adversary = make_node_strategy(data.get("adversary"))
+        except AttackConfigError as exc:
+            raise ConfigError(f"node config: {exc}") from exc
         data_dir = data.get("data_dir")
         admit = _admit(data.get("admit", []))
         return cls(
@@ -139,7 +147,7 @@ class NodeConfig:
             metrics_port=int(data.get("metrics_port", 0)),
             join=bool(data.get("join", False)),
             admit=admit,
-            test_tamper_model=bool(data.get("test_tamper_model", False)),
+            adversary=adversary,
             tls=parse_tls(data.get("tls"), base),
         )
 

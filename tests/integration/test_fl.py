@@ -230,7 +230,7 @@ def test_a_tampered_model_commit_is_refused_by_the_committee(testbed: Testbed) -
     # An honest commit node 0 signed before it died may still be in the mempool and commit later.
     turned_at_ms = int(time.time() * 1000)
     restart_height = _ctbc(testbed, 1).GetStatus(chain_pb2.GetStatusRequest(), timeout=10).height
-    _edit(testbed.workdir / "node-0.json", test_tamper_model=True)
+    _edit(testbed.workdir / "node-0.json", adversary={"strategy": "tamper_model"})
     testbed.restart("node-0")
     tamperer = load_key_file(testbed.workdir / "keys" / "node-0.key").id
     deadline = time.monotonic() + EVENT_TIMEOUT_S

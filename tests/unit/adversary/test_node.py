@@ -6,7 +6,12 @@ import numpy as np
 import pytest
 
 from dualchain.adversary.client import AttackConfigError
-from dualchain.adversary.node import AggregatorPoison, NodeAttack, make_node_attack
+from dualchain.adversary.node import (
+    AggregatorPoison,
+    NodeAttack,
+    make_node_attack,
+    make_node_strategy,
+)
 
 
 def test_poisons_only_the_chosen_versions_with_reproducible_noise() -> None:
@@ -47,3 +52,13 @@ def test_honest_node_and_errors() -> None:
             make_node_attack(config)
     with pytest.raises(ValueError, match="1-D"):
         AggregatorPoison(versions=(0,)).apply(np.ones((2, 2), np.float32), 0)
+
+
+def test_tamper_model_shifts_every_version_and_keeps_the_dtype() -> None:
+    tamper = make_node_strategy({"strategy": "tamper_model", "offset": 0.25})
+    w = np.zeros(4, np.float32)
+    for version in (1, 2, 100):
+        out = tamper.apply(w, version)
+        assert out.dtype == np.float32 and np.array_equal(out, w + np.float32(0.25))
+    assert tamper.poisons(7)
+    assert make_node_strategy(None).apply(w, 1) is w  # no adversary table: honest

@@ -31,3 +31,29 @@ def test_a_node_admits_no_joiner_unless_its_config_names_it() -> None:
 def test_bad_admit_lists_are_clear_errors(admit: object, message: str) -> None:
     with pytest.raises(ConfigError, match=message):
         NodeConfig.from_json(_config(admit=admit), Path("."))
+
+
+def test_a_node_is_honest_unless_its_config_names_an_adversary_strategy() -> None:
+    assert NodeConfig.from_json(_config(), Path(".")).adversary.kind == "none"
+    tamper = NodeConfig.from_json(_config(adversary={"strategy": "tamper_model"}), Path("."))
+    assert tamper.adversary.kind == "tamper_model"
+    poison = NodeConfig.from_json(
+        _config(adversary={"strategy": "poison", "rho": 0.5, "versions": [3]}), Path("."))
+    assert poison.adversary.poisons(3) and not poison.adversary.poisons(4)
+
+
+@pytest.mark.parametrize("adversary, message", [
+    ({"strategy": "nonsense"}, "unknown node attack kind 'nonsense'; known: "),
+    ({"strategy": "tamper_model", "offset": 0}, "non-zero"),
+    ({"strategy": "tamper_model", "rate": 1}, "unknown parameter 'rate'"),
+    ({"offset": 1}, "'strategy' is missing"),
+    ("tamper_model", "must be a table")])
+def test_bad_adversary_tables_are_one_line_config_errors(adversary: object, message: str) -> None:
+    with pytest.raises(ConfigError, match=message) as caught:
+        NodeConfig.from_json(_config(adversary=adversary), Path("."))
+    assert "\n" not in str(caught.value)
+
+
+def test_the_retired_test_flag_is_an_unknown_key() -> None:
+    with pytest.raises(ConfigError, match="unknown node config keys: test_tamper_model"):
+        NodeConfig.from_json(_config(test_tamper_model=True), Path("."))
