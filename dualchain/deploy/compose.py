@@ -3,10 +3,10 @@
     dualchain compose --nodes 4 --clients 8 --miners 1 --out .      # the committed default
     dualchain compose --nodes 8 --clients 32 --set mode=ddmlts --out runs/compose-8x32
 
-The testbed is planned by ``up.Testbed`` itself (``ComposeTestbed`` only names the listen
-addresses after the compose services and gives every process metrics port 9100 in its own
-container), so a compose stack runs the processes, configs and genesis files `dualchain up`
-would run, one container per process:
+The testbed is planned and written by ``files.TestbedFiles`` as for `dualchain up`
+(``ComposeTestbed`` only names the listen addresses after the compose services and gives every
+process metrics port 9100 in its own container), so a compose stack runs the processes,
+configs and genesis files `dualchain up` would run, one container per process:
 
 - ``testbed-init`` runs once before everything else and writes the keys, genesis files and
   per-process configs into the ``testbed`` volume (``--testbed-only``), unless they are there
@@ -33,19 +33,23 @@ from __future__ import annotations
 import argparse
 import json
 import os
-import re
 import shutil
 import sys
-from collections.abc import Callable
 from dataclasses import fields, replace
 from pathlib import Path
 from typing import Any
 
 from dualchain.chain.mldsa import resolve_backend
-from dualchain.deploy.up import Proc, Testbed, UpConfig, UpError
+from dualchain.deploy.documents import (
+    METRICS_PORT,
+    ROLE_ORDER,
+    prometheus_document,
+    render_yaml,
+)
+from dualchain.deploy.files import TestbedFiles
+from dualchain.deploy.plan import Proc, UpConfig, UpError
 
 PORTS = {"ctbc": 7000, "cmbc": 7100, "node": 7300}
-METRICS_PORT = 9100
 TESTBED_VOLUME = "/testbed"
 TESTBED_DIR = "/testbed/run"  # the planned testbed inside the testbed volume
 DATA_DIR = "/data"  # a chain daemon's own named volume
@@ -64,7 +68,6 @@ LOG_LEVEL = "${DUALCHAIN_LOG_LEVEL:-WARNING}"
 # UpConfig fields that testbed-init reads from the environment when it plans.
 INIT_ENV = {"mode": "DUALCHAIN_MODE", "seed": "DUALCHAIN_SEED",
             "miner_workers": "DUALCHAIN_MINER_WORKERS", "miner_duty": "DUALCHAIN_MINER_DUTY"}
-ROLE_ORDER = ("ctbc", "cmbc", "miner", "node", "client")
 # Whom a role needs (up's order: daemons, then miners and nodes, then clients). Started, not
 # healthy: each process waits or retries by itself (a node for its daemons, a client for its
 # node, a miner for its CMBC daemon), so the containers start together and import in parallel,
@@ -74,7 +77,7 @@ WAITS_FOR = {"ctbc": (), "cmbc": (), "miner": ("cmbc",), "node": ("ctbc", "cmbc"
 STOP_GRACE = {"ctbc": "15s", "cmbc": "15s", "miner": "10s", "node": "15s", "client": "10s"}
 
 
-class ComposeTestbed(Testbed):
+class ComposeTestbed(TestbedFiles):
     """``up``'s testbed with container addresses: ``ctbc-I:7000``, ``cmbc-I:7100``,
     ``node-I:7300`` (the service names, which every container resolves), metrics on 9100.
 
@@ -282,87 +285,6 @@ def compose_document(config: UpConfig, procs: list[Proc], *, keys: str = "init",
 def _join(repo: str, path: str) -> str:
     joined = path if repo == "." else f"{repo.rstrip('/')}/{path}"
     return joined if joined.startswith(("/", ".")) else f"./{joined}"
-
-
-def prometheus_document(procs: list[Proc], target: Callable[[Proc], str | None] | None = None
-                        ) -> dict[str, Any]:
-    """Scrapes every process's metrics endpoint (``target``: its host:port, None for none; by
-    default the container's); ``process`` and ``role`` label each series, which the Grafana
-    dashboard's queries rely on."""
-    def in_container(p: Proc) -> str:
-        return f"{p.name}:{METRICS_PORT}"
-
-    where = target or in_container
-    jobs = []
-    for role in ROLE_ORDER:
-        group = [(p, where(p)) for p in procs if p.role == role]
-        group = [(p, t) for p, t in group if t]
-        if group:
-            jobs.append({"job_name": role, "static_configs": [
-                {"targets": [t], "labels": {"process": p.name, "role": role}}
-                for p, t in group]})
-    return {"global": {"scrape_interval": "5s", "scrape_timeout": "4s",
-                       "evaluation_interval": "5s"},
-            "scrape_configs": jobs}
-
-
-# -- YAML (the subset compose files need: maps, lists, scalars) ----------------------------------
-
-_PLAIN = re.compile(r"^[A-Za-z_/][A-Za-z0-9_./-]*$")
-_KEYWORDS = {"y", "n", "yes", "no", "true", "false", "on", "off", "null"}
-
-
-def _scalar(value: Any) -> str:
-    if value is None:
-        return "null"
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    if isinstance(value, int | float):
-        return json.dumps(value)
-    text = str(value)
-    if _PLAIN.match(text) and text.lower() not in _KEYWORDS:
-        return text
-    return json.dumps(text)
-
-
-def _lines(value: Any, indent: int) -> list[str]:
-    pad = "  " * indent
-    out: list[str] = []
-    if isinstance(value, dict):
-        for key, child in value.items():
-            head = f"{pad}{_scalar(key)}:"
-            if isinstance(child, dict | list) and child:
-                flow = _flow(child)
-                if flow is not None:
-                    out.append(f"{head} {flow}")
-                else:
-                    out.append(head)
-                    out.extend(_lines(child, indent + 1))
-            else:
-                empty = "{}" if isinstance(child, dict) else "[]"
-                out.append(f"{head} {empty if isinstance(child, dict | list) else _scalar(child)}")
-    else:
-        for item in value:
-            if isinstance(item, dict) and item:
-                inner = _lines(item, indent + 1)
-                out.append(f"{pad}- {inner[0].lstrip()}")
-                out.extend(inner[1:])
-            else:
-                out.append(f"{pad}- {_scalar(item)}")
-    return out
-
-
-def _flow(value: Any) -> str | None:
-    """A short list of scalars on one line (commands, health checks), else None."""
-    if not isinstance(value, list) or any(isinstance(v, dict | list) for v in value):
-        return None
-    text = "[" + ", ".join(_scalar(v) for v in value) + "]"
-    return text if len(text) <= 96 else None
-
-
-def render_yaml(document: dict[str, Any], header: str = "") -> str:
-    comment = "".join(f"# {line}".rstrip() + "\n" for line in header.splitlines())
-    return comment + "\n".join(_lines(document, 0)) + "\n"
 
 
 # -- files and the command line ------------------------------------------------------------------

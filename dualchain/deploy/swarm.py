@@ -33,15 +33,14 @@ from dualchain.deploy.compose import (
     DATA_DIR,
     HEALTH,
     IMAGE,
-    ROLE_ORDER,
     STOP_GRACE,
     TESTBED_DIR,
     ComposeTestbed,
     _command,
-    render_yaml,
     write_testbed,
 )
-from dualchain.deploy.up import Proc, UpConfig, client_node
+from dualchain.deploy.documents import ROLE_ORDER, render_yaml
+from dualchain.deploy.plan import Proc, UpConfig, client_node
 
 SWARM_TESTBED = "deploy/swarm/testbed"  # under OUT
 STACK_FILE = "dualchain-stack.yml"

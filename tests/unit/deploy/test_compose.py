@@ -21,17 +21,15 @@ from prometheus_client import CollectorRegistry, start_http_server
 from dualchain.deploy import compose
 from dualchain.deploy.cli import build_parser, main
 from dualchain.deploy.compose import (
-    METRICS_PORT,
     PROMETHEUS_FILE,
     compose_document,
     plan_processes,
-    prometheus_document,
     render,
-    render_yaml,
 )
+from dualchain.deploy.documents import METRICS_PORT, prometheus_document, render_yaml
 from dualchain.deploy.health_probe import probe
 from dualchain.deploy.processes import free_ports
-from dualchain.deploy.up import UpConfig
+from dualchain.deploy.plan import UpConfig
 
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "dualchain.json"

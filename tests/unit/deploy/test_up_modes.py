@@ -11,14 +11,8 @@ import pytest
 from dualchain.bench.paper import plan_optimality, run_experiment
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import load_key_file
-from dualchain.deploy.up import (
-    Testbed,
-    UpConfig,
-    UpError,
-    c_gmax,
-    client_slowdowns,
-    state_changes,
-)
+from dualchain.deploy.plan import UpConfig, UpError, c_gmax, client_slowdowns, state_changes
+from dualchain.deploy.up import Testbed
 
 
 def test_stragglers_are_the_last_clients_and_the_rest_spread() -> None:
