@@ -199,7 +199,7 @@ leftovers() {  # what is left of project $1 (by compose's and stack's labels)
 }
 
 # -- 4. compose ----------------------------------------------------------------------------------
-"$PY" -m dualchain.deploy.cli compose --nodes 2 --clients 2 --miners 1 --out "$WORK/compose" \
+"$PY" -m dualchain.cli compose --nodes 2 --clients 2 --miners 1 --out "$WORK/compose" \
     >/dev/null
 COMPOSE_FILE_USED=$WORK/compose/docker-compose.yml
 compose() { "${COMPOSE[@]}" -p "$PROJECT" -f "$COMPOSE_FILE_USED" "$@"; }
@@ -263,7 +263,7 @@ else
     fi
     self=$(docker info --format '{{.Swarm.NodeID}}')
     docker node update --label-add dualchain.host=h0 "$self" >/dev/null
-    "$PY" -m dualchain.deploy.cli compose --swarm --nodes 2 --clients 2 --miners 1 \
+    "$PY" -m dualchain.cli compose --swarm --nodes 2 --clients 2 --miners 1 \
         --out "$WORK/swarm" >/dev/null
     STACK=${PROJECT}s
     log "docker stack deploy ($STACK)"

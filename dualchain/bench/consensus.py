@@ -221,7 +221,7 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
 
     try:
         daemons = [supervisor.spawn(
-            f"node-{i}", [*host(f"ctbc-{i}"), sys.executable, "-m", "dualchain.deploy.cli",
+            f"node-{i}", [*host(f"ctbc-{i}"), sys.executable, "-m", "dualchain.cli",
                           "chain", "--kind", "ctbc", "--config", str(path), "--log-level",
                           "WARNING"], cwd=tmp, log=tmp / f"node-{i}.log")
             for i, path in enumerate(configs)]

@@ -159,7 +159,7 @@ def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float,
     Genesis.load(tmp / "genesis.json")
     targets = [f"127.0.0.1:{p}" for p in ports[:daemons]]
     supervisor = Supervisor()  # every process dies with the benchmark, whatever ends it
-    py = [sys.executable, "-m", "dualchain.deploy.cli"]
+    py = [sys.executable, "-m", "dualchain.cli"]
     outputs: dict[str, Path] = {}
     try:
         for i, path in enumerate(configs):

@@ -128,7 +128,7 @@ class ComposeTestbed(TestbedFiles):
 def load_processes(directory: Path) -> list[Proc]:
     """The processes of a testbed planned into ``directory`` (its ``compose.json``)."""
     data = json.loads((directory / "compose.json").read_text())
-    return [Proc(p["name"], p["role"], ["python", "-m", "dualchain.deploy.cli", *p["argv"]],
+    return [Proc(p["name"], p["role"], ["python", "-m", "dualchain.cli", *p["argv"]],
                  address=p["address"]) for p in data["processes"]]
 
 
@@ -159,7 +159,7 @@ def plan_processes(config: UpConfig) -> list[Proc]:
 def _command(proc: Proc, backend: str | None = None) -> list[str]:
     """``up``'s command line of a process as the container runs it, with the environment knobs
     (with ``backend``, the miners' backend too: ``$DUALCHAIN_BACKEND`` as for testbed-init)."""
-    argv = ["dualchain", *proc.argv[3:]]  # up runs `python -m dualchain.deploy.cli ...`
+    argv = ["dualchain", *proc.argv[3:]]  # up runs `python -m dualchain.cli ...`
     knobs = {"--log-level": LOG_LEVEL, "--workers": "${DUALCHAIN_MINER_WORKERS:-%s}",
              "--duty": "${DUALCHAIN_MINER_DUTY:-%s}"}
     if backend is not None:

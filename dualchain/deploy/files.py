@@ -124,7 +124,7 @@ class TestbedFiles:
                               retarget_interval=10, finality_depth=c.finality_depth),
                 sched=sched,
             ).save(self.workdir / "cmbc-genesis.json")
-        py = [sys.executable, "-m", "dualchain.deploy.cli"]
+        py = [sys.executable, "-m", "dualchain.cli"]
         for i in range(total):
             late = i >= n  # a joiner: its replicas know the genesis nodes' daemons as peers
             for kind, addrs, key, port in (("ctbc", ctbc, f"keys/node-{i}.key", metric_ports[i]),

@@ -1,7 +1,7 @@
 """One process supervisor for every launcher: ``dualchain up``, the benches, the test harness.
 
     sup = Supervisor()
-    node = sup.spawn("node-0", [sys.executable, "-m", "dualchain.deploy.cli", "chain", ...],
+    node = sup.spawn("node-0", [sys.executable, "-m", "dualchain.cli", "chain", ...],
                      cwd=workdir, log=workdir / "logs" / "node-0.log")
     sup.wait_ready([node], timeout=60)      # its JSON {"event": "ready", ...} stdout line
     ...

@@ -71,11 +71,11 @@ RPC_TIMEOUT_S = 10.0
 
 def spawn_cli(supervisor: Supervisor, name: str, args: Sequence[str], log_path: Path,
               cwd: Path) -> Child:
-    """Starts ``python -m dualchain.deploy.cli ARGS`` under ``supervisor`` with stderr appended
+    """Starts ``python -m dualchain.cli ARGS`` under ``supervisor`` with stderr appended
     to ``log_path`` (after a marker line: restarts share the log)."""
     with log_path.open("ab") as log:
         log.write(f"--- start {time.strftime('%H:%M:%S')} ---\n".encode())
-    return supervisor.spawn(name, [sys.executable, "-m", "dualchain.deploy.cli", *args],
+    return supervisor.spawn(name, [sys.executable, "-m", "dualchain.cli", *args],
                             cwd=cwd, log=log_path)
 
 

@@ -77,7 +77,7 @@ def test_sigkill_of_up_leaves_no_process_and_no_port(tmp_path: Path, hosts: str)
     host: the lifeline crosses the exec."""
     workdir = tmp_path / "testbed"
     launcher = subprocess.Popen(
-        [sys.executable, "-m", "dualchain.deploy.cli", "up", "--workdir", str(workdir),
+        [sys.executable, "-m", "dualchain.cli", "up", "--workdir", str(workdir),
          "--nodes", "2", "--clients", "2", "--miners", "1", "--rounds", "50",
          "--batches", "2", "--timeout-s", "600", "--hosts", hosts],
         stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)

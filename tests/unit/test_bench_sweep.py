@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
+from dualchain import cli
 from dualchain.bench import etcd, sweep
-from dualchain.deploy import cli
 
 
 def test_a_consensus_run_becomes_a_point_with_view_changes_per_100_heights() -> None:

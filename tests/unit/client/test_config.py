@@ -7,8 +7,8 @@ from pathlib import Path
 
 import pytest
 
+from dualchain.cli import main
 from dualchain.client.config import ClientConfig, ConfigError
-from dualchain.deploy.cli import main
 
 NODE_ID = "ab" * 32
 

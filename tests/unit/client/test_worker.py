@@ -334,7 +334,7 @@ async def test_the_client_process_prints_events_and_stops_cleanly_on_sigterm(
     }
     (tmp_path / "client.json").write_text(json.dumps(data))
     proc = await asyncio.create_subprocess_exec(
-        sys.executable, "-m", "dualchain.deploy.cli", "client", "--config",
+        sys.executable, "-m", "dualchain.cli", "client", "--config",
         str(tmp_path / "client.json"), "--slowdown", "1.5", "--log-level", "WARNING",
         stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.PIPE)
     events: list[dict] = []

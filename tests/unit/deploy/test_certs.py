@@ -21,6 +21,7 @@ from dualchain.chain.daemon.config import ConfigError, DaemonConfig, parse_tls
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import add_health, listen, open_channel, tls_from_paths
+from dualchain.cli import main
 from dualchain.deploy import testnet
 from dualchain.deploy.certs import (
     OPERATOR,
@@ -33,7 +34,6 @@ from dualchain.deploy.certs import (
     specs_from_workdir,
     write_certs,
 )
-from dualchain.deploy.cli import main
 
 NODE_ID = "ab" * 32
 

@@ -10,12 +10,12 @@ import sys
 from pathlib import Path
 
 from dualchain.chain.identity import identity_id, load_key_file
-from dualchain.deploy.cli import build_parser, main
+from dualchain.cli import build_parser, main
 
 
 def run_cli(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-m", "dualchain.deploy.cli", *args],
+        [sys.executable, "-m", "dualchain.cli", *args],
         capture_output=True, text=True, timeout=120, check=False,
     )
 

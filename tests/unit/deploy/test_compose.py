@@ -18,8 +18,8 @@ import pytest
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
+from dualchain.cli import build_parser, main
 from dualchain.deploy import compose
-from dualchain.deploy.cli import build_parser, main
 from dualchain.deploy.compose import (
     PROMETHEUS_FILE,
     compose_document,
@@ -28,8 +28,8 @@ from dualchain.deploy.compose import (
 )
 from dualchain.deploy.documents import METRICS_PORT, prometheus_document, render_yaml
 from dualchain.deploy.health_probe import probe
-from dualchain.deploy.processes import free_ports
 from dualchain.deploy.plan import UpConfig
+from dualchain.deploy.processes import free_ports
 
 REPO = Path(__file__).resolve().parents[3]
 DASHBOARD = REPO / "deploy" / "grafana" / "dashboards" / "dualchain.json"

@@ -20,9 +20,9 @@ from pathlib import Path
 import pytest
 
 from dualchain.chain import heartbeat, mldsa
+from dualchain.cli import main
 from dualchain.deploy import compose, swarm
 from dualchain.deploy import status as status_module
-from dualchain.deploy.cli import main
 from dualchain.deploy.up import UpConfig, client_node
 
 REPO = Path(__file__).resolve().parents[3]

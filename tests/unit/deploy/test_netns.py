@@ -10,8 +10,9 @@ from pathlib import Path
 
 import pytest
 
+from dualchain.cli import build_parser
+from dualchain.cli.common import netem_table
 from dualchain.deploy import netns
-from dualchain.deploy.cli import _netem_table, build_parser
 from dualchain.deploy.netem import NetemError, NetemSpec, Shaper, parse_netem_options, resolve
 from dualchain.deploy.up import Testbed, UpConfig, UpError
 
@@ -40,9 +41,9 @@ def test_netem_options_are_host_equals_spec() -> None:
     with pytest.raises(NetemError):
         parse_netem_options(["delay=50ms"])  # no host: "delay" would be taken as one
     args = build_parser().parse_args(["up", "--hosts", "netns", "--netem", "node-1=delay=50ms"])
-    assert args.hosts == "netns" and _netem_table(args) == {"node-1": "delay=50ms"}
+    assert args.hosts == "netns" and netem_table(args) == {"node-1": "delay=50ms"}
     args = build_parser().parse_args(["bench", "fl", "--netem", "*=delay=50ms"])
-    assert args.hosts == "local" and _netem_table(args) == {"*": "delay=50ms"}
+    assert args.hosts == "local" and netem_table(args) == {"*": "delay=50ms"}
 
 
 def test_an_exact_host_wins_over_a_glob_and_a_pattern_must_name_a_host() -> None:

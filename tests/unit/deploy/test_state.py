@@ -12,7 +12,8 @@ from pathlib import Path
 
 import pytest
 
-from dualchain.deploy import cli, status
+from dualchain import cli
+from dualchain.deploy import status
 from dualchain.deploy.state import alive, busy_reason, read_state, write_state
 from dualchain.deploy.up import Testbed, UpConfig, UpError
 

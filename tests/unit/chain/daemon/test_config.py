@@ -9,7 +9,7 @@ import pytest
 
 from dualchain.chain.daemon.config import ConfigError, DaemonConfig
 from dualchain.chain.uploads import QuotaLimits
-from dualchain.deploy.cli import main
+from dualchain.cli import main
 
 GOOD = {"kind": "ctbc", "genesis": "genesis.json", "key": "keys/node-0.key",
         "data_dir": "data/node-0", "listen": "127.0.0.1:7000", "peers": ["127.0.0.1:7001"]}

@@ -5,9 +5,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+from dualchain.bench.demo import DemoConfig, run_demo
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.store import BlockStore
-from dualchain.deploy.demo import DemoConfig, run_demo
 
 
 def test_demo_commits_everything_refuses_the_bad_and_leaves_a_consistent_store(

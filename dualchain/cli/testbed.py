@@ -1,0 +1,168 @@
+"""Whole testbeds: ``up`` (this host), ``compose`` (containers), ``health``, ``status`` and
+``certs``."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from dualchain.cli.common import add_hosts_options, netem_table
+
+
+def cmd_up(args: argparse.Namespace) -> int:
+    from dualchain.deploy.up import Testbed, UpConfig, UpError
+
+    overrides = {name: getattr(args, name) for name in (
+        "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
+        "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
+        "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
+        "join_after", "tls", "hosts", "netem_backend", "metrics")}
+    if args.data_dir is not None:
+        overrides["data_dir"] = str(args.data_dir)
+    try:
+        overrides["netem"] = netem_table(args)
+    except ValueError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
+    try:
+        if args.config is not None:
+            config = UpConfig.from_toml(args.config, overrides)
+        else:
+            config = UpConfig(**{k: v for k, v in overrides.items() if v is not None})
+        if config.hosts == "netns":  # a kill unwinds like Ctrl-C: the namespaces go too
+            from dualchain.deploy.netns import interrupt_on_sigterm
+
+            interrupt_on_sigterm()
+        report = Testbed(config).run()
+    except UpError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
+    workdir = Path(config.workdir)
+    print(f"final accuracy {report['final_accuracy']} after {report['time_to_final_s']} s; "
+          f"report: {workdir / 'report.json'}, {workdir / 'metrics.csv'}, {workdir / 'plots'}/")
+    return 130 if report["interrupted"] else 0
+
+
+def cmd_status(args: argparse.Namespace) -> int:
+    from dualchain.deploy.status import testbed_status
+
+    try:
+        print(json.dumps(testbed_status(args.workdir), indent=2))
+    except FileNotFoundError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
+    return 0
+
+
+def cmd_certs(args: argparse.Namespace) -> int:
+    from dualchain.deploy.certs import CertsError, make_certs
+
+    try:
+        files = make_certs(args.dir, args.names, args.hosts, args.out, args.configure)
+    except CertsError as exc:
+        print(f"dualchain: error: {exc}", file=sys.stderr)
+        return 2
+    for tls in files.values():
+        print(tls.cert)
+    return 0
+
+
+def add_parsers(sub: argparse._SubParsersAction) -> None:
+    up = sub.add_parser(
+        "up",
+        help="run a whole local testbed (the main job) and write a report",
+        description="Starts a CTBC and a CMBC daemon per server node, the miners, the server "
+        "nodes and the clients, each its own process, on this host; prints one line per "
+        "committed model version; stops everything after ROUNDS versions (or on Ctrl-C) and "
+        "writes WORKDIR/report.json, metrics.csv and plots/*.png. Flags override the TOML "
+        "config's keys (same names). With --hosts netns the hosts are network namespaces: "
+        "node-I (node I's CTBC and CMBC daemons, the node, the miners mining on its CMBC) and "
+        "clients-I (node I's clients); in TOML: hosts = \"netns\" and a [netem] table such as "
+        "\"node-1\" = \"delay=50ms\" (see docs/deploy.md).",
+    )
+    up.add_argument("--config", type=Path, default=None, help="a TOML file of UpConfig keys")
+    up.add_argument("--nodes", type=int, default=None, help="server nodes (default 4)")
+    up.add_argument("--clients", type=int, default=None, help="clients (default 8)")
+    up.add_argument("--miners", type=int, default=None, help="CMBC miners (default 1)")
+    up.add_argument("--dataset", default=None,
+                    help="digits (embedded, default), mnist, fashion-mnist, cifar10, cifar100")
+    up.add_argument("--data-dir", type=Path, default=None,
+                    help="where the dataset files are (not needed for digits)")
+    up.add_argument("--rounds", type=int, default=None,
+                    help="model versions to commit before stopping (default 20)")
+    up.add_argument("--mode", choices=["fedasync", "fedavg", "ddmlts", "semisync"],
+                    default=None,
+                    help="fedasync (asynchronous, equal tasks; default), fedavg (synchronous "
+                    "rounds), ddmlts (client groups and tasks sized per client by the CMBC "
+                    "task plan), semisync (a round waits for --quorum of the clients)")
+    up.add_argument("--stragglers", type=float, default=None,
+                    help="fraction of clients emulated 8x slower; the others spread over "
+                    "1x..2x (default 0)")
+    up.add_argument("--quorum", type=float, default=None,
+                    help="semisync: fraction of clients a round waits for (default 0.5)")
+    up.add_argument("--sched-alpha", type=float, default=None,
+                    help="ddmlts: eq. 13 balancing factor alpha (default 1.0)")
+    up.add_argument("--chains", choices=["dual", "single"], default=None,
+                    help="dual (CTBC + CMBC, default) or single: the management transactions "
+                    "(registrations, state reports, plans) go on CTBC and no CMBC or miner "
+                    "runs (seed 000 Table 5's baseline; with --mode fedasync, BAFL-like)")
+    up.add_argument("--join-nodes", type=int, default=None,
+                    help="server nodes that join the running testbed through the two stages "
+                    "of seed 000 §3.1: a join request on CMBC, then a membership change on "
+                    "CTBC (default 0)")
+    up.add_argument("--join-clients", type=int, default=None,
+                    help="clients attached to the joining nodes (default 0)")
+    up.add_argument("--join-after", type=int, default=None,
+                    help="the joining nodes start after this many versions (default 3)")
+    up.add_argument("--metrics", action="store_true", default=None,
+                    help="a Prometheus endpoint per process and WORKDIR/prometheus.yml that "
+                    "scrapes them all (the labels the Grafana dashboard in deploy/grafana reads)")
+    up.add_argument("--tls", action="store_true", default=None,
+                    help="mutual TLS between every process: a testbed CA and a certificate "
+                    "per process under WORKDIR/tls (see 'dualchain certs')")
+    up.add_argument("--workdir", default=None, help="output directory, replaced (default "
+                    "runs/default)")
+    up.add_argument("--partition", choices=["iid", "dirichlet", "shards"], default=None,
+                    help="how client data is split (default iid)")
+    up.add_argument("--alpha", type=float, default=None, help="Dirichlet alpha (default 0.5)")
+    up.add_argument("--seed", type=int, default=None, help="model and partition seed (0)")
+    up.add_argument("--batches", type=int, default=None, help="batches per task (default 20)")
+    up.add_argument("--learning-rate", type=float, default=None,
+                    help="client SGD learning rate (default 0.05)")
+    up.add_argument("--algorithm", default=None, help="ML-DSA parameter set (ML-DSA-44)")
+    up.add_argument("--timeout-s", type=float, default=None,
+                    help="stop after this many seconds of training (default 600)")
+    add_hosts_options(up, defaults=False)
+    up.set_defaults(func=cmd_up)
+
+    from dualchain.deploy import compose, health_probe
+
+    compose.add_parser(sub)  # dualchain compose: a docker-compose testbed like up's
+    health_probe.add_parser(sub)  # dualchain health: the containers' health check
+
+    status = sub.add_parser(
+        "status",
+        help="summarise a running or finished testbed",
+        description="Asks a running testbed's nodes and chain daemons for their state, or "
+        "summarises the report of a finished one; prints JSON.",
+    )
+    status.add_argument("--workdir", type=Path, required=True, help="the testbed's workdir")
+    status.set_defaults(func=cmd_status)
+
+    certs = sub.add_parser(
+        "certs", help="create a testbed CA and a TLS certificate per process",
+        description="Writes OUT/ca.pem and a certificate and key per process, its identity id "
+        "in the subject; the processes are DIR's configs and keys, or --names. See "
+        "dualchain/deploy/certs.py.")
+    certs.add_argument("--dir", type=Path, required=True,
+                       help="a testbed directory (its process configs and keys/)")
+    certs.add_argument("--names", nargs="+", default=None, metavar="NAME[=ID]",
+                       help="these processes instead of DIR's (id: hex, or from keys/NAME.key)")
+    certs.add_argument("--hosts", nargs="+", default=[], metavar="HOST",
+                       help="extra DNS names or IP addresses in every certificate")
+    certs.add_argument("--out", type=Path, default=None, help="output (default DIR/tls)")
+    certs.add_argument("--configure", action="store_true",
+                       help="also put the tls section into each process config in DIR")
+    certs.set_defaults(func=cmd_certs)
