@@ -26,6 +26,7 @@ test: $(STAMP)
 
 lint: $(STAMP)
 	$(BIN)/ruff check .
+	$(BIN)/lint-imports
 
 proto: $(STAMP)
 	$(BIN)/python -m dualchain.proto.codegen

@@ -8,7 +8,9 @@ import json
 import sys
 from pathlib import Path
 
+from dualchain.cli import compose
 from dualchain.cli.common import add_hosts_options, netem_table
+from dualchain.deploy import health_probe
 
 
 def cmd_up(args: argparse.Namespace) -> int:
@@ -136,8 +138,6 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="stop after this many seconds of training (default 600)")
     add_hosts_options(up, defaults=False)
     up.set_defaults(func=cmd_up)
-
-    from dualchain.deploy import compose, health_probe
 
     compose.add_parser(sub)  # dualchain compose: a docker-compose testbed like up's
     health_probe.add_parser(sub)  # dualchain health: the containers' health check

@@ -19,6 +19,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from prometheus_client import CollectorRegistry, start_http_server
 
 from dualchain.cli import build_parser, main
+from dualchain.cli.compose import config_from_args
 from dualchain.deploy import compose
 from dualchain.deploy.compose import (
     PROMETHEUS_FILE,
@@ -167,7 +168,7 @@ def test_testbed_init_plans_the_same_configuration_from_its_command_line() -> No
     args = build_parser().parse_args(argv)
     # "auto": testbed-init plans with what the image really has (liboqs only where it works).
     assert args.testbed_only and args.if_missing and args.backend == "auto"
-    assert compose.config_from_args(args) == config
+    assert config_from_args(args) == config
 
 
 def test_testbed_only_keeps_an_existing_testbed(tmp_path: Path, capsys) -> None:
