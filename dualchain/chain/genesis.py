@@ -101,6 +101,10 @@ class FlParams:
     max_staleness: int = 8
     mixing: float = 1.0
     max_update_norm: float = 100.0
+    # User plug-ins (docs/plugins.md): "pkg.module:name", or "" for the built-in. ``dataset``
+    # above may name a loader the same way.
+    model: str = ""  # the model factory (version 0 is derived from it and model_seed)
+    aggregator: str = ""  # the rule every committee member re-executes instead of ``mode``'s
 
 
 @dataclass(frozen=True)
@@ -482,6 +486,10 @@ def _check_fl(g: Genesis) -> None:
         raise GenesisError(f"fl.staleness_rule: unknown rule {fl.staleness_rule!r}")
     if len(fl.model_hash) != 64 or any(c not in "0123456789abcdef" for c in fl.model_hash):
         raise GenesisError("fl.model_hash: must be 64 lowercase hex digits")
+    for name in ("model", "aggregator"):
+        value = getattr(fl, name)
+        if value and (":" not in value or any(c.isspace() for c in value)):
+            raise GenesisError(f"fl.{name}: must be empty or an import path pkg.module:name")
     for name in ("mixing", "max_update_norm"):
         value = getattr(fl, name)
         if not math.isfinite(value) or value <= 0:

@@ -20,7 +20,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
-        "join_after", "tls", "hosts", "netem_backend", "metrics")}
+        "join_after", "tls", "hosts", "netem_backend", "metrics", "model", "aggregator")}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
@@ -89,7 +89,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--clients", type=int, default=None, help="clients (default 8)")
     up.add_argument("--miners", type=int, default=None, help="CMBC miners (default 1)")
     up.add_argument("--dataset", default=None,
-                    help="digits (embedded, default), mnist, fashion-mnist, cifar10, cifar100")
+                    help="digits (embedded, default), mnist, fashion-mnist, cifar10, cifar100, "
+                    "or a loader of your own, pkg.module:loader (docs/plugins.md)")
+    up.add_argument("--model", default=None, metavar="PKG.MODULE:FACTORY",
+                    help="a model factory of your own (default: the dataset's built-in model; "
+                    "needed with a dataset plug-in); docs/plugins.md")
+    up.add_argument("--aggregator", default=None, metavar="PKG.MODULE:RULE",
+                    help="an aggregation rule of your own, which every committee member "
+                    "re-executes (default: the rule of --mode); docs/plugins.md")
     up.add_argument("--data-dir", type=Path, default=None,
                     help="where the dataset files are (not needed for digits)")
     up.add_argument("--rounds", type=int, default=None,

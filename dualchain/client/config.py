@@ -7,7 +7,10 @@
       "cmbc": "127.0.0.1:7100",             a CMBC daemon (ChainService): registration, reports
       "ctbc_chain_id": "ctbc-local",        chain id signed into every update
       "cmbc_chain_id": "cmbc-local",        chain id of the management transactions
-      "dataset": "digits",                  one of learning.datasets.DATASETS
+      "dataset": "digits",                  one of learning.datasets.DATASETS, or a plug-in
+                                            loader "pkg.module:loader" (docs/plugins.md)
+      "model": "",                          a model plug-in "pkg.module:factory" (the genesis's
+                                            fl.model); "": the dataset's built-in model
       "data_dir": null,                     dataset files (null: digits ships with scikit-learn)
       "partition": {"scheme": "iid", "clients": 4, "index": 0, "seed": 0, "alpha": 0.5,
                     "shards_per_client": 2},
@@ -46,11 +49,13 @@ from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
 from dualchain.chain.rpc import TlsFiles
 from dualchain.learning.datasets import DATASETS
 from dualchain.learning.partition import SCHEMES
+from dualchain.learning.plugins import PluginError, check_spec, is_plugin
 
 MAX_LABEL_BYTES = 256  # chain.cmbc.payloads.MAX_LABEL
 
 _KEYS = {
-    "key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset", "data_dir",
+    "key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset", "model",
+    "data_dir",
     "partition", "seed", "threads", "slowdown", "slowdown_changes", "drop_prob", "offline",
     "report_every",
     "max_tasks", "label", "backend", "max_update_norm", "max_buffered", "metrics_port", "tls",
@@ -80,6 +85,7 @@ class ClientConfig:
     cmbc_chain_id: str
     dataset: str
     partition: PartitionSpec
+    model: str = ""  # a model plug-in path; "": the dataset's built-in model
     data_dir: Path | None = None
     seed: int = 0
     threads: int = 1
@@ -128,9 +134,19 @@ class ClientConfig:
             _string(data, name)
         for name in ("node", "cmbc"):
             _check_address(name, data[name])
-        if data["dataset"] not in DATASETS:
-            raise ConfigError(f"config dataset {data['dataset']!r} is not one of "
-                              f"{', '.join(DATASETS)}")
+        try:
+            if is_plugin(data["dataset"]):
+                check_spec(data["dataset"], "dataset")
+            elif data["dataset"] not in DATASETS:
+                raise ConfigError(f"config dataset {data['dataset']!r} is not one of "
+                                  f"{', '.join(DATASETS)} (or a plug-in, pkg.module:loader)")
+            model = data.get("model", "")
+            if model != "":
+                check_spec(model, "model")
+            elif is_plugin(data["dataset"]):
+                raise ConfigError("a dataset plug-in needs a model plug-in (config key 'model')")
+        except PluginError as exc:
+            raise ConfigError(f"config {exc}") from None
         data_dir = data.get("data_dir")
         if data_dir is not None and (not isinstance(data_dir, str) or not data_dir):
             raise ConfigError("config key 'data_dir' must be a non-empty string or null")
@@ -159,6 +175,7 @@ class ClientConfig:
             ctbc_chain_id=data["ctbc_chain_id"],
             cmbc_chain_id=data["cmbc_chain_id"],
             dataset=data["dataset"],
+            model=model,
             partition=_partition(data["partition"]),
             data_dir=None if data_dir is None else (base / data_dir).resolve(),
             seed=_int(data, "seed", 0, minimum=0),

@@ -10,6 +10,7 @@ import numpy as np
 
 from dualchain.client.config import ClientConfig
 from dualchain.client.errors import ClientError
+from dualchain.learning.plugins import PluginError
 
 
 @dataclass(frozen=True, eq=False)
@@ -59,11 +60,17 @@ def task_seed(client_seed: int, task_id: int, local_index: int) -> int:
 class LocalTrainer:
     """The torch side: one model, used only on the single training thread."""
 
-    def __init__(self, dataset: str, data: ClientData, slowdown: float = 1.0) -> None:
+    def __init__(self, dataset: str, data: ClientData, slowdown: float = 1.0,
+                 model: str = "") -> None:
         from dualchain.learning.models import build_model, param_shapes
 
-        self.model = build_model(dataset, data.num_classes, seed=0)  # a container: params come
-        self.shapes = tuple(param_shapes(self.model))  # from the node
+        # A container: the parameters come from the node.
+        try:
+            self.model = build_model(dataset, data.num_classes, seed=0, model=model,
+                                     input_shape=data.x.shape[1:])
+        except PluginError as exc:
+            raise ClientError(str(exc), code="model") from None
+        self.shapes = tuple(param_shapes(self.model))
         self.data = data
         self.slowdown = slowdown
 

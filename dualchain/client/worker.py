@@ -182,7 +182,8 @@ class ClientWorker:
     def trainer(self) -> LocalTrainer:
         """The torch side, made at first use (importing torch costs seconds)."""
         if self._trainer is None:
-            self._trainer = LocalTrainer(self.config.dataset, self._data, self.config.slowdown)
+            self._trainer = LocalTrainer(self.config.dataset, self._data, self.config.slowdown,
+                                         self.config.model)
         return self._trainer
 
     def _slowdown_now(self) -> float:

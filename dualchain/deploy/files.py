@@ -5,6 +5,7 @@ namespaces they run in. ``TestbedFiles`` plans and writes; ``up.Testbed`` adds t
 from __future__ import annotations
 
 import json
+import os
 import queue
 import shutil
 import sys
@@ -31,6 +32,7 @@ from dualchain.deploy.plan import (
     client_node,
     client_slowdowns,
     genesis_model_hash,
+    plugin_path,
     state_changes,
 )
 from dualchain.deploy.processes import free_ports
@@ -99,9 +101,14 @@ class TestbedFiles:
                             batch_size=c.batch_size) if policy == "plan" else None
         cache = self.workdir / "cache"  # the processes' dataset cache (their environment says)
         self.env[CACHE_ENV] = str(cache)
+        roots = plugin_path(c)  # every process imports the plug-ins from where we found them
+        if roots:
+            self.env["PYTHONPATH"] = os.pathsep.join(
+                [*roots, *filter(None, [os.environ.get("PYTHONPATH")])])
         fl = FlParams(dataset=c.dataset, model_seed=c.seed,
                       model_hash=genesis_model_hash(c, cache),
-                      mode=rule, max_staleness=c.max_staleness)
+                      mode=rule, max_staleness=c.max_staleness, model=c.model,
+                      aggregator=c.aggregator)
         Genesis(
             chain_id=CTBC_CHAIN, kind="ctbc", algorithm=alg, genesis_time_ms=now,
             validators=tuple(Validator(s.id, s.public_key, a)
@@ -251,6 +258,7 @@ class TestbedFiles:
             "ctbc_chain_id": CTBC_CHAIN,
             "cmbc_chain_id": CTBC_CHAIN if c.chains == "single" else CMBC_CHAIN,
             "dataset": c.dataset,
+            "model": c.model,
             "data_dir": c.data_dir,
             "partition": {"scheme": c.partition, "clients": c.clients + c.join_clients,
                           "index": j,

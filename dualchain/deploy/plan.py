@@ -11,6 +11,13 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dualchain.learning.plugins import (
+    PluginError,
+    check_spec,
+    import_root,
+    is_plugin,
+    load_object,
+)
 from dualchain.runtime.supervisor import Child
 
 MODES = ("fedasync", "fedavg", "ddmlts", "semisync")
@@ -72,6 +79,10 @@ class UpConfig:
     hosts: str = "local"
     netem: dict[str, Any] = field(default_factory=dict)  # e.g. {"node-1": "delay=50ms"}
     netem_backend: str = "auto"  # tc netem where the kernel has it, else userspace; or force
+    # User plug-ins by import path "pkg.module:name" (docs/plugins.md); ``dataset`` may name a
+    # loader the same way. "": the built-in model of the dataset, the aggregation rule of ``mode``.
+    model: str = ""
+    aggregator: str = ""
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.clients < 1 or self.miners < 0 or self.rounds < 1:
@@ -94,6 +105,15 @@ class UpConfig:
             raise UpError("join_clients needs join_nodes (the node they attach to)")
         if self.hosts not in ("local", "netns") or (self.netem and self.hosts != "netns"):
             raise UpError(f"hosts {self.hosts!r}: local or netns (netem needs netns)")
+        try:
+            for what, spec in (("dataset", self.dataset), ("model", self.model),
+                               ("aggregator", self.aggregator)):
+                if spec and (what != "dataset" or is_plugin(spec)):
+                    check_spec(spec, what)
+        except PluginError as exc:
+            raise UpError(str(exc)) from None
+        if is_plugin(self.dataset) and not self.model:
+            raise UpError(f"dataset {self.dataset!r} is a plug-in: name its model too (--model)")
 
     @classmethod
     def from_toml(cls, path: Path, overrides: dict[str, Any]) -> UpConfig:
@@ -188,13 +208,42 @@ def genesis_model_hash(config: UpConfig, cache: Path | None = None) -> str:
     import hashlib
 
     from dualchain.learning.codec import encode_params
-    from dualchain.learning.datasets import load_dataset
+    from dualchain.learning.datasets import DatasetError, load_dataset
     from dualchain.learning.models import build_model, get_flat, param_shapes
 
     data_dir = Path(config.data_dir) if config.data_dir else None
-    dataset = load_dataset(config.dataset, data_dir, seed=0, cache_dir=cache)
-    if cache is not None and config.seed != 0:
-        load_dataset(config.dataset, data_dir, seed=config.seed, cache_dir=cache)
-    model = build_model(dataset.name, dataset.num_classes, config.seed)
+    try:
+        dataset = load_dataset(config.dataset, data_dir, seed=0, cache_dir=cache)
+        if cache is not None and config.seed != 0:
+            load_dataset(config.dataset, data_dir, seed=config.seed, cache_dir=cache)
+        model = build_model(dataset.name, dataset.num_classes, config.seed, model=config.model,
+                            input_shape=dataset.input_shape)
+    except (DatasetError, PluginError) as exc:
+        raise UpError(str(exc)) from None
     blob = encode_params(get_flat(model), param_shapes(model))
     return hashlib.sha256(blob).hexdigest()
+
+
+def plugin_path(config: UpConfig) -> list[str]:
+    """Loads the testbed's plug-ins here (the aggregation rule tried once: ``UpError`` with the
+    reason when one cannot work) and returns the folders their packages came from, for the
+    processes' PYTHONPATH. A package in the folder `dualchain up` runs in is found too."""
+    import sys
+
+    from dualchain.learning.aggregation import load_aggregator
+
+    named = [(what, spec) for what, spec in (("dataset", config.dataset),
+                                             ("model", config.model),
+                                             ("aggregator", config.aggregator))
+             if is_plugin(spec)]
+    if named and str(Path.cwd()) not in sys.path and "" not in sys.path:
+        sys.path.append(str(Path.cwd()))  # last: never shadows an installed package
+    try:
+        for what, spec in named:
+            load_object(spec, what)
+        if config.aggregator:
+            load_aggregator(config.aggregator)
+    except PluginError as exc:
+        raise UpError(str(exc)) from None
+    roots = [import_root(spec) for _, spec in named]
+    return sorted({str(r) for r in roots if r is not None})

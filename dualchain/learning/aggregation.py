@@ -46,10 +46,13 @@ from __future__ import annotations
 import hashlib
 import itertools
 import math
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
+
+from dualchain.learning.plugins import PluginError, call, load_object
 
 RULES: tuple[str, ...] = ("eq2", "constant", "polynomial", "hinge")
 
@@ -255,3 +258,51 @@ def fedavg(
     total = sum(u.samples for u in kept)
     params, weights = _apply(global_params, kept, [u.samples / total for u in kept])
     return AggregateResult(params=params, weights=weights, dropped=tuple(dropped))
+
+
+def plugin_aggregate(
+    spec: str,
+    rule: Callable[..., Any],
+    global_params: np.ndarray,
+    updates: Sequence[Update],
+    current_version: int,
+) -> AggregateResult:
+    """A user's aggregation rule (``spec``, docs/plugins.md) over the updates in canonical order.
+
+    ``rule(global_params, updates, current_version)`` returns the new global model (an array of
+    the global's size; made float32 here) or an ``AggregateResult``. Every committee member runs
+    it and compares the SHA-256 of the result, so it must be a pure function of its inputs. The
+    weights recorded with a bare array are the updates' sample shares (informational).
+    """
+    _check_global(global_params)
+    ordered = tuple(_sorted_updates(updates, global_params.size))
+    out = call(spec, "aggregator", rule, global_params.copy(), ordered, current_version)
+    if isinstance(out, AggregateResult):
+        raw, weights, dropped = out.params, out.weights, out.dropped
+    else:
+        total = sum(u.samples for u in ordered) or 1
+        raw, weights, dropped = out, tuple((u.client_id, u.samples / total) for u in ordered), ()
+    try:
+        params = np.asarray(raw)
+    except Exception:
+        params = None
+    if (params is None or params.shape != global_params.shape
+            or not np.issubdtype(params.dtype, np.number)):
+        shape = getattr(params, "shape", type(raw).__name__)
+        raise PluginError(f"aggregator {spec!r} returned {shape}, expected an array of shape "
+                          f"{global_params.shape}")
+    params = params.astype(np.float32)
+    if not np.isfinite(params).all():
+        raise PluginError(f"aggregator {spec!r} returned NaN or infinite parameters")
+    return AggregateResult(params=params, weights=tuple(weights), dropped=tuple(dropped))
+
+
+def load_aggregator(spec: str) -> Callable[..., Any]:
+    """The rule ``spec`` names, tried once on a two-update example so that a rule that cannot
+    work fails at start-up with its reason (``PluginError``), not at the first commit."""
+    rule = load_object(spec, "aggregator")
+    probe = np.zeros(4, dtype=np.float32)
+    examples = [Update(bytes([i]) * 32, 0, 1 + i, np.full(4, 0.5 * (i + 1), np.float32))
+                for i in range(2)]
+    plugin_aggregate(spec, rule, probe, examples, 1)
+    return rule

@@ -6,6 +6,9 @@ int64. Only local files are read: ``digits`` ships inside scikit-learn, the othe
 pickle batches for CIFAR). Nothing is ever downloaded: a missing or malformed file is a
 ``DatasetError`` naming the file and what is wrong.
 
+A name of the form ``pkg.module:loader`` is a user's dataset plug-in (docs/plugins.md): the
+loader is called with the seed and its arrays are checked here.
+
 Normalisation uses fixed per-dataset constants (the usual published means and standard deviations),
 not statistics of the loaded split, so every process that loads the same files gets the same bytes.
 """
@@ -19,11 +22,14 @@ import os
 import pickle
 import warnings
 import zlib
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
+
+from dualchain.learning.plugins import PluginError, call, is_plugin, load_object
 
 DATASETS: tuple[str, ...] = ("digits", "mnist", "fashion-mnist", "cifar10", "cifar100")
 # A directory where the digits split, once made with scikit-learn, is kept as .npz, so that the
@@ -64,15 +70,21 @@ class Dataset:
     test_x: np.ndarray
     test_y: np.ndarray
     num_classes: int
-    input_shape: tuple[int, int, int]  # (C, H, W)
+    input_shape: tuple[int, ...]  # one sample's shape: (C, H, W) for the built-in images
 
 
 def load_dataset(name: str, data_dir: Path | None = None, seed: int = 0,
                  cache_dir: Path | None = None) -> Dataset:
     """Load ``name`` (one of ``DATASETS``); ``seed`` only affects the split of ``digits``, which
     is kept in ``cache_dir`` (default: ``$DUALCHAIN_DATASET_CACHE``, if set)."""
+    if is_plugin(name):
+        try:
+            return _load_plugin(name, seed)
+        except PluginError as exc:
+            raise DatasetError(str(exc)) from None
     if name not in DATASETS:
-        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)}")
+        raise DatasetError(f"unknown dataset {name!r}; known datasets: {', '.join(DATASETS)} "
+                           "(or a plug-in, pkg.module:loader)")
     if name == "digits":
         cache = cache_dir if cache_dir is not None else os.environ.get(CACHE_ENV)
         return _load_digits(seed, Path(cache) if cache else None)
@@ -116,6 +128,53 @@ def _make(
         num_classes=num_classes,
         input_shape=(int(c), int(h), int(w)),
     )
+
+
+# --- a user's plug-in ------------------------------------------------------------------------
+
+_PLUGIN_KEYS = ("train_x", "train_y", "test_x", "test_y")
+
+
+def _load_plugin(spec: str, seed: int) -> Dataset:
+    """``loader(seed)`` returns a ``Dataset`` or a mapping of train_x, train_y, test_x, test_y
+    (and optionally num_classes); the arrays become float32 features and int64 labels."""
+    loader = load_object(spec, "dataset")
+    out = call(spec, "dataset", loader, seed)
+    if isinstance(out, Dataset):
+        out = {key: getattr(out, key) for key in (*_PLUGIN_KEYS, "num_classes")}
+    if not isinstance(out, Mapping) or any(key not in out for key in _PLUGIN_KEYS):
+        raise PluginError(f"dataset {spec!r} returned a {type(out).__name__}; expected a Dataset "
+                          f"or a mapping with {', '.join(_PLUGIN_KEYS)}")
+    arrays = {}
+    for key in _PLUGIN_KEYS:
+        try:
+            arrays[key] = np.asarray(out[key])
+        except Exception as exc:
+            raise PluginError(f"dataset {spec!r}: {key} is not an array ({exc})") from None
+    for split in ("train", "test"):
+        x, y = arrays[f"{split}_x"], arrays[f"{split}_y"]
+        if x.ndim < 2 or y.ndim != 1 or len(x) != len(y) or not len(x):
+            raise PluginError(f"dataset {spec!r}: {split}_x must be (N, ...) and {split}_y (N,) "
+                              f"with N > 0, got {x.shape} and {y.shape}")
+        if not np.issubdtype(x.dtype, np.number) or not np.all(np.isfinite(x)):
+            raise PluginError(f"dataset {spec!r}: {split}_x must hold finite numbers")
+        if not np.issubdtype(y.dtype, np.integer):
+            raise PluginError(f"dataset {spec!r}: {split}_y must hold integer class labels")
+    if arrays["train_x"].shape[1:] != arrays["test_x"].shape[1:]:
+        raise PluginError(f"dataset {spec!r}: train and test samples differ in shape")
+    labels = np.concatenate([arrays["train_y"], arrays["test_y"]])
+    num_classes = out.get("num_classes")
+    if num_classes is None:
+        num_classes = int(labels.max()) + 1
+    if (isinstance(num_classes, bool) or not isinstance(num_classes, int | np.integer)
+            or num_classes < 2 or labels.min() < 0 or labels.max() >= num_classes):
+        raise PluginError(f"dataset {spec!r}: labels must lie in 0..num_classes-1 with at least "
+                          f"2 classes (num_classes {num_classes!r})")
+    train_x = np.ascontiguousarray(arrays["train_x"], dtype=np.float32)
+    return Dataset(name=spec, train_x=train_x, train_y=arrays["train_y"].astype(np.int64),
+                   test_x=np.ascontiguousarray(arrays["test_x"], dtype=np.float32),
+                   test_y=arrays["test_y"].astype(np.int64), num_classes=int(num_classes),
+                   input_shape=tuple(int(d) for d in train_x.shape[1:]))
 
 
 # --- digits (scikit-learn) -------------------------------------------------------------------

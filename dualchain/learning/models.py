@@ -8,9 +8,15 @@
 - ``digits`` (scikit-learn 8x8): the MNIST layout scaled down (3x3 convolutions with 16 and 32
   channels, one pooling, 64 hidden units) so a CPU trains it in seconds.
 
-None has buffers (no batch norm, no dropout), so a model is exactly its parameter vector and
-train/eval mode changes nothing. ``get_flat`` / ``set_flat`` move between a model and one float32
-vector in ``state_dict`` order; that vector is what the codec and the aggregation rules handle.
+A user's model plug-in (``model="pkg.module:factory"``, docs/plugins.md) replaces the built-in
+architecture: ``factory(input_shape, num_classes)`` is called with torch's RNG seeded by the
+genesis seed, and its result is checked (a module with float parameters whose forward pass maps
+a batch of ``input_shape`` samples to ``num_classes`` logits).
+
+None of the built-ins has buffers (no batch norm, no dropout), so a model is exactly its
+parameter vector and train/eval mode changes nothing. ``get_flat`` / ``set_flat`` move between a
+model and one float32 vector in ``state_dict`` order (a plug-in's floating buffers included);
+that vector is what the codec and the aggregation rules handle.
 """
 
 from __future__ import annotations
@@ -20,6 +26,8 @@ import math
 import numpy as np
 import torch
 from torch import nn
+
+from dualchain.learning.plugins import PluginError, call, load_object
 
 # Dataset name -> (architecture, input (C, H, W)).
 _ARCHITECTURES: dict[str, tuple[str, tuple[int, int, int]]] = {
@@ -95,14 +103,21 @@ def _lookup(dataset_name: str) -> tuple[str, tuple[int, int, int]]:
         raise ValueError(f"no model for dataset {dataset_name!r}; known: {known}") from None
 
 
-def build_model(dataset_name: str, num_classes: int, seed: int) -> nn.Module:
+def build_model(dataset_name: str, num_classes: int, seed: int, *, model: str = "",
+                input_shape: tuple[int, ...] | None = None) -> nn.Module:
     """A freshly initialised float32 model; the same seed gives bitwise-identical parameters.
 
     Weights are He-normal (fan-in, ReLU gain) drawn from a private generator seeded with ``seed``,
-    biases are zero, and the global torch RNG is left exactly as it was.
+    biases are zero, and the global torch RNG is left exactly as it was. With ``model`` (a
+    plug-in path) the user's factory builds it instead, for samples of ``input_shape``; a bad
+    plug-in raises ``plugins.PluginError``.
     """
     if num_classes < 2:
         raise ValueError(f"num_classes must be at least 2, got {num_classes}")
+    if model:
+        if input_shape is None:
+            raise ValueError("a model plug-in needs the dataset's input_shape")
+        return _plugin_model(model, tuple(input_shape), num_classes, seed)
     arch, _ = _lookup(dataset_name)
     # Construction runs torch's own init on the global RNG; fork it so callers see no side effect.
     with torch.random.fork_rng(devices=[]):
@@ -113,6 +128,34 @@ def build_model(dataset_name: str, num_classes: int, seed: int) -> nn.Module:
             if isinstance(module, nn.Conv2d | nn.Linear):
                 _init_layer(module, gen)
     return model.float()
+
+
+def _plugin_model(spec: str, input_shape: tuple[int, ...], num_classes: int,
+                  seed: int) -> nn.Module:
+    factory = load_object(spec, "model")
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        built = call(spec, "model", factory, input_shape, num_classes)
+    if not isinstance(built, nn.Module):
+        raise PluginError(f"model {spec!r} returned a {type(built).__name__}, not a "
+                          "torch.nn.Module")
+    try:
+        built = built.float()
+        state = _float_state(built)
+    except ValueError as exc:
+        raise PluginError(f"model {spec!r}: {exc}") from None
+    if not state:
+        raise PluginError(f"model {spec!r} has no parameters to train")
+    mode = built.training
+    built.eval()
+    with torch.no_grad():
+        out = call(spec, "model", built, torch.zeros((2, *input_shape)))
+    built.train(mode)
+    if not isinstance(out, torch.Tensor) or tuple(out.shape) != (2, num_classes):
+        shape = tuple(out.shape) if isinstance(out, torch.Tensor) else type(out).__name__
+        raise PluginError(f"model {spec!r}: a batch of 2 samples of shape {input_shape} gave "
+                          f"{shape}, expected logits of shape (2, {num_classes})")
+    return built
 
 
 def _init_layer(layer: nn.Conv2d | nn.Linear, gen: torch.Generator) -> None:

@@ -180,12 +180,17 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         """Version 0 from the genesis seed (checked against the genesis hash) and the test set."""
         import torch
 
-        from dualchain.learning.datasets import load_dataset
+        from dualchain.learning.datasets import DatasetError, load_dataset
         from dualchain.learning.models import build_model, get_flat, param_shapes
+        from dualchain.learning.plugins import PluginError
 
         torch.set_num_threads(1)
-        dataset = load_dataset(self.fl.dataset, self.config.data_dir, seed=0)
-        self._model = build_model(dataset.name, dataset.num_classes, self.fl.model_seed)
+        try:
+            dataset = load_dataset(self.fl.dataset, self.config.data_dir, seed=0)
+            self._model = build_model(dataset.name, dataset.num_classes, self.fl.model_seed,
+                                      model=self.fl.model, input_shape=dataset.input_shape)
+        except (DatasetError, PluginError) as exc:  # one line, exit 2 (not a traceback)
+            raise ConfigError(str(exc)) from None
         self.shapes = param_shapes(self._model)
         flat = get_flat(self._model)
         blob = encode_params(flat, self.shapes)

@@ -17,14 +17,17 @@ from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from dataclasses import dataclass
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from functools import cached_property
+from typing import Any
 
 import numpy as np
 
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.canonical import Reader, Writer
 from dualchain.chain.errors import DecodeError, NotFoundError, ValidationError
+from dualchain.chain.genesis import GenesisError
 from dualchain.chain.identity import ID_BYTES, Domain, identity_id
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import HASH_BYTES, MAX_CHAIN_ID, MAX_KEY, MAX_SIGNATURE
@@ -36,8 +39,11 @@ from dualchain.learning.aggregation import (
     aggregate_async,
     check_update,
     fedavg,
+    load_aggregator,
+    plugin_aggregate,
 )
 from dualchain.learning.codec import CodecError, decode_params, encode_params
+from dualchain.learning.plugins import PluginError
 
 UPDATE_TAG = b"DCU1"
 UPDATE_SIGNED_TAG = b"DCu1"
@@ -147,6 +153,8 @@ class FlRules:
     rule: StalenessRule
     mixing: float
     max_update_norm: float
+    aggregator: str = ""  # a user's rule (genesis fl.aggregator), "" for ``mode``'s
+    aggregator_rule: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -158,8 +166,20 @@ def fl_rules(genesis) -> FlRules:
     return FlRules(
         chain_id=genesis.chain_id, algorithm=genesis.algorithm, mode=fl.mode,
         rule=StalenessRule(fl.staleness_rule, fl.staleness_a, fl.staleness_b, fl.max_staleness),
-        mixing=fl.mixing, max_update_norm=fl.max_update_norm,
+        mixing=fl.mixing, max_update_norm=fl.max_update_norm, aggregator=fl.aggregator,
+        aggregator_rule=_aggregator(fl.aggregator),
     )
+
+
+def _aggregator(spec: str) -> Callable[..., Any] | None:
+    """The genesis's aggregation plug-in, loaded (and tried once) by every process that
+    aggregates or re-executes: the committee's replicas and the server nodes."""
+    if not spec:
+        return None
+    try:
+        return load_aggregator(spec)
+    except PluginError as exc:
+        raise GenesisError(f"fl.aggregator: {exc}") from None
 
 
 def check_update_signature(update: SignedUpdate, rules: FlRules,
@@ -191,6 +211,9 @@ def decode_delta(update: SignedUpdate, size: int, max_norm: float) -> np.ndarray
 def aggregate(rules: FlRules, base: np.ndarray, updates: list[tuple[SignedUpdate, np.ndarray]],
               current_version: int):
     inputs = [Update(u.client, u.base_version, u.samples, delta) for u, delta in updates]
+    if rules.aggregator_rule is not None:
+        return plugin_aggregate(rules.aggregator, rules.aggregator_rule, base, inputs,
+                                current_version)
     if rules.mode == "fedavg":
         return fedavg(base, inputs, current_version)
     return aggregate_async(base, inputs, current_version, rules.rule, rules.mixing)

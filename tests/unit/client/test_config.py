@@ -80,6 +80,9 @@ def test_every_key_parses(tmp_path: Path) -> None:
      "unknown partition keys: beta"),
     ({"partition": {"scheme": "dirichlet", "clients": 4, "index": 0, "alpha": 0}},
      "alpha must be positive"),
+    ({"dataset": "mine.data:load"}, "a dataset plug-in needs a model plug-in"),
+    ({"dataset": "mine data:load", "model": "m:f"}, "not an import path of the form"),
+    ({"model": "mine.model"}, "model 'mine.model': not an import path"),
 ])
 def test_bad_values_are_clear_errors(tmp_path: Path, changes: dict, message: str) -> None:
     path = write(tmp_path, base_config(**changes))
@@ -126,3 +129,10 @@ def test_cli_reports_a_missing_key_file(tmp_path: Path, capsys) -> None:
     path = write(tmp_path, base_config())
     assert main(["client", "--config", str(path), "--slowdown", "2"]) == 2
     assert "client-0.key does not exist" in capsys.readouterr().err
+
+
+def test_a_plugin_dataset_and_model_are_import_paths(tmp_path: Path) -> None:
+    config = ClientConfig.load(write(tmp_path, base_config(dataset="mine.data:load",
+                                                           model="mine.model:make")))
+    assert (config.dataset, config.model) == ("mine.data:load", "mine.model:make")
+    assert ClientConfig.load(write(tmp_path, base_config())).model == ""
