@@ -1,1 +1,2 @@
-"""Benchmarks and experiment scenarios; each prints or writes JSON."""
+"""Benchmarks and experiment scenarios, each printing or writing JSON, and the chain demo
+(``demo``); started from ``dualchain.cli`` only (import-linter checks it)."""

@@ -1,6 +1,7 @@
 """The ``dualchain`` command line, one module per command group: ``processes`` (the roles a
-testbed runs: keygen, chain, miner, node, client, testnet), ``testbed`` (up, compose, health,
-status, certs) and ``bench`` (bench, demo). Each subcommand parses its arguments and calls one
+testbed runs: keygen, chain, miner, node, client, testnet), ``testbed`` (up, health, status,
+certs; ``compose`` in a module of its own) and ``bench`` (bench, demo); ``common`` holds the
+options several share. Each subcommand parses its arguments and calls one
 function that does the work, so the same functions serve the tests. Nothing but this package
 imports ``dualchain.bench`` (import-linter checks it)."""
 

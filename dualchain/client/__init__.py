@@ -1,1 +1,7 @@
-"""The client (FL device) process: local training, ML-DSA signed uploads, state reports."""
+"""The client (FL device) process: registration, tasks, local training, ML-DSA signed uploads,
+buffering while disconnected, state reports.
+
+Modules: ``config`` (the JSON config), ``main`` (the process), ``worker`` (the loop),
+``policies`` (backoff, buffered-run averaging, clipping, offline windows), ``measure`` (the eq. 8
+inputs it reports), ``links`` (its node's and CMBC's RPCs), ``trainer`` (its data and the torch
+side), ``errors``, ``metrics`` (Prometheus)."""

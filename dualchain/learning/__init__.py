@@ -4,9 +4,11 @@ a seed, so every replica that re-executes a step gets the same result.
 Modules:
 
 - ``datasets``: ``load_dataset`` for digits (scikit-learn), MNIST and Fashion-MNIST (IDX files),
-  CIFAR-10/100 (python pickles), as normalised float32 (N, C, H, W) arrays.
+  CIFAR-10/100 (python pickles), as normalised float32 (N, C, H, W) arrays, or a user's loader.
 - ``partition``: splitting a training set among clients (iid, Dirichlet label skew, shards).
-- ``models``: the CNNs of seed 000 §5.1 (torch), seeded initialisation, flat float32 views.
+- ``models``: the CNNs of seed 000 §5.1 (torch) or a user's factory, seeded initialisation, flat
+  float32 views.
+- ``plugins``: a user's model, dataset or aggregation rule by import path (docs/plugins.md).
 - ``training``: local SGD for a task of m batches, evaluation, the centralised baseline (torch).
 - ``codec``: byte format of parameter vectors, chunking and hash-checked reassembly (numpy only).
 - ``aggregation``: staleness-weighted asynchronous aggregation (seed 000 eq. 2), FedAsync staleness
