@@ -54,6 +54,7 @@ import grpc
 import psutil
 
 from dualchain.bench.loadgen import RECORD, LoadSpec, effective_batch
+from dualchain.chain.clock import now_ms
 from dualchain.chain.genesis import ConsensusParams, Genesis, LedgerLimits
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.mldsa import Algorithm
@@ -232,7 +233,7 @@ def _run(tmp: Path, nodes: int, duration: float, algorithm: Algorithm, rate: flo
         if rate > 0:
             total = int(rate * duration * 1.2) + batch
             spec = LoadSpec(CHAIN_ID, algorithm.label, targets, total, senders, rate, batch,
-                            str(tmp / "submit-times.bin"), time.time_ns() // 1_000_000)
+                            str(tmp / "submit-times.bin"), now_ms())
             loadgen = supervisor.spawn(
                 "loadgen", [*host("loadgen"), sys.executable, "-m", "dualchain.bench.loadgen",
                             json.dumps(spec.__dict__)], cwd=tmp, log=None, stdin=True)

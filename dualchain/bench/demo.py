@@ -22,6 +22,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from dualchain.chain.clock import now_ms
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.identity import Signer, load_key_file
 from dualchain.chain.mempool import Mempool
@@ -53,10 +54,6 @@ class DemoConfig:
     ctbc_nodes: int = 4  # 0 skips part 2
     ctbc_seconds: float = 10.0
     ctbc_rate: float = 300.0
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _say(message: str) -> None:
@@ -94,8 +91,8 @@ def _admit(
     """Admission as a chain daemon does it: ledger checks, then the mempool's own rules."""
     for tx in txs:
         try:
-            check_transaction(tx, params, verifier, _now_ms())
-            mempool.add(tx, store.next_nonce(tx.sender), _now_ms())
+            check_transaction(tx, params, verifier, now_ms())
+            mempool.add(tx, store.next_nonce(tx.sender), now_ms())
         except DualchainError as exc:
             refused[exc.code] += 1
 
@@ -125,7 +122,7 @@ def run_demo(config: DemoConfig) -> dict:
          f"{config.senders} senders (key files in {config.out / 'keys'})")
     proposer, senders = _identities(config, config.out / "keys")
 
-    now = _now_ms()
+    now = now_ms()
     total = config.senders * config.txs_per_sender
     _say(f"signing {total} transactions")
     jobs = [(s, n) for n in range(config.txs_per_sender) for s in senders]
@@ -145,7 +142,7 @@ def run_demo(config: DemoConfig) -> dict:
     mempool = Mempool()
     refused: Counter[str] = Counter()
     genesis = build_block(proposer, None, (), CHAIN_ID, now)
-    check_block(genesis, None, params, verifier, _now_ms(), store.next_nonce)
+    check_block(genesis, None, params, verifier, now_ms(), store.next_nonce)
     store.append(genesis)
 
     _say("admitting transactions to the mempool (signatures checked)")
@@ -162,8 +159,8 @@ def run_demo(config: DemoConfig) -> dict:
         batch = mempool.select(store.next_nonce, config.block_txs, params.max_block_bytes)
         if not batch:
             break
-        block = build_block(proposer, head, batch, CHAIN_ID, max(_now_ms(), head.timestamp_ms))
-        check_block(block, head, params, verifier, _now_ms(), store.next_nonce, keys)
+        block = build_block(proposer, head, batch, CHAIN_ID, max(now_ms(), head.timestamp_ms))
+        check_block(block, head, params, verifier, now_ms(), store.next_nonce, keys)
         store.append(block)
         mempool.remove_committed(block.transactions, store.next_nonce)
         _say(f"block {block.height}: {len(batch)} txs, hash {block.hash.hex()[:16]}, "

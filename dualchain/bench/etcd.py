@@ -27,6 +27,7 @@ from typing import Any
 import psutil
 
 from dualchain.bench.loadgen import RECORD, LoadSpec
+from dualchain.chain.clock import now_ms
 from dualchain.deploy.processes import free_ports
 from dualchain.runtime.supervisor import Child, Supervisor
 
@@ -90,7 +91,7 @@ def etcd_benchmark(n: int, rate: float, duration: float, senders: int = 512, bat
             _wait_healthy(targets, procs)
             times = tmp / "submit-times.bin"
             spec = LoadSpec("bench-etcd", algorithm, targets, int(rate * duration * 1.2) + batch,
-                            senders, rate, batch, str(times), time.time_ns() // 1_000_000,
+                            senders, rate, batch, str(times), now_ms(),
                             etcd=True)
             loadgen = supervisor.spawn(
                 "loadgen", [sys.executable, "-m", "dualchain.bench.loadgen",

@@ -23,6 +23,7 @@ import time
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
+from dualchain.chain.clock import now_ms
 from dualchain.chain.identity import Signer
 from dualchain.chain.merkle import inclusion_proof, merkle_root, verify_inclusion
 from dualchain.chain.mldsa import DEFAULT_ALGORITHM, DEFAULT_BACKEND, Algorithm
@@ -40,10 +41,6 @@ from dualchain.chain.verifier import SignatureVerifier
 CHAIN_ID = "bench-ledger"
 SENDERS = 16
 PAYLOAD = bytes(200)
-
-
-def _now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 def _sign_all(signers: list[Signer], count: int, now_ms: int, workers: int) -> list[Transaction]:
@@ -72,7 +69,7 @@ def ledger_benchmark(
     params = LedgerParams(CHAIN_ID, algorithm=algorithm)
     proposer = Signer.generate(algorithm, backend)
     signers = [Signer.generate(algorithm, backend) for _ in range(SENDERS)]
-    now = _now_ms()
+    now = now_ms()
     transactions = _sign_all(signers, txs, now, workers)
 
     # Admission checks, one at a time on one thread, every signature really checked.

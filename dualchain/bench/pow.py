@@ -33,6 +33,7 @@ from pathlib import Path
 import grpc
 
 from dualchain.bench.loadgen import LoadSpec
+from dualchain.chain.clock import now_ms
 from dualchain.chain.consensus.pow import PowParams, search_nonce
 from dualchain.chain.genesis import Genesis, LedgerLimits
 from dualchain.chain.mldsa import Algorithm
@@ -171,7 +172,7 @@ def _run(tmp: Path, daemons: int, miners: int, interval: float, duration: float,
         supervisor.wait_ready(supervisor.children, 60)
         spec = LoadSpec(CHAIN_ID, algorithm.label, targets, int(rate * (duration + warmup) * 1.1),
                         senders, rate, batch, str(tmp / "submit-times.bin"),
-                        time.time_ns() // 1_000_000, int(TxKind.MEMO))
+                        now_ms(), int(TxKind.MEMO))
         loadgen = supervisor.spawn("loadgen", [sys.executable, "-m", "dualchain.bench.loadgen",
                                                json.dumps(spec.__dict__)],
                                    cwd=tmp, log=None, stdin=True)

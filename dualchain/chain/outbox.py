@@ -19,12 +19,12 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import time
 from dataclasses import dataclass
 
 import grpc
 
 from dualchain.chain import wire
+from dualchain.chain.clock import now_ms
 from dualchain.chain.identity import Signer
 from dualchain.chain.senders import admissible_nonce
 from dualchain.chain.types import TxKind
@@ -85,7 +85,7 @@ class Outbox:
             try:
                 nonce = await admissible_nonce(self._stub, self._signer.id, self._timeout_s)
                 tx = sign_transaction(self._signer, self._chain_id, kind, payload, nonce,
-                                      time.time_ns() // 1_000_000)
+                                      now_ms())
                 await self._stub.SubmitTx(chain_pb.SubmitTxRequest(tx=wire.tx_to_proto(tx)),
                                           timeout=self._timeout_s)
             except grpc.aio.AioRpcError as exc:

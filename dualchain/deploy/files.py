@@ -9,12 +9,12 @@ import os
 import queue
 import shutil
 import sys
-import time
 from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
 from dualchain.chain.app import Validator
+from dualchain.chain.clock import now_ms
 from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.genesis import ConsensusParams, FlParams, Genesis, SchedParams
 from dualchain.chain.identity import Signer
@@ -93,7 +93,7 @@ class TestbedFiles:
             Signer.generate(alg).save(keys / f"miner-{j}.key")
         for j in range(all_clients):
             Signer.generate(alg).save(keys / f"client-{j}.key")
-        now = time.time_ns() // 1_000_000
+        now = now_ms()
         rule, policy = MODE_RULES[c.mode]
         single = c.chains == "single"
         sched = SchedParams(mode=c.sched_mode, k_max=c.k_max, alpha=c.sched_alpha,

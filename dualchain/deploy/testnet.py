@@ -13,11 +13,11 @@ listening on consecutive ports of 127.0.0.1 with every other node as a peer; for
 from __future__ import annotations
 
 import json
-import time
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 from dualchain.chain.app import Validator
+from dualchain.chain.clock import now_ms
 from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.genesis import ConsensusParams, Genesis, LedgerLimits
 from dualchain.chain.identity import Signer
@@ -61,7 +61,7 @@ def make_testnet(directory: Path, plan: TestnetPlan) -> list[Path]:
         chain_id=plan.chain_id,
         kind=plan.kind,
         algorithm=plan.algorithm,
-        genesis_time_ms=time.time_ns() // 1_000_000,
+        genesis_time_ms=now_ms(),
         # Proof of work needs no validator set: anyone with hash power may mine.
         validators=tuple(validators) if plan.kind == "ctbc" else (),
         consensus=consensus,

@@ -85,10 +85,6 @@ class UpdatePool:
         return (len(self._pending) >= self.params.min_updates
                 or now - oldest >= self.params.window_s)
 
-    def has_update_from(self, client: bytes, version: int) -> bool:
-        return any(p.checked.update.client == client and p.checked.update.base_version == version
-                   for p in self._pending.values())
-
     def build(self, base, current_version: int):
         """The next version from what waits: (new params, commit without its hash, digests).
 

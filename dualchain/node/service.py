@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-import time
 from collections.abc import AsyncIterator
 
 import grpc
 
+from dualchain.chain.clock import now_ms
 from dualchain.node.gate import UpdateRefused
 from dualchain.node.server import CHUNK, ServerNode
 from dualchain.proto.v1 import chain_pb2 as chain_pb
@@ -50,7 +50,7 @@ class NodeServicer(node_grpc.NodeServiceServicer):
 
     async def Ping(self, request, context):
         return node_pb.PingReply(node_id=self.node.signer.id, version=self.node.version,
-                                 server_time_ms=time.time_ns() // 1_000_000)
+                                 server_time_ms=now_ms())
 
     async def GetTask(self, request, context):
         try:

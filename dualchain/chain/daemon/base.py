@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from dualchain.chain.app import Application
+from dualchain.chain.clock import now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import ChainMetrics
 from dualchain.chain.daemon.peers import PeerLink
@@ -49,10 +50,6 @@ BUSY_CHECK_S = 0.05
 # restarted leader) the few pending transactions of an FL testbed wait too, but refusing its
 # model commits and state reports would only add retries.
 BUSY_MIN_PENDING = 1024
-
-
-def now_ms() -> int:
-    return time.time_ns() // 1_000_000
 
 
 @dataclass(frozen=True)

@@ -29,18 +29,6 @@ REPO = Path(__file__).resolve().parents[3]
 MESSAGE = b"transfer 10 units from a to b, nonce 42"
 
 
-def backend_params() -> list[Any]:
-    params = []
-    for name, reason in available_backends().items():
-        marks = [] if reason is None else [pytest.mark.skip(reason=f"{name}: {reason}")]
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
-
-
-@pytest.fixture(params=backend_params())
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return get_backend(request.param)
-
 
 algorithms = pytest.mark.parametrize("algorithm", list(Algorithm), ids=lambda a: a.label)
 

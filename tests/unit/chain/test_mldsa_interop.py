@@ -12,7 +12,7 @@ import pytest
 from dilithium_py.ml_dsa import ML_DSA_44, ML_DSA_65, ML_DSA_87
 
 from dualchain.chain.identity import Domain, Signer
-from dualchain.chain.mldsa import Algorithm, Backend, available_backends, get_backend
+from dualchain.chain.mldsa import Algorithm, Backend
 from dualchain.chain.verifier import SignatureVerifier
 
 ORACLE: dict[Algorithm, Any] = {
@@ -21,18 +21,6 @@ ORACLE: dict[Algorithm, Any] = {
     Algorithm.ML_DSA_87: ML_DSA_87,
 }
 
-
-def backend_params() -> list[Any]:
-    params = []
-    for name, reason in available_backends().items():
-        marks = [] if reason is None else [pytest.mark.skip(reason=f"{name}: {reason}")]
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
-
-
-@pytest.fixture(params=backend_params())
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return get_backend(request.param)
 
 
 algorithms = pytest.mark.parametrize("algorithm", list(Algorithm), ids=lambda a: a.label)

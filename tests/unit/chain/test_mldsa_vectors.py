@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 
 from dualchain.chain.errors import SignatureError
-from dualchain.chain.mldsa import Algorithm, Backend, available_backends, get_backend
+from dualchain.chain.mldsa import Algorithm, Backend
 
 VECTORS = Path(__file__).resolve().parents[2] / "vectors" / "mldsa"
 
@@ -28,19 +28,6 @@ WYCHEPROOF_TOTAL = 631
 ACVP_KEYGEN_PER_SET = 25
 ACVP_KEYGEN_TOTAL = 75
 
-
-def backend_params() -> list[Any]:
-    """One pytest param per known backend; unavailable ones are skipped with their reason."""
-    params = []
-    for name, reason in available_backends().items():
-        marks = [] if reason is None else [pytest.mark.skip(reason=f"{name}: {reason}")]
-        params.append(pytest.param(name, marks=marks, id=name))
-    return params
-
-
-@pytest.fixture(params=backend_params())
-def backend(request: pytest.FixtureRequest) -> Backend:
-    return get_backend(request.param)
 
 
 def _load(name: str) -> dict[str, Any]:
