@@ -77,3 +77,19 @@ def test_a_wrong_plugin_is_one_line_and_exit_2(tmp_path: Path, package: str, cap
     err = capsys.readouterr().err.strip().splitlines()
     assert len(err) == 1 and err[0].startswith("dualchain: error: ") and message in err[0], err
     assert not (tmp_path / "tb" / "state.json").exists()  # nothing was started
+
+
+def test_a_daemon_whose_genesis_names_an_unusable_rule_exits_2_with_one_line(
+        tmp_path: Path, package: str, capsys) -> None:
+    tb = Testbed(UpConfig(nodes=1, clients=1, workdir=str(tmp_path / "tb"),
+                          aggregator="upplug.lib:mean"), progress=lambda line: None)
+    tb.write()
+    path = tb.workdir / "ctbc-genesis.json"
+    genesis = json.loads(path.read_text())
+    genesis["fl"]["aggregator"] = "upplug.lib:short"  # loads, but returns a wrong shape
+    path.write_text(json.dumps(genesis))
+    capsys.readouterr()
+    assert cli.main(["chain", "--kind", "ctbc", "--config", str(tb.workdir / "ctbc-0.json")]) == 2
+    err = capsys.readouterr().err.strip().splitlines()
+    assert err == ["dualchain: error: fl.aggregator: aggregator 'upplug.lib:short' returned (1,), "
+                   "expected an array of shape (4,)"]
