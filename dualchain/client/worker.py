@@ -114,6 +114,9 @@ class _TaskTemplate:
 
 
 class ClientWorker(Disconnection):
+    """One client's loop (the module docstring); the disconnected mode is ``client.offline``'s
+    mixin, which uses the state set up here."""
+
     def __init__(self, config: ClientConfig, signer: Signer, data: ClientData, *,
                  emit: Emit = emit_json, timing: Timing | None = None,
                  started: float | None = None) -> None:

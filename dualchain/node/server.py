@@ -74,6 +74,9 @@ RECORDS_FOLLOW_UP_S = 2.0  # how often the node asks CMBC about its records not 
 
 
 class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
+    """One server node: the state its parts share (set up here), start-up and the model store;
+    each job is a mixin of its own module (see the module docstring)."""
+
     def __init__(self, config: NodeConfig, signer: Signer) -> None:
         self.config = config
         self.signer = signer
