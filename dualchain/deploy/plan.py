@@ -152,12 +152,6 @@ def client_node(config: UpConfig, j: int) -> int:
     return config.nodes + (j - config.clients) % config.join_nodes
 
 
-def c_gmax(groups: dict[str, float]) -> float:
-    """Seed 000 eq. 14 for one version: the mean over groups of each group's longest
-    completion time (of the tasks the version includes)."""
-    return round(sum(groups.values()) / len(groups), 3) if groups else 0.0
-
-
 def client_slowdowns(config: UpConfig) -> list[float]:
     """Each client's emulated slowdown: ``slowdowns`` where given; otherwise the last
     ``stragglers`` fraction at ``straggler_slowdown`` and the rest spread over 1x..``spread``."""

@@ -11,8 +11,8 @@ import pytest
 from dualchain.bench.paper import plan_optimality, run_experiment
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import load_key_file
-from dualchain.deploy.plan import UpConfig, UpError, c_gmax, client_slowdowns, state_changes
-from dualchain.deploy.up import Testbed
+from dualchain.deploy.plan import UpConfig, UpError, client_slowdowns, state_changes
+from dualchain.deploy.up import Testbed, c_gmax_of_groups
 
 
 def test_stragglers_are_the_last_clients_and_the_rest_spread() -> None:
@@ -49,8 +49,8 @@ def test_each_mode_writes_its_rule_policy_and_sched(tmp_path: Path, mode: str, r
 
 
 def test_c_gmax_is_the_mean_of_the_groups_longest_completions() -> None:
-    assert c_gmax({"0": 2.0, "1": 6.0}) == 4.0
-    assert c_gmax({}) == 0.0
+    assert c_gmax_of_groups({"0": 2.0, "1": 6.0}) == 4.0
+    assert c_gmax_of_groups({}) == 0.0
 
 
 def test_plan_optimality_compares_each_group_with_olar() -> None:
