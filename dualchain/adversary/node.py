@@ -5,8 +5,10 @@ Gaussian noise to the aggregated model before broadcasting it, ``w(k) <- w(k) + 
 ``v(k) = -rho q(k)`` and ``q(k) ~ N(0, I)``; the paper poisons at rounds 20 and 60 (Fig. 11).
 ``AggregatorPoison.apply(model, version)`` is that, for the versions listed, and a pure function
 of (model, version, seed): ``q`` comes from numpy's PCG64 seeded by (seed, version), so a
-recorded experiment reproduces. (The equivocating replica of the committee tests stays where it
-is, in the consensus code; it is not a model transform.)
+recorded experiment reproduces. ``DiscardLie`` is an aggregator that lies about which updates its
+defense discarded (``lie_discard``, mode ``drop_honest`` or ``keep_flagged``). (The equivocating
+replica of the committee tests stays where it is, in the consensus code; it is not a model
+transform.)
 
 ``TamperModel`` shifts every version it commits by a constant: the committee re-executes the
 aggregation, so each such commit is refused and becomes evidence against its signer.
@@ -19,7 +21,7 @@ config names one as ``"adversary": {"strategy": "tamper_model", "offset": 0.01}`
 from __future__ import annotations
 
 import math
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
@@ -106,9 +108,48 @@ class TamperModel(NodeAttack):
         return (model + np.asarray(self.offset, dtype=model.dtype)).astype(model.dtype)
 
 
+LIE_MODES: tuple[str, ...] = ("drop_honest", "keep_flagged")
+Discard = tuple[bytes, str]  # (update digest, reason)
+
+
+@dataclass(frozen=True)
+class DiscardLie(NodeAttack):
+    """An aggregator that lies about its discard set from ``from_version`` on (issue 15: every
+    replica re-runs the defense, so the commit must be refused).
+
+    ``drop_honest``: the first update the defense kept is claimed discarded (a node censoring an
+    honest client); ``keep_flagged``: every flagged update is claimed kept (a node shielding an
+    attacker). The node recomputes the aggregate over what it claims, so only the discard set is
+    wrong, not the arithmetic."""
+
+    kind: ClassVar[str] = "lie_discard"
+    mode: str = "drop_honest"
+    from_version: int = 1
+
+    def __post_init__(self) -> None:
+        if self.mode not in LIE_MODES:
+            raise AttackConfigError(
+                f"lie_discard mode must be one of {', '.join(LIE_MODES)}, got {self.mode!r}")
+        v = self.from_version
+        if isinstance(v, bool) or not isinstance(v, int) or v < 0:
+            raise AttackConfigError(f"from_version must be a non-negative integer, got {v!r}")
+
+    def claim(self, version: int, kept: Sequence[bytes],
+              discarded: Sequence[tuple[bytes, str]]) -> tuple[list[bytes], list[Discard]]:
+        """(kept, discarded) the node claims for ``version`` instead of the true ones."""
+        kept, discarded = list(kept), list(discarded)
+        if version < self.from_version:
+            return kept, discarded
+        if self.mode == "drop_honest" and len(kept) >= 2:
+            return kept[1:], sorted([*discarded, (kept[0], "low_contribution")])
+        if self.mode == "keep_flagged" and discarded:
+            return kept + [d for d, _ in discarded], []
+        return kept, discarded
+
+
 HONEST_NODE = NodeAttack()
 NODE_ATTACKS: dict[str, type[NodeAttack]] = {
-    cls.kind: cls for cls in (NodeAttack, AggregatorPoison, TamperModel)
+    cls.kind: cls for cls in (NodeAttack, AggregatorPoison, TamperModel, DiscardLie)
 }
 
 

@@ -25,6 +25,7 @@ from dualchain.chain.app import Validator
 from dualchain.chain.canonical import U64_MAX
 from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.errors import DualchainError
+from dualchain.chain.genesis_defense import DefenseParams, DefenseParamsError, check_defense
 from dualchain.chain.identity import ID_BYTES, identity_id
 from dualchain.chain.merkle import EMPTY_ROOT
 from dualchain.chain.mldsa import Algorithm
@@ -158,6 +159,7 @@ class Genesis:
     reputation: ReputationWeights = field(default_factory=ReputationWeights)
     pow: PowParams = field(default_factory=PowParams)  # CMBC only: absent from a CTBC file
     fl: FlParams | None = None  # CTBC only, optional
+    defense: DefenseParams | None = None  # CTBC with fl only, optional
     sched: SchedParams | None = None  # CMBC (or a single-chain CTBC) only, optional
     # CTBC only: single-chain mode (seed 000 Table 5's baseline): CMBC's management
     # transactions (registrations, state reports, anchors, groups, plans, joins) go on this
@@ -213,6 +215,8 @@ class Genesis:
             data["fl"] = asdict(self.fl)
         if self.sched is not None:
             data["sched"] = asdict(self.sched)
+        if self.defense is not None:  # (absent otherwise: a genesis hash is unchanged)
+            data["defense"] = asdict(self.defense)
         if self.single_chain:  # (absent otherwise: a dual-chain genesis hash is unchanged)
             data["single_chain"] = True
         return data
@@ -227,6 +231,8 @@ class Genesis:
                 keys.append("sched")
         if isinstance(data, dict) and data.get("kind") == "ctbc" and "fl" in data:
             keys.append("fl")
+            if "defense" in data:
+                keys.append("defense")
         if isinstance(data, dict) and data.get("kind") == "ctbc" and "single_chain" in data:
             keys.append("single_chain")
             if "sched" in data:
@@ -257,6 +263,8 @@ class Genesis:
             reputation=_section(ReputationWeights, obj["reputation"], "reputation"),
             **({"pow": _section(PowParams, obj["pow"], "pow")} if "pow" in obj else {}),
             **({"fl": _section(FlParams, obj["fl"], "fl")} if "fl" in obj else {}),
+            **({"defense": _section(DefenseParams, obj["defense"], "defense")}
+               if "defense" in obj else {}),
             **({"sched": _section(SchedParams, obj["sched"], "sched")} if "sched" in obj
                else {}),
             **({"single_chain": _boolean(obj["single_chain"], "single_chain")}
@@ -385,6 +393,8 @@ def _check_semantics(g: Genesis) -> None:
     _check_pow(g.pow)
     if g.fl is not None:
         _check_fl(g)
+    elif g.defense is not None:
+        raise GenesisError("defense: needs an fl section (it screens model updates)")
     if g.sched is not None:
         _check_sched(g)
     if g.single_chain is not False and (g.single_chain is not True or g.kind != "ctbc"):
@@ -498,3 +508,9 @@ def _check_fl(g: Genesis) -> None:
         value = getattr(fl, name)
         if type(value) is not int or not 0 <= value <= U64_MAX:
             raise GenesisError(f"fl.{name}: must be a non-negative integer")
+    if g.defense is not None:
+        try:
+            check_defense(g.defense)
+        except DefenseParamsError as exc:
+            raise GenesisError(str(exc)) from None
+

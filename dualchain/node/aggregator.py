@@ -20,6 +20,7 @@ import grpc
 from dualchain.chain.ctbc.fl import ModelCommit
 from dualchain.chain.types import TxKind
 from dualchain.learning.codec import encode_params
+from dualchain.node.attack import attacked_commit
 
 log = logging.getLogger("dualchain.node")
 
@@ -45,8 +46,9 @@ class Aggregator:
                 if version > self.version and time.monotonic() - since < COMMIT_WAIT_S:
                     continue
                 self._awaiting = None
-            expected = (self.planner.planned_clients()
-                        or self.planner.active_clients(self.clients))
+            expected = {c for c in (self.planner.planned_clients()
+                                    or self.planner.active_clients(self.clients))
+                        if not self.standing.excluded(c)}  # a round waits for no excluded
             if not self.is_aggregator() or not self.pool.ready(self.version, expected):
                 continue
             log.info("aggregating version %d from %d pooled updates (commit height %d)",
@@ -65,11 +67,14 @@ class Aggregator:
         params, commit, digests = self.pool.build(self.params, base_version)
         if not digests:
             return
-        params = self.config.adversary.apply(params, commit.version)  # honest: unchanged
+        # An adversary node's model and commit (docs/threat-model.md); honest: unchanged.
+        params, commit = attacked_commit(self.config.adversary, self.rules, self.params, params,
+                                         commit, self.pool.pooled())
         blob = encode_params(params, self.shapes)
         model_hash = await self._put_blob(blob)
         self._remember(model_hash, blob)
-        commit = ModelCommit(commit.version, commit.parent_version, model_hash, commit.updates)
+        commit = ModelCommit(commit.version, commit.parent_version, model_hash, commit.updates,
+                             commit.discarded)
         self._awaiting = (commit.version, time.monotonic())
         await self._submit(self.ctbc, self.ctbc_genesis.chain_id, TxKind.MODEL_VERSION,
                            commit.encode())

@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from dualchain.chain.ctbc.fl import FlRules, ModelCommit, aggregate
+from dualchain.chain.ctbc.fl import FlRules, ModelCommit, aggregate_pool
 from dualchain.node.config import AggregationParams
 from dualchain.node.gate import CheckedUpdate
 
@@ -58,6 +58,10 @@ class UpdatePool:
                 del self._pending[digest]
         return dropped
 
+    def pooled(self) -> dict:
+        """Digest -> (signed update, delta) of everything waiting."""
+        return {d: (p.checked.update, p.checked.delta) for d, p in self._pending.items()}
+
     def remove(self, digests: list[bytes]) -> None:
         for d in digests:
             self._pending.pop(d, None)
@@ -88,18 +92,18 @@ class UpdatePool:
     def build(self, base, current_version: int):
         """The next version from what waits: (new params, commit without its hash, digests).
 
-        ``base`` is the current global model (float32 flat). The aggregation is the one every
-        committee member re-executes (``ctbc.fl.aggregate``)."""
+        ``base`` is the current global model (float32 flat). The defense and the aggregation are
+        the ones every committee member re-executes (``ctbc.fl.aggregate_pool``); the digests
+        include the updates the defense discarded (the commit names them too)."""
         chosen = sorted(self._pending.values(), key=lambda p: p.checked.update.digest)
         # Only updates the rule admits: the commit must name exactly what was aggregated, since
         # every committee member re-executes the aggregate over the updates it names.
         updates = [(p.checked.update, p.checked.delta) for p in chosen
                    if self._admissible(p.checked.update.base_version, current_version)]
-        result = aggregate(self.rules, base, updates, current_version)
-        weights = dict(result.weights)
-        kept = tuple((u.digest, weights.get(u.client, 0.0)) for u, _ in updates)
-        commit = ModelCommit(current_version + 1, current_version, b"", kept)
-        return result.params, commit, [d for d, _ in kept]
+        result = aggregate_pool(self.rules, base, updates, current_version)
+        commit = ModelCommit(current_version + 1, current_version, b"", result.updates,
+                             result.discarded)
+        return result.params, commit, commit.digests
 
     def _admissible(self, base_version: int, current_version: int) -> bool:
         if self.rules.mode == "fedavg":

@@ -43,11 +43,15 @@ from dualchain.learning.aggregation import (
     plugin_aggregate,
 )
 from dualchain.learning.codec import CodecError, decode_params, encode_params
+from dualchain.learning.contribution import ClusterParams
 from dualchain.learning.plugins import PluginError
+from dualchain.learning.robust import RobustRule
+from dualchain.learning.screening import REASONS, Candidate, Defense, screen, seed_for_key
+from dualchain.learning.watermark import WatermarkParams
 
 UPDATE_TAG = b"DCU1"
 UPDATE_SIGNED_TAG = b"DCu1"
-COMMIT_TAG = b"DCM1"
+COMMIT_TAG = b"DCM2"  # DCM1 had no discard set
 MAX_UPDATE_BYTES = 256 * 1024 * 1024
 MAX_COMMIT_UPDATES = 4096
 MODES = ("fedasync", "fedavg")
@@ -121,13 +125,23 @@ class ModelCommit:
     parent_version: int
     model_hash: bytes
     updates: tuple[tuple[bytes, float], ...]  # (update digest, weight), in aggregation order
+    # (update digest, reason) the defense left out, in digest order (``learning.screening``)
+    discarded: tuple[tuple[bytes, str], ...] = ()
 
     def encode(self) -> bytes:
         w = Writer(COMMIT_TAG).u64(self.version).u64(self.parent_version)
         w.fixed(self.model_hash, HASH_BYTES).count(len(self.updates))
         for digest, weight in self.updates:
             w.fixed(digest, HASH_BYTES).fixed(np.float32(weight).tobytes(), 4)
+        w.count(len(self.discarded))
+        for digest, reason in self.discarded:
+            w.fixed(digest, HASH_BYTES).text(reason)
         return w.bytes()
+
+    @property
+    def digests(self) -> list[bytes]:
+        """Every update the commit names: aggregated or discarded."""
+        return [d for d, _ in self.updates] + [d for d, _ in self.discarded]
 
     @classmethod
     def decode(cls, data: bytes) -> ModelCommit:
@@ -139,8 +153,12 @@ class ModelCommit:
             (r.fixed(HASH_BYTES, "update"),
              float(np.frombuffer(r.fixed(4, "weight"), dtype=np.float32)[0]))
             for _ in range(n))
+        discarded = tuple((r.fixed(HASH_BYTES, "discarded"), r.text("reason", 32))
+                          for _ in range(r.count("discarded", MAX_COMMIT_UPDATES)))
         r.finish()
-        return cls(version, parent, model_hash, updates)
+        if any(reason not in REASONS for _, reason in discarded):
+            raise DecodeError("model commit: unknown discard reason")
+        return cls(version, parent, model_hash, updates, discarded)
 
 
 @dataclass(frozen=True)
@@ -155,10 +173,25 @@ class FlRules:
     max_update_norm: float
     aggregator: str = ""  # a user's rule (genesis fl.aggregator), "" for ``mode``'s
     aggregator_rule: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
+    defense: Defense = field(default_factory=Defense)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+
+
+def defense_from(params) -> Defense:
+    """The detectors a genesis ``defense`` section (``genesis_defense.DefenseParams``) names."""
+    if params is None:
+        return Defense()
+    watermark = (WatermarkParams(params.watermark_length, params.watermark_snr_db,
+                                 params.watermark_threshold) if params.watermark_length else None)
+    return Defense(
+        rule=params.rule, watermark=watermark, watermark_window=params.watermark_window,
+        cluster=ClusterParams(params.cluster_metric, params.cluster_eps,
+                              params.cluster_min_samples, "discard", params.cluster_anchor),
+        robust=RobustRule("median", beta=params.trim_beta, f=params.krum_f,
+                          m=params.krum_m or None))
 
 
 def fl_rules(genesis) -> FlRules:
@@ -167,7 +200,7 @@ def fl_rules(genesis) -> FlRules:
         chain_id=genesis.chain_id, algorithm=genesis.algorithm, mode=fl.mode,
         rule=StalenessRule(fl.staleness_rule, fl.staleness_a, fl.staleness_b, fl.max_staleness),
         mixing=fl.mixing, max_update_norm=fl.max_update_norm, aggregator=fl.aggregator,
-        aggregator_rule=_aggregator(fl.aggregator),
+        aggregator_rule=_aggregator(fl.aggregator), defense=defense_from(genesis.defense),
     )
 
 
@@ -219,6 +252,58 @@ def aggregate(rules: FlRules, base: np.ndarray, updates: list[tuple[SignedUpdate
     return aggregate_async(base, inputs, current_version, rules.rule, rules.mixing)
 
 
+@dataclass(frozen=True, eq=False)
+class PoolOutcome:
+    params: np.ndarray
+    updates: tuple[tuple[bytes, float], ...]  # (digest, weight) of what was aggregated
+    discarded: tuple[tuple[bytes, str], ...]  # (digest, reason), digest order
+
+
+def aggregate_pool(rules: FlRules, base: np.ndarray,
+                   updates: list[tuple[SignedUpdate, np.ndarray]],
+                   current_version: int) -> PoolOutcome:
+    """The genesis's defense on the updates the rule admits (``learning.screening``), then the
+    aggregate of what it kept: what the aggregator commits and every replica re-executes."""
+    def admitted(u: SignedUpdate) -> bool:
+        s = current_version - u.base_version
+        return s == 0 if rules.mode == "fedavg" else 0 <= s <= rules.rule.max_staleness
+
+    discarded: tuple[tuple[bytes, str], ...] = ()
+    robust = None
+    weight = 0.0
+    if rules.defense.active:
+        pool = [Candidate(u.digest, seed_for_key(u.public_key),
+                          Update(u.client, u.base_version, u.samples, d))
+                for u, d in updates if admitted(u)]
+        screening = screen(pool, rules.defense, base)
+        discarded, robust, weight = (screening.discarded, screening.params,
+                                     screening.selected_weight)
+    out = {d for d, _ in discarded}
+    kept = [(u, d) for u, d in updates if u.digest not in out]
+    if robust is not None:
+        return PoolOutcome(robust, tuple((u.digest, weight if admitted(u) else 0.0)
+                                         for u, _ in kept), discarded)
+    if not kept:
+        return PoolOutcome(base.copy(), (), discarded)
+    result = aggregate(rules, base, kept, current_version)
+    weights = dict(result.weights)
+    return PoolOutcome(result.params, tuple((u.digest, weights.get(u.client, 0.0))
+                                            for u, _ in kept), discarded)
+
+
+def discard_verdict(want: tuple[tuple[bytes, str], ...],
+                    claimed: tuple[tuple[bytes, str], ...]) -> str | None:
+    """None when the commit's discard set is the defense's; else what differs, in one line."""
+    if tuple(sorted(claimed)) == want:
+        return None
+    mine, theirs = dict(want), dict(claimed)
+    kept = [d.hex()[:16] for d in mine if d not in theirs]
+    wrong = [d.hex()[:16] for d in theirs if d not in mine]
+    reason = [d.hex()[:16] for d in mine if d in theirs and mine[d] != theirs[d]]
+    return (f"the discard set does not reproduce: flagged but kept {kept or 'none'}, "
+            f"discarded without cause {wrong or 'none'}, other reason {reason or 'none'}")
+
+
 class ModelCommitChecker:
     """Re-executes model commits against the blob store; remembers the last verdicts."""
 
@@ -250,10 +335,12 @@ class ModelCommitChecker:
             base = decode_params(self._blob(parent_hash))
         except CodecError as exc:
             raise ValidationError(f"parent model: {exc}", code="bad_params") from exc
-        if not commit.updates:
+        if not commit.updates and not commit.discarded:
             raise ValidationError("a commit needs at least one update", code="empty_commit")
+        if len(set(commit.digests)) != len(commit.digests):
+            raise ValidationError("a commit names an update twice", code="bad_update")
         updates: list[tuple[SignedUpdate, np.ndarray]] = []
-        for digest, _ in commit.updates:
+        for digest in commit.digests:
             try:
                 update = SignedUpdate.decode(self._blob(digest))
             except DecodeError as exc:
@@ -265,15 +352,15 @@ class ModelCommitChecker:
             updates.append((update, decode_delta(update, base.flat.size,
                                                  self.rules.max_update_norm)))
         try:
-            result = aggregate(self.rules, base.flat, updates, latest_version)
+            result = aggregate_pool(self.rules, base.flat, updates, latest_version)
         except ValueError as exc:
             raise ValidationError(f"aggregation failed: {exc}", code="bad_update") from exc
         blob = encode_params(result.params, base.shapes)
         model_hash = hashlib.sha256(blob).digest()
-        verdict = None
-        if model_hash == commit.model_hash:
+        verdict = discard_verdict(result.discarded, commit.discarded)
+        if verdict is None and model_hash == commit.model_hash:
             self.blobs.put(blob)  # every replica then holds the model it verified
-        if model_hash != commit.model_hash:
+        if verdict is None and model_hash != commit.model_hash:
             verdict = (f"version {commit.version}: the aggregate of the referenced updates hashes "
                        f"to {model_hash.hex()[:16]}, the commit claims "
                        f"{commit.model_hash.hex()[:16]}")

@@ -290,7 +290,7 @@ class RegistryApp(CommitteeApplication):
         except DecodeError:
             return []
         parent = self.model_hash(commit.parent_version)
-        return [d for d, _ in commit.updates] + ([parent] if parent is not None else [])
+        return commit.digests + ([parent] if parent is not None else [])
 
     def app_hash(self) -> bytes:
         if self._hash is None:

@@ -46,7 +46,8 @@ def test_honest_node_and_errors() -> None:
         ({"kind": "poison", "versions": "20"}, "list of versions"),
         ({"kind": "poison", "seed": -2}, "seed"),
         ({"kind": "poison", "when": 3}, "unknown parameter 'when'"),
-        ({"kind": "equivocate"}, "unknown node attack kind 'equivocate'; known: none, poison"),
+        ({"kind": "equivocate"},
+         "unknown node attack kind 'equivocate'; known: lie_discard, none, poison, tamper_model"),
     ]:
         with pytest.raises(AttackConfigError, match=match):
             make_node_attack(config)
@@ -62,3 +63,15 @@ def test_tamper_model_shifts_every_version_and_keeps_the_dtype() -> None:
         assert out.dtype == np.float32 and np.array_equal(out, w + np.float32(0.25))
     assert tamper.poisons(7)
     assert make_node_strategy(None).apply(w, 1) is w  # no adversary table: honest
+
+
+def test_the_discard_liar_claims_another_set_from_its_version_on() -> None:
+    a, b, c = b"\x01" * 32, b"\x02" * 32, b"\x03" * 32
+    drop = make_node_attack({"kind": "lie_discard", "from_version": 2})
+    assert drop.claim(1, [a, b], [(c, "copy")]) == ([a, b], [(c, "copy")])
+    assert drop.claim(2, [a, b], [(c, "copy")]) == ([b], [(a, "low_contribution"), (c, "copy")])
+    assert drop.claim(2, [a], []) == ([a], [])  # nothing to censor without emptying the round
+    keep = make_node_attack({"kind": "lie_discard", "mode": "keep_flagged"})
+    assert keep.claim(5, [a], [(c, "copy")]) == ([a, c], [])
+    with pytest.raises(AttackConfigError, match="mode"):
+        make_node_attack({"kind": "lie_discard", "mode": "sometimes"})
