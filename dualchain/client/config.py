@@ -30,6 +30,11 @@
       "metrics_port": 0,                    Prometheus endpoint of this process; 0 turns it off
       "tls": {"ca": ..., "cert": ..., "key": ...}   optional: mutual TLS to the node and CMBC
                                             (``dualchain certs``); absent: plaintext
+      "watermark": {"length": 4096, "snr_db": 6.0, "threshold": 4.5}   optional: the PN mark
+                                            every upload carries (the chain's defense section)
+      "attack": {"kind": "sign_flip", "from_version": 2}   optional: an adversary client
+                                            (adversary/client.py, docs/threat-model.md)
+      "ctbc": "127.0.0.1:7000"              optional: a CTBC daemon a lazy client copies from
     }
 
 The partition block must be the same for every client of an experiment except ``index``: each
@@ -44,12 +49,15 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
+from dualchain.adversary.client import ClientAttack
 from dualchain.chain.daemon.config import ConfigError, parse_tls, read_json_object
 from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
 from dualchain.chain.rpc import TlsFiles
+from dualchain.client.attack import parse_attack, parse_watermark
 from dualchain.learning.datasets import DATASETS
 from dualchain.learning.partition import SCHEMES
 from dualchain.learning.plugins import PluginError, check_spec, is_plugin
+from dualchain.learning.watermark import WatermarkParams
 
 MAX_LABEL_BYTES = 256  # chain.cmbc.payloads.MAX_LABEL
 
@@ -59,6 +67,7 @@ _KEYS = {
     "partition", "seed", "threads", "slowdown", "slowdown_changes", "drop_prob", "offline",
     "report_every",
     "max_tasks", "label", "backend", "max_update_norm", "max_buffered", "metrics_port", "tls",
+    "watermark", "attack", "ctbc",
 }
 _REQUIRED = ("key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset",
              "partition")
@@ -102,6 +111,9 @@ class ClientConfig:
     metrics_port: int = 0
     tls: TlsFiles | None = None
     source: Path | None = field(default=None, compare=False)
+    watermark: WatermarkParams | None = None
+    attack: ClientAttack = field(default_factory=ClientAttack)
+    ctbc: str | None = None
 
     def __post_init__(self) -> None:
         # Also guards values set by overrides (CLI flags) after loading.
@@ -164,6 +176,8 @@ class ClientConfig:
         if metrics_port > 65535:
             raise ConfigError(f"config key 'metrics_port' must be a port number (0: off), "
                               f"got {metrics_port}")
+        if data.get("ctbc") is not None:
+            _check_address("ctbc", _string(data, "ctbc"))
         max_norm = _number(data, "max_update_norm", 100.0)
         if not max_norm > 0:
             raise ConfigError("config key 'max_update_norm' must be positive")
@@ -193,6 +207,9 @@ class ClientConfig:
             metrics_port=metrics_port,
             tls=parse_tls(data.get("tls"), base),
             source=source,
+            watermark=parse_watermark(data.get("watermark")),
+            attack=parse_attack(data.get("attack")),
+            ctbc=data.get("ctbc"),
         )
 
     def with_overrides(self, *, slowdown: float | None = None,

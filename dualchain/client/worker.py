@@ -40,6 +40,7 @@ import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -48,6 +49,7 @@ from dualchain.chain.ctbc.fl import SignedUpdate, sign_update
 from dualchain.chain.identity import Signer
 from dualchain.chain.rpc import channel_options, open_channel
 from dualchain.chain.types import TxKind
+from dualchain.client.attack import ClientAdversary, latest_commit_updates
 from dualchain.client.config import ClientConfig
 from dualchain.client.errors import ClientError
 from dualchain.client.links import (
@@ -77,6 +79,7 @@ from dualchain.client.trainer import (
 )
 from dualchain.learning.codec import CodecError, decode_params, encode_params
 from dualchain.proto.v1 import node_pb2 as node_pb
+from dualchain.proto.v1.chain_pb2_grpc import ChainServiceStub
 
 # Re-exported: these names were importable from here before the split.
 __all__ = ["LOCAL_TASK_BIT", "Backoff", "ClientData", "ClientError", "ClientWorker",
@@ -145,6 +148,9 @@ class ClientWorker(Disconnection):
         self._node: NodeLink | None = None
         self._cmbc: ChainLink | None = None
         self._local_index = 0
+        self._ctbc_stub: Any = None  # a lazy client's CTBC link, opened by run()
+        self.adversary = ClientAdversary(config.attack, config.watermark, config.seed, signer.id,
+                                         signer.public_key, self._seen_updates)
         # Grows over consecutive refusals or bad tasks; reset by a task that trains.
         self._retry = self._backoff()
 
@@ -154,7 +160,10 @@ class ClientWorker(Disconnection):
         """Registers, then works until ``max_tasks`` (forever when null); cancel to stop."""
         opts = channel_options()
         async with open_channel(self.config.node, self.config.tls, opts) as node_ch, \
-                open_channel(self.config.cmbc, self.config.tls, opts) as cmbc_ch:
+                open_channel(self.config.cmbc, self.config.tls, opts) as cmbc_ch, \
+                open_channel(self.config.ctbc or self.config.cmbc, self.config.tls,
+                             opts) as ctbc_ch:
+            self._ctbc_stub = ChainServiceStub(ctbc_ch) if self.config.ctbc else None
             self._node = NodeLink(node_ch, self.signer.id, self.timing)
             self._cmbc = ChainLink(cmbc_ch, self.signer, self.config.cmbc_chain_id, self.timing)
             # torch's import and the model are made on the training thread meanwhile: the
@@ -381,6 +390,10 @@ class ClientWorker(Disconnection):
         template = _TaskTemplate(task.task_id, task.batches, task.batch_size,
                                  float(task.learning_rate))
         self._template = template
+        if self.adversary.skips(task.version):  # lazy, free rider, dropped out
+            await self._skip_task(task, start.size)
+            return
+        self.trainer.data = self.adversary.data_for(task.version, self._data)
         result = await self._train(start, template)
         if result is None:
             return  # stopping
@@ -401,7 +414,8 @@ class ClientWorker(Disconnection):
                        "outcome": "dropped"})
             await self._maybe_report()
             return
-        delta = result.params - start
+        delta = await self._in_executor(self.adversary.transform, result.params - start,
+                                        task.version)
         try:
             outcome, _ = await self._upload(task.version, task.task_id, result.samples, delta)
         except Unreachable as exc:
@@ -416,6 +430,24 @@ class ClientWorker(Disconnection):
                    "outcome": outcome})
         await self._maybe_report()
 
+    async def _skip_task(self, task: node_pb.Task, size: int) -> None:
+        """A task the attack does not train: it uploads what the attack makes, if anything."""
+        delta = await self.adversary.skipped_delta(task.version, size)
+        event = {"event": "task", "version": task.version, "task": task.task_id,
+                 "attack": self.adversary.attack.kind}
+        if delta is None:
+            self.emit({**event, "outcome": "skipped"})
+            await asyncio.sleep(1.0)  # nothing to send: ask again later
+            return
+        outcome, _ = await self._upload(task.version, task.task_id,
+                                        task.batches * task.batch_size, delta)
+        self.emit({**event, "outcome": outcome})
+
+    async def _seen_updates(self) -> list[tuple[bytes, np.ndarray]]:
+        if self._ctbc_stub is None:
+            return []
+        return await latest_commit_updates(self._ctbc_stub, self.timing.rpc_timeout_s)
+
     def _buffer_result(self, version: int, task_id: int, start: np.ndarray,
                        result: TrainResult) -> None:
         if not self.buffer.count:
@@ -427,8 +459,8 @@ class ClientWorker(Disconnection):
 
     def _sign(self, base_version: int, task_id: int, samples: int,
               delta: np.ndarray) -> tuple[SignedUpdate, float, bool]:
-        delta, norm, clipped = clip_to_norm(delta.astype(np.float32, copy=False),
-                                            self.config.max_update_norm)
+        delta = self.adversary.mark(delta.astype(np.float32, copy=False), base_version)
+        delta, norm, clipped = clip_to_norm(delta, self.config.max_update_norm)
         params = encode_params(delta, self.trainer.shapes)
         update = sign_update(self.signer, chain_id=self.config.ctbc_chain_id,
                              base_version=base_version, samples=samples, task=task_id,

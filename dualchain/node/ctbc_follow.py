@@ -11,8 +11,10 @@ import grpc
 
 from dualchain.chain import wire
 from dualchain.chain.cmbc.payloads import Anchor
-from dualchain.chain.ctbc.fl import ModelCommit
+from dualchain.chain.ctbc.fl import ModelCommit, SignedUpdate
+from dualchain.chain.errors import DualchainError
 from dualchain.chain.types import Block, Transaction, TxKind
+from dualchain.node.standing import record_commit
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 
 log = logging.getLogger("dualchain.node")
@@ -63,7 +65,7 @@ class CtbcFollower:
             # later block, which brings us to it. The updates this block's commits name are
             # done with either way.
             self.pool.remove([digest for _, commit in commits_in(block)
-                              for digest, _ in commit.updates])
+                              for digest in commit.digests])
             return
         commit_tx, commit = found
         digests = [d for d, _ in commit.updates]
@@ -74,12 +76,23 @@ class CtbcFollower:
                 group = self.planner.group_of(arrival[0])
                 groups[group] = max(groups.get(group, 0.0), arrival[1])
         self._last_c_groups = groups
-        self.pool.remove(digests)
+        await record_commit(self.standing, commit.version, commit.discarded, self._client_of)
+        self.pool.remove(commit.digests)  # the discarded ones are done with too
         self.metrics.updates_included.inc(len(digests))
         await self._adopt(status.model_version, bytes(status.model_hash), block.height,
                           status.model_height, len(digests))
         if commit_tx.sender == self.signer.id:
             await self._anchor(commit, block.height)
+
+    async def _client_of(self, digest: bytes) -> bytes | None:
+        """The client of a committed update: from the pool, else from the CTBC daemon."""
+        pooled = self.pool.pooled().get(digest)
+        if pooled is not None:
+            return pooled[0].client
+        try:
+            return SignedUpdate.decode(await self._get_blob(digest)).client
+        except (grpc.aio.AioRpcError, DualchainError):
+            return None
 
     async def _anchor(self, commit: ModelCommit, ctbc_height: int) -> None:
         payload = Anchor(commit.version, commit.model_hash, ctbc_height).encode()

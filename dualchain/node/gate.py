@@ -41,7 +41,9 @@ class CheckedUpdate:
 
 class UpdateGate:
     def __init__(self, rules: FlRules, verifier: SignatureVerifier,
-                 client_key: Callable[[bytes], bytes | None], model_size: int) -> None:
+                 client_key: Callable[[bytes], bytes | None], model_size: int,
+                 excluded: Callable[[bytes], bool] = lambda client: False) -> None:
+        self.excluded = excluded  # repeat offenders (node/standing.py)
         self.rules = rules
         self.verifier = verifier
         self.client_key = client_key
@@ -59,6 +61,9 @@ class UpdateGate:
                                 f"client {update.client.hex()[:16]} is not registered on CMBC")
         if key != update.public_key:
             raise UpdateRefused("wrong_key", "the update's key is not the client's registered key")
+        if self.excluded(update.client):
+            raise UpdateRefused("excluded", f"client {update.client.hex()[:16]} is excluded "
+                                "after repeated discarded updates")
         try:
             check_update_signature(update, self.rules, self.verifier)
         except ValidationError as exc:

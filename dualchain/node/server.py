@@ -58,6 +58,7 @@ from dualchain.node.joins import Joins
 from dualchain.node.metrics import NodeMetrics
 from dualchain.node.planner import Planner
 from dualchain.node.pool import UpdatePool
+from dualchain.node.standing import ClientStanding
 from dualchain.node.uploads import CHUNK, upload_chunks
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
@@ -96,6 +97,8 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         self._models: OrderedDict[bytes, bytes] = OrderedDict()  # hash -> blob
         self.gate: UpdateGate | None = None
         self.pool = UpdatePool(self.rules, config.aggregation)
+        defense = self.ctbc_genesis.defense
+        self.standing = ClientStanding(defense.exclude_after if defense is not None else 0)
         self._issued: dict[bytes, IssuedTask] = {}
         # update digest -> (client, completion seconds), for this node's own clients
         self._arrivals: dict[bytes, tuple[bytes, float]] = {}
@@ -203,7 +206,8 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         self._remember(self.model_hash, blob)
         self.params = flat
         self._test = (dataset.test_x, dataset.test_y)
-        self.gate = UpdateGate(self.rules, self.verifier, self.clients.get, flat.size)
+        self.gate = UpdateGate(self.rules, self.verifier, self.clients.get, flat.size,
+                               self.standing.excluded)
         self.accuracy, self.loss = self._evaluate(flat)
 
     def _evaluate(self, flat: np.ndarray) -> tuple[float, float]:
