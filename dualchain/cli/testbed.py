@@ -11,20 +11,24 @@ from pathlib import Path
 from dualchain.cli import compose
 from dualchain.cli.common import add_hosts_options, netem_table
 from dualchain.deploy import health_probe
+from dualchain.deploy.adversaries import add_attack_options
 
 
 def cmd_up(args: argparse.Namespace) -> int:
+    from dualchain.deploy.adversaries import attack_overrides
     from dualchain.deploy.up import Testbed, UpConfig, UpError
 
     overrides = {name: getattr(args, name) for name in (
         "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
-        "join_after", "tls", "hosts", "netem_backend", "metrics", "model", "aggregator")}
+        "join_after", "tls", "hosts", "netem_backend", "metrics", "model", "aggregator",
+        "defense", "watermark", "attackers")}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
         overrides["netem"] = netem_table(args)
+        overrides.update(attack_overrides(args.attack, args.node_attack))
     except ValueError as exc:
         print(f"dualchain: error: {exc}", file=sys.stderr)
         return 2
@@ -144,6 +148,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--timeout-s", type=float, default=None,
                     help="stop after this many seconds of training (default 600)")
     add_hosts_options(up, defaults=False)
+    add_attack_options(up)
     up.set_defaults(func=cmd_up)
 
     compose.add_parser(sub)  # dualchain compose: a docker-compose testbed like up's

@@ -20,6 +20,7 @@ from dualchain.chain.genesis import ConsensusParams, FlParams, Genesis, SchedPar
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import TlsFiles
+from dualchain.deploy import adversaries
 from dualchain.deploy.documents import prometheus_document, render_yaml
 from dualchain.deploy.plan import (
     CMBC_CHAIN,
@@ -117,6 +118,7 @@ class TestbedFiles:
                                       timeout_propose_ms=2000, timeout_prevote_ms=1000,
                                       timeout_precommit_ms=1000, timeout_delta_ms=500),
             fl=fl, single_chain=single, sched=sched if single else None,
+            defense=adversaries.defense_params(c),
         ).save(self.workdir / "ctbc-genesis.json")
         # Single-chain mode: what the nodes and clients know as "cmbc" is their CTBC daemon.
         cmbc_genesis = "ctbc-genesis.json" if single else "cmbc-genesis.json"
@@ -169,6 +171,7 @@ class TestbedFiles:
                 "metrics_port": metric_ports[2 * total + i], "join": late,
                 # The genesis nodes vote in exactly the joiners this testbed planned.
                 "admit": [s.id.hex() for s in node_keys[n:]],
+                **adversaries.node_adversary(c, i),
             })
             self.procs.append(Proc(f"node-{i}", "node", [
                 *py, "node", "--config", f"node-{i}.json", "--log-level", "WARNING"],
@@ -177,9 +180,12 @@ class TestbedFiles:
         for j in range(all_clients):
             late = j >= k
             i = client_node(c, j)
+            attack = adversaries.client_attack(c, j)
             self._json(f"client-{j}.json", {
                 **self._client_config(j, i, node_addr[i], node_keys[i].id.hex(), cmbc[i]),
-                "slowdown_changes": changes[j], "metrics_port": more_ports[m + j]})
+                "slowdown_changes": changes[j], "metrics_port": more_ports[m + j],
+                "watermark": adversaries.watermark_table(adversaries.defense_params(c)),
+                **({"attack": attack, "ctbc": ctbc[i]} if attack else {})})
             self.procs.append(Proc(f"client-{j}", "client", [
                 *py, "client", "--config", f"client-{j}.json", "--log-level", "WARNING"],
                 address=node_addr[i], late=late))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
 
+from dualchain.deploy import adversaries
 from dualchain.learning.plugins import (
     PluginError,
     check_spec,
@@ -83,6 +84,14 @@ class UpConfig:
     # loader the same way. "": the built-in model of the dataset, the aggregation rule of ``mode``.
     model: str = ""
     aggregator: str = ""
+    # Attacks and defenses (deploy/adversaries.py, docs/threat-model.md)
+    defense: str = "none"  # none, pn, cluster, median, trimmed_mean, krum, multi_krum
+    watermark: bool = False  # the PN watermark on top of the defense
+    defense_params: dict[str, Any] = field(default_factory=dict)  # genesis defense fields
+    attack: dict[str, Any] = field(default_factory=dict)  # run by the first `attackers`
+    attackers: float = 0.0  # fraction of the clients
+    client_attacks: dict[str, Any] = field(default_factory=dict)  # client index -> attack
+    node_attacks: dict[str, Any] = field(default_factory=dict)  # node index -> attack
 
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.clients < 1 or self.miners < 0 or self.rounds < 1:
@@ -105,6 +114,10 @@ class UpConfig:
             raise UpError("join_clients needs join_nodes (the node they attach to)")
         if self.hosts not in ("local", "netns") or (self.netem and self.hosts != "netns"):
             raise UpError(f"hosts {self.hosts!r}: local or netns (netem needs netns)")
+        try:
+            adversaries.check(self)
+        except ValueError as exc:
+            raise UpError(str(exc)) from None
         try:
             for what, spec in (("dataset", self.dataset), ("model", self.model),
                                ("aggregator", self.aggregator)):

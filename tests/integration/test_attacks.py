@@ -1,0 +1,117 @@
+"""Attacks and their detection across real processes: 2 server nodes (each with a CTBC and a CMBC
+daemon), 1 miner and 6 client processes on digits, in fedavg rounds, with the cluster defense and
+the PN watermark in the CTBC genesis.
+
+Client 4 flips the sign of its update from version 1 on, client 5 is lazy from version 2 on (it
+uploads a copy of an update the latest commit names, read from CTBC), and node 0 lies about its
+discard set from version 3 on (it claims an honest update discarded). The honest node's commits
+name the flipped update (``low_contribution``) and the copy (``copy``) in their discard sets, the
+committee refuses every commit of the liar (BAD_MODEL evidence on CTBC), and training goes on.
+After two discarded updates the flipper is excluded: the nodes refuse its uploads and rounds no
+longer wait for it.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+from dualchain.chain.ctbc.fl import ModelCommit, SignedUpdate
+from dualchain.chain.ctbc.payloads import Evidence, EvidenceKind
+from dualchain.chain.identity import load_key_file
+from dualchain.chain.types import Block, TxKind
+from dualchain.deploy.up import Testbed
+from dualchain.proto.v1 import chain_pb2
+from tests.integration.testbed_reads import blocks_up_to, chain_stub
+from tests.integration.testbeds import running_testbed
+
+EVENT_TIMEOUT_S = 240.0
+FLIPPER, LAZY, LIAR_FROM = 4, 5, 3
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    workdir = tmp_path_factory.mktemp("attacks") / "testbed"
+
+    def prepare(tb: Testbed) -> None:
+        for i in range(2):  # a short takeover after the liar's refused turn
+            path = workdir / f"node-{i}.json"
+            data = json.loads(path.read_text())
+            data["aggregator_timeout_s"] = 6.0
+            path.write_text(json.dumps(data))
+
+    with running_testbed(
+            workdir, prepare, nodes=2, clients=6, miners=1, batches=10, mode="fedavg",
+            cmbc_interval_s=1.0, finality_depth=3, defense="cluster", watermark=True,
+            client_attacks={str(FLIPPER): {"kind": "sign_flip", "from_version": 1},
+                            str(LAZY): {"kind": "lazy", "from_version": 2}},
+            node_attacks={"0": {"kind": "lie_discard", "mode": "drop_honest",
+                                "from_version": LIAR_FROM}}) as tb:
+        yield tb
+
+
+def _blocks(tb: Testbed) -> list[Block]:
+    stub = chain_stub(tb, "ctbc-1")
+    return blocks_up_to(stub, stub.GetStatus(chain_pb2.GetStatusRequest(), timeout=10).height)
+
+
+def _client_of(tb: Testbed, digest: bytes) -> bytes:
+    chunks = chain_stub(tb, "ctbc-1").GetBlob(chain_pb2.GetBlobRequest(hash=digest), timeout=10)
+    return SignedUpdate.decode(b"".join(c.data for c in chunks)).client
+
+
+def _ids(tb: Testbed, role: str, count: int) -> list[bytes]:
+    return [load_key_file(Path(tb.workdir) / "keys" / f"{role}-{i}.key").id
+            for i in range(count)]
+
+
+def test_attackers_are_discarded_by_the_honest_node_and_the_liar_is_refused(
+        testbed: Testbed) -> None:
+    clients = _ids(testbed, "client", 6)
+    liar, honest_node = _ids(testbed, "node", 2)
+    testbed.wait_for(lambda p, e: e["event"] == "version" and e["version"] >= LIAR_FROM + 3,
+                     EVENT_TIMEOUT_S)
+    reasons: dict[bytes, set[str]] = {}
+    evidence: list[ModelCommit] = []
+    liar_hashes: set[str] = set()
+    for block in _blocks(testbed):
+        for tx in block.transactions:
+            if tx.kind == TxKind.MODEL_VERSION and tx.sender == honest_node:
+                for digest, reason in ModelCommit.decode(tx.payload).discarded:
+                    reasons.setdefault(_client_of(testbed, digest), set()).add(reason)
+            if tx.kind == TxKind.MODEL_VERSION and tx.sender == liar:
+                commit = ModelCommit.decode(tx.payload)
+                if commit.version >= LIAR_FROM:
+                    liar_hashes.add(commit.model_hash.hex())
+            if tx.kind == TxKind.EVIDENCE:
+                ev = Evidence.decode(tx.payload)
+                if ev.kind == EvidenceKind.BAD_MODEL:
+                    offending, _ = ev.items
+                    assert offending.sender == liar
+                    evidence.append(ModelCommit.decode(offending.payload))
+    assert reasons.get(clients[FLIPPER]) == {"low_contribution"}, reasons
+    assert reasons.get(clients[LAZY]) == {"copy"}, reasons
+    assert not set(reasons) - {clients[FLIPPER], clients[LAZY]}, "an honest client discarded"
+    assert evidence, "no bad-model evidence against the lying node"
+    lie = evidence[0]
+    claimed = {_client_of(testbed, d) for d, _ in lie.discarded}
+    assert claimed & set(clients[:FLIPPER]), "the lie names no honest client"
+    # A refused commit may sit in a block (it used its nonce) but never becomes a version: no
+    # version the nodes adopted has the hash of a lying commit.
+    adopted = {e["hash"] for v, e in testbed.versions.items() if v >= LIAR_FROM}
+    assert adopted and not adopted & liar_hashes
+
+
+def test_a_repeat_offender_is_excluded_and_rounds_go_on_without_it(testbed: Testbed) -> None:
+    flipper = _ids(testbed, "client", 6)[FLIPPER].hex()
+    event = testbed.wait_for(lambda p, e: e["event"] == "offence" and e["client"] == flipper
+                             and e["newly_excluded"], EVENT_TIMEOUT_S, past=True)
+    assert event["offences"] == 2 and event["reputation"] == 1 / 3
+    testbed.wait_for(lambda p, e: p.name == f"client-{FLIPPER}"
+                     and e.get("outcome") == "refused:excluded", EVENT_TIMEOUT_S, past=True)
+    after = max(testbed.versions)
+    testbed.wait_for(lambda p, e: e["event"] == "version" and e["version"] >= after + 2,
+                     EVENT_TIMEOUT_S)
