@@ -29,6 +29,9 @@
   measured training speed: per ra, a seeded choice of clients on small tasks, the round's work
   split by OLAR for those costs, and the makespan.
 
+- ``attacks`` and ``lazy`` (issue 15): attacks against defenses, and the PN watermark's
+  detection of lazy clients (seed 004 Table I); in process, see ``bench/attacks.py``.
+
 Each experiment writes NAME.json, NAME.csv and NAME.png under the output directory; the JSON is
 also printed. Seed 000's
 tables and figures on other datasets are not redone here.
@@ -46,9 +49,10 @@ from dataclasses import replace
 from pathlib import Path
 from typing import Any
 
+from dualchain.bench import attacks as attacks_bench
 from dualchain.deploy.up import Testbed, UpConfig, client_slowdowns
 
-EXPERIMENTS = ("table3", "fig4", "fig7", "table5", "table4")
+EXPERIMENTS = ("table3", "fig4", "fig7", "table5", "table4", "attacks", "lazy")
 # The median per-task transfer cost (completion - training - rtt, plus rtt) that clients
 # reported in a digits testbed on our 2-core machine: 0.039 s + 0.005 s.
 TASK_OVERHEAD_S = 0.044
@@ -285,7 +289,9 @@ def _rows(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
     if name == "table3":
         return [{"mode": m, **{k: v for k, v in r.items() if not isinstance(v, dict)}}
                 for m, r in result["modes"].items()]
-    if name == "fig4":
+    if name == "attacks":
+        return result["rows"]
+    if name in ("fig4", "lazy"):
         return result["points"]
     if name == "table4":
         return result["points"]
@@ -305,7 +311,9 @@ def _plot(name: str, result: dict[str, Any], path: Path) -> None:
     import matplotlib.pyplot as plt
 
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
-    if name == "table3":
+    if name in ("attacks", "lazy"):
+        attacks_bench.plot(name, result, ax)
+    elif name == "table3":
         modes = list(result["modes"])
         ax.bar(modes, [result["modes"][m]["mean_c_gmax_s"] or 0 for m in modes], color="C0")
         ax.set_ylabel("mean C_gmax (s)")
@@ -366,6 +374,13 @@ def run_experiment(name: str, base: UpConfig, out: Path, progress: Progress,
                         small_batches, overhead_s, base.seed)
     elif name == "fig7":
         result = fig7(base, ratios if ratios is not None else (0.0, 0.2, 0.4), progress)
+    elif name == "attacks":
+        result = attacks_bench.attacks(tuple(attacks_bench.ATTACKS), attacks_bench.DEFENSE_NAMES,
+                                       0.3, base.clients, base.rounds, base.batches, progress,
+                                       base.seed)
+    elif name == "lazy":
+        result = attacks_bench.lazy(base.clients, base.rounds, base.batches, progress,
+                                    seed=base.seed)
     else:
         result = fig4(base, alphas,
                       ratios if ratios is not None else (0.0, 0.2, 0.4, 0.6, 0.8, 1.0),

@@ -299,7 +299,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     paper = bench_sub.add_parser(
         "paper",
-        help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5, fig9, fig10",
+        help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5, fig9, fig10; "
+        "issue 15's attacks and lazy",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
         "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
@@ -310,10 +311,14 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "CPU per chain); fig9/fig10: committed tx/s and consensus latency against --nodes "
         "N1,N2,... (a CTBC testnet per N under more load than it commits, and an etcd cluster "
         "of N members under the same load as the Raft baseline, skipped where etcd is not "
-        "installed). Writes NAME.json, NAME.csv (and NAME.png) under --out.",
+        "installed); attacks: an attack x defense table of final accuracy and per-update "
+        "detection with 30% attackers, lazy: the PN watermark's detection at 9/6/3 dB and the "
+        "accuracy with 30% lazy clients (both in process, bench/attacks.py). Writes NAME.json, "
+        "NAME.csv (and NAME.png) under --out.",
     )
     paper.add_argument("--experiment", required=True,
-                       choices=["table3", "fig4", "fig7", "table4", "table5", "fig9", "fig10"])
+                       choices=["table3", "fig4", "fig7", "table4", "table5", "fig9", "fig10",
+                                "attacks", "lazy"])
     paper.add_argument("--sweep-duration-s", type=float, default=20.0,
                        help="fig9/fig10: measurement window per run (default 20)")
     paper.add_argument("--all-to-all", action="store_true",
