@@ -94,11 +94,12 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
 
     try:
         nodes = [int(x) for x in args.nodes.split(",")]
-        if not nodes or min(nodes) < 1 or (args.experiment not in SWEEPS and len(nodes) != 1):
+        if not nodes or min(nodes) < 1 or (args.experiment not in (*SWEEPS, "fig8")
+                                           and len(nodes) != 1):
             raise ValueError
     except ValueError:
-        print(f"dualchain bench paper: --nodes {args.nodes!r}: a positive number (fig9/fig10: "
-              "a comma-separated list)", file=sys.stderr)
+        print(f"dualchain bench paper: --nodes {args.nodes!r}: a positive number (fig8/fig9/"
+              "fig10: a comma-separated list)", file=sys.stderr)
         return 2
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
     if args.experiment in SWEEPS:
@@ -118,6 +119,17 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
     except UpError as exc:
         print(f"dualchain bench paper: {exc}", file=sys.stderr)
         return 2
+    if args.experiment == "fig8":
+        from dualchain.bench.fig8 import fig8_sweep
+
+        chains = args.chains.split(",")
+        if args.clients_per_node < 1 or args.warmup < 0 or not set(chains) <= {"dual", "single"}:
+            print("dualchain bench paper: --clients-per-node must be at least 1, --warmup at "
+                  "least 0, --chains dual and/or single", file=sys.stderr)
+            return 2
+        print(fig8_sweep(base, nodes, args.clients_per_node, args.warmup, args.out,
+                         progress or (lambda line: None), chains), args.json)
+        return 0
     ratios = [float(x) for x in args.ratios.split(",")] if args.ratios else None
     result = run_experiment(args.experiment, base, args.out, progress or (lambda line: None),
                             modes=args.modes.split(","), ratios=ratios,
@@ -299,7 +311,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     paper = bench_sub.add_parser(
         "paper",
-        help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5, fig9, fig10; "
+        help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5, fig8, fig9, fig10; "
         "issue 15's attacks and lazy",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
@@ -308,17 +320,19 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "training speed); table4: round time against the fraction ra of clients on small "
         "tasks (computed likewise); table5: single against dual chain in ddmlts mode for "
         "--duration-s with random client state changes (aggregations, network adjustments, "
-        "CPU per chain); fig9/fig10: committed tx/s and consensus latency against --nodes "
-        "N1,N2,... (a CTBC testnet per N under more load than it commits, and an etcd cluster "
-        "of N members under the same load as the Raft baseline, skipped where etcd is not "
-        "installed); attacks: an attack x defense table of final accuracy and per-update "
-        "detection with 30% attackers, lazy: the PN watermark's detection at 9/6/3 dB and the "
-        "accuracy with 30% lazy clients (both in process, bench/attacks.py). Writes NAME.json, "
-        "NAME.csv (and NAME.png) under --out.",
+        "CPU per chain); fig8: communication time per model version (round time less the "
+        "training on its critical path) against --nodes N1,N2,..., a ddmlts testbed per N "
+        "with --clients-per-node clients each, dual and single chain; fig9/fig10: committed "
+        "tx/s and consensus latency against --nodes N1,N2,... (a CTBC testnet per N under "
+        "more load than it commits, and an etcd cluster of N members under the same load as "
+        "the Raft baseline, skipped where etcd is not installed); attacks: an attack x defense "
+        "table of final accuracy and per-update detection with 30% attackers, lazy: the PN "
+        "watermark's detection at 9/6/3 dB and the accuracy with 30% lazy clients (both in "
+        "process, bench/attacks.py). Writes NAME.json, NAME.csv (and NAME.png) under --out.",
     )
     paper.add_argument("--experiment", required=True,
-                       choices=["table3", "fig4", "fig7", "table4", "table5", "fig9", "fig10",
-                                "attacks", "lazy"])
+                       choices=["table3", "fig4", "fig7", "table4", "table5", "fig8", "fig9",
+                                "fig10", "attacks", "lazy"])
     paper.add_argument("--sweep-duration-s", type=float, default=20.0,
                        help="fig9/fig10: measurement window per run (default 20)")
     paper.add_argument("--all-to-all", action="store_true",
@@ -339,9 +353,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     paper.add_argument("--modes", default="ddmlts,fedasync,semisync,fedavg",
                        help="table3: modes to run (default ddmlts,fedasync,semisync,fedavg)")
     paper.add_argument("--nodes", default="2",
-                       help="server nodes (default 2); fig9/fig10: the committee sizes, "
+                       help="server nodes (default 2); fig8/fig9/fig10: the node counts, "
                        "comma-separated (e.g. 4,8,16,24,36)")
     paper.add_argument("--clients", type=int, default=10, help="clients (default 10)")
+    paper.add_argument("--clients-per-node", type=int, default=1,
+                       help="fig8: clients per server node (default 1)")
+    paper.add_argument("--warmup", type=int, default=2,
+                       help="fig8: versions left out at the start (default 2)")
+    paper.add_argument("--chains", default="dual,single",
+                       help="fig8: the chain setups to run (default dual,single)")
     paper.add_argument("--rounds", type=int, default=15, help="versions per run (default 15)")
     paper.add_argument("--stragglers", type=float, default=0.2,
                        help="fraction of clients 8x slower, the rest over 1x..2x (default 0.2)")

@@ -7,7 +7,8 @@ Standard output carries JSON lines only (logs go to standard error):
 - ``{"event": "registered", "tx", "seconds"}`` once the node knows the client;
 - ``{"event": "task", "version", "task", "batches", "samples", "loss", "seconds", "outcome"}``
   per trained task, outcome ``accepted``, ``refused:<code>``, ``buffered`` or ``dropped``
-  (buffered local tasks also carry ``local``, their index in the buffered run);
+  (buffered local tasks also carry ``local``, their index in the buffered run; a task of the
+  node's also ``train_s``, its training wall time, and ``trained_at``, the Unix time it ended);
 - ``{"event": "disconnected", "reason"}`` / ``{"event": "reconnected", "seconds"}``;
 - ``{"event": "flush", "version", "task", "updates", "samples", "norm", "outcome"}`` when the
   average of a buffered run is uploaded;

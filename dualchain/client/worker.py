@@ -398,9 +398,12 @@ class ClientWorker(Disconnection):
         if result is None:
             return  # stopping
         self._local, self._local_version = result.params, task.version
+        # train_s (emulated slowdown included) and trained_at (wall clock) place the training
+        # inside a round: bench paper fig8 subtracts it from the round's wall time.
         event = {"event": "task", "version": task.version, "task": task.task_id,
                  "batches": task.batches, "samples": result.samples,
-                 "loss": round(result.mean_loss, 5)}
+                 "loss": round(result.mean_loss, 5), "train_s": round(result.wall_s, 3),
+                 "trained_at": round(time.time(), 3)}
         if self._offline_until() is not None:
             self._buffer_result(task.version, task.task_id, start, result)
             self.emit({**event, "seconds": round(time.perf_counter() - received, 3),

@@ -35,6 +35,16 @@ class IssuedTask:
     issued: float
 
 
+@dataclass
+class Arrival:
+    """An update from one of this node's clients: its task, completion (task handed out to
+    update received, seconds) and the Unix time it was received."""
+    client: bytes
+    task: int
+    completion_s: float
+    at: float
+
+
 class ClientApi:
     """A part of ``node.server.ServerNode``: its methods use the node's state, set up there."""
 
@@ -69,8 +79,9 @@ class ClientApi:
         await self._put_blob(raw)
         issued = self._issued.get(checked.update.client)
         if issued is not None:
-            self._arrivals[checked.update.digest] = (checked.update.client,
-                                                     time.monotonic() - issued.issued)
+            self._arrivals[checked.update.digest] = Arrival(
+                checked.update.client, checked.update.task, time.monotonic() - issued.issued,
+                time.time())
         self.pool.add(checked)
         self.metrics.updates_accepted.inc()
         if relay:

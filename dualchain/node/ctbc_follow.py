@@ -70,12 +70,16 @@ class CtbcFollower:
         commit_tx, commit = found
         digests = [d for d, _ in commit.updates]
         groups: dict[int, float] = {}
+        last = None  # the included update received last (bench paper fig8's critical task)
         for digest in digests:
             arrival = self._arrivals.pop(digest, None)
             if arrival is not None:
-                group = self.planner.group_of(arrival[0])
-                groups[group] = max(groups.get(group, 0.0), arrival[1])
+                group = self.planner.group_of(arrival.client)
+                groups[group] = max(groups.get(group, 0.0), arrival.completion_s)
+                last = arrival if last is None or arrival.at > last.at else last
         self._last_c_groups = groups
+        self._last_update = None if last is None else {
+            "client": last.client.hex(), "task": last.task, "arrived": round(last.at, 3)}
         await record_commit(self.standing, commit.version, commit.discarded, self._client_of)
         self.pool.remove(commit.digests)  # the discarded ones are done with too
         self.metrics.updates_included.inc(len(digests))

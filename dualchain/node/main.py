@@ -1,7 +1,9 @@
 """Runs one server node process until SIGTERM or SIGINT.
 
 Prints ``{"event": "ready", ...}`` once it serves, then a ``version`` line per committed model
-version (accuracy, loss, round time) for launchers and operators.
+version (accuracy, loss, round time; ``adopted``, the Unix time the node took the version, and
+``last_update``, the latest-received update of its own clients that the version includes:
+client id, task id, ``arrived``) for launchers and operators.
 
 Its gRPC server carries the standard health service (``grpc.health.v1.Health``): SERVING from the
 ready line on (the node has read its chains and loaded the model), NOT_SERVING once shutdown

@@ -49,7 +49,7 @@ from dualchain.chain.validation import sign_transaction
 from dualchain.chain.verifier import SignatureVerifier
 from dualchain.learning.codec import decode_params, encode_params
 from dualchain.node.aggregator import Aggregator
-from dualchain.node.client_api import ClientApi, IssuedTask
+from dualchain.node.client_api import Arrival, ClientApi, IssuedTask
 from dualchain.node.cmbc_follow import CmbcFollower
 from dualchain.node.config import NodeConfig
 from dualchain.node.ctbc_follow import CtbcFollower, commit_for_version, commits_in
@@ -100,13 +100,13 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         defense = self.ctbc_genesis.defense
         self.standing = ClientStanding(defense.exclude_after if defense is not None else 0)
         self._issued: dict[bytes, IssuedTask] = {}
-        # update digest -> (client, completion seconds), for this node's own clients
-        self._arrivals: dict[bytes, tuple[bytes, float]] = {}
+        self._arrivals: dict[bytes, Arrival] = {}  # update digest -> Arrival (own clients)
         self._task_counter = 0
         self._commit_height = 0  # CTBC height that committed the current version
         # Per group, the longest completion among the last version's updates from this node's
         # clients (the launcher merges the nodes' figures into eq. 14's C_gmax).
         self._last_c_groups: dict[int, float] = {}
+        self._last_update: dict[str, Any] | None = None  # the last version's latest Arrival
         # Single-chain mode: "cmbc" and its genesis name the CTBC daemon and genesis.
         self.planner = Planner(self.cmbc_genesis.sched,
                                plans=config.aggregation.policy == "plan",
@@ -265,7 +265,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         self.version, self.model_hash, self.params = version, model_hash, params
         self._commit_height = commit_height
         self._version_changed.set()
-        self._version_time = time.monotonic()
+        self._version_time, adopted = time.monotonic(), time.time()
         self._awaiting = None
         dropped = self.pool.prune(version)
         self.metrics.updates_dropped.inc(len(dropped))
@@ -278,6 +278,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
             "accuracy": round(self.accuracy, 4), "loss": round(self.loss, 4),
             "ctbc_height": height, "included": included, "dropped": len(dropped),
             "round_s": round(self._version_time - previous, 3), "time": time.time(),
+            "adopted": round(adopted, 3), "last_update": self._last_update,
             "c_groups_s": {str(g): round(t, 3) for g, t in sorted(self._last_c_groups.items())},
         }), flush=True)
 
