@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from dualchain.bench.fig8 import version_rounds
 from dualchain.chain import wire
 from dualchain.chain.cmbc.payloads import GroupAssignment, TaskPlan
 from dualchain.chain.identity import load_key_file
@@ -90,6 +91,24 @@ def test_training_goes_on_under_plans(testbed: Testbed) -> None:
     event = testbed.wait_for(lambda p, e: e["event"] == "version"
                              and e["version"] >= first + 3, EVENT_TIMEOUT_S)
     assert event["accuracy"] > 0.5, testbed.versions
+
+
+def test_each_round_splits_into_the_critical_training_and_communication(
+        testbed: Testbed) -> None:
+    """The events bench paper fig8 reads: a version both nodes reported names the update it
+    waited for last, whose client reported its training; the pieces add up to the round."""
+    first = max(testbed.versions) if testbed.versions else 0
+    testbed.wait_for(lambda p, e: e["event"] == "version" and e["version"] >= first + 2,
+                     EVENT_TIMEOUT_S)
+    rows = version_rounds([(p.name, e) for p, e in testbed.history], nodes=2)
+    measured = [r for r in rows if r["complete"] and r["communication_s"] is not None]
+    assert measured, rows
+    for row in measured:
+        assert 0 < row["training_s"] < row["round_s"], row
+        assert row["upload_s"] >= 0 and row["commit_s"] > 0, row
+        parts = row["to_training_s"] + row["training_s"] + row["upload_s"] + row["commit_s"]
+        if row["to_training_s"] > 0:  # (training that began before the round is clipped)
+            assert parts == pytest.approx(row["round_s"], abs=0.01), row
 
 
 def test_a_forged_plan_never_takes_effect(testbed: Testbed) -> None:
