@@ -146,6 +146,10 @@ class Reader:
     def raw(self, field: str, max_len: int) -> bytes:
         return self.var(field, max_len)
 
+    def at_end(self) -> bool:
+        """True when every byte was read (an optional trailing field is absent)."""
+        return self._pos == len(self._data)
+
     def finish(self) -> None:
         if self._pos != len(self._data):
             raise DecodeError(

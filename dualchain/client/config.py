@@ -35,6 +35,10 @@
       "attack": {"kind": "sign_flip", "from_version": 2}   optional: an adversary client
                                             (adversary/client.py, docs/threat-model.md)
       "ctbc": "127.0.0.1:7000"              optional: a CTBC daemon a lazy client copies from
+      "dp": {"epsilon": 8, "delta": 1e-5, "clip": 1.0, "mechanism": "gaussian",
+             "schedule": "constant", "tasks": 20, "ledger": "client-0.privacy.json"}
+                                            optional: local differential privacy
+                                            (``client.privacy``); absent: no noise
     }
 
 The partition block must be the same for every client of an experiment except ``index``: each
@@ -54,6 +58,7 @@ from dualchain.chain.daemon.config import ConfigError, parse_tls, read_json_obje
 from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
 from dualchain.chain.rpc import TlsFiles
 from dualchain.client.attack import parse_attack, parse_watermark
+from dualchain.client.privacy import DpSettings
 from dualchain.learning.datasets import DATASETS
 from dualchain.learning.partition import SCHEMES
 from dualchain.learning.plugins import PluginError, check_spec, is_plugin
@@ -68,6 +73,7 @@ _KEYS = {
     "report_every",
     "max_tasks", "label", "backend", "max_update_norm", "max_buffered", "metrics_port", "tls",
     "watermark", "attack", "ctbc",
+    "dp",
 }
 _REQUIRED = ("key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset",
              "partition")
@@ -110,6 +116,7 @@ class ClientConfig:
     max_buffered: int = 16
     metrics_port: int = 0
     tls: TlsFiles | None = None
+    dp: DpSettings | None = None
     source: Path | None = field(default=None, compare=False)
     watermark: WatermarkParams | None = None
     attack: ClientAttack = field(default_factory=ClientAttack)
@@ -206,6 +213,7 @@ class ClientConfig:
             max_buffered=_int(data, "max_buffered", 16, minimum=1),
             metrics_port=metrics_port,
             tls=parse_tls(data.get("tls"), base),
+            dp=None if data.get("dp") is None else DpSettings.from_json(data["dp"], base),
             source=source,
             watermark=parse_watermark(data.get("watermark")),
             attack=parse_attack(data.get("attack")),

@@ -79,6 +79,13 @@ class NodeLink:
         except grpc.aio.AioRpcError as exc:
             raise map_error(exc) from None
 
+    async def status(self) -> node_pb.NodeStatus:
+        try:
+            return await self._stub.GetNodeStatus(node_pb.NodeStatusRequest(),
+                                                  timeout=self._timing.rpc_timeout_s)
+        except grpc.aio.AioRpcError as exc:
+            raise map_error(exc) from None
+
     async def get_task(self) -> node_pb.Task:
         try:
             return await self._stub.GetTask(node_pb.TaskRequest(client_id=self._id),

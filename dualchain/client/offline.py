@@ -22,6 +22,7 @@ class Disconnection:
     def _can_train_locally(self) -> bool:
         limit = self.config.max_tasks
         return (self._template is not None and self._global is not None
+                and (self.privacy is None or self.privacy.exhausted is None)
                 and self.buffer.count < self.config.max_buffered
                 and (limit is None or self.totals.tasks < limit))
 

@@ -10,6 +10,7 @@ import numpy as np
 
 from dualchain.client.config import ClientConfig
 from dualchain.client.errors import ClientError
+from dualchain.client.privacy import DpStep, dp_step
 from dualchain.learning.plugins import PluginError
 
 
@@ -75,8 +76,10 @@ class LocalTrainer:
         self.slowdown = slowdown
 
     def train(self, start: np.ndarray, batches: int, batch_size: int, lr: float, seed: int,
-              cancel: threading.Event) -> TrainResult | None:
-        """``batches`` SGD steps from ``start``; None when ``cancel`` is set (task abandoned)."""
+              cancel: threading.Event, dp: DpStep | None = None) -> TrainResult | None:
+        """``batches`` SGD steps from ``start``; None when ``cancel`` is set (task abandoned).
+
+        With ``dp`` each step is a noisy per-example-clipped one (``client.privacy``)."""
         from dualchain.learning.models import get_flat, set_flat
         from dualchain.learning.training import batch_order, train_local
 
@@ -89,8 +92,11 @@ class LocalTrainer:
             if cancel.is_set():
                 return None
             # One SGD step on exactly this mini-batch (plain SGD keeps no state between steps).
-            stats = train_local(self.model, x[idx], y[idx], batches=1, batch_size=len(idx),
-                                lr=lr, seed=seed)
+            if dp is not None:
+                stats = dp_step(self.model, x[idx], y[idx], dp, lr, seed)
+            else:
+                stats = train_local(self.model, x[idx], y[idx], batches=1,
+                                    batch_size=len(idx), lr=lr, seed=seed)
             samples += stats.samples
             loss_sum += stats.mean_loss * stats.samples
             compute += stats.seconds

@@ -39,7 +39,7 @@ import threading
 import time
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -69,6 +69,7 @@ from dualchain.client.policies import (
     average_buffered,
     clip_to_norm,
 )
+from dualchain.client.privacy import ClientPrivacy, PrivateTraining
 from dualchain.client.trainer import (
     ClientData,
     LocalTrainer,
@@ -116,7 +117,7 @@ class _TaskTemplate:
     lr: float
 
 
-class ClientWorker(Disconnection):
+class ClientWorker(Disconnection, PrivateTraining):
     """One client's loop (the module docstring); the disconnected mode is ``client.offline``'s
     mixin, which uses the state set up here."""
 
@@ -151,6 +152,7 @@ class ClientWorker(Disconnection):
         self._ctbc_stub: Any = None  # a lazy client's CTBC link, opened by run()
         self.adversary = ClientAdversary(config.attack, config.watermark, config.seed, signer.id,
                                          signer.public_key, self._seen_updates)
+        self.privacy = None if config.dp is None else ClientPrivacy(config.dp, signer.id)
         # Grows over consecutive refusals or bad tasks; reset by a task that trains.
         self._retry = self._backoff()
 
@@ -218,6 +220,7 @@ class ClientWorker(Disconnection):
                 "disconnections": t.disconnections,
                 "disconnected_s": round(t.disconnected_s, 3), "samples": t.samples,
                 "uploaded_bytes": t.uploaded_bytes,
+                **({} if self.privacy is None else {"privacy": self.privacy.summary()}),
                 "version": None if self._global is None else self._global.version,
                 "seconds": round(self._now(), 3)}
 
@@ -231,7 +234,9 @@ class ClientWorker(Disconnection):
 
     def _finished(self) -> bool:
         limit = self.config.max_tasks
-        return limit is not None and self.totals.tasks >= limit and not self.buffer.count
+        spent = self.privacy is not None and self.privacy.exhausted is not None
+        return (spent or (limit is not None and self.totals.tasks >= limit)) \
+            and not self.buffer.count
 
     def _backoff(self, maximum: float | None = None) -> Backoff:
         return Backoff(self.timing.backoff_initial_s,
@@ -351,10 +356,15 @@ class ClientWorker(Disconnection):
         return decoded.flat
 
     async def _train(self, start: np.ndarray, template: _TaskTemplate) -> TrainResult | None:
+        """The task trained (None: stopping, or the privacy budget is spent)."""
+        dp = self._plan_privacy(template.batches)
+        if self.privacy is not None and dp is None:
+            return None
         self._local_index += 1
         seed = task_seed(self.config.seed, template.task_id, self._local_index)
         result = await self._in_executor(self.trainer.train, start, template.batches,
-                                         template.batch_size, template.lr, seed, self._cancel)
+                                         template.batch_size, template.lr, seed, self._cancel,
+                                         dp)
         if result is not None:
             self.totals.tasks += 1
             self.totals.samples += result.samples
@@ -431,6 +441,7 @@ class ClientWorker(Disconnection):
         self.meter.completion_ms = round((time.perf_counter() - received) * 1000)
         self.emit({**event, "seconds": round(time.perf_counter() - received, 3),
                    "outcome": outcome})
+        await self._observe_accuracy()
         await self._maybe_report()
 
     async def _skip_task(self, task: node_pb.Task, size: int) -> None:
@@ -500,6 +511,8 @@ class ClientWorker(Disconnection):
             return
         assert self._cmbc is not None
         report = self.meter.report()
+        if self.privacy is not None:
+            report = replace(report, epsilon_micro=round(self.privacy.spent * 1e6))
         try:
             tx_hash = await self._cmbc.submit(TxKind.STATE_REPORT, report.encode())
         except (Unreachable, Refused) as exc:
@@ -511,4 +524,5 @@ class ClientWorker(Disconnection):
         self.emit({"event": "report", "tx": tx_hash.hex(), "task": report.task,
                    "rtt_ms": report.rtt_ms, "completion_ms": report.completion_ms,
                    "speed_milli": report.speed_milli, "failures": report.failures,
-                   "disconnected_ms": report.disconnected_ms, "samples": report.samples})
+                   "disconnected_ms": report.disconnected_ms, "samples": report.samples,
+                   **({} if self.privacy is None else {"privacy": self.privacy.summary()})})

@@ -64,20 +64,30 @@ class StateReport:
     # Samples trained in the task that completion_ms measures: completion minus their training
     # time (samples / speed) is what the task spent on transfers and waiting.
     samples: int = 0
+    # Local differential privacy: the epsilon the client has spent, x 10^6 (None: no DP). An
+    # optional trailing field, so reports of clients without it decode as before.
+    epsilon_micro: int | None = None
 
     def encode(self) -> bytes:
         w = Writer(STATE_TAG).u64(self.task).u32(self.rtt_ms).u64(self.completion_ms)
         w.u64(self.speed_milli).u32(self.failures).u64(self.disconnected_ms)
-        return w.u64(self.samples).bytes()
+        w.u64(self.samples)
+        if self.epsilon_micro is not None:
+            w.u64(self.epsilon_micro)
+        return w.bytes()
 
     @classmethod
     def decode(cls, data: bytes) -> StateReport:
         r = Reader(data, STATE_TAG, "state report")
         value = cls(r.u64("task"), r.u32("rtt_ms"), r.u64("completion_ms"),
                     r.u64("speed_milli"), r.u32("failures"), r.u64("disconnected_ms"),
-                    r.u64("samples"))
+                    r.u64("samples"), None if r.at_end() else r.u64("epsilon_micro"))
         r.finish()
         return value
+
+    @property
+    def epsilon(self) -> float | None:
+        return None if self.epsilon_micro is None else self.epsilon_micro / 1e6
 
 
 @dataclass(frozen=True)

@@ -191,10 +191,11 @@ def make_client(tmp_path: Path, node_port: int, cmbc_port: int, **changes):
     return config, signer
 
 
-async def start_servers() -> tuple[grpc.aio.Server, FakeChain, FakeNode, int]:
+async def start_servers(node_class: type[FakeNode] | None = None
+                        ) -> tuple[grpc.aio.Server, FakeChain, FakeNode, int]:
     """One server hosts both fakes; the client is given its port for both addresses."""
     chain = FakeChain()
-    node = FakeNode(chain)
+    node = (node_class or FakeNode)(chain)
     server = grpc.aio.server()
     chain_grpc.add_ChainServiceServicer_to_server(chain, server)
     node_grpc.add_NodeServiceServicer_to_server(node, server)

@@ -4,6 +4,7 @@ rolling blocks back (as a reorg does) to exactly the state before them."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import pytest
 
@@ -156,6 +157,23 @@ def test_register_then_report() -> None:
                         disconnected_ms=5)
     app.apply_block(c.block([c.report(CLIENT), c.report(CLIENT, newer)]))
     assert app.latest_report(CLIENT.id) == newer  # the latest report is kept
+
+
+def test_a_report_carries_the_spent_epsilon_and_old_reports_still_decode() -> None:
+    c = Chain()
+    app = CmbcApp()
+    app.apply_block(c.block([c.register(CLIENT)]))
+    private = replace(REPORT, epsilon_micro=3_250_000)
+    assert StateReport.decode(private.encode()) == private and private.epsilon == 3.25
+    old = REPORT.encode()  # a client without DP: the payload it always sent
+    assert StateReport.decode(old) == REPORT and REPORT.epsilon is None
+    assert len(private.encode()) == len(old) + 8
+    with pytest.raises(DecodeError, match="truncated at epsilon_micro"):
+        StateReport.decode(old + b"\0\0")
+    with pytest.raises(DecodeError, match="trailing bytes"):
+        StateReport.decode(private.encode() + b"\0")
+    app.apply_block(c.block([c.report(CLIENT, private)]))
+    assert app.latest_report(CLIENT.id) == private
 
 
 def test_an_unregistered_state_report_refuses_its_whole_block() -> None:
