@@ -102,6 +102,14 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
               "fig10: a comma-separated list)", file=sys.stderr)
         return 2
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
+    if args.experiment == "dp":
+        from dualchain.bench.dp import run_dp
+
+        if args.seeds < 1:
+            print(f"dualchain bench paper: --seeds {args.seeds}: at least 1", file=sys.stderr)
+            return 2
+        print(run_dp(args.out, args.seeds, progress or (lambda line: None)), args.json)
+        return 0
     if args.experiment in SWEEPS:
         print(node_sweep(args.experiment, nodes, args.sweep_duration_s, args.out,
                           progress or (lambda line: None), hosts=args.hosts,
@@ -312,7 +320,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     paper = bench_sub.add_parser(
         "paper",
         help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5, fig8, fig9, fig10; "
-        "issue 15's attacks and lazy",
+        "issue 15's attacks and lazy; seed 004: dp",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
         "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
@@ -328,11 +336,15 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "the Raft baseline, skipped where etcd is not installed); attacks: an attack x defense "
         "table of final accuracy and per-update detection with 30% attackers, lazy: the PN "
         "watermark's detection at 9/6/3 dB and the accuracy with 30% lazy clients (both in "
-        "process, bench/attacks.py). Writes NAME.json, NAME.csv (and NAME.png) under --out.",
+        "process, bench/attacks.py); dp (seed 004 Fig. 2): final accuracy against epsilon "
+        "1/2/4/8/inf, constant against adaptive noise, per-example DP-SGD clients in process "
+        "with real training. Writes NAME.json, NAME.csv (and NAME.png) under --out.",
     )
     paper.add_argument("--experiment", required=True,
                        choices=["table3", "fig4", "fig7", "table4", "table5", "fig8", "fig9",
-                                "fig10", "attacks", "lazy"])
+                                "fig10", "attacks", "lazy", "dp"])
+    paper.add_argument("--seeds", type=int, default=3,
+                       help="dp: noise seeds per point (default 3)")
     paper.add_argument("--sweep-duration-s", type=float, default=20.0,
                        help="fig9/fig10: measurement window per run (default 20)")
     paper.add_argument("--all-to-all", action="store_true",

@@ -13,6 +13,29 @@ from dualchain.cli.common import add_hosts_options, netem_table
 from dualchain.deploy import health_probe
 from dualchain.deploy.adversaries import add_attack_options
 
+DP_FLAGS = ("dp_epsilon", "dp_delta", "dp_clip", "dp_mechanism", "dp_schedule", "dp_tasks")
+
+
+def _add_dp_options(parser: argparse.ArgumentParser) -> None:
+    """Local differential privacy of every client (docs/incentives.md); None: the TOML's."""
+    parser.add_argument("--dp-epsilon", type=float, default=None,
+                        help="local DP: each client's privacy budget epsilon; its tasks train "
+                        "with per-example DP-SGD and it stops uploading when the budget is "
+                        "spent (default 0: no noise)")
+    parser.add_argument("--dp-delta", type=float, default=None,
+                        help="local DP: the budget's delta (default 1e-5)")
+    parser.add_argument("--dp-clip", type=float, default=None,
+                        help="local DP: each example's gradient clipped to this L2 norm (L1 "
+                        "with laplace; default 1)")
+    parser.add_argument("--dp-mechanism", choices=["gaussian", "laplace"], default=None,
+                        help="local DP: the noise (default gaussian)")
+    parser.add_argument("--dp-schedule", choices=["constant", "adaptive"], default=None,
+                        help="local DP: constant noise, or adaptive: lower noise when the "
+                        "committed model's accuracy stops improving (default constant)")
+    parser.add_argument("--dp-tasks", type=int, default=None,
+                        help="local DP: tasks each client's budget is planned for (default "
+                        "twice --rounds)")
+
 
 def cmd_up(args: argparse.Namespace) -> int:
     from dualchain.deploy.adversaries import attack_overrides
@@ -23,7 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
         "join_after", "tls", "hosts", "netem_backend", "metrics", "model", "aggregator",
-        "defense", "watermark", "attackers")}
+        "defense", "watermark", "attackers", *DP_FLAGS)}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
@@ -149,6 +172,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     help="stop after this many seconds of training (default 600)")
     add_hosts_options(up, defaults=False)
     add_attack_options(up)
+    _add_dp_options(up)
     up.set_defaults(func=cmd_up)
 
     compose.add_parser(sub)  # dualchain compose: a docker-compose testbed like up's

@@ -58,6 +58,7 @@ class TestbedFiles:
         self.versions: dict[int, dict[str, Any]] = {}
         self.started = 0.0
         self.client_tasks: dict[str, int] = {}
+        self.client_privacy: dict[str, dict[str, Any]] = {}  # the latest each client reported
         self.plans: list[dict[str, Any]] = []  # the task plans the nodes submitted (ddmlts)
         self.cpu: dict[str, float] = {}
         self._last_event: dict[str, Any] = {}
@@ -270,6 +271,7 @@ class TestbedFiles:
                           "index": j,
                           "seed": c.seed, "alpha": c.alpha},
             "seed": c.seed + j, "threads": 1, "slowdown": slowdown, "label": f"client-{j}",
+            **({} if c.dp_epsilon == 0 else {"dp": c.client_dp(j)}),
         }
 
     def _json(self, name: str, data: dict[str, Any]) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from dualchain.deploy import adversaries
+from dualchain.deploy.privacy import dp_problem
 from dualchain.learning.plugins import (
     PluginError,
     check_spec,
@@ -80,6 +81,13 @@ class UpConfig:
     hosts: str = "local"
     netem: dict[str, Any] = field(default_factory=dict)  # e.g. {"node-1": "delay=50ms"}
     netem_backend: str = "auto"  # tc netem where the kernel has it, else userspace; or force
+    # Local differential privacy of every client (client.privacy); dp_epsilon 0: off.
+    dp_epsilon: float = 0.0
+    dp_delta: float = 1e-5
+    dp_clip: float = 1.0
+    dp_mechanism: str = "gaussian"
+    dp_schedule: str = "constant"
+    dp_tasks: int = 0  # tasks each client's budget is planned for; 0: twice the rounds
     # User plug-ins by import path "pkg.module:name" (docs/plugins.md); ``dataset`` may name a
     # loader the same way. "": the built-in model of the dataset, the aggregation rule of ``mode``.
     model: str = ""
@@ -114,6 +122,8 @@ class UpConfig:
             raise UpError("join_clients needs join_nodes (the node they attach to)")
         if self.hosts not in ("local", "netns") or (self.netem and self.hosts != "netns"):
             raise UpError(f"hosts {self.hosts!r}: local or netns (netem needs netns)")
+        if self.dp_epsilon and (problem := dp_problem(self.client_dp(0))) is not None:
+            raise UpError(problem)
         try:
             adversaries.check(self)
         except ValueError as exc:
@@ -127,6 +137,14 @@ class UpConfig:
             raise UpError(str(exc)) from None
         if is_plugin(self.dataset) and not self.model:
             raise UpError(f"dataset {self.dataset!r} is a plug-in: name its model too (--model)")
+
+    def client_dp(self, j: int) -> dict[str, Any] | None:
+        """The ``dp`` block of client ``j``'s config (None: no privacy)."""
+        if not self.dp_epsilon:
+            return None
+        return {"epsilon": self.dp_epsilon, "delta": self.dp_delta, "clip": self.dp_clip,
+                "mechanism": self.dp_mechanism, "schedule": self.dp_schedule,
+                "tasks": self.dp_tasks or 2 * self.rounds, "ledger": f"client-{j}.privacy.json"}
 
     @classmethod
     def from_toml(cls, path: Path, overrides: dict[str, Any]) -> UpConfig:

@@ -22,7 +22,8 @@ COLUMNS = ("version", "elapsed_s", "accuracy", "loss", "round_s", "c_gmax_s", "i
 def write_report(workdir: Path, config: dict[str, Any], versions: dict[int, dict[str, Any]],
                  heights: dict[str, Any], cpu: dict[str, float],
                  client_tasks: dict[str, int], interrupted: bool,
-                 plans: list[dict[str, Any]] | None = None) -> dict[str, Any]:
+                 plans: list[dict[str, Any]] | None = None,
+                 privacy: dict[str, Any] | None = None) -> dict[str, Any]:
     rows = [{k: versions[v].get(k) for k in COLUMNS} for v in sorted(versions)]
     final = rows[-1] if rows else None
     report = {
@@ -43,6 +44,8 @@ def write_report(workdir: Path, config: dict[str, Any], versions: dict[int, dict
         # ddmlts: each task plan a node put on CMBC, with its groups' planned makespans and
         # the OLAR optimum for the same measured speeds.
         "plans": plans or [],
+        # Local DP: each client's spent epsilon as it last reported it (null: no DP).
+        "privacy": privacy,
     }
     (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     with (workdir / "metrics.csv").open("w", newline="") as out:

@@ -2,7 +2,8 @@
 
 While a local testbed runs (``state.json`` says so, its launcher lives and so does one of its
 processes at least) it asks the processes themselves: each server node's version, accuracy and
-refused updates, and the chain daemons' heights. Afterwards it summarises ``report.json``. A
+refused updates, the chain daemons' heights, and with local DP each client's spent epsilon
+(``privacy.json``). Afterwards it summarises ``report.json``. A
 container testbed (``compose.json``, no ``state.json``; run it in one of the stack's
 containers) gets the same from the servers that answer.
 """
@@ -16,6 +17,7 @@ from typing import Any
 
 from dualchain.chain.rpc import TlsFiles, open_blocking_channel
 from dualchain.deploy.certs import OPERATOR, TLS_DIR
+from dualchain.deploy.privacy import read_privacy
 from dualchain.deploy.state import launcher_alive, live_processes
 
 
@@ -44,6 +46,10 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
             "final_accuracy", "time_to_final_s", "mean_c_gmax_s", "chain_heights",
             "updates_refused", "interrupted")}
         out["report"]["versions"] = len(report.get("versions", []))
+        if report.get("privacy"):
+            out["report"]["privacy"] = report["privacy"]
+    elif (privacy := read_privacy(workdir)) is not None:
+        out["privacy"] = privacy  # each client's spent epsilon so far
     return out
 
 

@@ -52,6 +52,7 @@ from dualchain.deploy.plan import (
     client_node,
     client_slowdowns,
 )
+from dualchain.deploy.privacy import privacy_entry, privacy_report, write_privacy
 from dualchain.deploy.state import write_state
 from dualchain.runtime.supervisor import STOP_GRACE_S
 from dualchain.scheduler.plan import c_gmax
@@ -154,6 +155,13 @@ class Testbed(TestbedFiles):
                 known["c_gmax_s"] = c_gmax_of_groups(merged)
         elif event["event"] == "task":
             self.client_tasks[proc.name] = self.client_tasks.get(proc.name, 0) + 1
+        elif event["event"] == "privacy_budget":
+            self.progress(f"  {proc.name}: privacy budget spent (epsilon "
+                          f"{event['epsilon_spent']:.3g} of {event['epsilon_budget']:g}), "
+                          "no more uploads")
+        if isinstance(event.get("privacy"), dict) or event["event"] == "privacy_budget":
+            self.client_privacy[proc.name] = privacy_entry(event)
+            write_privacy(self.workdir, self.client_privacy)
         elif event["event"] == "plan":
             self.plans.append({**event, "node": proc.name})
             spans = ", ".join(f"{g['planned_s']:.2f}s" for g in event["groups"])
@@ -323,4 +331,5 @@ class Testbed(TestbedFiles):
         from dualchain.deploy.report import write_report
 
         return write_report(self.workdir, asdict(self.config), self.versions, heights, self.cpu,
-                            self.client_tasks, interrupted, self.plans)
+                            self.client_tasks, interrupted, self.plans,
+                            privacy_report(self.config.dp_epsilon, self.client_privacy))
