@@ -162,8 +162,8 @@ def plot(result: dict[str, Any], path: Any) -> None:
     plt.close(fig)
 
 
-def run_dp(out: Any, seeds: int = 3, progress: Callable[[str], None] = lambda line: None
-           ) -> dict[str, Any]:
+def run_dp(out: Any, seeds: int = 3, progress: Callable[[str], None] = lambda line: None,
+           epsilons: Sequence[float] = EPSILONS) -> dict[str, Any]:
     """Runs the experiment; writes dp.json, dp.csv and dp.png under ``out``; the document."""
     import csv
     import json
@@ -171,7 +171,7 @@ def run_dp(out: Any, seeds: int = 3, progress: Callable[[str], None] = lambda li
     from pathlib import Path
 
     started = time.monotonic()
-    result = dp_experiment(seeds, progress=progress)
+    result = dp_experiment(seeds, epsilons, progress)
     document = {"benchmark": "paper/dp", **result,
                 "seconds": round(time.monotonic() - started, 1),
                 "machine": {"cpus": os.cpu_count()}}
