@@ -151,6 +151,7 @@ def plot(result: dict[str, Any], path: Any) -> None:
     clean = [p["final_accuracy"] for p in result["points"] if p["schedule"] == "none"]
     if clean:
         ax.axhline(clean[0], color="grey", linestyle="--", label="no noise")
+        ax.set_ylim(top=max(ax.get_ylim()[1], clean[0] + 0.02))  # axhline does not autoscale
     ax.set_xscale("log", base=2)
     ax.set_xticks(finite, [f"{e:g}" for e in finite])
     ax.set_xlabel("privacy budget epsilon (delta 1e-5)")
