@@ -255,13 +255,13 @@ class PrivateTraining:
     """A part of ``client.worker.ClientWorker`` (its ``privacy``, ``emit``, ``_node``): the
     budget checked before each task, the committed accuracy fed to adaptive noise."""
 
-    def _plan_privacy(self, batches: int) -> DpStep | None:
+    async def _plan_privacy(self, batches: int) -> DpStep | None:
         """Accounts a task's releases; None (with a log line and event) once the budget is
         spent: the client then trains and uploads nothing more."""
         if self.privacy is None or self.privacy.exhausted is not None:
             return None
-        try:
-            return self.privacy.plan(batches)
+        try:  # the accountant's arithmetic runs on the training thread, not the event loop
+            return await self._in_executor(self.privacy.plan, batches)
         except BudgetExceeded as exc:
             log.warning("privacy budget spent, no more uploads: %s", exc)
             self.emit({"event": "privacy_budget", **self.privacy.summary(), "reason": str(exc)})
@@ -276,7 +276,7 @@ class PrivateTraining:
         except (Unreachable, Refused) as exc:
             log.info("no accuracy from node %s for the noise schedule: %s", self.config.node, exc)
             return
-        z = self.privacy.observe(status.version, status.accuracy)
+        z = await self._in_executor(self.privacy.observe, status.version, status.accuracy)
         if z is not None:
             self.emit({"event": "privacy_noise", "version": status.version,
                        "accuracy": round(status.accuracy, 4), "noise_multiplier": round(z, 6)})

@@ -357,7 +357,7 @@ class ClientWorker(Disconnection, PrivateTraining):
 
     async def _train(self, start: np.ndarray, template: _TaskTemplate) -> TrainResult | None:
         """The task trained (None: stopping, or the privacy budget is spent)."""
-        dp = self._plan_privacy(template.batches)
+        dp = await self._plan_privacy(template.batches)
         if self.privacy is not None and dp is None:
             return None
         self._local_index += 1
