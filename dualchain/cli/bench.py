@@ -13,6 +13,7 @@ from dualchain.cli.common import (
     add_hosts_options,
     netem_table,
     parse_algorithm,
+    print_result,
 )
 
 
@@ -25,7 +26,7 @@ def cmd_bench_crypto(args: argparse.Namespace) -> int:
         algorithms=args.algorithms,
         workers=args.workers,
     )
-    print(result, args.json)
+    print_result(result, args.json)
     return 0
 
 
@@ -40,7 +41,7 @@ def cmd_bench_ledger(args: argparse.Namespace) -> int:
         workers=args.workers,
         directory=args.dir,
     )
-    print(result, args.json)
+    print_result(result, args.json)
     return 0
 
 
@@ -54,7 +55,7 @@ def cmd_bench_consensus(args: argparse.Namespace) -> int:
         netem_backend=args.netem_backend, linear_votes=not args.all_to_all,
         progress=None if args.json else (lambda line: print(line, file=sys.stderr)),
     )
-    print(result, args.json)
+    print_result(result, args.json)
     return 0
 
 
@@ -69,7 +70,7 @@ def cmd_bench_pow(args: argparse.Namespace) -> int:
         progress=None if args.json else (lambda line: print(line, file=sys.stderr)),
         keep=args.keep, log_level=args.log_level,
     )
-    print(result, args.json)
+    print_result(result, args.json)
     return 0
 
 
@@ -83,7 +84,7 @@ def cmd_bench_fl(args: argparse.Namespace) -> int:
                     else [], stragglers=args.stragglers, hosts=args.hosts,
                     netem=netem_table(args) or {}, netem_backend=args.netem_backend)
     progress = None if args.json else (lambda line: print(line, file=sys.stderr))
-    print(fl_benchmark(args.modes.split(","), base, args.target, progress), args.json)
+    print_result(fl_benchmark(args.modes.split(","), base, args.target, progress), args.json)
     return 0
 
 
@@ -108,13 +109,13 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
         if args.seeds < 1:
             print(f"dualchain bench paper: --seeds {args.seeds}: at least 1", file=sys.stderr)
             return 2
-        print(run_dp(args.out, args.seeds, progress or (lambda line: None)), args.json)
+        print_result(run_dp(args.out, args.seeds, progress or (lambda line: None)), args.json)
         return 0
     if args.experiment in SWEEPS:
-        print(node_sweep(args.experiment, nodes, args.sweep_duration_s, args.out,
-                          progress or (lambda line: None), hosts=args.hosts,
-                          netem=netem_table(args), linear_votes=not args.all_to_all,
-                          baseline=not args.no_baseline), args.json)
+        print_result(node_sweep(args.experiment, nodes, args.sweep_duration_s, args.out,
+                                 progress or (lambda line: None), hosts=args.hosts,
+                                 netem=netem_table(args), linear_votes=not args.all_to_all,
+                                 baseline=not args.no_baseline), args.json)
         return 0
     try:
         base = UpConfig(nodes=nodes[0], clients=args.clients, rounds=args.rounds,
@@ -144,15 +145,15 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
                             small_batches=args.small_batches,
                             **({"overhead_s": args.task_overhead_s}
                                if args.task_overhead_s is not None else {}))
-    print(result, args.json)
+    print_result(result, args.json)
     return 0
 
 
 def cmd_bench_central(args: argparse.Namespace) -> int:
     from dualchain.bench.central import central_benchmark
 
-    print(central_benchmark(args.dataset, args.data_dir, args.epochs, args.learning_rate,
-                             threads=args.threads), args.json)
+    print_result(central_benchmark(args.dataset, args.data_dir, args.epochs, args.learning_rate,
+                                    threads=args.threads), args.json)
     return 0
 
 

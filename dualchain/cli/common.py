@@ -56,5 +56,6 @@ def netem_table(args: argparse.Namespace) -> dict[str, str] | None:
     return parse_netem_options(args.netem) if args.netem else None
 
 
-def print(result: dict, as_json: bool) -> None:
+def print_result(result: dict, as_json: bool) -> None:
+    """A benchmark's JSON document: one line with --json, indented without."""
     print(json.dumps(result) if as_json else json.dumps(result, indent=2))

@@ -58,3 +58,9 @@ def test_an_unavailable_backend_is_a_clear_error_not_a_switch(tmp_path: Path, ca
     assert main(["keygen", "--dir", str(tmp_path), "--backend", "liboqs"]) == 2
     assert "liboqs" in capsys.readouterr().err
     assert not (tmp_path / "identity.key").exists()
+
+
+def test_a_benchmark_prints_its_document_as_json(capsys) -> None:
+    assert main(["bench", "central", "--epochs", "1", "--json"]) == 0
+    document = json.loads(capsys.readouterr().out)
+    assert document["benchmark"] == "central" and len(document["accuracy_per_epoch"]) == 1
