@@ -12,7 +12,12 @@ Standard output carries JSON lines only (logs go to standard error):
 - ``{"event": "disconnected", "reason"}`` / ``{"event": "reconnected", "seconds"}``;
 - ``{"event": "flush", "version", "task", "updates", "samples", "norm", "outcome"}`` when the
   average of a buffered run is uploaded;
-- ``{"event": "report", "tx", "task", "rtt_ms", ...}`` per STATE_REPORT transaction;
+- ``{"event": "report", "tx", "task", "rtt_ms", ...}`` per STATE_REPORT transaction (with
+  local DP also ``privacy``: spent epsilon, budget, releases, noise multiplier);
+- with local DP (``client.privacy``): ``{"event": "privacy_noise", "version", "accuracy",
+  "noise_multiplier"}`` when adaptive noise drops, and ``{"event": "privacy_budget",
+  "epsilon_spent", "epsilon_budget", "releases", "reason", ...}`` once the budget is spent (the
+  client then uploads nothing more and stops);
 - ``{"event": "stopped", ...totals}`` at the end (with ``error`` when a fatal error ended it).
 
 Operations: a client runs no gRPC server (it only calls its node and a CMBC daemon), so it has
