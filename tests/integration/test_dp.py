@@ -12,11 +12,12 @@ from pathlib import Path
 
 import pytest
 
+from dualchain.chain import wire
 from dualchain.chain.cmbc.payloads import StateReport
-from dualchain.chain.types import TxKind
+from dualchain.chain.types import Transaction
 from dualchain.deploy.up import Testbed
 from dualchain.proto.v1 import chain_pb2
-from tests.integration.testbed_reads import blocks_up_to, chain_stub
+from tests.integration.testbed_reads import chain_stub
 from tests.integration.testbeds import running_testbed
 
 EVENT_TIMEOUT_S = 180.0
@@ -39,6 +40,23 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
         yield tb
 
 
+def mined(tb: Testbed, hashes: set[bytes]) -> list[Transaction]:
+    """The transactions ``hashes`` as cmbc-0 commits them, following its block stream."""
+    found: dict[bytes, Transaction] = {}
+    stream = chain_stub(tb, "cmbc-0").SubscribeBlocks(
+        chain_pb2.SubscribeBlocksRequest(from_height=1), timeout=EVENT_TIMEOUT_S)
+    try:
+        for message in stream:
+            for tx in wire.block_from_proto(message).transactions:
+                if tx.hash in hashes:
+                    found[tx.hash] = tx
+            if len(found) == len(hashes):
+                return list(found.values())
+    finally:
+        stream.cancel()
+    raise AssertionError(f"cmbc-0 committed {len(found)} of {len(hashes)} state reports")
+
+
 def test_clients_report_epsilon_within_budget_and_versions_commit(testbed: Testbed) -> None:
     spent = testbed.wait_for(lambda p, e: p.name == "client-1"
                              and e["event"] == "privacy_budget", EVENT_TIMEOUT_S, past=True)
@@ -58,11 +76,10 @@ def test_clients_report_epsilon_within_budget_and_versions_commit(testbed: Testb
     # The state reports on CMBC carry each client's spent epsilon, never above the budget.
     testbed.wait_for(lambda p, e: p.name == "client-0" and e["event"] == "report"
                      and e["privacy"]["releases"] > 0, EVENT_TIMEOUT_S, past=True)
-    stub = chain_stub(testbed, "cmbc-0")
-    height = stub.GetStatus(chain_pb2.GetStatusRequest(), timeout=10).height
-    reports = [StateReport.decode(tx.payload) for b in blocks_up_to(stub, height)
-               for tx in b.transactions if tx.kind == TxKind.STATE_REPORT]
-    assert reports and all(r.epsilon is not None and 0 < r.epsilon <= EPSILON for r in reports)
+    sent = {bytes.fromhex(e["tx"]) for p, e in testbed.history
+            if p.role == "client" and e["event"] == "report"}
+    reports = [StateReport.decode(tx.payload) for tx in mined(testbed, sent)]
+    assert {r.epsilon is not None and 0 < r.epsilon <= EPSILON for r in reports} == {True}
 
     # The launcher's figures: privacy.json while it runs, report.json's section.
     live = json.loads((testbed.workdir / "privacy.json").read_text())
