@@ -136,8 +136,8 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
             print("dualchain bench paper: --clients-per-node must be at least 1, --warmup at "
                   "least 0, --chains dual and/or single", file=sys.stderr)
             return 2
-        print(fig8_sweep(base, nodes, args.clients_per_node, args.warmup, args.out,
-                         progress or (lambda line: None), chains), args.json)
+        print_result(fig8_sweep(base, nodes, args.clients_per_node, args.warmup, args.out,
+                                progress or (lambda line: None), chains), args.json)
         return 0
     ratios = [float(x) for x in args.ratios.split(",")] if args.ratios else None
     result = run_experiment(args.experiment, base, args.out, progress or (lambda line: None),
