@@ -10,6 +10,8 @@ Modules:
   scaling, Gaussian noise, label flip and backdoor trigger (training-time data poisoning), lazy
   copying (seed 004 §III-C), free riding, dropping out (seed 000 Fig. 6's bad nodes).
 - ``node``: the compromised aggregator of seed 003 §V-E (``w <- w - rho q``, ``q ~ N(0, I)``).
+- ``replica``: byzantine CTBC replicas a chain daemon loads from its config
+  (``{"strategy": "equivocate"}``: conflicting votes and proposals).
 - ``metrics``: precision, recall and false-positive rate of per-update detection decisions.
 
 The detectors live in ``dualchain.learning`` (``watermark``, ``contribution``, ``robust``).

@@ -7,8 +7,7 @@ Gaussian noise to the aggregated model before broadcasting it, ``w(k) <- w(k) + 
 of (model, version, seed): ``q`` comes from numpy's PCG64 seeded by (seed, version), so a
 recorded experiment reproduces. ``DiscardLie`` is an aggregator that lies about which updates its
 defense discarded (``lie_discard``, mode ``drop_honest`` or ``keep_flagged``). (The equivocating
-replica of the committee tests stays where it is, in the consensus code; it is not a model
-transform.)
+committee replica is in ``replica``: it is not a model transform.)
 
 ``TamperModel`` shifts every version it commits by a constant: the committee re-executes the
 aggregation, so each such commit is refused and becomes evidence against its signer.

@@ -160,7 +160,7 @@ class Cluster:
         )
         for index, mode in byzantine.items():
             config = json.loads(configs[index].read_text())
-            config["test_byzantine"] = mode
+            config["adversary"] = {"strategy": mode}
             configs[index].write_text(json.dumps(config, indent=2) + "\n")
         return configs
 

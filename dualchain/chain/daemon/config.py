@@ -22,7 +22,8 @@
       "linear_votes": true,               CTBC: round-0 votes go to the round's collector,
                                           which bundles a quorum to everybody (false: every
                                           vote to every peer)
-      "test_byzantine": null              test-only misbehaviour: "equivocate"
+      "adversary": {"strategy": "equivocate"}   optional, CTBC: a byzantine replica
+                                          (``dualchain.adversary.replica``); absent: honest
     }
 """
 
@@ -32,12 +33,13 @@ import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dualchain.adversary.client import AttackConfigError
+from dualchain.adversary.replica import HONEST, ReplicaStrategy, make_replica_strategy
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
 from dualchain.chain.rpc import TlsFiles
 from dualchain.chain.uploads import QuotaLimits
 
-BYZANTINE_MODES = ("equivocate",)
 KINDS = ("ctbc", "cmbc")
 
 
@@ -90,7 +92,7 @@ class DaemonConfig:
     peers: tuple[str, ...] = ()
     metrics_port: int = 0
     backend: str = DEFAULT_BACKEND
-    test_byzantine: str | None = None
+    adversary: ReplicaStrategy = HONEST
     tls: TlsFiles | None = None
     max_pending_wait_ms: int | None = None
     blob_quota: QuotaLimits = field(default_factory=QuotaLimits)
@@ -105,7 +107,7 @@ class DaemonConfig:
     @classmethod
     def from_json(cls, data: dict, base: Path, source: Path | None = None) -> DaemonConfig:
         known = {"kind", "genesis", "key", "data_dir", "listen", "peers", "metrics_port",
-                 "backend", "test_byzantine", "tls", "max_pending_wait_ms",
+                 "backend", "adversary", "tls", "max_pending_wait_ms",
                  "blob_quota_per_uploader_bytes", "blob_quota_total_bytes", "linear_votes"}
         unknown = sorted(set(data) - known)
         if unknown:
@@ -135,9 +137,12 @@ class DaemonConfig:
         linear = data.get("linear_votes", True)
         if not isinstance(linear, bool):
             raise ConfigError("config key 'linear_votes' must be true or false")
-        byzantine = data.get("test_byzantine")
-        if byzantine is not None and byzantine not in BYZANTINE_MODES:
-            raise ConfigError(f"test_byzantine must be null or one of {BYZANTINE_MODES}")
+        try:
+            adversary = make_replica_strategy(data.get("adversary"))
+        except AttackConfigError as exc:
+            raise ConfigError(str(exc)) from exc
+        if adversary is not HONEST and data["kind"] != "ctbc":
+            raise ConfigError("config key 'adversary' is for a ctbc replica")
         return cls(
             kind=data["kind"],
             genesis=(base / data["genesis"]).resolve(),
@@ -147,7 +152,7 @@ class DaemonConfig:
             peers=tuple(peers),
             metrics_port=metrics_port,
             backend=backend,
-            test_byzantine=byzantine,
+            adversary=adversary,
             tls=parse_tls(data.get("tls"), base),
             max_pending_wait_ms=max_wait,
             blob_quota=quota,

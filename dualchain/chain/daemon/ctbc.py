@@ -147,7 +147,7 @@ class CtbcNode(ChainNodeBase):
         self._reported: set[tuple[bytes, int, int, int]] = set()
         self.peer_heights: dict[str, int] = {}
         self._probe = 0  # the link a follower asks next
-        self.byzantine = config.test_byzantine
+        self.adversary = config.adversary  # honest unless the config names a strategy
 
     def _make_app(self) -> RegistryApp:
         self.blobs = (BlobStore(self.config.data_dir / "blobs")
@@ -196,7 +196,7 @@ class CtbcNode(ChainNodeBase):
     # -- peer messages ---------------------------------------------------------------------------
 
     async def on_peer_proposal(self, data: bytes, peer: str) -> None:
-        """A proposal with its whole block (a byzantine test leader's, or an older replica's)."""
+        """A proposal with its whole block (a byzantine leader's, or an older replica's)."""
         if self._first_copy(Proposal.peek(data)):
             await self._peer_event("proposal", Proposal.decode(data))
 
@@ -477,8 +477,9 @@ class CtbcNode(ChainNodeBase):
         committee = self.committee(vote.height)
         self.relay.send_own(vote, committee)
         self.relay.collect(vote, committee)
-        if self.byzantine == "equivocate" and action.block_hash != bytes(32):
-            self._equivocate_vote(vote)
+        twin = self.adversary.twin_vote(action.block_hash)
+        if twin is not None:
+            self._equivocate_vote(vote, twin)
         return self.engine.on_vote(vote)
 
     async def _propose(self, action: Propose) -> None:
@@ -504,7 +505,7 @@ class CtbcNode(ChainNodeBase):
             return
         proposal = Proposal(proposal.chain_id, proposal.height, proposal.round,
                             proposal.valid_round, block, proposal.proposer, signature)
-        if self.byzantine == "equivocate":
+        if self.adversary.splits_proposals:
             await self._equivocate_proposal(proposal)
         else:
             self.broadcast(peer_pb.PeerMessage(
@@ -664,15 +665,16 @@ class CtbcNode(ChainNodeBase):
                 except (grpc.aio.AioRpcError, DualchainError) as exc:
                     log.info("blob %s not fetched from %s: %s", h.hex()[:16], link.address, exc)
 
-    def _equivocate_vote(self, vote: Vote) -> None:
-        """Test-only misbehaviour: also vote for a different block, signed, to every peer."""
-        twin = Vote(vote.chain_id, vote.height, vote.round, vote.step, b"\xee" * 32, vote.voter)
+    def _equivocate_vote(self, vote: Vote, twin_hash: bytes) -> None:
+        """A byzantine strategy's: also vote for another block, signed, to every peer."""
+        twin = Vote(vote.chain_id, vote.height, vote.round, vote.step, twin_hash, vote.voter)
         twin = Vote(twin.chain_id, twin.height, twin.round, twin.step, twin.block_hash,
                     twin.voter, self.signer.sign(Domain.VOTE, twin.signing_bytes))
         self.broadcast(peer_pb.PeerMessage(vote=twin.encoded))
 
     async def _equivocate_proposal(self, proposal: Proposal) -> None:
-        """Test-only misbehaviour: half the peers get one block, half another, both signed."""
+        """A byzantine strategy's: half the peers get one block first, half another, both
+        signed."""
         other_block = self._build_block(proposal.round, salt=b"x")
         other = Proposal(proposal.chain_id, proposal.height, proposal.round, proposal.valid_round,
                          other_block, proposal.proposer)

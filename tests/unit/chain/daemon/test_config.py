@@ -7,6 +7,7 @@ from pathlib import Path
 
 import pytest
 
+from dualchain.adversary.replica import HONEST, EquivocatingReplica
 from dualchain.chain.daemon.config import ConfigError, DaemonConfig
 from dualchain.chain.uploads import QuotaLimits
 from dualchain.cli import main
@@ -26,7 +27,7 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
     assert config.genesis == (tmp_path / "genesis.json").resolve()
     assert config.data_dir == (tmp_path / "data/node-0").resolve()
     assert config.peers == ("127.0.0.1:7001",)
-    assert config.metrics_port == 0 and config.test_byzantine is None
+    assert config.metrics_port == 0 and config.adversary == HONEST
     assert config.max_pending_wait_ms is None  # the chain kind's default
     assert DaemonConfig.load(write(tmp_path, {**GOOD, "max_pending_wait_ms": 0})
                              ).max_pending_wait_ms == 0
@@ -36,6 +37,8 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
     assert (quota.per_uploader_bytes, quota.total_bytes) == (10, 20)
     assert config.linear_votes  # votes go through collectors unless turned off
     assert not DaemonConfig.load(write(tmp_path, {**GOOD, "linear_votes": False})).linear_votes
+    byzantine = {**GOOD, "adversary": {"strategy": "equivocate"}}
+    assert DaemonConfig.load(write(tmp_path, byzantine)).adversary == EquivocatingReplica()
 
 
 @pytest.mark.parametrize(
@@ -48,7 +51,12 @@ def test_a_good_config_resolves_paths_against_its_own_directory(tmp_path: Path) 
         ({"peers": "127.0.0.1:7001"}, "'peers' must be a list"),
         ({"metrics_port": -1}, "metrics_port"),
         ({"backend": "openssl"}, "backend 'openssl'"),
-        ({"test_byzantine": "lie"}, "test_byzantine"),
+        ({"test_byzantine": "equivocate"}, "unknown config keys: test_byzantine"),
+        ({"adversary": {"strategy": "lie"}}, "unknown replica strategy kind 'lie'"),
+        ({"adversary": "equivocate"}, "adversary must be a table"),
+        ({"adversary": {}}, "'strategy' is missing"),
+        ({"adversary": {"strategy": "equivocate", "rate": 1}}, "unknown parameter 'rate'"),
+        ({"kind": "cmbc", "adversary": {"strategy": "equivocate"}}, "for a ctbc replica"),
         ({"key": ""}, "'key' must be a non-empty string"),
         ({"max_pending_wait_ms": -1}, "'max_pending_wait_ms' must be milliseconds >= 0"),
         ({"max_pending_wait_ms": "1s"}, "'max_pending_wait_ms' must be milliseconds >= 0"),
