@@ -219,8 +219,8 @@ def table4(base: UpConfig, ratios: Sequence[float], small_batches: int, overhead
 def adjustments(workdir: Path, chains: str) -> int:
     """Group assignments that took effect, replayed from node 0's chain file after the run:
     each assignment record the management application accepted and did not supersede."""
-    from dualchain.chain.cmbc.app import CmbcApp
-    from dualchain.chain.cmbc.payloads import MANAGEMENT_KINDS
+    from dualchain.apps.cmbc.app import CmbcApp
+    from dualchain.apps.cmbc.payloads import MANAGEMENT_KINDS
     from dualchain.chain.genesis import Genesis
     from dualchain.chain.store import BlockStore
 

@@ -5,16 +5,29 @@ mean. They ask the application three things: is this transaction acceptable, is 
 content acceptable, and apply this committed block. The committee engine also asks the
 application who sits on the committee at a height, because the committee is chain state
 (membership changes and reputation are recorded on chain); the proof-of-work engine also asks it
-to take back the last applied block, because a reorg disconnects blocks.
+to take back the last applied block, because a reorg disconnects blocks, and which pending
+transactions a block template may carry together.
+
+A daemon does not pick its application: the composition root (``dualchain.apps.factory``, used by
+``dualchain chain``) hands it an ``AppFactory``, which the daemon calls with an ``AppContext``
+(what the application may use of the daemon's) once its verifier exists.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
-from dualchain.chain.types import Block, Transaction
+from dualchain.chain.blobs import BlobStore
+from dualchain.chain.errors import DualchainError, ValidationError
+from dualchain.chain.types import Block, Proposal, Transaction, Vote
+from dualchain.chain.verifier import SignatureVerifier
+
+if TYPE_CHECKING:  # genesis.py imports Validator from here
+    from dualchain.chain.genesis import Genesis
 
 
 @dataclass(frozen=True)
@@ -81,7 +94,12 @@ class Application(ABC):
 
 
 class CommitteeApplication(Application):
-    """An application ordered by committee consensus: it names the committee of each height."""
+    """An application ordered by committee consensus: it names the committee of each height and
+    turns the equivocations the engine sees into evidence. The hooks with a body are optional:
+    an application that keeps blobs (model parameters, addressed by hash) sets ``blobs`` and
+    names the blobs each transaction reads, so the daemon fetches them from its peers first."""
+
+    blobs: BlobStore | None = None
 
     @abstractmethod
     def committee(self, height: int) -> Committee:
@@ -91,6 +109,31 @@ class CommitteeApplication(Application):
     def validator(self, validator_id: bytes) -> Validator | None:
         """A current validator by id (committee member or not)."""
 
+    @abstractmethod
+    def validators(self) -> Sequence[Validator]:
+        """The current validator set (the daemon links to each of them)."""
+
+    @abstractmethod
+    def equivocation_evidence(self, first: Vote | Proposal, second: Vote | Proposal) -> bytes:
+        """The payload of an EVIDENCE transaction proving that one validator signed both."""
+
+    def refusal_evidence(self, tx: Transaction, error: DualchainError) -> bytes | None:
+        """The payload of an EVIDENCE transaction against the signer of a transaction that was
+        refused with ``error``, when that refusal proves misbehaviour; None otherwise."""
+        return None
+
+    def blobs_for(self, tx: Transaction) -> Sequence[bytes]:
+        """The blobs checking ``tx`` reads."""
+        return ()
+
+    def precheck(self, tx: Transaction) -> None:
+        """Expensive checks of a transaction that reads blobs, run on a CPU thread before its
+        admission (the verdict is cached for ``check_tx`` on the event loop); raises nothing."""
+
+    def status_fields(self) -> Mapping[str, Any]:
+        """Application fields of the chain status (``ChainStatus``), by field name."""
+        return {}
+
 
 class ReorgApplication(Application):
     """An application ordered by proof of work, where a reorg disconnects applied blocks."""
@@ -98,3 +141,23 @@ class ReorgApplication(Application):
     @abstractmethod
     def rollback_block(self, block: Block) -> None:
         """Takes back ``block``, which must be the last block applied and not yet taken back."""
+
+    @abstractmethod
+    def executable(self, txs: Sequence[Transaction],
+                   refused: list[tuple[Transaction, ValidationError]] | None = None
+                   ) -> list[Transaction]:
+        """What of ``txs``, applied in order, the rules accept (a block template's
+        transactions); changes nothing. Each sender's first refused transaction goes to
+        ``refused`` with the reason."""
+
+
+@dataclass(frozen=True)
+class AppContext:
+    """What a daemon lends the application it runs."""
+
+    genesis: Genesis
+    verifier: SignatureVerifier  # the daemon's (its cache and thread pool are shared)
+    data_dir: Path  # the daemon's data directory (an application keeps its blobs there)
+
+
+AppFactory = Callable[[AppContext], Application]

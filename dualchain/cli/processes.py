@@ -27,8 +27,8 @@ def cmd_keygen(args: argparse.Namespace) -> int:
 
 
 def cmd_chain(args: argparse.Namespace) -> int:
+    from dualchain.apps.factory import run
     from dualchain.chain.daemon.config import DaemonConfig
-    from dualchain.chain.daemon.main import run
 
     config = DaemonConfig.load(args.config)
     if config.kind != args.kind:

@@ -34,8 +34,8 @@ from dualchain.adversary.client import (
     attack_rng,
     make_client_attack,
 )
+from dualchain.apps.ctbc.fl import ModelCommit, SignedUpdate
 from dualchain.chain import wire
-from dualchain.chain.ctbc.fl import ModelCommit, SignedUpdate
 from dualchain.chain.daemon.config import ConfigError
 from dualchain.chain.errors import DecodeError
 from dualchain.chain.types import TxKind

@@ -64,7 +64,7 @@ from dualchain.learning.partition import SCHEMES
 from dualchain.learning.plugins import PluginError, check_spec, is_plugin
 from dualchain.learning.watermark import WatermarkParams
 
-MAX_LABEL_BYTES = 256  # chain.cmbc.payloads.MAX_LABEL
+MAX_LABEL_BYTES = 256  # apps.cmbc.payloads.MAX_LABEL
 
 _KEYS = {
     "key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset", "model",

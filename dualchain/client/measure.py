@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from dualchain.chain.cmbc.payloads import StateReport
+from dualchain.apps.cmbc.payloads import StateReport
 
 _U32 = 2**32 - 1
 

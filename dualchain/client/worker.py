@@ -44,8 +44,8 @@ from typing import Any
 
 import numpy as np
 
-from dualchain.chain.cmbc.payloads import ClientRegistration
-from dualchain.chain.ctbc.fl import SignedUpdate, sign_update
+from dualchain.apps.cmbc.payloads import ClientRegistration
+from dualchain.apps.ctbc.fl import SignedUpdate, sign_update
 from dualchain.chain.identity import Signer
 from dualchain.chain.rpc import channel_options, open_channel
 from dualchain.chain.types import TxKind

@@ -17,7 +17,7 @@ import time
 
 import grpc
 
-from dualchain.chain.ctbc.fl import ModelCommit
+from dualchain.apps.ctbc.fl import ModelCommit
 from dualchain.chain.types import TxKind
 from dualchain.learning.codec import encode_params
 from dualchain.node.attack import attacked_commit

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 import numpy as np
 
 from dualchain.adversary.node import DiscardLie, NodeAttack
-from dualchain.chain.ctbc.fl import FlRules, ModelCommit, SignedUpdate, aggregate
+from dualchain.apps.ctbc.fl import FlRules, ModelCommit, SignedUpdate, aggregate
 
 
 def attacked_commit(attack: NodeAttack, rules: FlRules, base: np.ndarray, params: np.ndarray,

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import grpc
 
-from dualchain.chain.ctbc.fl import SignedUpdate
+from dualchain.apps.ctbc.fl import SignedUpdate
 from dualchain.chain.errors import DecodeError
 from dualchain.node.gate import CheckedUpdate, UpdateRefused
 from dualchain.node.uploads import CHUNK

@@ -10,8 +10,8 @@ import time
 
 import grpc
 
+from dualchain.apps.cmbc.payloads import Anchor, ClientRegistration
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import Anchor, ClientRegistration
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.types import Transaction, TxKind
 from dualchain.proto.v1 import chain_pb2 as chain_pb

@@ -9,9 +9,9 @@ import logging
 
 import grpc
 
+from dualchain.apps.cmbc.payloads import Anchor
+from dualchain.apps.ctbc.fl import ModelCommit, SignedUpdate
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import Anchor
-from dualchain.chain.ctbc.fl import ModelCommit, SignedUpdate
 from dualchain.chain.errors import DualchainError
 from dualchain.chain.types import Block, Transaction, TxKind
 from dualchain.node.standing import record_commit

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from dualchain.chain.ctbc.fl import (
+from dualchain.apps.ctbc.fl import (
     FlRules,
     SignedUpdate,
     check_update_signature,

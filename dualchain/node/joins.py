@@ -15,8 +15,8 @@ import time
 
 import grpc
 
-from dualchain.chain.cmbc.payloads import NodeAdmission, NodeJoinRequest, decode_payload
-from dualchain.chain.ctbc.payloads import ValidatorRegister
+from dualchain.apps.cmbc.payloads import NodeAdmission, NodeJoinRequest, decode_payload
+from dualchain.apps.ctbc.payloads import ValidatorRegister
 from dualchain.chain.errors import DecodeError
 from dualchain.chain.identity import identity_id
 from dualchain.chain.rpc import channel_options, open_channel

@@ -11,7 +11,7 @@ submit, all computed from the state at that block's height (the basis):
   joined or left (Algorithm 2: place the newcomers, keep the rest);
 - a TASK_PLAN over the assignment (new or in force) for the tasks after that version.
 
-Every CMBC replica re-executes both (``chain.cmbc.management``) before accepting them.
+Every CMBC replica re-executes both (``apps.cmbc.management``) before accepting them.
 """
 
 from __future__ import annotations
@@ -19,9 +19,9 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 
-from dualchain.chain.cmbc import management
-from dualchain.chain.cmbc.app import CmbcApp
-from dualchain.chain.cmbc.payloads import (
+from dualchain.apps.cmbc import management
+from dualchain.apps.cmbc.app import CmbcApp
+from dualchain.apps.cmbc.payloads import (
     MANAGEMENT_KINDS,
     GroupAssignment,
     Regrouping,

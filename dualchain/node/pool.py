@@ -21,7 +21,7 @@ import math
 import time
 from dataclasses import dataclass, field
 
-from dualchain.chain.ctbc.fl import FlRules, ModelCommit, aggregate_pool
+from dualchain.apps.ctbc.fl import FlRules, ModelCommit, aggregate_pool
 from dualchain.node.config import AggregationParams
 from dualchain.node.gate import CheckedUpdate
 

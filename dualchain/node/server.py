@@ -34,10 +34,10 @@ from typing import Any
 import grpc
 import numpy as np
 
+from dualchain.apps.cmbc.payloads import NodeJoinRequest
+from dualchain.apps.ctbc.fl import FlRules, fl_rules
 from dualchain.chain import wire
 from dualchain.chain.clock import now_ms
-from dualchain.chain.cmbc.payloads import NodeJoinRequest
-from dualchain.chain.ctbc.fl import FlRules, fl_rules
 from dualchain.chain.daemon.config import ConfigError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer

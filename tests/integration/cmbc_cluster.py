@@ -33,7 +33,6 @@ from typing import Any
 import grpc
 
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import Reward
 from dualchain.chain.consensus.pow import (
     PowParams,
     difficulty_of,
@@ -43,6 +42,7 @@ from dualchain.chain.consensus.pow import (
     target_from_bytes,
     target_to_bytes,
 )
+from dualchain.chain.consensus.reward import Reward
 from dualchain.chain.identity import Domain, Signer, load_key_file
 from dualchain.chain.merkle import merkle_root
 from dualchain.chain.types import Block, BlockHeader, Transaction, TxKind

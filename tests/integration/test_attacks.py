@@ -19,8 +19,8 @@ from pathlib import Path
 
 import pytest
 
-from dualchain.chain.ctbc.fl import ModelCommit, SignedUpdate
-from dualchain.chain.ctbc.payloads import Evidence, EvidenceKind
+from dualchain.apps.ctbc.fl import ModelCommit, SignedUpdate
+from dualchain.apps.ctbc.payloads import Evidence, EvidenceKind
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.types import Block, TxKind
 from dualchain.deploy.up import Testbed

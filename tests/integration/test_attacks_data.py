@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from dualchain.chain.ctbc.fl import ModelCommit, SignedUpdate
+from dualchain.apps.ctbc.fl import ModelCommit, SignedUpdate
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.types import TxKind
 from dualchain.deploy.up import Testbed

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import pytest
 
-from dualchain.chain.cmbc.payloads import Anchor
+from dualchain.apps.cmbc.payloads import Anchor
 from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.outbox import Outbox, Refused
 from dualchain.chain.types import TxKind

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import pytest
 
-from dualchain.chain.ctbc.registry import Evidence, EvidenceKind
+from dualchain.apps.ctbc.registry import Evidence, EvidenceKind
 from dualchain.chain.types import Block, TxKind, Vote
 from tests.integration.cluster import (
     Cluster,

@@ -13,9 +13,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from dualchain.apps.cmbc.payloads import GroupAssignment, TaskPlan
 from dualchain.bench.fig8 import version_rounds
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import GroupAssignment, TaskPlan
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.types import Block, TxKind
 from dualchain.chain.validation import sign_transaction

@@ -19,10 +19,10 @@ import grpc
 import numpy as np
 import pytest
 
+from dualchain.apps.cmbc.payloads import ClientRegistration
+from dualchain.apps.ctbc.fl import SignedUpdate, sign_update
+from dualchain.apps.ctbc.payloads import Evidence, EvidenceKind
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import ClientRegistration
-from dualchain.chain.ctbc.fl import SignedUpdate, sign_update
-from dualchain.chain.ctbc.payloads import Evidence, EvidenceKind
 from dualchain.chain.identity import Signer, load_key_file
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import Block, TxKind

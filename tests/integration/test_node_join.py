@@ -14,9 +14,9 @@ from collections.abc import Iterator
 
 import pytest
 
+from dualchain.apps.cmbc.payloads import GroupAssignment, NodeAdmission, NodeJoinRequest
+from dualchain.apps.ctbc.payloads import ValidatorRegister
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import GroupAssignment, NodeAdmission, NodeJoinRequest
-from dualchain.chain.ctbc.payloads import ValidatorRegister
 from dualchain.chain.identity import identity_id, load_key_file
 from dualchain.chain.types import Block, TxKind
 from dualchain.deploy.up import Testbed

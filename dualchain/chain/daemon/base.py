@@ -16,7 +16,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dualchain.chain.app import Application
+from dualchain.chain.app import AppContext, AppFactory, Application
 from dualchain.chain.clock import now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import ChainMetrics
@@ -63,7 +63,11 @@ class ChainNodeBase:
     # Admission control's default (``max_pending_wait_ms`` in the config): 0 is off.
     default_max_pending_wait_ms = 0
 
-    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:
+    # The application interface this kind of daemon drives (checked on the factory's result).
+    app_type: type[Application] = Application
+
+    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer,
+                 make_app: AppFactory) -> None:
         self.config = config
         self.genesis = genesis
         self.signer = signer
@@ -71,7 +75,11 @@ class ChainNodeBase:
         self.chain_id = genesis.chain_id
         self.max_message = message_limit(self.params.max_block_bytes)
         self.verifier = SignatureVerifier(config.backend)
-        self.app = self._make_app()
+        app = make_app(AppContext(genesis, self.verifier, config.data_dir))
+        if not isinstance(app, self.app_type):
+            raise TypeError(f"a {self.kind} daemon runs a {self.app_type.__name__}, the factory "
+                            f"gave a {type(app).__name__}")
+        self.app = app
         self.mempool = Mempool(self._mempool_config())
         self.metrics = ChainMetrics(self.kind)
         self.metrics.watch_verifier(self.verifier)
@@ -95,9 +103,6 @@ class ChainNodeBase:
         self._busy: tuple[float, str | None] = (0.0, None)  # (checked at, reason)
         self.links = [PeerLink(a, self.hello, self.max_message, config.tls)
                       for a in config.peers]
-
-    def _make_app(self) -> Application:
-        raise NotImplementedError
 
     def _mempool_config(self) -> MempoolConfig:
         return MempoolConfig()

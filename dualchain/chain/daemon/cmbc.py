@@ -1,5 +1,6 @@
-"""A CMBC replica: proof-of-work fork choice over the block store, the management application,
-block templates for miners, and gossip of blocks with its peers.
+"""A CMBC replica: proof-of-work fork choice over the block store, the application it is handed
+(a ``ReorgApplication``: in dualchain the management application), block templates for miners,
+and gossip of blocks with its peers.
 
 Blocks arrive from three places (a miner's solution, a peer's announcement, block sync) and all go
 through ``accept_block``, one at a time (a lock):
@@ -31,8 +32,7 @@ from collections.abc import Mapping, Sequence
 
 import grpc
 
-from dualchain.chain.cmbc.app import CmbcApp, check_reward
-from dualchain.chain.cmbc.payloads import Reward
+from dualchain.chain.app import AppFactory, ReorgApplication
 from dualchain.chain.consensus.blocktree import BlockTree
 from dualchain.chain.consensus.pow import (
     block_work,
@@ -42,6 +42,7 @@ from dualchain.chain.consensus.pow import (
     target_from_bytes,
     target_to_bytes,
 )
+from dualchain.chain.consensus.reward import Reward, check_reward
 from dualchain.chain.daemon.base import ChainNodeBase, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import PowMetrics
@@ -73,10 +74,12 @@ PENDING_MAX_S = 3.0
 
 class CmbcNode(ChainNodeBase):
     kind = "cmbc"
-    app: CmbcApp
+    app_type = ReorgApplication
+    app: ReorgApplication
 
-    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:
-        super().__init__(config, genesis, signer)
+    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer,
+                 make_app: AppFactory) -> None:
+        super().__init__(config, genesis, signer, make_app)
         self.pow = genesis.pow
         self.tree = BlockTree(self.pow)
         self.pow_metrics = PowMetrics(self.metrics.registry)
@@ -102,10 +105,6 @@ class CmbcNode(ChainNodeBase):
         # Blocks come every few seconds and a slow one may follow a fast one: room for several
         # blocks' worth of transactions at the rates the benchmark offers.
         return MempoolConfig(max_txs=40_000, max_bytes=192 * 1024 * 1024)
-
-    def _make_app(self) -> CmbcApp:
-        # Undo journals for every block a permitted reorg can take back, plus headroom.
-        return CmbcApp(max_undo=self.genesis.pow.finality_depth + 16, sched=self.genesis.sched)
 
     # -- reads -----------------------------------------------------------------------------------
 

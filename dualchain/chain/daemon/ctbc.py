@@ -1,5 +1,5 @@
-"""A CTBC replica: the committee consensus engine wired to the store, the mempool, the registry
-application and the peers.
+"""A CTBC replica: the committee consensus engine wired to the store, the mempool, the
+application it is handed (a ``CommitteeApplication``) and the peers.
 
 ``CtbcNode`` holds the logic; the gRPC servicers (``servicers.py``) only decode requests and call
 it. One asyncio task (the consensus loop) owns the engine: every proposal, vote, timeout and
@@ -24,8 +24,8 @@ from typing import Any, TypeVar
 
 import grpc
 
-from dualchain.chain.app import Committee
-from dualchain.chain.blobs import BlobStore
+from dualchain.chain.app import AppFactory, Committee, CommitteeApplication
+from dualchain.chain.consensus.certificate import check_commit_qc
 from dualchain.chain.consensus.committee import (
     Action,
     CastVote,
@@ -40,12 +40,6 @@ from dualchain.chain.consensus.committee import (
     WaitForWork,
 )
 from dualchain.chain.consensus.guard import PROPOSAL_STEP, VoteGuard
-from dualchain.chain.ctbc.registry import (
-    Evidence,
-    EvidenceKind,
-    RegistryApp,
-    check_commit_qc,
-)
 from dualchain.chain.daemon.base import ChainNodeBase, TxOutcome, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.peers import PeerLink
@@ -112,10 +106,17 @@ MAX_BLOB_BYTES = 256 * 1024 * 1024
 class CtbcNode(ChainNodeBase):
     kind = "ctbc"
     default_max_pending_wait_ms = 1000
-    app: RegistryApp
+    app_type = CommitteeApplication
+    app: CommitteeApplication
 
-    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer) -> None:
-        super().__init__(config, genesis, signer)
+    def __init__(self, config: DaemonConfig, genesis: Genesis, signer: Signer,
+                 make_app: AppFactory) -> None:
+        super().__init__(config, genesis, signer, make_app)
+        self.blobs = self.app.blobs
+        # PutBlob: uploads signed by a current validator, within the quotas of the config.
+        self.uploads = None if self.blobs is None else BlobIntake(
+            self.blobs, UploadQuota(config.data_dir / "uploads.sqlite", config.blob_quota),
+            self.params, self.chain_id, self.verifier, self._validator_key, self.in_store)
         self.guard = VoteGuard(config.data_dir / "consensus")
         c = genesis.consensus
         self.engine = CommitteeConsensus(
@@ -148,16 +149,6 @@ class CtbcNode(ChainNodeBase):
         self.peer_heights: dict[str, int] = {}
         self._probe = 0  # the link a follower asks next
         self.adversary = config.adversary  # honest unless the config names a strategy
-
-    def _make_app(self) -> RegistryApp:
-        self.blobs = (BlobStore(self.config.data_dir / "blobs")
-                      if self.genesis.fl is not None else None)
-        # PutBlob: uploads signed by a current validator, within the quotas of the config.
-        self.uploads = None if self.blobs is None else BlobIntake(
-            self.blobs, UploadQuota(self.config.data_dir / "uploads.sqlite",
-                                    self.config.blob_quota),
-            self.params, self.chain_id, self.verifier, self._validator_key, self.in_store)
-        return RegistryApp(self.genesis, self.verifier, self.blobs)
 
     def _validator_key(self, validator_id: bytes) -> bytes | None:
         validator = self.app.validator(validator_id)
@@ -607,15 +598,7 @@ class CtbcNode(ChainNodeBase):
         if key in self._reported:
             return
         self._reported.add(key)
-        kind = EvidenceKind.DUPLICATE_VOTE if isinstance(first, Vote) else \
-            EvidenceKind.DUPLICATE_PROPOSAL
-        if isinstance(first, Proposal) and isinstance(second, Proposal):
-            # The signed parts only: the blocks are named by hash, so evidence stays small.
-            payload = Evidence(kind, first.signed_part.encoded,
-                               second.signed_part.encoded).encode()
-        else:
-            payload = Evidence(kind, first.encoded, second.encoded).encode()
-        tx, outcome = await self._submit_evidence(payload)
+        tx, outcome = await self._submit_evidence(self.app.equivocation_evidence(first, second))
         log.warning("equivocation by %s at %d/%d: evidence %s (%s)", action.offender.hex()[:16],
                     first.height, first.round, tx.hash.hex()[:16],
                     outcome.error.reason if outcome.error else "admitted")
@@ -630,19 +613,23 @@ class CtbcNode(ChainNodeBase):
     # -- model versions (FL) ---------------------------------------------------------------------
 
     async def submit(self, txs: Sequence[Transaction], gossip: bool = True) -> list[TxOutcome]:
-        """Admission, after fetching the blobs a model commit names; a commit whose model is
-        not the aggregate of its updates becomes evidence against its signer."""
+        """Admission, after fetching the blobs a transaction reads (a model commit's) and the
+        application's precheck; a refusal the application takes as proof of misbehaviour (a
+        model that is not the aggregate of its updates) becomes evidence against the signer."""
         if self.blobs is not None:
-            await self.fetch_blobs([h for tx in txs for h in self.app.blobs_for(tx)])
-            for tx in txs:  # the aggregate's re-execution, off the event loop (then cached)
-                if tx.kind == TxKind.MODEL_VERSION:
+            reads = [(tx, self.app.blobs_for(tx)) for tx in txs]
+            await self.fetch_blobs([h for _, hashes in reads for h in hashes])
+            for tx, hashes in reads:  # e.g. an aggregate's re-execution, off the event loop
+                if hashes:
                     await self._on_cpu(self.app.precheck, tx)
         outcomes = await super().submit(txs, gossip)
         for tx, outcome in zip(txs, outcomes, strict=True):
-            if outcome.error is not None and outcome.error.code == "model_mismatch":
-                evidence = Evidence(EvidenceKind.BAD_MODEL, tx.encoded, b"").encode()
+            evidence = (self.app.refusal_evidence(tx, outcome.error)
+                        if outcome.error is not None else None)
+            if evidence is not None:
+                assert outcome.error is not None
                 ev_tx, ev_outcome = await self._submit_evidence(evidence)
-                log.warning("tampered model commit from %s: %s; evidence %s (%s)",
+                log.warning("evidence against %s: %s; evidence %s (%s)",
                             tx.sender.hex()[:16], outcome.error.reason, ev_tx.hash.hex()[:16],
                             ev_outcome.error.reason if ev_outcome.error else "admitted")
         return outcomes
@@ -823,14 +810,8 @@ class CtbcNode(ChainNodeBase):
             peers=[chain_pb.PeerInfo(address=link.address, connected=link.connected,
                                      height=max(self.peer_heights.get(link.address, -1), 0))
                    for link in self.links],
-            **self._model_fields(),
+            **self.app.status_fields(),
         )
-
-    def _model_fields(self) -> dict[str, Any]:
-        latest = self.app.latest_model()
-        if latest is None:
-            return {}
-        return {"model_version": latest[0], "model_hash": latest[1], "model_height": latest[2]}
 
     async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
         kind = message.WhichOneof("kind")

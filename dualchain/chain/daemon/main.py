@@ -1,5 +1,8 @@
 """Runs one chain daemon process until SIGTERM or SIGINT.
 
+The daemon runs the application its caller hands it (an ``AppFactory``): ``dualchain chain``
+starts it through ``dualchain.apps.factory.run``, the composition root.
+
 On start it prints one JSON line ``{"event": "ready", ...}`` to standard output once its services
 listen, so launchers and tests can wait for that line instead of polling or sleeping. Its gRPC
 server also serves the standard health service (``grpc.health.v1.Health``): NOT_SERVING while
@@ -16,11 +19,13 @@ from __future__ import annotations
 import json
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import uvloop
 
 from dualchain.chain import heartbeat
+from dualchain.chain.app import AppFactory
 from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.daemon.config import ConfigError, DaemonConfig
 from dualchain.chain.daemon.ctbc import CtbcNode
@@ -43,7 +48,7 @@ log = logging.getLogger("dualchain.chain")
 GRACE_S = 1.0  # for calls in flight at shutdown; streams (blocks, tips, gossip) end after it
 
 
-async def serve(config: DaemonConfig) -> None:
+async def serve(config: DaemonConfig, make_app: AppFactory) -> None:
     stop = stop_on_signals()
     genesis = Genesis.load(config.genesis)
     if genesis.kind != config.kind:
@@ -57,9 +62,9 @@ async def serve(config: DaemonConfig) -> None:
     server = make_server(message_limit(genesis.ledger_params().max_block_bytes))
     services = [chain_pb2, peer_pb2]
     if config.kind == "ctbc":
-        node = CtbcNode(config, genesis, signer)
+        node = CtbcNode(config, genesis, signer, make_app)
     else:
-        node = CmbcNode(config, genesis, signer)
+        node = CmbcNode(config, genesis, signer, make_app)
         miner_pb2_grpc.add_MinerServiceServicer_to_server(MinerServicer(node), server)
         services.append(miner_pb2)
     chain_pb2_grpc.add_ChainServiceServicer_to_server(ChainServicer(node), server)
@@ -92,11 +97,13 @@ async def serve(config: DaemonConfig) -> None:
         log.info("stopped at height %d", node.height)
 
 
-def run(config_path: Path, log_level: str = "INFO") -> int:
+def run(config_path: Path, make_app: Callable[[str], AppFactory],
+        log_level: str = "INFO") -> int:
+    """Runs the daemon of a config file with the application ``make_app`` gives for its kind."""
     logging.basicConfig(
         level=log_level, stream=sys.stderr,
         format="%(asctime)s %(levelname)s %(name)s: %(message)s",
     )
     config = DaemonConfig.load(config_path)
-    uvloop.run(serve(config))
+    uvloop.run(serve(config, make_app(config.kind)))
     return 0

@@ -9,7 +9,7 @@ import grpc
 import numpy as np
 import pytest
 
-from dualchain.chain.cmbc.payloads import StateReport
+from dualchain.apps.cmbc.payloads import StateReport
 from dualchain.client.worker import (
     Backoff,
     ClientData,

@@ -20,8 +20,8 @@ import grpc
 import numpy as np
 import pytest
 
-from dualchain.chain.cmbc.payloads import ClientRegistration, StateReport
-from dualchain.chain.ctbc.fl import FlRules, SignedUpdate, check_update_signature, decode_delta
+from dualchain.apps.cmbc.payloads import ClientRegistration, StateReport
+from dualchain.apps.ctbc.fl import FlRules, SignedUpdate, check_update_signature, decode_delta
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import Transaction, TxKind

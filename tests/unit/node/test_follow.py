@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dualchain.chain.ctbc.fl import ModelCommit
+from dualchain.apps.ctbc.fl import ModelCommit
 from dualchain.chain.identity import Signer
 from dualchain.chain.types import TxKind
 from dualchain.chain.validation import build_block, sign_transaction

@@ -5,7 +5,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from dualchain.chain.ctbc.fl import FlRules, SignedUpdate, sign_update
+from dualchain.apps.ctbc.fl import FlRules, SignedUpdate, sign_update
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.verifier import SignatureVerifier

@@ -3,11 +3,11 @@ are not waited for; an admitted joiner joins the rotation."""
 
 from __future__ import annotations
 
-from dualchain.chain.cmbc.payloads import NodeAdmission
+from dualchain.apps.cmbc.payloads import NodeAdmission
 from dualchain.chain.types import TxKind
 from dualchain.node.planner import Planner
-from tests.unit.chain.cmbc.test_app import CLIENT, CLIENT_2, Chain
-from tests.unit.chain.cmbc.test_join import JOINER, NODE, REQUEST
+from tests.unit.apps.cmbc.test_app import CLIENT, CLIENT_2, Chain
+from tests.unit.apps.cmbc.test_join import JOINER, NODE, REQUEST
 
 
 def _planner() -> tuple[Chain, Planner]:

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import numpy as np
 
+from dualchain.apps.ctbc.fl import FlRules, ModelCommitChecker, sign_update
 from dualchain.chain.blobs import BlobStore
-from dualchain.chain.ctbc.fl import FlRules, ModelCommitChecker, sign_update
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.learning.aggregation import StalenessRule

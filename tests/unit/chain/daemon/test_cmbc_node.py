@@ -16,11 +16,13 @@ import grpc
 import pytest
 import pytest_asyncio
 
+from dualchain.apps.cmbc.app import CmbcApp
+from dualchain.apps.cmbc.payloads import Anchor, ClientRegistration, StateReport
+from dualchain.apps.factory import cmbc_app
 from dualchain.chain import wire
-from dualchain.chain.cmbc.app import CmbcApp
-from dualchain.chain.cmbc.payloads import Anchor, ClientRegistration, Reward, StateReport
 from dualchain.chain.consensus.blocktree import BlockTree
 from dualchain.chain.consensus.pow import PowParams, seal_prefix, search_nonce, target_to_bytes
+from dualchain.chain.consensus.reward import Reward
 from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.servicers import ChainServicer
@@ -68,7 +70,7 @@ def make_node(directory: Path, genesis: Genesis, signer: Signer) -> CmbcNode:
     config = DaemonConfig(kind="cmbc", genesis=directory / "genesis.json",
                           key=directory / "node.key", data_dir=directory / "data",
                           listen="127.0.0.1:1")
-    return CmbcNode(config, genesis, signer)
+    return CmbcNode(config, genesis, signer, cmbc_app)
 
 
 @contextlib.asynccontextmanager
@@ -722,7 +724,7 @@ async def test_admission_control_refuses_clients_while_the_backlog_is_old(
 
     genesis = make_genesis()
     config = replace(make_node(tmp_path, genesis, MINER).config, max_pending_wait_ms=500)
-    n = CmbcNode(config, genesis, Signer.generate(ALG))
+    n = CmbcNode(config, genesis, Signer.generate(ALG), cmbc_app)
     await n.start()
     try:
         first, late = tx(SENDER, 0), tx(CLIENT, 0)

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 import grpc
 import pytest
 
-from dualchain.chain.cmbc.payloads import Anchor
+from dualchain.apps.cmbc.payloads import Anchor
 from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.daemon.servicers import ChainServicer
 from dualchain.chain.daemon.stuck import EVICT_AFTER_HEADS, FOLLOWS_CODE, StuckTxs

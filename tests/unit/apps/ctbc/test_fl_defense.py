@@ -12,14 +12,14 @@ import numpy as np
 import pytest
 
 from dualchain.adversary.node import DiscardLie, make_node_attack
-from dualchain.chain.blobs import BlobStore
-from dualchain.chain.ctbc.fl import (
+from dualchain.apps.ctbc.fl import (
     ModelCommit,
     ModelCommitChecker,
     aggregate_pool,
     fl_rules,
     sign_update,
 )
+from dualchain.chain.blobs import BlobStore
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.genesis import FlParams, Genesis, GenesisError
 from dualchain.chain.genesis_defense import DefenseParams
@@ -29,7 +29,7 @@ from dualchain.chain.verifier import SignatureVerifier
 from dualchain.learning.codec import encode_params
 from dualchain.learning.screening import REASON_LOW
 from dualchain.node.attack import attacked_commit
-from tests.unit.chain.ctbc.test_registry import CHAIN, make_genesis
+from tests.unit.apps.ctbc.test_registry import CHAIN, make_genesis
 
 SHAPES = [("w", (4, 8))]
 SIZE = 32

@@ -12,7 +12,7 @@ from __future__ import annotations
 import hashlib
 from collections.abc import Mapping
 
-from dualchain.chain.cmbc.payloads import GroupAssignment, Regrouping, StateReport, TaskPlan
+from dualchain.apps.cmbc.payloads import GroupAssignment, Regrouping, StateReport, TaskPlan
 from dualchain.chain.genesis import SchedParams
 from dualchain.scheduler import (
     ClientState,

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualchain.chain.blobs import BlobStore
-from dualchain.chain.ctbc.fl import (
+from dualchain.apps.ctbc.fl import (
     ModelCommit,
     ModelCommitChecker,
     SignedUpdate,
@@ -19,11 +18,12 @@ from dualchain.chain.ctbc.fl import (
     decode_delta,
     fl_rules,
 )
+from dualchain.chain.blobs import BlobStore
 from dualchain.chain.errors import ValidationError
 from dualchain.chain.genesis import FlParams, GenesisError
 from dualchain.chain.verifier import SignatureVerifier
 from dualchain.learning.codec import decode_params, encode_params
-from tests.unit.chain.ctbc.test_fl import SHAPES, setup  # noqa: F401 (a fixture)
+from tests.unit.apps.ctbc.test_fl import SHAPES, setup  # noqa: F401 (a fixture)
 
 RULE = "import numpy as np\ndef triple(g, updates, v):\n    return g + 3 * updates[0].delta\n"
 

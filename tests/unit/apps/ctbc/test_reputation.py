@@ -7,7 +7,7 @@ from fractions import Fraction
 
 import pytest
 
-from dualchain.chain.ctbc.reputation import (
+from dualchain.apps.ctbc.reputation import (
     ValidatorStats,
     elect,
     score,

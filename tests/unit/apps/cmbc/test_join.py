@@ -3,12 +3,12 @@ CTBC committed it; a pending joiner is no server node and its clients are not sc
 
 from __future__ import annotations
 
-from dualchain.chain.cmbc.app import CmbcApp
-from dualchain.chain.cmbc.payloads import NodeAdmission, NodeJoinRequest, StateReport
+from dualchain.apps.cmbc.app import CmbcApp
+from dualchain.apps.cmbc.payloads import NodeAdmission, NodeJoinRequest, StateReport
 from dualchain.chain.genesis import SchedParams
 from dualchain.chain.types import TxKind
 from tests.ledger_builders import make_signer
-from tests.unit.chain.cmbc.test_app import CLIENT, CLIENT_2, Chain, refused
+from tests.unit.apps.cmbc.test_app import CLIENT, CLIENT_2, Chain, refused
 
 NODE = make_signer(31)
 JOINER = make_signer(32)

@@ -12,8 +12,8 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from dualchain.apps.ctbc.fl import ModelCommit
 from dualchain.chain.canonical import Reader, Writer
-from dualchain.chain.ctbc.fl import ModelCommit
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.genesis import MAX_ADDRESS
 from dualchain.chain.identity import ID_BYTES

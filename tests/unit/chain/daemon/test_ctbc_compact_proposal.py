@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 
+from dualchain.apps.factory import ctbc_app
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.ctbc import CtbcNode
 from dualchain.chain.errors import DecodeError
@@ -90,7 +91,7 @@ def test_a_compact_proposal_round_trips_and_names_its_block(testnet) -> None:
 async def test_a_replica_fetches_only_the_transactions_it_lacks(testnet) -> None:
     directory, genesis, txs = testnet
     node = CtbcNode(DaemonConfig.load(directory / "node-0.json"), genesis,
-                    load_key_file(directory / "keys" / "node-0.key"))
+                    load_key_file(directory / "keys" / "node-0.key"), ctbc_app)
     try:
         await node.load_nonces([txs[0].sender])
         node.mempool.add(txs[0], 0, time.time_ns() // 1_000_000)  # gossip brought this one

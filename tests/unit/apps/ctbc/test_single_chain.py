@@ -8,13 +8,13 @@ from dataclasses import replace
 
 import pytest
 
-from dualchain.chain.cmbc.payloads import ClientRegistration, StateReport
+from dualchain.apps.cmbc.payloads import ClientRegistration, StateReport
 from dualchain.chain.errors import ValidationError
 from dualchain.chain.genesis import Genesis, GenesisError, SchedParams
 from dualchain.chain.types import TxKind
 from dualchain.chain.verifier import SignatureVerifier
 from tests.ledger_builders import make_signer
-from tests.unit.chain.ctbc.test_registry import SIGNERS, Driver, make_genesis
+from tests.unit.apps.ctbc.test_registry import SIGNERS, Driver, make_genesis
 
 CLIENT = make_signer(41)
 STRANGER = make_signer(42)

@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 
 from dualchain.chain.canonical import Reader, Writer
+from dualchain.chain.consensus.reward import Reward
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.identity import ID_BYTES
 from dualchain.chain.types import HASH_BYTES, TxKind
@@ -19,7 +20,6 @@ from dualchain.chain.types import HASH_BYTES, TxKind
 REGISTER_TAG = b"DCR1"
 STATE_TAG = b"DCS3"
 ANCHOR_TAG = b"DCA1"
-REWARD_TAG = b"DCW1"
 GROUPS_TAG = b"DCG1"
 PLAN_TAG = b"DCP1"
 JOIN_TAG = b"DCJ1"
@@ -106,24 +106,6 @@ class Anchor:
     def decode(cls, data: bytes) -> Anchor:
         r = Reader(data, ANCHOR_TAG, "anchor")
         value = cls(r.u64("version"), r.fixed(HASH_BYTES, "model_hash"), r.u64("ctbc_height"))
-        r.finish()
-        return value
-
-
-@dataclass(frozen=True)
-class Reward:
-    """The miner's reward: the first transaction of every CMBC block, bound to its position."""
-
-    height: int
-    parent_hash: bytes
-
-    def encode(self) -> bytes:
-        return Writer(REWARD_TAG).u64(self.height).fixed(self.parent_hash, HASH_BYTES).bytes()
-
-    @classmethod
-    def decode(cls, data: bytes) -> Reward:
-        r = Reader(data, REWARD_TAG, "reward")
-        value = cls(r.u64("height"), r.fixed(HASH_BYTES, "parent_hash"))
         r.finish()
         return value
 

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from dualchain.chain.cmbc.app import CmbcApp, check_reward
-from dualchain.chain.cmbc.payloads import (
+from dualchain.apps.cmbc.app import CmbcApp
+from dualchain.apps.cmbc.payloads import (
     Anchor,
     ClientRegistration,
     NodeAdmission,
@@ -18,6 +18,7 @@ from dualchain.chain.cmbc.payloads import (
     StateReport,
     decode_payload,
 )
+from dualchain.chain.consensus.reward import check_reward
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.identity import Signer
 from dualchain.chain.merkle import merkle_root

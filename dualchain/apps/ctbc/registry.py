@@ -37,13 +37,10 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from dualchain.chain.app import Committee, CommitteeApplication, Validator
-from dualchain.chain.blobs import BlobStore
-from dualchain.chain.canonical import Writer
-from dualchain.chain.cmbc.app import CmbcApp
-from dualchain.chain.cmbc.payloads import MANAGEMENT_KINDS
-from dualchain.chain.ctbc.fl import MissingBlobError, ModelCommit, ModelCommitChecker, fl_rules
-from dualchain.chain.ctbc.payloads import (
+from dualchain.apps.cmbc.app import CmbcApp
+from dualchain.apps.cmbc.payloads import MANAGEMENT_KINDS
+from dualchain.apps.ctbc.fl import MissingBlobError, ModelCommit, ModelCommitChecker, fl_rules
+from dualchain.apps.ctbc.payloads import (
     Evidence,
     EvidenceKind,
     ValidatorRegister,
@@ -51,20 +48,22 @@ from dualchain.chain.ctbc.payloads import (
     decode_payload,
     evidence_key,
 )
-from dualchain.chain.ctbc.reputation import EMPTY, ValidatorStats, elect
+from dualchain.apps.ctbc.reputation import EMPTY, ValidatorStats, elect
+from dualchain.chain.app import Committee, CommitteeApplication, Validator
+from dualchain.chain.blobs import BlobStore
+from dualchain.chain.canonical import Writer
+from dualchain.chain.consensus.certificate import check_commit_qc
 from dualchain.chain.errors import DecodeError, DualchainError, SignatureError, ValidationError
 from dualchain.chain.genesis import Genesis, GenesisError
 from dualchain.chain.identity import ID_BYTES, Domain, identity_id
-from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import (
-    ZERO_HASH,
     Block,
+    Proposal,
     QuorumCertificate,
     SignedProposal,
     Transaction,
     TxKind,
     Vote,
-    VoteStep,
 )
 from dualchain.chain.verifier import SignatureVerifier, VerifyRequest
 
@@ -82,49 +81,6 @@ __all__ = [
 
 STATE_TAG = b"DRS2"
 CHANGE_TAG = b"DMC1"
-
-
-# -- the commit certificate ------------------------------------------------------------------
-
-
-def check_commit_qc(
-    qc: QuorumCertificate,
-    committee: Committee,
-    algorithm: Algorithm,
-    verifier: SignatureVerifier,
-    height: int,
-    block_hash: bytes,
-    chain_id: str,
-) -> None:
-    """Refuses (code "bad_qc") anything but a quorum of ``committee``'s precommits for the block."""
-
-    def bad(reason: str) -> ValidationError:
-        return ValidationError(f"commit certificate of height {height}: {reason}", code="bad_qc")
-
-    if qc.step != VoteStep.PRECOMMIT:
-        raise bad(f"step is {qc.step.name}, not PRECOMMIT")
-    if qc.chain_id != chain_id:
-        raise bad(f"is for chain {qc.chain_id!r}")
-    if qc.height != height:
-        raise bad(f"certifies height {qc.height}")
-    if qc.block_hash != block_hash or block_hash == ZERO_HASH:
-        raise bad("certifies another block")
-    voters = [voter for voter, _ in qc.signatures]
-    if len(set(voters)) != len(voters):
-        raise bad("a voter signs twice")
-    outsiders = [v for v in voters if v not in committee]
-    if outsiders:
-        raise bad(f"{outsiders[0].hex()[:16]} is not a member of committee {committee.epoch}")
-    if len(voters) < committee.quorum:
-        raise bad(f"{len(voters)} signatures, the quorum is {committee.quorum}")
-    votes = qc.votes()
-    requests = [
-        VerifyRequest(algorithm, committee.keys[v.voter], Domain.VOTE, v.signing_bytes, v.signature)
-        for v in votes
-    ]
-    for vote, ok in zip(votes, verifier.verify_batch(requests), strict=True):
-        if not ok:
-            raise bad(f"the signature of {vote.voter.hex()[:16]} does not verify")
 
 
 # -- state ---------------------------------------------------------------------------------------
@@ -228,6 +184,7 @@ class RegistryApp(CommitteeApplication):
         first = tuple(sorted(known)[: genesis.consensus.committee_size])
         self._state = _State(height=0, current=set(known), known=known, committees={0: first})
         self.models: ModelCommitChecker | None = None
+        self.blobs = blobs
         if genesis.fl is not None:
             if blobs is None:
                 raise GenesisError("fl: a chain with model versions needs a blob store")
@@ -291,6 +248,29 @@ class RegistryApp(CommitteeApplication):
             return []
         parent = self.model_hash(commit.parent_version)
         return commit.digests + ([parent] if parent is not None else [])
+
+    def status_fields(self) -> dict[str, object]:
+        latest = self.latest_model()
+        if latest is None:
+            return {}
+        return {"model_version": latest[0], "model_hash": latest[1], "model_height": latest[2]}
+
+    def equivocation_evidence(self, first: Vote | SignedProposal | Proposal,
+                              second: Vote | SignedProposal | Proposal) -> bytes:
+        if isinstance(first, Proposal) and isinstance(second, Proposal):
+            # The signed parts only: the blocks are named by hash, so evidence stays small.
+            return Evidence(EvidenceKind.DUPLICATE_PROPOSAL, first.signed_part.encoded,
+                            second.signed_part.encoded).encode()
+        kind = (EvidenceKind.DUPLICATE_VOTE if isinstance(first, Vote)
+                else EvidenceKind.DUPLICATE_PROPOSAL)
+        return Evidence(kind, first.encoded, second.encoded).encode()
+
+    def refusal_evidence(self, tx: Transaction, error: DualchainError) -> bytes | None:
+        """A model commit whose model is not the aggregate of its updates proves its signer
+        tampered with it."""
+        if error.code != "model_mismatch":
+            return None
+        return Evidence(EvidenceKind.BAD_MODEL, tx.encoded, b"").encode()
 
     def app_hash(self) -> bytes:
         if self._hash is None:

@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from dualchain.chain.cmbc.state import JournaledState
+from dualchain.apps.cmbc.state import JournaledState
 
 
 def recomputed_digest(data: dict[bytes, bytes]) -> bytes:

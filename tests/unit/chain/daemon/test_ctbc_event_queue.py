@@ -16,6 +16,7 @@ from pathlib import Path
 
 import pytest
 
+from dualchain.apps.factory import ctbc_app
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.ctbc import MAX_QUEUED_PEER_EVENTS, CtbcNode
 from dualchain.chain.genesis import Genesis
@@ -35,7 +36,7 @@ def directory(tmp_path: Path) -> Path:
 async def test_peer_events_beyond_the_bound_wait_and_own_events_do_not(directory) -> None:
     genesis = Genesis.load(directory / "genesis.json")
     node = CtbcNode(DaemonConfig.load(directory / "node-0.json"), genesis,
-                    load_key_file(directory / "keys" / "node-0.key"))
+                    load_key_file(directory / "keys" / "node-0.key"), ctbc_app)
     voter = load_key_file(directory / "keys" / "node-1.key")
     try:
         unsigned = Vote(genesis.chain_id, 1, 0, VoteStep.PREVOTE, b"\x01" * 32, voter.id)
@@ -64,7 +65,7 @@ async def test_a_nonce_past_the_window_is_refused_before_its_signature_is_checke
         directory) -> None:
     genesis = Genesis.load(directory / "genesis.json")
     node = CtbcNode(DaemonConfig.load(directory / "node-0.json"), genesis,
-                    load_key_file(directory / "keys" / "node-0.key"))
+                    load_key_file(directory / "keys" / "node-0.key"), ctbc_app)
     sender = Signer.generate(genesis.algorithm)
     now = time.time_ns() // 1_000_000
     try:

@@ -10,8 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualchain.chain.blobs import BlobStore
-from dualchain.chain.ctbc.fl import (
+from dualchain.apps.ctbc.fl import (
     ModelCommit,
     ModelCommitChecker,
     SignedUpdate,
@@ -19,8 +18,9 @@ from dualchain.chain.ctbc.fl import (
     fl_rules,
     sign_update,
 )
-from dualchain.chain.ctbc.payloads import Evidence, EvidenceKind
-from dualchain.chain.ctbc.registry import RegistryApp
+from dualchain.apps.ctbc.payloads import Evidence, EvidenceKind
+from dualchain.apps.ctbc.registry import RegistryApp
+from dualchain.chain.blobs import BlobStore
 from dualchain.chain.errors import ValidationError
 from dualchain.chain.genesis import FlParams
 from dualchain.chain.identity import Signer
@@ -29,7 +29,7 @@ from dualchain.chain.types import TxKind
 from dualchain.chain.verifier import SignatureVerifier
 from dualchain.learning.codec import decode_params, encode_params
 from tests.ledger_builders import make_block, make_tx
-from tests.unit.chain.ctbc.test_registry import CHAIN, SIGNERS, make_genesis, make_qc
+from tests.unit.apps.ctbc.test_registry import CHAIN, SIGNERS, make_genesis, make_qc
 
 SHAPES = [("w", (2, 5))]
 SIZE = 10
@@ -145,7 +145,7 @@ def test_precheck_leaves_check_tx_only_a_cached_verdict(setup, verifier, monkeyp
     app = RegistryApp(genesis, verifier, blobs)
     tx = make_tx(SIGNERS[0], 0, CHAIN, commit.encode(), TxKind.MODEL_VERSION)
     app.precheck(tx)
-    import dualchain.chain.ctbc.fl as fl
+    import dualchain.apps.ctbc.fl as fl
 
     def no_more(*args, **kwargs):
         raise AssertionError("aggregated again")

@@ -32,21 +32,21 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 
-from dualchain.chain.app import ReorgApplication
-from dualchain.chain.canonical import Reader, Writer
-from dualchain.chain.cmbc import management
-from dualchain.chain.cmbc.payloads import (
+from dualchain.apps.cmbc import management
+from dualchain.apps.cmbc.payloads import (
     Anchor,
     ClientRegistration,
     GroupAssignment,
     NodeAdmission,
     NodeJoinRequest,
-    Reward,
     StateReport,
     TaskPlan,
     decode_payload,
 )
-from dualchain.chain.cmbc.state import JournaledState
+from dualchain.apps.cmbc.state import JournaledState
+from dualchain.chain.app import ReorgApplication
+from dualchain.chain.canonical import Reader, Writer
+from dualchain.chain.consensus.reward import check_reward
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.genesis import SchedParams
 from dualchain.chain.identity import ID_BYTES
@@ -72,25 +72,6 @@ JOIN_RECORD_TAG = b"DCJR"
 def _ids(raw: bytes | None) -> list[bytes]:
     raw = raw or b""
     return [raw[i : i + ID_BYTES] for i in range(0, len(raw), ID_BYTES)]
-
-
-def check_reward(block: Block) -> Transaction:
-    """The block's reward transaction, checked against its header (needs no chain state)."""
-    header = block.header
-    if not block.transactions or block.transactions[0].kind != TxKind.REWARD:
-        raise ValidationError("a CMBC block must start with its reward transaction",
-                              code="bad_reward")
-    reward_tx = block.transactions[0]
-    if any(tx.kind == TxKind.REWARD for tx in block.transactions[1:]):
-        raise ValidationError("a CMBC block holds one reward transaction", code="bad_reward")
-    if reward_tx.sender != header.proposer:
-        raise ValidationError("the reward transaction is not from the block's miner",
-                              code="bad_reward")
-    reward = Reward.decode(reward_tx.payload)
-    if (reward.height, reward.parent_hash) != (header.height, header.parent_hash):
-        raise ValidationError("the reward transaction names another block position",
-                              code="bad_reward")
-    return reward_tx
 
 
 def _encode_history(entries: list[tuple[int, StateReport]]) -> bytes:

@@ -8,8 +8,8 @@ from dataclasses import replace
 
 import pytest
 
-from dualchain.chain.cmbc.app import CmbcApp
-from dualchain.chain.cmbc.payloads import (
+from dualchain.apps.cmbc.app import CmbcApp
+from dualchain.apps.cmbc.payloads import (
     GroupAssignment,
     Regrouping,
     StateReport,
@@ -20,7 +20,7 @@ from dualchain.chain.genesis import SchedParams
 from dualchain.chain.types import TxKind
 from dualchain.node.planner import Planner
 from tests.ledger_builders import make_signer
-from tests.unit.chain.cmbc.test_app import Chain, refused
+from tests.unit.apps.cmbc.test_app import Chain, refused
 
 SCHED = SchedParams(batches_per_client=10, upper=80, batch_size=64, history=4)
 NODE = make_signer(31)
@@ -177,7 +177,7 @@ def test_a_rolled_back_block_takes_its_records_back(setup: Setup) -> None:
 
 
 def test_a_state_report_becomes_the_scheduler_s_time_model() -> None:
-    from dualchain.chain.cmbc.management import client_state
+    from dualchain.apps.cmbc.management import client_state
 
     # 640 samples at 320 samples/s train in 2 s; of the 2.5 s the task took, 20 ms are the rtt
     # and 480 ms the transfers.

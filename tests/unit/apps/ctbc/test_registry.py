@@ -11,8 +11,7 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from dualchain.chain.app import Validator
-from dualchain.chain.ctbc.registry import (
+from dualchain.apps.ctbc.registry import (
     Evidence,
     EvidenceKind,
     RegistryApp,
@@ -21,6 +20,7 @@ from dualchain.chain.ctbc.registry import (
     check_commit_qc,
     decode_payload,
 )
+from dualchain.chain.app import Validator
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.genesis import ConsensusParams, Genesis
 from dualchain.chain.identity import Domain, Signer
