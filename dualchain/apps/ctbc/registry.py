@@ -34,11 +34,16 @@ from __future__ import annotations
 
 import hashlib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
 from types import MappingProxyType
 
 from dualchain.apps.cmbc.app import CmbcApp
 from dualchain.apps.cmbc.payloads import MANAGEMENT_KINDS
+from dualchain.apps.ctbc.evidence import (
+    bad_model_payload,
+    check_bad_model,
+    check_equivocation,
+    equivocation_payload,
+)
 from dualchain.apps.ctbc.fl import MissingBlobError, ModelCommit, ModelCommitChecker, fl_rules
 from dualchain.apps.ctbc.payloads import (
     Evidence,
@@ -49,13 +54,20 @@ from dualchain.apps.ctbc.payloads import (
     evidence_key,
 )
 from dualchain.apps.ctbc.reputation import EMPTY, ValidatorStats, elect
+from dualchain.apps.ctbc.state import (
+    Approval,
+    Checked,
+    NewVersion,
+    Offence,
+    RegistryState,
+    change_key,
+)
 from dualchain.chain.app import Committee, CommitteeApplication, Validator
 from dualchain.chain.blobs import BlobStore
-from dualchain.chain.canonical import Writer
 from dualchain.chain.consensus.certificate import check_commit_qc
-from dualchain.chain.errors import DecodeError, DualchainError, SignatureError, ValidationError
+from dualchain.chain.errors import DecodeError, DualchainError, ValidationError
 from dualchain.chain.genesis import Genesis, GenesisError
-from dualchain.chain.identity import ID_BYTES, Domain, identity_id
+from dualchain.chain.identity import identity_id
 from dualchain.chain.types import (
     Block,
     Proposal,
@@ -65,7 +77,7 @@ from dualchain.chain.types import (
     TxKind,
     Vote,
 )
-from dualchain.chain.verifier import SignatureVerifier, VerifyRequest
+from dualchain.chain.verifier import SignatureVerifier
 
 __all__ = [
     "Evidence",
@@ -78,96 +90,6 @@ __all__ = [
     "decode_payload",
     "evidence_key",
 ]
-
-STATE_TAG = b"DRS2"
-CHANGE_TAG = b"DMC1"
-
-
-# -- state ---------------------------------------------------------------------------------------
-
-
-@dataclass
-class _State:
-    height: int
-    current: set[bytes]  # the validator set
-    known: dict[bytes, Validator]  # every validator ever, with its latest address
-    committees: dict[int, tuple[bytes, ...]]  # epoch -> members sorted by id
-    stats: dict[int, dict[bytes, ValidatorStats]] = field(default_factory=dict)
-    evidence: set[bytes] = field(default_factory=set)
-    pending: dict[bytes, set[bytes]] = field(default_factory=dict)  # change -> its voters
-    models: list[bytes] = field(default_factory=list)  # model blob hash of each version
-    model_heights: list[int] = field(default_factory=list)  # the height that committed each
-
-    def copy(self) -> _State:
-        return _State(
-            self.height, set(self.current), dict(self.known), dict(self.committees),
-            {epoch: dict(per) for epoch, per in self.stats.items()}, set(self.evidence),
-            {change: set(voters) for change, voters in self.pending.items()}, list(self.models),
-            list(self.model_heights),
-        )
-
-    def add(self, epoch: int, validator: bytes, delta: ValidatorStats) -> None:
-        per = self.stats.setdefault(epoch, {})
-        per[validator] = per.get(validator, EMPTY).plus(delta)
-
-    def encode(self) -> bytes:
-        w = Writer(STATE_TAG).u64(self.height).count(len(self.known))
-        for vid in sorted(self.known):
-            v = self.known[vid]
-            w.fixed(vid, ID_BYTES).var(v.public_key).text(v.address).flag(vid in self.current)
-        w.count(len(self.committees))
-        for epoch in sorted(self.committees):
-            w.u64(epoch).count(len(self.committees[epoch]))
-            for member in self.committees[epoch]:
-                w.fixed(member, ID_BYTES)
-        w.count(len(self.stats))
-        for epoch in sorted(self.stats):
-            per = self.stats[epoch]
-            w.u64(epoch).count(len(per))
-            for vid in sorted(per):
-                s = per[vid]
-                w.fixed(vid, ID_BYTES).u64(s.votes_expected).u64(s.votes_cast)
-                w.u64(s.proposal_turns).u64(s.proposals_committed).u64(s.misbehaviour)
-        w.count(len(self.evidence))
-        for key in sorted(self.evidence):
-            w.fixed(key, 32)
-        w.count(len(self.pending))
-        for change in sorted(self.pending):
-            w.fixed(change, 32).count(len(self.pending[change]))
-            for voter in sorted(self.pending[change]):
-                w.fixed(voter, ID_BYTES)
-        w.count(len(self.models))
-        for model, height in zip(self.models, self.model_heights, strict=True):
-            w.fixed(model, 32).u64(height)
-        return w.bytes()
-
-
-def change_key(kind: TxKind, payload: ValidatorRegister | ValidatorRemove) -> bytes:
-    """Names one membership change: its kind and canonical payload, whoever votes for it."""
-    return hashlib.sha256(Writer(CHANGE_TAG).u8(int(kind)).var(payload.encode()).bytes()).digest()
-
-
-@dataclass(frozen=True)
-class _Offence:
-    key: bytes
-    offender: bytes
-
-
-@dataclass(frozen=True)
-class _NewVersion:
-    commit: ModelCommit
-
-
-@dataclass(frozen=True)
-class _Approval:
-    """One committee member's vote for one membership change."""
-
-    change: ValidatorRegister | ValidatorRemove
-    key: bytes  # change_key of the change
-    voter: bytes
-
-
-_Checked = _Approval | _Offence | _NewVersion | None
 
 
 class RegistryApp(CommitteeApplication):
@@ -182,7 +104,8 @@ class RegistryApp(CommitteeApplication):
         self._consensus = genesis.consensus
         known = {v.id: v for v in genesis.validators}
         first = tuple(sorted(known)[: genesis.consensus.committee_size])
-        self._state = _State(height=0, current=set(known), known=known, committees={0: first})
+        self._state = RegistryState(height=0, current=set(known), known=known,
+                                    committees={0: first})
         self.models: ModelCommitChecker | None = None
         self.blobs = blobs
         if genesis.fl is not None:
@@ -257,20 +180,14 @@ class RegistryApp(CommitteeApplication):
 
     def equivocation_evidence(self, first: Vote | SignedProposal | Proposal,
                               second: Vote | SignedProposal | Proposal) -> bytes:
-        if isinstance(first, Proposal) and isinstance(second, Proposal):
-            # The signed parts only: the blocks are named by hash, so evidence stays small.
-            return Evidence(EvidenceKind.DUPLICATE_PROPOSAL, first.signed_part.encoded,
-                            second.signed_part.encoded).encode()
-        kind = (EvidenceKind.DUPLICATE_VOTE if isinstance(first, Vote)
-                else EvidenceKind.DUPLICATE_PROPOSAL)
-        return Evidence(kind, first.encoded, second.encoded).encode()
+        return equivocation_payload(first, second)
 
     def refusal_evidence(self, tx: Transaction, error: DualchainError) -> bytes | None:
         """A model commit whose model is not the aggregate of its updates proves its signer
         tampered with it."""
         if error.code != "model_mismatch":
             return None
-        return Evidence(EvidenceKind.BAD_MODEL, tx.encoded, b"").encode()
+        return bad_model_payload(tx)
 
     def app_hash(self) -> bytes:
         if self._hash is None:
@@ -312,7 +229,7 @@ class RegistryApp(CommitteeApplication):
 
     # -- internals ----------------------------------------------------------------------------
 
-    def _committee(self, state: _State, epoch: int) -> Committee:
+    def _committee(self, state: RegistryState, epoch: int) -> Committee:
         members = state.committees.get(epoch)
         built = self._committees.get(epoch)
         if built is not None and built.members == members:
@@ -326,7 +243,7 @@ class RegistryApp(CommitteeApplication):
         self._committees[epoch] = built
         return built
 
-    def _execute(self, block: Block) -> _State:
+    def _execute(self, block: Block) -> RegistryState:
         """The state after ``block``, on a copy; raises ValidationError and changes nothing.
 
         Block-level faults (height, commit certificate) refuse the block; a transaction the
@@ -381,7 +298,7 @@ class RegistryApp(CommitteeApplication):
                 skip_refused=True)
         return state
 
-    def _record_commit(self, state: _State, qc: QuorumCertificate) -> None:
+    def _record_commit(self, state: RegistryState, qc: QuorumCertificate) -> None:
         """Votes and proposal turns at the certified height, credited to that height's epoch."""
         epoch = self.epoch_of(qc.height)
         committee = self._committee(state, epoch)
@@ -398,7 +315,7 @@ class RegistryApp(CommitteeApplication):
         leader = committee.proposer(qc.height, qc.round)
         state.add(epoch, leader, ValidatorStats(proposals_committed=1))
 
-    def _elect(self, state: _State, epoch: int) -> None:
+    def _elect(self, state: RegistryState, epoch: int) -> None:
         weights = self.genesis.reputation
         window = range(max(0, epoch - weights.window_epochs + 1), epoch + 1)
         history = {
@@ -412,7 +329,7 @@ class RegistryApp(CommitteeApplication):
         for old in [e for e in state.stats if e < oldest_needed]:
             del state.stats[old]
 
-    def _check_tx(self, state: _State, tx: Transaction) -> _Checked:
+    def _check_tx(self, state: RegistryState, tx: Transaction) -> Checked:
         """Checks ``tx`` for the block at ``state.height + 1``, against ``state``."""
         if tx.kind == TxKind.MEMO:
             return None
@@ -423,9 +340,11 @@ class RegistryApp(CommitteeApplication):
                 f"{tx.kind.name} payload is malformed: {exc.reason}", code="malformed_payload"
             ) from exc
         if isinstance(payload, Evidence) and payload.kind == EvidenceKind.BAD_MODEL:
-            return self._check_bad_model(state, payload)
+            return check_bad_model(state, payload, self.genesis.chain_id, self.genesis.algorithm,
+                                   self._verifier, self.models)
         if isinstance(payload, Evidence):
-            return self._check_evidence(state, payload)
+            return check_equivocation(state, payload, self.genesis.chain_id,
+                                      self.genesis.algorithm, self._verifier)
         if isinstance(payload, ModelCommit):
             return self._check_commit(state, tx, payload)
         assert isinstance(payload, ValidatorRegister | ValidatorRemove)
@@ -453,9 +372,9 @@ class RegistryApp(CommitteeApplication):
                 f"{tx.sender.hex()[:16]} has already voted for this change this epoch",
                 code="duplicate_approval",
             )
-        return _Approval(payload, key, tx.sender)
+        return Approval(payload, key, tx.sender)
 
-    def _check_register(self, state: _State, reg: ValidatorRegister) -> None:
+    def _check_register(self, state: RegistryState, reg: ValidatorRegister) -> None:
         alg = self.genesis.algorithm
         if len(reg.public_key) != alg.public_key_bytes:
             raise ValidationError(
@@ -468,7 +387,7 @@ class RegistryApp(CommitteeApplication):
         if not reg.address:
             raise ValidationError("a validator needs a peer address", code="bad_address")
 
-    def _check_remove(self, state: _State, rem: ValidatorRemove) -> None:
+    def _check_remove(self, state: RegistryState, rem: ValidatorRemove) -> None:
         if rem.validator not in state.current:
             raise ValidationError(
                 f"{rem.validator.hex()[:16]} is not a validator", code="unknown_validator"
@@ -480,120 +399,32 @@ class RegistryApp(CommitteeApplication):
                 code="too_few_validators",
             )
 
-    def _check_evidence(self, state: _State, ev: Evidence) -> _Offence:
-        a, b = ev.items
-        if isinstance(a, Vote) and isinstance(b, Vote):
-            offender, other, step = a.voter, b.voter, int(a.step)
-            same_slot = (a.height, a.round, a.step) == (b.height, b.round, b.step)
-            conflicting = a.block_hash != b.block_hash
-            domain = Domain.VOTE
-        elif isinstance(a, SignedProposal) and isinstance(b, SignedProposal):
-            offender, other, step = a.proposer, b.proposer, 0
-            same_slot = (a.height, a.round) == (b.height, b.round)
-            conflicting = a.block_hash != b.block_hash
-            domain = Domain.PROPOSAL
-        else:  # pragma: no cover - Evidence.items returns a pair of one type
-            raise ValidationError("evidence mixes votes and proposals", code="bad_evidence")
-        if offender != other:
-            raise ValidationError(
-                "the two messages have different signers", code="evidence_signer_mismatch"
-            )
-        chain_id = self.genesis.chain_id
-        if a.chain_id != chain_id or b.chain_id != chain_id:
-            raise ValidationError(
-                f"evidence is not about chain {chain_id!r}", code="evidence_wrong_chain"
-            )
-        if not same_slot:
-            raise ValidationError(
-                "the two messages are for different heights, rounds or steps",
-                code="evidence_slot_mismatch",
-            )
-        if not conflicting:
-            raise ValidationError(
-                "the two messages are for the same block", code="evidence_not_conflicting"
-            )
-        key = evidence_key(ev.kind, offender, a.height, a.round, step)
-        if key in state.evidence:
-            raise ValidationError("this offence is already recorded", code="duplicate_evidence")
-        record = state.known.get(offender)
-        if record is None:
-            raise ValidationError(
-                f"{offender.hex()[:16]} is not and never was a validator",
-                code="evidence_unknown_offender",
-            )
-        requests = [
-            VerifyRequest(self.genesis.algorithm, record.public_key, domain, m.signing_bytes,
-                          m.signature)
-            for m in (a, b)
-        ]
-        if not all(self._verifier.verify_batch(requests)):
-            raise SignatureError(
-                "an evidence signature does not verify", code="evidence_bad_signature"
-            )
-        return _Offence(key, offender)
-
-    def _check_commit(self, state: _State, tx: Transaction, commit: ModelCommit) -> _NewVersion:
+    def _check_commit(self, state: RegistryState, tx: Transaction,
+                      commit: ModelCommit) -> NewVersion:
         if self.models is None:
             raise ValidationError("this chain carries no model versions", code="no_fl")
         if tx.sender not in state.current:
             raise ValidationError("model versions come from server nodes (validators)",
                                   code="not_a_validator")
         self.models.check(commit, state.models[-1], len(state.models) - 1)
-        return _NewVersion(commit)
+        return NewVersion(commit)
 
-    def _check_bad_model(self, state: _State, ev: Evidence) -> _Offence:
-        """Evidence that a validator signed a model commit that is not its aggregate: the
-        offence is re-executed here, so nobody can be blamed for a correct commit."""
-        tx, _ = ev.items
-        assert isinstance(tx, Transaction)
-        if self.models is None or tx.kind != TxKind.MODEL_VERSION:
-            raise ValidationError("bad-model evidence must carry a model commit",
-                                  code="bad_evidence")
-        record = state.known.get(tx.sender)
-        if record is None or record.public_key != tx.public_key:
-            raise ValidationError("the commit's sender is not a validator",
-                                  code="evidence_unknown_offender")
-        if tx.chain_id != self.genesis.chain_id:
-            raise ValidationError("evidence is not about this chain", code="evidence_wrong_chain")
-        if not self._verifier.verify(self.genesis.algorithm, tx.public_key, Domain.TRANSACTION,
-                                     tx.signing_bytes, tx.signature):
-            raise SignatureError("the commit's signature does not verify",
-                                 code="evidence_bad_signature")
-        commit = ModelCommit.decode(tx.payload)
-        parent = self.model_hash(commit.parent_version) if commit.parent_version < len(
-            state.models) else None
-        if parent is None:
-            raise ValidationError("the commit builds on an unknown version", code="bad_evidence")
-        try:
-            self.models.check(commit, parent, commit.parent_version)
-        except MissingBlobError:
-            raise
-        except ValidationError as exc:
-            if exc.code != "model_mismatch":
-                raise ValidationError(f"the commit is wrong for another reason ({exc.code}), "
-                                      "not a tampered model", code="bad_evidence") from exc
-        else:
-            raise ValidationError("the commit's model is its aggregate", code="bad_evidence")
-        key = evidence_key(ev.kind, tx.sender, commit.version, 0, 0)
-        if key in state.evidence:
-            raise ValidationError("this offence is already recorded", code="duplicate_evidence")
-        return _Offence(key, tx.sender)
-
-    def _apply_tx(self, state: _State, checked: _Checked, epoch: int) -> None:
-        if isinstance(checked, _NewVersion):
+    def _apply_tx(self, state: RegistryState, checked: Checked, epoch: int) -> None:
+        if isinstance(checked, NewVersion):
             state.models.append(checked.commit.model_hash)
             state.model_heights.append(state.height + 1)  # state.height is still the parent's
-        elif isinstance(checked, _Approval):
+        elif isinstance(checked, Approval):
             voters = state.pending.setdefault(checked.key, set())
             voters.add(checked.voter)
             if len(voters) >= self._committee(state, epoch).quorum:
                 del state.pending[checked.key]
                 self._apply_change(state, checked.change)
-        elif isinstance(checked, _Offence):
+        elif isinstance(checked, Offence):
             state.evidence.add(checked.key)
             state.add(epoch, checked.offender, ValidatorStats(misbehaviour=1))
 
-    def _apply_change(self, state: _State, change: ValidatorRegister | ValidatorRemove) -> None:
+    def _apply_change(self, state: RegistryState,
+                      change: ValidatorRegister | ValidatorRemove) -> None:
         """An approved change: the next epoch's election sees it."""
         if isinstance(change, ValidatorRegister):
             vid = identity_id(change.public_key)
