@@ -1,7 +1,10 @@
 """A CTBC replica: the committee consensus engine wired to the store, the mempool, the
 application it is handed (a ``CommitteeApplication``) and the peers.
 
-``CtbcNode`` holds the logic; the gRPC servicers (``servicers.py``) only decode requests and call
+``CtbcNode`` holds the logic, in four parts: this module (the consensus loop, proposing, voting
+and committing), ``ctbc_intake`` (peers' proposals and votes), ``ctbc_sync`` (fetching and
+syncing blocks and blobs) and ``ctbc_evidence`` (evidence, byzantine strategies); the gRPC
+servicers (``servicers.py``) only decode requests and call
 it. One asyncio task (the consensus loop) owns the engine: every proposal, vote, timeout and
 fetched block becomes an event on its queue, so the engine sees one event at a time. Work that
 would hold up the event loop runs elsewhere: signature batches on the verifier's thread pool,
@@ -18,14 +21,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Mapping, Sequence
 from dataclasses import replace
 from typing import Any, TypeVar
 
-import grpc
-
 from dualchain.chain.app import AppFactory, Committee, CommitteeApplication
-from dualchain.chain.consensus.certificate import check_commit_qc
 from dualchain.chain.consensus.committee import (
     Action,
     CastVote,
@@ -40,16 +39,14 @@ from dualchain.chain.consensus.committee import (
     WaitForWork,
 )
 from dualchain.chain.consensus.guard import PROPOSAL_STEP, VoteGuard
-from dualchain.chain.daemon.base import ChainNodeBase, TxOutcome, now_ms
+from dualchain.chain.daemon.base import ChainNodeBase, now_ms
 from dualchain.chain.daemon.config import DaemonConfig
+from dualchain.chain.daemon.ctbc_evidence import EvidenceDuties
+from dualchain.chain.daemon.ctbc_intake import LOOKAHEAD, PeerIntake
+from dualchain.chain.daemon.ctbc_sync import BlockSync
 from dualchain.chain.daemon.peers import PeerLink
 from dualchain.chain.daemon.votes import VoteRelay
-from dualchain.chain.errors import (
-    DecodeError,
-    DualchainError,
-    SignatureError,
-    ValidationError,
-)
+from dualchain.chain.errors import DualchainError, ValidationError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.types import (
@@ -57,41 +54,19 @@ from dualchain.chain.types import (
     CompactProposal,
     Proposal,
     QuorumCertificate,
-    SignedProposal,
-    Transaction,
     TxKind,
     Vote,
     VoteStep,
 )
 from dualchain.chain.uploads import BlobIntake, UploadQuota
-from dualchain.chain.validation import (
-    build_block,
-    check_block,
-    sign_transaction,
-)
+from dualchain.chain.validation import build_block, check_block
 from dualchain.proto.v1 import chain_pb2 as chain_pb
-from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
 
-SYNC_BATCH = 64
-SYNC_CHECK_S = 1.0
-REBROADCAST_S = 1.0
-# While a height stalls, a replica re-sends its own messages of it after 1, 2, 4, 8, ... checks
-# (REBROADCAST_S apart), and from the RELAY_FROM-th on relays every message it holds of it
-# (others' votes too). With 16 replicas, re-sending and relaying every held vote to every peer
-# each second was a storm of thousands of messages a second that kept a loaded committee from
-# ever deciding.
-RELAY_FROM = 4
-PROBE_EVERY = 8
 PROPOSE_POLL_S = 0.025
-# Consensus messages this many heights past the one being decided are kept for later (the
-# engine buffers the votes, we the proposals): a replica that commits a height a moment after
-# its peers then still has their messages for the next one, instead of falling a height behind
-# for good and catching up only by block sync.
-LOOKAHEAD = 1
 MAX_PENDING_PROPOSALS = 16
 # Proposals and votes from peers waiting for the consensus loop, at most. A peer that sends
 # faster than the loop decides waits (its gossip stream stops being read, so HTTP/2 flow control
@@ -100,10 +75,9 @@ MAX_PENDING_PROPOSALS = 16
 MAX_QUEUED_PEER_EVENTS = 256
 PEER_EVENTS = ("proposal", "vote")
 REGOSSIP_TXS = 256  # pending transactions re-sent to the peers when a leader seems to lack them
-MAX_BLOB_BYTES = 256 * 1024 * 1024
 
 
-class CtbcNode(ChainNodeBase):
+class CtbcNode(PeerIntake, BlockSync, EvidenceDuties, ChainNodeBase):
     kind = "ctbc"
     default_max_pending_wait_ms = 1000
     app_type = CommitteeApplication
@@ -183,128 +157,6 @@ class CtbcNode(ChainNodeBase):
         self._last_certificate = QuorumCertificate.decode(cert) if cert else None
         self.metrics.height.set(self.height)
         log.info("replayed %d blocks; head %s", height, head_hash.hex()[:16])
-
-    # -- peer messages ---------------------------------------------------------------------------
-
-    async def on_peer_proposal(self, data: bytes, peer: str) -> None:
-        """A proposal with its whole block (a byzantine leader's, or an older replica's)."""
-        if self._first_copy(Proposal.peek(data)):
-            await self._peer_event("proposal", Proposal.decode(data))
-
-    async def on_peer_compact_proposal(self, data: bytes, peer: str) -> None:
-        """A proposal whose transactions come by hash: rebuilt from the mempool, with what is
-        missing asked of the sender (off the gossip stream, which must keep flowing)."""
-        signed = CompactProposal.peek(data)
-        if not self._first_copy(signed):
-            return
-        compact = CompactProposal.decode(data)
-        txs = [self.mempool.get(h) for h in compact.hashes]
-        if any(tx is None for tx in txs):
-            self._tasks.append(asyncio.create_task(self._complete(compact, txs, peer)))
-            return
-        await self._peer_event("proposal", compact.proposal(txs))  # type: ignore[arg-type]
-
-    def _first_copy(self, signed: SignedProposal) -> bool:
-        """Whether a proposal is new, authentic and near enough to decide on.
-
-        Proposals are re-sent while a height stalls. The signed part comes first in the
-        encoding: it identifies the copy and proves who signed it, so duplicates and forgeries
-        are dropped before the rest is decoded.
-        """
-        seen = (signed.height, signed.round, signed.block_hash, signed.signature)
-        if seen in self._seen_proposals:
-            return False
-        if not self._authentic(signed.chain_id, signed.height, signed.proposer, Domain.PROPOSAL,
-                               signed.signing_bytes, signed.signature):
-            return False
-        if signed.height > self.height + 1 + LOOKAHEAD:
-            return False
-        self._seen_proposals.add(seen)
-        return True
-
-    async def _complete(self, compact: CompactProposal, txs: list[Transaction | None],
-                        peer: str) -> None:
-        """Fetches a compact proposal's missing transactions, from its sender first, round after
-        round until its height is committed (a replica that just restarted may not have its
-        links up yet; a proposal for the next height waits like a full one would). A proposal
-        that cannot be completed is forgotten, so that a re-sent copy is tried again."""
-        signed = compact.signed
-        missing = [h for h, tx in zip(compact.hashes, txs, strict=True) if tx is None]
-        found: dict[bytes, Transaction] = {}
-        links = sorted(self.links, key=lambda link: link.address != peer)  # the sender first
-        delay = 0.1
-        while self.height < signed.height:
-            for link in links:
-                try:
-                    reply = await link.stub().GetBlockTransactions(
-                        peer_pb.GetBlockTransactionsRequest(
-                            block_hash=signed.block_hash,
-                            tx_hashes=[h for h in missing if h not in found]), timeout=5)
-                    found.update((tx.hash, tx) for tx in map(Transaction.decode, reply.txs))
-                except (grpc.aio.AioRpcError, DecodeError) as exc:
-                    log.info("transactions of proposal %s not fetched from %s: %s",
-                             signed.block_hash.hex()[:16], link.address, exc)
-                    continue
-                if all(h in found for h in missing):
-                    full = [tx if tx is not None else found[h]
-                            for h, tx in zip(compact.hashes, txs, strict=True)]
-                    log.info("proposal %s at %d/%d: fetched %d missing transactions from %s",
-                             signed.block_hash.hex()[:16], signed.height, signed.round,
-                             len(missing), link.address)
-                    await self._peer_event("proposal", compact.proposal(full))
-                    return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 1.0)
-        self._seen_proposals.discard(
-            (signed.height, signed.round, signed.block_hash, signed.signature))
-
-    def sent_block_transactions(self, block_hash: bytes) -> Mapping[bytes, Transaction]:
-        """A block proposed in the height being decided, for a peer completing its compact
-        proposal."""
-        block = self.engine.block(block_hash)
-        return {tx.hash: tx for tx in block.transactions} if block is not None else {}
-
-    async def on_peer_vote(self, data: bytes, peer: str) -> None:
-        vote = Vote.decode(data)
-        if not self._authentic(vote.chain_id, vote.height, vote.voter, Domain.VOTE,
-                               vote.signing_bytes, vote.signature):
-            return
-        if vote.height == self.height:
-            if vote.step == VoteStep.PRECOMMIT:
-                self._add_late_precommit(vote)
-        elif vote.height <= self.height + 1 + LOOKAHEAD:
-            await self._peer_event("vote", vote)
-
-    def _authentic(self, chain_id: str, height: int, signer: bytes, domain: Domain,
-                   signing_bytes: bytes, signature: bytes) -> bool:
-        """Checks a consensus message's signer and signature; False for old heights.
-
-        Raises for a message that is forged or comes from outside the committee. A message for a
-        height beyond the committees we know is checked against the signer's validator key; once
-        it verifies, it tells us that this validator has committed up to height - 1, which is
-        what block sync acts on (a claim in an unsigned hello would not be evidence of anything).
-        The signature is checked right here: the CPU threads may be busy validating a block, and
-        a consensus message must not queue behind that.
-        """
-        if chain_id != self.chain_id:
-            raise ValidationError(f"consensus message for chain {chain_id!r}",
-                                  code="wrong_chain")
-        if height < self.height:
-            return False
-        try:
-            key = self.committee(height).keys.get(signer)
-        except ValidationError:  # beyond the committees we know: any validator's key
-            validator = self.app.validator(signer)
-            key = validator.public_key if validator is not None else None
-        if key is None:
-            raise ValidationError("consensus message from a non-member", code="not_a_member")
-        if not self.verifier.verify(self.params.algorithm, key, domain, signing_bytes,
-                                    signature):
-            raise SignatureError(f"{domain.name.lower()} signature does not verify")
-        validator = self.app.validator(signer)
-        if validator is not None and height - 1 > self.peer_heights.get(validator.address, -1):
-            self.peer_heights[validator.address] = height - 1
-        return True
 
     # -- the consensus loop ----------------------------------------------------------------------
 
@@ -588,203 +440,6 @@ class CtbcNode(ChainNodeBase):
             await self._handle_proposal(proposal)
         self._pending_proposals = {h: p for h, p in self._pending_proposals.items() if h > height}
 
-    # -- equivocation evidence -------------------------------------------------------------------
-
-    async def _report(self, action: Equivocation) -> None:
-        self.metrics.equivocations.inc()
-        first, second = action.first, action.second
-        step = int(first.step) if isinstance(first, Vote) else PROPOSAL_STEP
-        key = (action.offender, first.height, first.round, step)
-        if key in self._reported:
-            return
-        self._reported.add(key)
-        tx, outcome = await self._submit_evidence(self.app.equivocation_evidence(first, second))
-        log.warning("equivocation by %s at %d/%d: evidence %s (%s)", action.offender.hex()[:16],
-                    first.height, first.round, tx.hash.hex()[:16],
-                    outcome.error.reason if outcome.error else "admitted")
-
-    async def _submit_evidence(self, payload: bytes) -> tuple[Transaction, TxOutcome]:
-        await self.load_nonces([self.signer.id])
-        nonce, _ = self.mempool.admission_window(self.signer.id, self.next_nonce(self.signer.id))
-        tx = sign_transaction(self.signer, self.chain_id, TxKind.EVIDENCE, payload, nonce,
-                              now_ms())
-        return tx, (await self.submit([tx]))[0]
-
-    # -- model versions (FL) ---------------------------------------------------------------------
-
-    async def submit(self, txs: Sequence[Transaction], gossip: bool = True) -> list[TxOutcome]:
-        """Admission, after fetching the blobs a transaction reads (a model commit's) and the
-        application's precheck; a refusal the application takes as proof of misbehaviour (a
-        model that is not the aggregate of its updates) becomes evidence against the signer."""
-        if self.blobs is not None:
-            reads = [(tx, self.app.blobs_for(tx)) for tx in txs]
-            await self.fetch_blobs([h for _, hashes in reads for h in hashes])
-            for tx, hashes in reads:  # e.g. an aggregate's re-execution, off the event loop
-                if hashes:
-                    await self._on_cpu(self.app.precheck, tx)
-        outcomes = await super().submit(txs, gossip)
-        for tx, outcome in zip(txs, outcomes, strict=True):
-            evidence = (self.app.refusal_evidence(tx, outcome.error)
-                        if outcome.error is not None else None)
-            if evidence is not None:
-                assert outcome.error is not None
-                ev_tx, ev_outcome = await self._submit_evidence(evidence)
-                log.warning("evidence against %s: %s; evidence %s (%s)",
-                            tx.sender.hex()[:16], outcome.error.reason, ev_tx.hash.hex()[:16],
-                            ev_outcome.error.reason if ev_outcome.error else "admitted")
-        return outcomes
-
-    async def fetch_blobs(self, hashes: Sequence[bytes]) -> None:
-        """Fetches the blobs this replica lacks from its peers (each checked against its hash)."""
-        assert self.blobs is not None
-        for h in dict.fromkeys(hashes):
-            if await self._on_cpu(self.blobs.has, h):
-                continue
-            for link in self.links:
-                if link.channel is None:
-                    continue
-                try:
-                    stream = chain_grpc.ChainServiceStub(link.channel).GetBlob(
-                        chain_pb.GetBlobRequest(hash=h), timeout=30)
-                    chunks = [bytes(chunk.data) async for chunk in stream]
-                    await self._on_cpu(self.blobs.put_stream, chunks, h, MAX_BLOB_BYTES)
-                    break
-                except (grpc.aio.AioRpcError, DualchainError) as exc:
-                    log.info("blob %s not fetched from %s: %s", h.hex()[:16], link.address, exc)
-
-    def _equivocate_vote(self, vote: Vote, twin_hash: bytes) -> None:
-        """A byzantine strategy's: also vote for another block, signed, to every peer."""
-        twin = Vote(vote.chain_id, vote.height, vote.round, vote.step, twin_hash, vote.voter)
-        twin = Vote(twin.chain_id, twin.height, twin.round, twin.step, twin.block_hash,
-                    twin.voter, self.signer.sign(Domain.VOTE, twin.signing_bytes))
-        self.broadcast(peer_pb.PeerMessage(vote=twin.encoded))
-
-    async def _equivocate_proposal(self, proposal: Proposal) -> None:
-        """A byzantine strategy's: half the peers get one block first, half another, both
-        signed."""
-        other_block = self._build_block(proposal.round, salt=b"x")
-        other = Proposal(proposal.chain_id, proposal.height, proposal.round, proposal.valid_round,
-                         other_block, proposal.proposer)
-        other = Proposal(other.chain_id, other.height, other.round, other.valid_round,
-                         other_block, other.proposer,
-                         self.signer.sign(Domain.PROPOSAL, other.signing_bytes))
-        for i, link in enumerate(self.links):
-            first, second = (proposal, other) if i % 2 == 0 else (other, proposal)
-            link.send(peer_pb.PeerMessage(proposal=first.encoded))
-            link.send(peer_pb.PeerMessage(proposal=second.encoded))
-
-    # -- fetching and syncing blocks -------------------------------------------------------------
-
-    async def _fetch(self, action: FetchBlock) -> None:
-        """Asks the peers in turn for a block a quorum precommitted that we have not seen,
-        round after round until it arrives or the height is decided some other way (sync)."""
-        delay = 0.1
-        while self.engine.height == action.height and self.height < action.height:
-            for link in self.links:
-                try:
-                    reply = await link.stub().GetBlockByHash(
-                        peer_pb.GetBlockByHashRequest(hash=action.block_hash), timeout=5
-                    )
-                    block = Block.decode(reply.block)
-                except (grpc.aio.AioRpcError, DecodeError):
-                    continue
-                if block.hash == action.block_hash:
-                    log.info("block %s at height %d fetched from %s", block.hash.hex()[:16],
-                             block.height, link.address)
-                    await self._events.put(("block", block))
-                    return
-            await asyncio.sleep(delay)
-            delay = min(delay * 2, 2.0)
-
-    async def _sync_watch(self) -> None:
-        """Watches for a stalled height: re-sends our own messages of it (a peer that restarted
-        or reconnected missed them; the engine never asks twice), and starts block sync when a
-        peer is known to be ahead: at once when it is past the heights we keep messages for,
-        after a stall when it is just one ahead (that is normal for a moment after each commit)."""
-        last_height = -1
-        stalled_ticks = 0
-        while True:
-            await asyncio.sleep(min(SYNC_CHECK_S, REBROADCAST_S))
-            stalled = self.height == last_height
-            last_height = self.height
-            stalled_ticks = stalled_ticks + 1 if stalled else 0
-            if stalled and stalled_ticks & (stalled_ticks - 1) == 0:  # a power of two
-                self._resend_stalled(relay=stalled_ticks >= RELAY_FROM)
-            if self.peer_heights:
-                peer, height = max(self.peer_heights.items(), key=lambda kv: kv[1])
-                if height > self.height + LOOKAHEAD or (stalled and height > self.height):
-                    await self._events.put(("sync", peer))
-            elif stalled and self.links and (stalled_ticks & (stalled_ticks - 1) == 0
-                                             or stalled_ticks % PROBE_EVERY == 0):
-                # No peer sends us anything (a replica that is not a validator yet, say of a
-                # joining node, or an idle chain): ask the peers in turn whether they are
-                # ahead, less often as the stall goes on (every PROBE_EVERY checks at most).
-                self._probe = (self._probe + 1) % len(self.links)
-                await self._events.put(("sync", self.links[self._probe].address))
-
-    def _resend_stalled(self, relay: bool) -> None:
-        resend = self._stalled_height_messages(relay)
-        position = (self.engine.height, self.engine.round)
-        for link in self.links:
-            if not link.idle:  # a peer still busy with our backlog gets nothing more
-                continue
-            # Votes every time; a proposal (a whole block) once per round and peer.
-            again = (link.address, *position) not in self._proposals_resent
-            self._proposals_resent.add((link.address, *position))
-            for message in resend:
-                if again or message.WhichOneof("kind") != "compact_proposal":
-                    link.send(message)
-
-    def _stalled_height_messages(self, relay: bool) -> list[peer_pb.PeerMessage]:
-        """What we re-send while a height stalls: our votes and the current round's proposal we
-        hold for it (a peer that was down missed them, and the engine never asks twice), and
-        the votes we signed before a restart (from the vote guard's record). With ``relay``,
-        the other replicas' votes too: a replica that missed a round's prevotes can justify
-        that round's lock only with them, and their voter may be down."""
-        me, now = self.signer.id, self.engine.round
-        # Of the proposals only the current round's matters, of the votes the current and the
-        # previous round's (a quorum in an older round decided already, or never will).
-        held = [m for m in self.engine.known_messages() if m.height == self.engine.height
-                and (m.round == now if isinstance(m, Proposal)
-                     else m.round >= now - 1 and (relay or m.voter == me))]
-        held += [v for v in self._restored_votes if v not in held]
-        return [peer_pb.PeerMessage(vote=m.encoded) if isinstance(m, Vote)
-                else peer_pb.PeerMessage(compact_proposal=CompactProposal.of(m).encoded)
-                for m in held]
-
-    async def _sync(self, peer: str) -> None:
-        """Fetches committed blocks from ``peer``, checking each certificate and block."""
-        link = next((link for link in self.links if link.address == peer), None)
-        if link is None:
-            self.peer_heights.pop(peer, None)  # a validator we have no link to
-            return
-        start = self.height
-        try:
-            stream = link.stub().GetBlocks(
-                peer_pb.GetBlocksRequest(from_height=self.height + 1, max_blocks=SYNC_BATCH),
-                timeout=30,
-            )
-            async for item in stream:
-                await self._sync_one(Block.decode(item.block),
-                                     QuorumCertificate.decode(item.certificate))
-        except (grpc.aio.AioRpcError, DualchainError) as exc:
-            log.warning("sync from %s stopped at %d: %s", peer, self.height, exc)
-        if self.height > start:
-            log.info("synced heights %d..%d from %s", start + 1, self.height, peer)
-            await self._enter_height(self.height + 1, self.guard.lock_for(self.height + 1))
-        else:
-            self.peer_heights.pop(peer, None)  # it gave us nothing: ask the others next time
-
-    async def _sync_one(self, block: Block, certificate: QuorumCertificate) -> None:
-        height = self.height + 1
-        committee = self.committee(height)
-        await self._on_cpu(check_commit_qc, certificate, committee, self.params.algorithm,
-                           self.verifier, height, block.hash, self.chain_id)
-        if not await self._validate(block):
-            raise ValidationError(f"synced block at height {height} is invalid", code="bad_sync")
-        await self.in_store(self.store.append, block, 0, certificate.encoded)
-        self._apply_committed(block, certificate)
-
     # -- reads for the services ------------------------------------------------------------------
 
     def known_block(self, block_hash: bytes) -> Block | None:
@@ -812,17 +467,3 @@ class CtbcNode(ChainNodeBase):
                    for link in self.links],
             **self.app.status_fields(),
         )
-
-    async def on_peer_message(self, message: peer_pb.PeerMessage, peer: str) -> None:
-        kind = message.WhichOneof("kind")
-        if kind == "compact_proposal":
-            await self.on_peer_compact_proposal(message.compact_proposal, peer)
-        elif kind == "proposal":
-            await self.on_peer_proposal(message.proposal, peer)
-        elif kind == "vote":
-            await self.on_peer_vote(message.vote, peer)
-        elif kind == "votes":  # a collector's bundle: each vote checked as if sent alone
-            for vote in message.votes.votes:
-                await self.on_peer_vote(vote, peer)
-        else:
-            raise DecodeError(f"unexpected gossip message {kind!r} on CTBC")
