@@ -1,6 +1,8 @@
 """A CMBC replica: proof-of-work fork choice over the block store, the application it is handed
 (a ``ReorgApplication``: in dualchain the management application), block templates for miners,
-and gossip of blocks with its peers.
+and gossip of blocks with its peers. ``CmbcNode`` is in three parts: this module (accepting
+blocks, fork choice, reorgs), ``cmbc_sync`` (announcements, orphans, block sync) and
+``cmbc_mining`` (templates and solutions).
 
 Blocks arrive from three places (a miner's solution, a peer's announcement, block sync) and all go
 through ``accept_block``, one at a time (a lock):
@@ -24,13 +26,10 @@ longer than that stays on its own chain until an operator intervenes (docs/cmbc.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
-
-import grpc
 
 from dualchain.chain.app import AppFactory, ReorgApplication
 from dualchain.chain.consensus.blocktree import BlockTree
@@ -38,41 +37,35 @@ from dualchain.chain.consensus.pow import (
     block_work,
     check_seal,
     difficulty_of,
-    median_time_past,
     target_from_bytes,
     target_to_bytes,
 )
-from dualchain.chain.consensus.reward import Reward, check_reward
+from dualchain.chain.consensus.reward import check_reward
 from dualchain.chain.daemon.base import ChainNodeBase, now_ms
+from dualchain.chain.daemon.cmbc_mining import Templates
+from dualchain.chain.daemon.cmbc_sync import PowSync
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import PowMetrics
-from dualchain.chain.daemon.peers import PeerLink
-from dualchain.chain.daemon.stuck import StuckTxs, timely_txs
-from dualchain.chain.errors import DecodeError, DualchainError, NotFoundError, ValidationError
+from dualchain.chain.daemon.stuck import StuckTxs
+from dualchain.chain.errors import DecodeError, DualchainError, ValidationError
 from dualchain.chain.genesis import Genesis
-from dualchain.chain.identity import Signer, identity_id
+from dualchain.chain.identity import Signer
 from dualchain.chain.mempool import MempoolConfig
 from dualchain.chain.types import Block, BlockHeader, CompactBlock, Transaction, TxKind
 from dualchain.chain.validation import check_block, check_nonces
 from dualchain.proto.v1 import chain_pb2 as chain_pb
-from dualchain.proto.v1 import miner_pb2 as miner_pb
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 
 log = logging.getLogger(__name__)
 
-ORPHAN_LIMIT = 256
-TEMPLATES_KEPT = 64
-SYNC_POLL_S = 1.0
-SYNC_BATCH = 128
 ANNOUNCED_KEPT = 8  # blocks whose transactions we keep for peers rebuilding them
-RPC_TIMEOUT_S = 10.0
 TEMPLATE_TX_AGE_MS = 2000
 # How long miners are told to hold off for a block under validation: longer than any accept
 # should take, short enough that a block whose missing transactions never come costs little.
 PENDING_MAX_S = 3.0
 
 
-class CmbcNode(ChainNodeBase):
+class CmbcNode(PowSync, Templates, ChainNodeBase):
     kind = "cmbc"
     app_type = ReorgApplication
     app: ReorgApplication
@@ -194,53 +187,6 @@ class CmbcNode(ChainNodeBase):
         if Block.peek_header(message.block).hash in self.tree:
             return  # relayed back to us, or announced by several peers
         await self.accept_block(Block.decode(message.block))
-
-    async def _on_compact(self, compact: CompactBlock, peer: str) -> None:
-        """Rebuilds an announced block from the mempool; asks the announcer for the
-        transactions it misses (the Merkle root, checked with the block, ties the hashes to the
-        header)."""
-        block_hash = compact.header.hash
-        if block_hash in self.tree or block_hash in self._orphans:
-            return
-        self._foretell(compact.header)
-        txs = [self.mempool.get(h) for h in compact.hashes]
-        if any(tx is None for tx in txs):
-            self.pow_metrics.compact_misses.inc()
-            if block_hash not in self._fetching:
-                self._fetching.add(block_hash)
-                self._tasks.append(asyncio.create_task(self._complete(compact, txs, peer)))
-            return
-        await self.accept_block(Block(compact.header, (compact.first, *txs)))  # type: ignore[arg-type]
-
-    async def _complete(self, compact: CompactBlock, txs: list[Transaction | None],
-                        peer: str) -> None:
-        """Fetches the missing transactions of an announced block from its announcer (a few
-        kilobytes instead of the whole block), or the whole block from anyone if that fails."""
-        block_hash = compact.header.hash
-        missing = [h for h, tx in zip(compact.hashes, txs, strict=True) if tx is None]
-        link = next((link for link in self.links if link.address == peer), None)
-        try:
-            if link is not None and link.connected:
-                try:
-                    reply = await link.stub().GetBlockTransactions(
-                        peer_pb.GetBlockTransactionsRequest(block_hash=block_hash,
-                                                            tx_hashes=missing),
-                        timeout=RPC_TIMEOUT_S)
-                    found = {tx.hash: tx for tx in map(Transaction.decode, reply.txs)}
-                except (grpc.aio.AioRpcError, DecodeError):
-                    found = {}
-                full = [tx if tx is not None else found.get(h)
-                        for h, tx in zip(compact.hashes, txs, strict=True)]
-                if all(tx is not None for tx in full):
-                    try:
-                        await self.accept_block(Block(compact.header, (compact.first, *full)))  # type: ignore[arg-type]
-                    except DualchainError as exc:
-                        log.info("announced block %s refused: %s", block_hash.hex()[:16],
-                                 exc.reason)
-                    return
-            await self._fetch_block(block_hash)
-        finally:
-            self._fetching.discard(block_hash)
 
     def sent_block_transactions(self, block_hash: bytes) -> Mapping[bytes, Transaction]:
         return self._announced.get(block_hash, {})
@@ -434,183 +380,3 @@ class CmbcNode(ChainNodeBase):
         self.pow_metrics.final_height.set(self.final_height)
         self.pow_metrics.difficulty.set(
             difficulty_of(self.tree.expected_target(self._head.hash)))
-
-    # -- orphans and sync ------------------------------------------------------------------------
-
-    def _park(self, block: Block) -> None:
-        if block.hash in self._orphans:
-            return
-        while len(self._orphans) >= ORPHAN_LIMIT:
-            self._orphans.popitem(last=False)
-        self._orphans[block.hash] = block
-        self.pow_metrics.orphans.inc()
-        parent = block.header.parent_hash
-        if parent not in self._fetching and parent not in self._orphans:
-            self._fetching.add(parent)
-            self._tasks.append(asyncio.create_task(self._fetch_block(parent)))
-
-    async def _adopt_orphans(self, parent_hash: bytes) -> None:
-        """Accepts parked blocks whose parent just arrived, and their parked children."""
-        pending = [parent_hash]
-        while pending:
-            parent = pending.pop()
-            children = [b for b in self._orphans.values() if b.header.parent_hash == parent]
-            for child in children:
-                del self._orphans[child.hash]
-                try:
-                    outcome = await self._accept(child)
-                except DualchainError as exc:
-                    log.info("parked block %s refused: %s", child.hash.hex()[:16], exc.reason)
-                    self._forget_pending(child.hash)
-                    continue
-                if outcome in ("connected", "side_branch"):
-                    pending.append(child.hash)
-
-    async def _fetch_block(self, block_hash: bytes) -> None:
-        """Asks each peer in turn for a block by hash (over our own links to them)."""
-        try:
-            for link in self.links:
-                if not link.connected:
-                    continue
-                try:
-                    reply = await link.stub().GetBlockByHash(
-                        peer_pb.GetBlockByHashRequest(hash=block_hash), timeout=RPC_TIMEOUT_S)
-                    block = Block.decode(reply.block)
-                except (grpc.aio.AioRpcError, DecodeError):
-                    continue
-                if block.hash == block_hash:
-                    try:
-                        await self.accept_block(block)
-                    except DualchainError as exc:
-                        log.info("fetched block %s refused: %s", block_hash.hex()[:16],
-                                 exc.reason)
-                    return
-        finally:
-            self._fetching.discard(block_hash)
-
-    async def _sync_loop(self) -> None:
-        """Asks each peer for its chain's work every second and fetches blocks from the ones
-        ahead of us (a restarted replica, or both sides of a healed split, catch up so)."""
-        while True:
-            await asyncio.sleep(SYNC_POLL_S)
-            for link in self.links:
-                if not link.connected:
-                    continue
-                try:
-                    hello = await link.stub().Handshake(self.hello(), timeout=RPC_TIMEOUT_S)
-                except grpc.aio.AioRpcError:
-                    continue
-                self.peer_heights[link.address] = hello.height
-                work = int.from_bytes(hello.cumulative_work, "big")
-                if work <= self.work:
-                    self._peer_ahead.pop(link.address, None)
-                    continue
-                # A peer is ahead for a moment each time it mines or receives a block first;
-                # gossip brings that block within a poll. Sync only from a peer that was ahead
-                # a poll ago too and whose lead gossip has not closed since.
-                previous = self._peer_ahead.get(link.address)
-                if previous is not None and self.work < previous:
-                    self._peer_ahead.pop(link.address, None)
-                    await self._sync_from(link)
-                else:
-                    self._peer_ahead[link.address] = work
-
-    async def _sync_from(self, link: PeerLink) -> None:
-        start = max(1, self.height - self.pow.finality_depth)
-        try:
-            stream = link.stub().GetBlocks(
-                peer_pb.GetBlocksRequest(from_height=start, max_blocks=SYNC_BATCH),
-                timeout=RPC_TIMEOUT_S * 3)
-            async for item in stream:
-                if Block.peek_header(item.block).hash in self.tree:
-                    continue
-                await self.accept_block(Block.decode(item.block))
-        except (grpc.aio.AioRpcError, DualchainError) as exc:
-            log.info("sync from %s stopped: %s", link.address, exc)
-
-    # -- mining ----------------------------------------------------------------------------------
-
-    async def block_template(self, miner_key: bytes, hashrate: float) -> miner_pb.BlockTemplate:
-        if len(miner_key) != self.params.algorithm.public_key_bytes:
-            raise DecodeError(f"miner key is {len(miner_key)} bytes; this chain uses "
-                              f"{self.params.algorithm.label}")
-        miner = identity_id(miner_key)
-        if hashrate > 0:
-            self.pow_metrics.hashrate.labels(miner.hex()[:16]).set(hashrate)
-        # A template on the old head while miners hold off would be stale at once (and the
-        # miner would ask again at once): wait for the held block's verdict. The hold is bounded
-        # (PENDING_MAX_S).
-        while self.mining_tip[1]:
-            await self.wait_for_change(self.head_version)
-        async with self._blocks_lock:  # not halfway through a reorg
-            return await self._template(miner, miner_key)
-
-    async def _template(self, miner: bytes, miner_key: bytes) -> miner_pb.BlockTemplate:
-        parent = self._head
-        await self.load_nonces([miner])
-        timestamp = self._template_time(parent)
-        txs = tuple(self._template_txs(timestamp, miner))
-        reward = Transaction(self.chain_id, TxKind.REWARD, miner, miner_key,
-                             self.next_nonce(miner), timestamp,
-                             Reward(parent.height + 1, parent.hash).encode())
-        self._template_count += 1
-        template_id = hashlib.sha256(
-            parent.hash + self._template_count.to_bytes(8, "big")).digest()[:16]
-        self._templates[template_id] = (parent.hash, txs)
-        while len(self._templates) > TEMPLATES_KEPT:
-            self._templates.popitem(last=False)
-        return miner_pb.BlockTemplate(
-            template_id=template_id, chain_id=self.chain_id, height=parent.height + 1,
-            parent_hash=parent.hash,
-            target=target_to_bytes(self.tree.expected_target(parent.hash)),
-            timestamp_ms=timestamp, app_hash=self.app.app_hash(), reward_tx=reward.encoded,
-            tx_hashes=[tx.hash for tx in txs],
-        )
-
-    def _template_time(self, parent: BlockHeader) -> int:
-        return max(now_ms(), parent.timestamp_ms,
-                   median_time_past(self.tree.median_window(parent.hash)) + 1)
-
-    def _template_txs(self, timestamp: int, miner: bytes | None,
-                      refused: list[tuple[Transaction, ValidationError]] | None = None
-                      ) -> list[Transaction]:
-        """The transactions of a template on the head (``miner``'s own left out: the reward
-        takes its next nonce); each sender's first one left out goes to ``refused``. Without
-        a miner (``_drop_stuck``), whatever their age."""
-        # Only transactions this daemon has held for a moment: by then gossip has brought them
-        # to the peers, so the compact announcement of the block is rebuilt from their mempools
-        # instead of being fetched whole (a slow block makes forks).
-        held = now_ms() - self.template_tx_age_ms if miner is not None else None
-        selected = [tx for tx in self.mempool.select(
-            self.next_nonce, self.params.max_block_txs - 1, self.params.max_block_bytes // 2,
-            admitted_by_ms=held) if tx.sender != miner]
-        # Leave out what would make the block invalid, or every block mined from this template
-        # is refused and the chain stalls: transactions the state refuses together, and ones
-        # stamped too far from the block's time (admitted long ago, or the parent runs ahead).
-        refused = [] if refused is None else refused
-        timely = timely_txs(selected, timestamp, self.params, refused)
-        return self.app.executable(timely, refused)
-
-    def _drop_stuck(self) -> None:
-        """What a template on the new head would leave out, counted against its transactions
-        (``StuckTxs``): on every daemon, whether miners ask it for templates or not, so that
-        the daemon a sender submits to drops its stuck transaction and says why."""
-        refused: list[tuple[Transaction, ValidationError]] = []
-        taken = self._template_txs(self._template_time(self._head), None, refused)
-        self.stuck.observe(self._head.hash, taken, refused)
-
-    async def submit_solution(self, template_id: bytes, header: bytes,
-                              reward_tx: bytes) -> tuple[str, Block]:
-        template = self._templates.get(template_id)
-        if template is None:
-            raise NotFoundError("the template is unknown or expired; ask for a new one")
-        parent_hash, txs = template
-        block = Block(BlockHeader.decode(header), (Transaction.decode(reward_tx), *txs))
-        if block.header.parent_hash != parent_hash:
-            raise ValidationError("the header does not build on its template's parent",
-                                  code="bad_parent")
-        outcome = await self.accept_block(block)
-        self.pow_metrics.mined.labels(outcome).inc()
-        log.debug("solution %s at height %d from miner %s: %s", block.hash.hex()[:16],
-                  block.height, block.header.proposer.hex()[:8], outcome)
-        return outcome, block
