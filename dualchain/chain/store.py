@@ -20,61 +20,21 @@ from __future__ import annotations
 import sqlite3
 from collections.abc import Iterator
 from contextlib import contextmanager
-from dataclasses import dataclass, field
 from pathlib import Path
 from types import TracebackType
 
 from dualchain.chain.errors import DecodeError, NotFoundError, StoreError
 from dualchain.chain.merkle import merkle_root
+from dualchain.chain.store_audit import audit
+from dualchain.chain.store_schema import (
+    MAX_WORK,
+    SCHEMA,
+    SCHEMA_VERSION,
+    WORK_BYTES,
+    HeadChange,
+    TxLocation,
+)
 from dualchain.chain.types import HASH_BYTES, ZERO_HASH, Block, BlockHeader, Transaction
-
-SCHEMA_VERSION = 1
-WORK_BYTES = 32  # cumulative work as 256-bit big-endian, so BLOB comparison orders it
-MAX_WORK = (1 << (8 * WORK_BYTES)) - 1
-
-_SCHEMA = """
-CREATE TABLE meta (key TEXT PRIMARY KEY, value BLOB NOT NULL);
-CREATE TABLE blocks (
-    hash    BLOB PRIMARY KEY,
-    height  INTEGER NOT NULL,
-    parent  BLOB NOT NULL,             -- 32 zero bytes for genesis, hence no foreign key
-    header  BLOB NOT NULL,             -- BlockHeader.encoded
-    body    BLOB NOT NULL,             -- Block.encoded (header included)
-    work    BLOB NOT NULL,             -- cumulative work up to and including this block
-    arrival INTEGER NOT NULL UNIQUE,   -- insertion order: first-seen tie-break for fork choice
-    certificate BLOB                   -- consensus proof of the block (committee: commit QC)
-);
-CREATE INDEX blocks_parent ON blocks(parent);
-CREATE INDEX blocks_work ON blocks(work, arrival);
-CREATE TABLE canonical (
-    height INTEGER PRIMARY KEY,
-    hash   BLOB NOT NULL UNIQUE REFERENCES blocks(hash)
-);
-CREATE TABLE txs (
-    tx_hash    BLOB PRIMARY KEY,
-    block_hash BLOB NOT NULL REFERENCES blocks(hash),
-    height     INTEGER NOT NULL,
-    position   INTEGER NOT NULL
-);
-CREATE TABLE nonces (sender BLOB PRIMARY KEY, next_nonce INTEGER NOT NULL);
-"""
-
-
-@dataclass(frozen=True)
-class HeadChange:
-    """What a change of head did: blocks taken off (newest first) and put on (oldest first)."""
-
-    disconnected: list[Block] = field(default_factory=list)
-    connected: list[Block] = field(default_factory=list)
-
-
-@dataclass(frozen=True)
-class TxLocation:
-    """Where a canonical transaction sits."""
-
-    block_hash: bytes
-    height: int
-    index: int
 
 
 def _check_hash(h: bytes) -> None:
@@ -115,7 +75,7 @@ class BlockStore:
                 ).fetchone()
                 if not exists:
                     # Statement by statement: executescript() would COMMIT our transaction.
-                    for statement in _SCHEMA.split(";"):
+                    for statement in SCHEMA.split(";"):
                         if statement.strip():
                             self._db.execute(statement)
                     self._set_meta("schema_version", str(SCHEMA_VERSION).encode())
@@ -538,101 +498,6 @@ class BlockStore:
         with self._guard("checking consistency"):
             self._db.execute("BEGIN")
             try:
-                return self._audit()
+                return audit(self._db, self._get_meta("head"), self._load, self._decode_block)
             finally:
                 self._db.execute("COMMIT")
-
-    def _audit(self) -> list[str]:
-        problems: list[str] = []
-        db = self._db
-
-        # Every stored block: decodes, hashes to its key, agrees with its columns and parent.
-        info: dict[bytes, tuple[int, bytes, int]] = {}  # hash -> (height, parent, work)
-        for h, height, parent, header, body, work in db.execute(
-            "SELECT hash, height, parent, header, body, work FROM blocks"
-        ):
-            h, parent = bytes(h), bytes(parent)
-            info[h] = (height, parent, int.from_bytes(work, "big"))
-            try:
-                block = self._decode_block(h, bytes(body))
-            except StoreError as exc:
-                problems.append(exc.reason)
-                continue
-            if bytes(header) != block.header.encoded:
-                problems.append(f"block {h.hex()}: header column differs from the block's header")
-            if height != block.height or parent != block.header.parent_hash:
-                problems.append(f"block {h.hex()}: height/parent columns differ from its header")
-        for h, (height, parent, work) in info.items():
-            if height == 0:
-                if parent != ZERO_HASH:
-                    problems.append(f"genesis {h.hex()} has a non-zero parent")
-                continue
-            if parent not in info:
-                problems.append(f"block {h.hex()}: parent {parent.hex()} is not stored")
-            elif info[parent][0] + 1 != height:
-                problems.append(f"block {h.hex()}: height is not its parent's height + 1")
-            elif info[parent][2] > work:
-                problems.append(f"block {h.hex()}: cumulative work below its parent's")
-
-        # Canonical index: contiguous from 0, linked parent to child, ending at the meta head.
-        canonical = [
-            (int(r[0]), bytes(r[1]))
-            for r in db.execute("SELECT height, hash FROM canonical ORDER BY height")
-        ]
-        for expected, (height, h) in enumerate(canonical):
-            if height != expected:
-                problems.append(f"canonical index: height {expected} missing (next is {height})")
-                break
-            if h not in info:
-                problems.append(f"canonical block {h.hex()} at height {height} is not stored")
-                continue
-            if info[h][0] != height:
-                problems.append(f"canonical block {h.hex()} is stored at height {info[h][0]}")
-            want_parent = ZERO_HASH if height == 0 else canonical[height - 1][1]
-            if info[h][1] != want_parent:
-                problems.append(f"canonical block at height {height}: parent is not canonical")
-        head = self._get_meta("head")
-        top = canonical[-1][1] if canonical else None
-        if head != top:
-            problems.append(
-                f"meta head {head.hex() if head else None} is not the top of the canonical index "
-                f"({top.hex() if top else None})"
-            )
-
-        # Transaction and nonce indexes: recomputed from the canonical blocks.
-        want_txs: dict[bytes, tuple[bytes, int, int]] = {}
-        want_nonces: dict[bytes, int] = {}
-        for height, h in canonical:
-            if h not in info:
-                continue
-            try:
-                block = self._load(h)
-            except StoreError:
-                continue  # already reported above
-            for index, tx in enumerate(block.transactions):
-                if tx.hash in want_txs:
-                    problems.append(f"transaction {tx.hash.hex()} is twice on the canonical chain")
-                want_txs[tx.hash] = (h, height, index)
-                want_nonces[tx.sender] = tx.nonce + 1
-        have_txs = {
-            bytes(t): (bytes(b), int(ht), int(p))
-            for t, b, ht, p in db.execute("SELECT tx_hash, block_hash, height, position FROM txs")
-        }
-        for t in want_txs.keys() - have_txs.keys():
-            problems.append(f"transaction {t.hex()} is canonical but not indexed")
-        for t in have_txs.keys() - want_txs.keys():
-            problems.append(f"transaction {t.hex()} is indexed but not canonical")
-        for t in want_txs.keys() & have_txs.keys():
-            if want_txs[t] != have_txs[t]:
-                problems.append(f"transaction {t.hex()} is indexed at the wrong place")
-        want_nonces = {s: n for s, n in want_nonces.items() if n != 0}
-        have_nonces = {
-            bytes(s): int(n) for s, n in db.execute("SELECT sender, next_nonce FROM nonces")
-        }
-        for sender in want_nonces.keys() | have_nonces.keys():
-            want, have = want_nonces.get(sender, 0), have_nonces.get(sender)
-            if have is None or have != want:
-                problems.append(
-                    f"sender {sender.hex()}: next nonce is {have}, the canonical chain says {want}"
-                )
-        return problems
