@@ -23,7 +23,8 @@ from typing import TYPE_CHECKING, Any
 
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.errors import DualchainError, ValidationError
-from dualchain.chain.types import Block, Proposal, Transaction, Vote
+from dualchain.chain.proposals import Proposal
+from dualchain.chain.types import Block, Transaction, Vote
 from dualchain.chain.verifier import SignatureVerifier
 
 if TYPE_CHECKING:  # genesis.py imports Validator from here

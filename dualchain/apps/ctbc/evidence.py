@@ -15,7 +15,8 @@ from dualchain.apps.ctbc.state import Offence, RegistryState
 from dualchain.chain.errors import SignatureError, ValidationError
 from dualchain.chain.identity import Domain
 from dualchain.chain.mldsa import Algorithm
-from dualchain.chain.types import Proposal, SignedProposal, Transaction, TxKind, Vote
+from dualchain.chain.proposals import Proposal, SignedProposal
+from dualchain.chain.types import Transaction, TxKind, Vote
 from dualchain.chain.verifier import SignatureVerifier, VerifyRequest
 
 

@@ -17,14 +17,8 @@ from dualchain.chain.canonical import Reader, Writer
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.genesis import MAX_ADDRESS
 from dualchain.chain.identity import ID_BYTES
-from dualchain.chain.types import (
-    MAX_KEY,
-    MAX_PAYLOAD,
-    SignedProposal,
-    Transaction,
-    TxKind,
-    Vote,
-)
+from dualchain.chain.proposals import SignedProposal
+from dualchain.chain.types import MAX_KEY, MAX_PAYLOAD, Transaction, TxKind, Vote
 
 REGISTER_TAG = b"DVR2"
 REMOVE_TAG = b"DVX1"

@@ -68,15 +68,8 @@ from dualchain.chain.consensus.certificate import check_commit_qc
 from dualchain.chain.errors import DecodeError, DualchainError, ValidationError
 from dualchain.chain.genesis import Genesis, GenesisError
 from dualchain.chain.identity import identity_id
-from dualchain.chain.types import (
-    Block,
-    Proposal,
-    QuorumCertificate,
-    SignedProposal,
-    Transaction,
-    TxKind,
-    Vote,
-)
+from dualchain.chain.proposals import Proposal, SignedProposal
+from dualchain.chain.types import Block, QuorumCertificate, Transaction, TxKind, Vote
 from dualchain.chain.verifier import SignatureVerifier
 
 __all__ = [

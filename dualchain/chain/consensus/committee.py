@@ -20,7 +20,8 @@ from collections import defaultdict
 from dataclasses import dataclass, field
 
 from dualchain.chain.app import Committee
-from dualchain.chain.types import ZERO_HASH, Block, Proposal, QuorumCertificate, Vote, VoteStep
+from dualchain.chain.proposals import Proposal
+from dualchain.chain.types import ZERO_HASH, Block, QuorumCertificate, Vote, VoteStep
 
 NIL = ZERO_HASH  # a vote for no block
 MAX_BUFFERED = 4096  # messages kept for the next height while this one finishes

@@ -49,15 +49,8 @@ from dualchain.chain.daemon.votes import VoteRelay
 from dualchain.chain.errors import DualchainError, ValidationError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Domain, Signer
-from dualchain.chain.types import (
-    Block,
-    CompactProposal,
-    Proposal,
-    QuorumCertificate,
-    TxKind,
-    Vote,
-    VoteStep,
-)
+from dualchain.chain.proposals import CompactProposal, Proposal
+from dualchain.chain.types import Block, QuorumCertificate, TxKind, Vote, VoteStep
 from dualchain.chain.uploads import BlobIntake, UploadQuota
 from dualchain.chain.validation import build_block, check_block
 from dualchain.proto.v1 import chain_pb2 as chain_pb

@@ -11,7 +11,8 @@ from dualchain.chain.consensus.committee import Equivocation
 from dualchain.chain.consensus.guard import PROPOSAL_STEP
 from dualchain.chain.daemon.base import TxOutcome, now_ms
 from dualchain.chain.identity import Domain
-from dualchain.chain.types import Proposal, Transaction, TxKind, Vote
+from dualchain.chain.proposals import Proposal
+from dualchain.chain.types import Transaction, TxKind, Vote
 from dualchain.chain.validation import sign_transaction
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 

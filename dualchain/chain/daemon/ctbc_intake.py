@@ -12,14 +12,8 @@ import grpc
 
 from dualchain.chain.errors import DecodeError, SignatureError, ValidationError
 from dualchain.chain.identity import Domain
-from dualchain.chain.types import (
-    CompactProposal,
-    Proposal,
-    SignedProposal,
-    Transaction,
-    Vote,
-    VoteStep,
-)
+from dualchain.chain.proposals import CompactProposal, Proposal, SignedProposal
+from dualchain.chain.types import Transaction, Vote, VoteStep
 from dualchain.proto.v1 import peer_pb2 as peer_pb
 
 log = logging.getLogger(__name__)

@@ -15,7 +15,8 @@ from dualchain.chain.consensus.certificate import check_commit_qc
 from dualchain.chain.consensus.committee import FetchBlock
 from dualchain.chain.daemon.ctbc_intake import LOOKAHEAD
 from dualchain.chain.errors import DecodeError, DualchainError, ValidationError
-from dualchain.chain.types import Block, CompactProposal, Proposal, QuorumCertificate, Vote
+from dualchain.chain.proposals import CompactProposal, Proposal
+from dualchain.chain.types import Block, QuorumCertificate, Vote
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from dualchain.proto.v1 import peer_pb2 as peer_pb

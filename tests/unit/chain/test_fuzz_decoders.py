@@ -16,10 +16,10 @@ from hypothesis import strategies as st
 
 from dualchain.chain import wire
 from dualchain.chain.errors import DecodeError, ValidationError
+from dualchain.chain.proposals import CompactProposal
 from dualchain.chain.types import (
     Block,
     BlockHeader,
-    CompactProposal,
     QuorumCertificate,
     Transaction,
     TxKind,

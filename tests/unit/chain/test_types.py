@@ -7,12 +7,11 @@ from dataclasses import replace
 import pytest
 
 from dualchain.chain.errors import DecodeError
+from dualchain.chain.proposals import Proposal, SignedProposal
 from dualchain.chain.types import (
     Block,
     BlockHeader,
-    Proposal,
     QuorumCertificate,
-    SignedProposal,
     Transaction,
     TxKind,
     Vote,

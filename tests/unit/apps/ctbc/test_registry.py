@@ -25,10 +25,10 @@ from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.genesis import ConsensusParams, Genesis
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.mldsa import Algorithm
+from dualchain.chain.proposals import Proposal
 from dualchain.chain.types import (
     Block,
     BlockHeader,
-    Proposal,
     QuorumCertificate,
     Transaction,
     TxKind,

@@ -49,7 +49,8 @@ from dualchain.chain.consensus.committee import (
 )
 from dualchain.chain.consensus.guard import PROPOSAL_STEP, VoteGuard
 from dualchain.chain.identity import Domain, Signer
-from dualchain.chain.types import Block, Proposal, QuorumCertificate, Vote, VoteStep
+from dualchain.chain.proposals import Proposal
+from dualchain.chain.types import Block, QuorumCertificate, Vote, VoteStep
 from tests.ledger_builders import make_block, make_signer
 
 CHAIN_ID = "test"

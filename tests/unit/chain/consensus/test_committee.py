@@ -28,7 +28,8 @@ from dualchain.chain.consensus.committee import (
 )
 from dualchain.chain.consensus.guard import VoteGuard
 from dualchain.chain.identity import Domain
-from dualchain.chain.types import Block, Proposal, Vote, VoteStep
+from dualchain.chain.proposals import Proposal
+from dualchain.chain.types import Block, Vote, VoteStep
 from tests.unit.chain.consensus.simulation import (
     CHAIN_ID,
     Byzantine,

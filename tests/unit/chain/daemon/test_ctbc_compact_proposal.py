@@ -19,7 +19,8 @@ from dualchain.chain.daemon.ctbc import CtbcNode
 from dualchain.chain.errors import DecodeError
 from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Domain, Signer, load_key_file
-from dualchain.chain.types import CompactProposal, Proposal, Transaction, TxKind
+from dualchain.chain.proposals import CompactProposal, Proposal
+from dualchain.chain.types import Transaction, TxKind
 from dualchain.chain.validation import build_block, sign_transaction
 from dualchain.deploy.testnet import TestnetPlan as Plan
 from dualchain.deploy.testnet import make_testnet
