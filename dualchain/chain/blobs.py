@@ -18,6 +18,7 @@ from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import BinaryIO
 
+from dualchain.chain.durable import fsync_dir
 from dualchain.chain.errors import BlobCorruptedError, NotFoundError, OversizedError, StoreError
 
 HASH_BYTES = 32
@@ -27,14 +28,6 @@ TMP_PREFIX = ".tmp-"
 def _check(h: bytes) -> None:
     if not isinstance(h, bytes) or len(h) != HASH_BYTES:
         raise ValueError(f"a blob hash is {HASH_BYTES} bytes")
-
-
-def _fsync_dir(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
 
 
 class BlobStore:
@@ -65,7 +58,7 @@ class BlobStore:
         shard = self.path(h).parent
         if not shard.is_dir():
             shard.mkdir(exist_ok=True)
-            _fsync_dir(self.root)  # make the new directory entry itself durable
+            fsync_dir(self.root)  # make the new directory entry itself durable
         return shard
 
     # -- writes ------------------------------------------------------------------------------
@@ -116,7 +109,7 @@ class BlobStore:
                 final = self.path(h)
                 shard = self._shard(h)
                 os.replace(tmp, final)
-                _fsync_dir(shard)
+                fsync_dir(shard)
             return h
         except BaseException:
             tmp.unlink(missing_ok=True)
@@ -135,7 +128,7 @@ class BlobStore:
         except BaseException:
             Path(tmp_name).unlink(missing_ok=True)
             raise
-        _fsync_dir(shard)
+        fsync_dir(shard)
 
     def delete(self, h: bytes) -> bool:
         """Removes a blob; False if it was not there."""
@@ -144,7 +137,7 @@ class BlobStore:
             path.unlink()
         except FileNotFoundError:
             return False
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
         return True
 
     # -- reads -------------------------------------------------------------------------------

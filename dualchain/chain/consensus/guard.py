@@ -25,6 +25,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dualchain.chain.consensus.committee import LockState
+from dualchain.chain.durable import fsync_dir
 from dualchain.chain.errors import DecodeError, StoreError
 from dualchain.chain.types import Block
 
@@ -50,14 +51,6 @@ def _int(mapping: dict, key: str) -> int:
     return value
 
 
-def _fsync_dir(directory: Path) -> None:
-    fd = os.open(directory, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
 def _write_atomic(path: Path, data: bytes) -> None:
     tmp = path.with_name(f".{path.name}.tmp")
     with open(tmp, "wb") as handle:
@@ -65,7 +58,7 @@ def _write_atomic(path: Path, data: bytes) -> None:
         handle.flush()
         os.fsync(handle.fileno())
     os.replace(tmp, path)
-    _fsync_dir(path.parent)
+    fsync_dir(path.parent)
 
 
 def _record(signed: Signed) -> dict[str, object]:

@@ -360,12 +360,6 @@ class ChainNodeBase:
         self._tasks.append(asyncio.create_task(notify()))
         self._tasks = [t for t in self._tasks if not t.done()]
 
-    async def wait_for_height(self, height: int, final: bool = False) -> None:
-        """Returns once the chain (its final part, with ``final``) reaches ``height``."""
-        async with self._grown:
-            await self._grown.wait_for(
-                lambda: (self.final_height if final else self.height) >= height)
-
     async def wait_for_change(self, seen_version: int) -> None:
         """Returns once the head changed after ``head_version`` was ``seen_version``."""
         async with self._grown:

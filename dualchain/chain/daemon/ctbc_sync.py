@@ -17,6 +17,7 @@ from dualchain.chain.daemon.ctbc_intake import LOOKAHEAD
 from dualchain.chain.errors import DecodeError, DualchainError, ValidationError
 from dualchain.chain.proposals import CompactProposal, Proposal
 from dualchain.chain.types import Block, QuorumCertificate, Vote
+from dualchain.chain.uploads import MAX_BLOB_BYTES
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import chain_pb2_grpc as chain_grpc
 from dualchain.proto.v1 import peer_pb2 as peer_pb
@@ -33,7 +34,6 @@ REBROADCAST_S = 1.0
 # ever deciding.
 RELAY_FROM = 4
 PROBE_EVERY = 8
-MAX_BLOB_BYTES = 256 * 1024 * 1024
 
 
 class BlockSync:
