@@ -13,7 +13,8 @@ from pathlib import Path
 
 from dualchain.apps.cmbc.app import CmbcApp
 from dualchain.apps.ctbc.registry import RegistryApp
-from dualchain.chain.app import AppContext, AppFactory, Application
+from dualchain.chain.app import Application
+from dualchain.chain.app_context import AppContext, AppFactory
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.daemon import main as daemon_main
 

@@ -9,26 +9,20 @@ to take back the last applied block, because a reorg disconnects blocks, and whi
 transactions a block template may carry together.
 
 A daemon does not pick its application: the composition root (``dualchain.apps.factory``, used by
-``dualchain chain``) hands it an ``AppFactory``, which the daemon calls with an ``AppContext``
-(what the application may use of the daemon's) once its verifier exists.
+``dualchain chain``) hands it an ``AppFactory`` (``app_context``).
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.errors import DualchainError, ValidationError
 from dualchain.chain.proposals import Proposal
 from dualchain.chain.types import Block, Transaction, Vote
-from dualchain.chain.verifier import SignatureVerifier
-
-if TYPE_CHECKING:  # genesis.py imports Validator from here
-    from dualchain.chain.genesis import Genesis
 
 
 @dataclass(frozen=True)
@@ -150,15 +144,3 @@ class ReorgApplication(Application):
         """What of ``txs``, applied in order, the rules accept (a block template's
         transactions); changes nothing. Each sender's first refused transaction goes to
         ``refused`` with the reason."""
-
-
-@dataclass(frozen=True)
-class AppContext:
-    """What a daemon lends the application it runs."""
-
-    genesis: Genesis
-    verifier: SignatureVerifier  # the daemon's (its cache and thread pool are shared)
-    data_dir: Path  # the daemon's data directory (an application keeps its blobs there)
-
-
-AppFactory = Callable[[AppContext], Application]

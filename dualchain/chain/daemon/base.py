@@ -16,7 +16,8 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
-from dualchain.chain.app import AppContext, AppFactory, Application
+from dualchain.chain.app import Application
+from dualchain.chain.app_context import AppContext, AppFactory
 from dualchain.chain.clock import now_ms
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.metrics import ChainMetrics

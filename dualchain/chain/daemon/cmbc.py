@@ -31,7 +31,8 @@ import time
 from collections import OrderedDict
 from collections.abc import Mapping, Sequence
 
-from dualchain.chain.app import AppFactory, ReorgApplication
+from dualchain.chain.app import ReorgApplication
+from dualchain.chain.app_context import AppFactory
 from dualchain.chain.consensus.blocktree import BlockTree
 from dualchain.chain.consensus.pow import (
     block_work,

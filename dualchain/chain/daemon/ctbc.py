@@ -24,7 +24,8 @@ import time
 from dataclasses import replace
 from typing import Any, TypeVar
 
-from dualchain.chain.app import AppFactory, Committee, CommitteeApplication
+from dualchain.chain.app import Committee, CommitteeApplication
+from dualchain.chain.app_context import AppFactory
 from dualchain.chain.consensus.committee import (
     Action,
     CastVote,

@@ -25,7 +25,7 @@ from pathlib import Path
 import uvloop
 
 from dualchain.chain import heartbeat
-from dualchain.chain.app import AppFactory
+from dualchain.chain.app_context import AppFactory
 from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.daemon.config import ConfigError, DaemonConfig
 from dualchain.chain.daemon.ctbc import CtbcNode
