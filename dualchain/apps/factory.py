@@ -13,6 +13,7 @@ from pathlib import Path
 
 from dualchain.apps.cmbc.app import CmbcApp
 from dualchain.apps.ctbc.registry import RegistryApp
+from dualchain.apps.genesis import Genesis
 from dualchain.chain.app import Application
 from dualchain.chain.app_context import AppContext, AppFactory
 from dualchain.chain.blobs import BlobStore
@@ -24,13 +25,13 @@ UNDO_HEADROOM = 16
 
 
 def ctbc_app(context: AppContext) -> RegistryApp:
-    genesis = context.genesis
+    genesis = Genesis.of(context.genesis)  # refuses a section no application knows
     blobs = BlobStore(context.data_dir / "blobs") if genesis.fl is not None else None
     return RegistryApp(genesis, context.verifier, blobs)
 
 
 def cmbc_app(context: AppContext) -> CmbcApp:
-    genesis = context.genesis
+    genesis = Genesis.of(context.genesis)
     return CmbcApp(max_undo=genesis.pow.finality_depth + UNDO_HEADROOM, sched=genesis.sched)
 
 

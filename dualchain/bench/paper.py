@@ -221,7 +221,7 @@ def adjustments(workdir: Path, chains: str) -> int:
     each assignment record the management application accepted and did not supersede."""
     from dualchain.apps.cmbc.app import CmbcApp
     from dualchain.apps.cmbc.payloads import MANAGEMENT_KINDS
-    from dualchain.chain.genesis import Genesis
+    from dualchain.apps.genesis import Genesis
     from dualchain.chain.store import BlockStore
 
     single = chains == "single"

@@ -1,10 +1,13 @@
 """The genesis file: everything replicas must agree on before block 1.
 
 A genesis fixes the chain id, the kind of chain, the ML-DSA parameter set, the initial validators,
-the consensus timing, the ledger size limits and the reputation weights. It is a JSON file that an
-operator writes once and copies to every replica; each replica parses it strictly (an unknown,
-missing or mistyped key is refused, so a typo cannot silently fall back to a default on one
-replica only) and derives the same genesis block from it.
+the consensus timing, the ledger size limits and the reputation weights (the committee's
+election). It also carries the applications' own sections (``app_sections``: FL, scheduling),
+which the engine hashes but does not interpret: ``dualchain.apps.genesis`` parses them. It is a
+JSON file that an operator writes once and copies to every replica; each replica parses it
+strictly (an unknown, missing or mistyped key is refused, so a typo cannot silently fall back to a
+default on one replica only; an unknown top-level key is refused by the application's parser) and
+derives the same genesis block from it.
 
 The genesis hash is SHA-256 of the canonical JSON of the parsed value (sorted keys, no spaces,
 ASCII), so it does not depend on key order, indentation or hex case in the file. It is the
@@ -16,6 +19,7 @@ from __future__ import annotations
 import hashlib
 import json
 import math
+from collections.abc import Mapping
 from dataclasses import asdict, dataclass, field, fields
 from functools import cached_property
 from pathlib import Path
@@ -25,7 +29,6 @@ from dualchain.chain.app import Validator
 from dualchain.chain.canonical import U64_MAX
 from dualchain.chain.consensus.pow import PowParams
 from dualchain.chain.errors import DualchainError
-from dualchain.chain.genesis_defense import DefenseParams, DefenseParamsError, check_defense
 from dualchain.chain.identity import ID_BYTES, identity_id
 from dualchain.chain.merkle import EMPTY_ROOT
 from dualchain.chain.mldsa import Algorithm
@@ -87,50 +90,6 @@ class ReputationWeights:
 
 
 @dataclass(frozen=True)
-class FlParams:
-    """Federated learning on CTBC: the model every replica starts from and the aggregation rule
-    every committee member re-executes (see ``ctbc.fl``). Optional: a CTBC without it carries no
-    model versions."""
-
-    dataset: str = "digits"
-    model_seed: int = 0
-    model_hash: str = ""  # hex SHA-256 of version 0's parameter blob (derived from the seed)
-    mode: str = "fedasync"  # "fedasync" or "fedavg"
-    staleness_rule: str = "eq2"
-    staleness_a: float = 0.5
-    staleness_b: int = 4
-    max_staleness: int = 8
-    mixing: float = 1.0
-    max_update_norm: float = 100.0
-    # User plug-ins (docs/plugins.md): "pkg.module:name", or "" for the built-in. ``dataset``
-    # above may name a loader the same way.
-    model: str = ""  # the model factory (version 0 is derived from it and model_seed)
-    aggregator: str = ""  # the rule every committee member re-executes instead of ``mode``'s
-
-
-@dataclass(frozen=True)
-class SchedParams:
-    """Task scheduling on CMBC (seed 000 §4): the inputs of the scheduler every replica
-    re-executes to check a group assignment or a task plan. Optional: a CMBC without it refuses
-    both. ``mode``: "ddmlts" (eqs. 12-13), "olar" (the makespan optimum) or "equal"."""
-
-    mode: str = "ddmlts"
-    k_max: int = 4
-    alpha: float = 1.0
-    batches_per_client: int = 20  # a group's total work is this times its size
-    lower: int = 1
-    upper: int = 200
-    batch_size: int = 64  # samples per batch: turns a reported speed into batches per second
-    # Relative change of a client's speed that triggers re-clustering. Speeds measured on a
-    # shared host move by a third with contention alone; half is a real change.
-    drift: float = 0.5
-    eps_rtt: float = 1 / 3  # eq. 8 weights
-    eps_completion: float = 1 / 3
-    eps_speed: float = 1 / 3
-    history: int = 32  # state reports kept per client (the oldest basis a plan may use)
-
-
-@dataclass(frozen=True)
 class LedgerLimits:
     """The size and clock bounds of ``LedgerParams``, with its defaults."""
 
@@ -158,16 +117,15 @@ class Genesis:
     limits: LedgerLimits = field(default_factory=LedgerLimits)
     reputation: ReputationWeights = field(default_factory=ReputationWeights)
     pow: PowParams = field(default_factory=PowParams)  # CMBC only: absent from a CTBC file
-    fl: FlParams | None = None  # CTBC only, optional
-    defense: DefenseParams | None = None  # CTBC with fl only, optional
-    sched: SchedParams | None = None  # CMBC (or a single-chain CTBC) only, optional
-    # CTBC only: single-chain mode (seed 000 Table 5's baseline): CMBC's management
-    # transactions (registrations, state reports, anchors, groups, plans, joins) go on this
-    # chain, and no CMBC runs.
-    single_chain: bool = False
+    # The applications' sections: top-level keys the engine does not interpret (raw JSON values),
+    # carried into the genesis hash. The application parses and checks its own
+    # (``dualchain.apps.genesis``); a daemon's composition root refuses a key no application
+    # knows, so a typo cannot silently fall back to a default.
+    app_sections: Mapping[str, Any] = field(default_factory=dict, hash=False)
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "validators", tuple(self.validators))
+        object.__setattr__(self, "app_sections", dict(self.app_sections))
         _check_semantics(self)
 
     # -- derived values -------------------------------------------------------------------------
@@ -211,14 +169,8 @@ class Genesis:
         }
         if self.kind == "cmbc":
             data["pow"] = asdict(self.pow)
-        if self.fl is not None:
-            data["fl"] = asdict(self.fl)
-        if self.sched is not None:
-            data["sched"] = asdict(self.sched)
-        if self.defense is not None:  # (absent otherwise: a genesis hash is unchanged)
-            data["defense"] = asdict(self.defense)
-        if self.single_chain:  # (absent otherwise: a dual-chain genesis hash is unchanged)
-            data["single_chain"] = True
+        for key, value in self.app_sections.items():
+            data[key] = value
         return data
 
     @classmethod
@@ -227,17 +179,9 @@ class Genesis:
                 "consensus", "limits", "reputation"]
         if isinstance(data, dict) and data.get("kind") == "cmbc":
             keys.append("pow")
-            if "sched" in data:
-                keys.append("sched")
-        if isinstance(data, dict) and data.get("kind") == "ctbc" and "fl" in data:
-            keys.append("fl")
-            if "defense" in data:
-                keys.append("defense")
-        if isinstance(data, dict) and data.get("kind") == "ctbc" and "single_chain" in data:
-            keys.append("single_chain")
-            if "sched" in data:
-                keys.append("sched")
-        obj = _object(data, "", keys)
+        obj = parse_object(data, "", keys, others=True)
+        if "pow" in obj and "pow" not in keys:  # the engine's own, on the wrong kind of chain
+            raise GenesisError("pow: unknown key")
         if obj["format"] != GENESIS_FORMAT:
             raise GenesisError(f"format: is {obj['format']!r}, expected {GENESIS_FORMAT!r}")
         algorithm_label = _string(obj["algorithm"], "algorithm")
@@ -258,17 +202,11 @@ class Genesis:
             validators=tuple(
                 _validator(item, f"validators[{i}]") for i, item in enumerate(raw_validators)
             ),
-            consensus=_section(ConsensusParams, obj["consensus"], "consensus"),
-            limits=_section(LedgerLimits, obj["limits"], "limits"),
-            reputation=_section(ReputationWeights, obj["reputation"], "reputation"),
-            **({"pow": _section(PowParams, obj["pow"], "pow")} if "pow" in obj else {}),
-            **({"fl": _section(FlParams, obj["fl"], "fl")} if "fl" in obj else {}),
-            **({"defense": _section(DefenseParams, obj["defense"], "defense")}
-               if "defense" in obj else {}),
-            **({"sched": _section(SchedParams, obj["sched"], "sched")} if "sched" in obj
-               else {}),
-            **({"single_chain": _boolean(obj["single_chain"], "single_chain")}
-               if "single_chain" in obj else {}),
+            consensus=parse_section(ConsensusParams, obj["consensus"], "consensus"),
+            limits=parse_section(LedgerLimits, obj["limits"], "limits"),
+            reputation=parse_section(ReputationWeights, obj["reputation"], "reputation"),
+            **({"pow": parse_section(PowParams, obj["pow"], "pow")} if "pow" in obj else {}),
+            app_sections={k: v for k, v in obj.items() if k not in keys},
         )
 
     @classmethod
@@ -298,13 +236,15 @@ def _no_duplicate_keys(pairs: list[tuple[str, Any]]) -> dict[str, Any]:
     return obj
 
 
-def _object(data: object, path: str, keys: list[str]) -> dict[str, Any]:
-    """A JSON object with exactly ``keys``; ``path`` is "" at the top level."""
+def parse_object(data: object, path: str, keys: list[str], others: bool = False
+                 ) -> dict[str, Any]:
+    """A JSON object with exactly ``keys`` (at least, with ``others``); ``path`` is "" at the
+    top level."""
     if not isinstance(data, dict):
         raise GenesisError(f"{path or 'genesis'}: expected a JSON object")
     prefix = f"{path}." if path else ""
     for key in data:
-        if key not in keys:
+        if key not in keys and not others:
             raise GenesisError(f"{prefix}{key}: unknown key")
     for key in keys:
         if key not in data:
@@ -318,7 +258,7 @@ def _string(value: object, path: str) -> str:
     return value
 
 
-def _boolean(value: object, path: str) -> bool:
+def parse_boolean(value: object, path: str) -> bool:
     if not isinstance(value, bool):
         raise GenesisError(f"{path}: expected true or false")
     return value
@@ -345,7 +285,7 @@ def _hex(value: object, path: str) -> bytes:
 
 
 def _validator(data: object, path: str) -> Validator:
-    obj = _object(data, path, ["id", "public_key", "address"])
+    obj = parse_object(data, path, ["id", "public_key", "address"])
     return Validator(
         id=_hex(obj["id"], f"{path}.id"),
         public_key=_hex(obj["public_key"], f"{path}.public_key"),
@@ -353,10 +293,10 @@ def _validator(data: object, path: str) -> Validator:
     )
 
 
-def _section(cls: type[Any], data: object, path: str) -> Any:
+def parse_section(cls: type[Any], data: object, path: str) -> Any:
     """A flat dataclass of ints and floats, typed by its field defaults."""
     names = [f.name for f in fields(cls)]
-    obj = _object(data, path, names)
+    obj = parse_object(data, path, names)
     values: dict[str, Any] = {}
     for f in fields(cls):
         where = f"{path}.{f.name}"
@@ -391,34 +331,9 @@ def _check_semantics(g: Genesis) -> None:
             raise GenesisError(f"limits.{f.name}: must be a positive integer, got {value!r}")
     _check_reputation(g.reputation)
     _check_pow(g.pow)
-    if g.fl is not None:
-        _check_fl(g)
-    elif g.defense is not None:
-        raise GenesisError("defense: needs an fl section (it screens model updates)")
-    if g.sched is not None:
-        _check_sched(g)
-    if g.single_chain is not False and (g.single_chain is not True or g.kind != "ctbc"):
-        raise GenesisError("single_chain: a boolean, and only on ctbc")
-
-
-def _check_sched(g: Genesis) -> None:
-    sched = g.sched
-    assert sched is not None
-    if g.kind != "cmbc" and not g.single_chain:
-        raise GenesisError("sched: task plans live on cmbc (or a single_chain ctbc)")
-    if sched.mode not in ("ddmlts", "olar", "equal"):
-        raise GenesisError(f"sched.mode: {sched.mode!r} is not ddmlts, olar or equal")
-    for name in ("k_max", "batches_per_client", "lower", "upper", "batch_size", "history"):
-        if type(getattr(sched, name)) is not int or getattr(sched, name) < 1:
-            raise GenesisError(f"sched.{name}: must be a positive integer")
-    if sched.lower > sched.upper or sched.lower > sched.batches_per_client:
-        raise GenesisError("sched: need lower <= batches_per_client and lower <= upper")
-    for name in ("alpha", "drift"):
-        if not 0 < getattr(sched, name) < float("inf"):
-            raise GenesisError(f"sched.{name}: must be a positive finite number")
-    weights = (sched.eps_rtt, sched.eps_completion, sched.eps_speed)
-    if min(weights) < 0 or abs(sum(weights) - 1) > 1e-9:
-        raise GenesisError("sched: eps_rtt + eps_completion + eps_speed must be 1, each >= 0")
+    for key in g.app_sections:
+        if not isinstance(key, str) or not key:
+            raise GenesisError("an application section needs a name")
 
 
 def _check_validators(g: Genesis) -> None:
@@ -483,34 +398,3 @@ def _check_pow(p: PowParams) -> None:
                            "the block rate from a window of at least 2 intervals)")
     if p.max_adjust < 2:
         raise GenesisError("pow.max_adjust: must be at least 2")
-
-
-def _check_fl(g: Genesis) -> None:
-    fl = g.fl
-    assert fl is not None
-    if g.kind != "ctbc":
-        raise GenesisError("fl: model versions live on ctbc")
-    if fl.mode not in ("fedasync", "fedavg"):
-        raise GenesisError(f"fl.mode: {fl.mode!r} is not fedasync or fedavg")
-    if fl.staleness_rule not in ("eq2", "constant", "polynomial", "hinge"):
-        raise GenesisError(f"fl.staleness_rule: unknown rule {fl.staleness_rule!r}")
-    if len(fl.model_hash) != 64 or any(c not in "0123456789abcdef" for c in fl.model_hash):
-        raise GenesisError("fl.model_hash: must be 64 lowercase hex digits")
-    for name in ("model", "aggregator"):
-        value = getattr(fl, name)
-        if value and (":" not in value or any(c.isspace() for c in value)):
-            raise GenesisError(f"fl.{name}: must be empty or an import path pkg.module:name")
-    for name in ("mixing", "max_update_norm"):
-        value = getattr(fl, name)
-        if not math.isfinite(value) or value <= 0:
-            raise GenesisError(f"fl.{name}: must be a positive finite number")
-    for name in ("model_seed", "staleness_b", "max_staleness"):
-        value = getattr(fl, name)
-        if type(value) is not int or not 0 <= value <= U64_MAX:
-            raise GenesisError(f"fl.{name}: must be a non-negative integer")
-    if g.defense is not None:
-        try:
-            check_defense(g.defense)
-        except DefenseParamsError as exc:
-            raise GenesisError(str(exc)) from None
-

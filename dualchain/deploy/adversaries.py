@@ -25,8 +25,8 @@ from typing import Any
 
 from dualchain.adversary.client import AttackConfigError, make_client_attack
 from dualchain.adversary.node import make_node_attack
-from dualchain.chain.genesis_defense import DEFENSE_RULES, DefenseParams, DefenseParamsError
-from dualchain.chain.genesis_defense import check_defense as _check
+from dualchain.apps.genesis_defense import DEFENSE_RULES, DefenseParams, DefenseParamsError
+from dualchain.apps.genesis_defense import check_defense as _check
 
 DEFENSES: tuple[str, ...] = ("none", "pn", *DEFENSE_RULES[1:])
 WATERMARK_LENGTH = 4096  # learning.watermark.WatermarkParams' default

@@ -13,10 +13,10 @@ from dataclasses import asdict, replace
 from pathlib import Path
 from typing import Any
 
+from dualchain.apps.genesis import ConsensusParams, FlParams, Genesis, SchedParams
 from dualchain.chain.app import Validator
 from dualchain.chain.clock import now_ms
 from dualchain.chain.consensus.pow import PowParams
-from dualchain.chain.genesis import ConsensusParams, FlParams, Genesis, SchedParams
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import TlsFiles

@@ -27,8 +27,8 @@ from dualchain.apps.cmbc.payloads import (
     Regrouping,
     TaskPlan,
 )
+from dualchain.apps.genesis import SchedParams
 from dualchain.chain.errors import ValidationError
-from dualchain.chain.genesis import SchedParams
 from dualchain.chain.types import Block, Transaction
 from dualchain.scheduler import drifted
 

@@ -36,10 +36,10 @@ import numpy as np
 
 from dualchain.apps.cmbc.payloads import NodeJoinRequest
 from dualchain.apps.ctbc.fl import FlRules, fl_rules
+from dualchain.apps.genesis import Genesis
 from dualchain.chain import wire
 from dualchain.chain.clock import now_ms
 from dualchain.chain.daemon.config import ConfigError
-from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer
 from dualchain.chain.outbox import Outbox
 from dualchain.chain.rpc import channel_options, open_channel

@@ -23,8 +23,8 @@ from collections.abc import Iterator
 import grpc
 import pytest
 
+from dualchain.apps.genesis import Genesis
 from dualchain.chain import wire
-from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import Signer, load_key_file
 from dualchain.chain.rpc import message_limit
 from dualchain.chain.types import TxKind

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dualchain.chain.genesis import Genesis
+from dualchain.apps.genesis import Genesis
 from dualchain.deploy.up import Testbed
 
 EVENT_TIMEOUT_S = 180.0

@@ -44,11 +44,11 @@ from dualchain.apps.cmbc.payloads import (
     decode_payload,
 )
 from dualchain.apps.cmbc.state import JournaledState
+from dualchain.apps.genesis import SchedParams
 from dualchain.chain.app import ReorgApplication
 from dualchain.chain.canonical import Reader, Writer
 from dualchain.chain.consensus.reward import check_reward
 from dualchain.chain.errors import DecodeError, ValidationError
-from dualchain.chain.genesis import SchedParams
 from dualchain.chain.identity import ID_BYTES
 from dualchain.chain.types import Block, Transaction, TxKind
 from dualchain.scheduler import ClientState

@@ -13,7 +13,7 @@ import hashlib
 from collections.abc import Mapping
 
 from dualchain.apps.cmbc.payloads import GroupAssignment, Regrouping, StateReport, TaskPlan
-from dualchain.chain.genesis import SchedParams
+from dualchain.apps.genesis import SchedParams
 from dualchain.scheduler import (
     ClientState,
     Grouping,

@@ -24,10 +24,11 @@ from typing import Any
 
 import numpy as np
 
+from dualchain.apps.genesis import Genesis, GenesisError
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.canonical import Reader, Writer
 from dualchain.chain.errors import DecodeError, NotFoundError, ValidationError
-from dualchain.chain.genesis import GenesisError
+from dualchain.chain.genesis import Genesis as EngineGenesis
 from dualchain.chain.identity import ID_BYTES, Domain, identity_id
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import HASH_BYTES, MAX_CHAIN_ID, MAX_KEY, MAX_SIGNATURE
@@ -194,13 +195,17 @@ def defense_from(params) -> Defense:
                           m=params.krum_m or None))
 
 
-def fl_rules(genesis) -> FlRules:
-    fl = genesis.fl
+def fl_rules(genesis: EngineGenesis) -> FlRules:
+    """The rules of a genesis's ``fl`` section (which it must have)."""
+    parsed = Genesis.of(genesis)
+    fl = parsed.fl
+    if fl is None:
+        raise GenesisError("fl: missing (this chain carries no model versions)")
     return FlRules(
         chain_id=genesis.chain_id, algorithm=genesis.algorithm, mode=fl.mode,
         rule=StalenessRule(fl.staleness_rule, fl.staleness_a, fl.staleness_b, fl.max_staleness),
         mixing=fl.mixing, max_update_norm=fl.max_update_norm, aggregator=fl.aggregator,
-        aggregator_rule=_aggregator(fl.aggregator), defense=defense_from(genesis.defense),
+        aggregator_rule=_aggregator(fl.aggregator), defense=defense_from(parsed.defense),
     )
 
 

@@ -62,11 +62,12 @@ from dualchain.apps.ctbc.state import (
     RegistryState,
     change_key,
 )
+from dualchain.apps.genesis import Genesis, GenesisError
 from dualchain.chain.app import Committee, CommitteeApplication, Validator
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.consensus.certificate import check_commit_qc
 from dualchain.chain.errors import DecodeError, DualchainError, ValidationError
-from dualchain.chain.genesis import Genesis, GenesisError
+from dualchain.chain.genesis import Genesis as EngineGenesis
 from dualchain.chain.identity import identity_id
 from dualchain.chain.proposals import Proposal, SignedProposal
 from dualchain.chain.types import Block, QuorumCertificate, Transaction, TxKind, Vote
@@ -88,8 +89,9 @@ __all__ = [
 class RegistryApp(CommitteeApplication):
     """The CTBC application: deterministic, built from the genesis, advanced by committed blocks."""
 
-    def __init__(self, genesis: Genesis, verifier: SignatureVerifier,
+    def __init__(self, genesis: EngineGenesis, verifier: SignatureVerifier,
                  blobs: BlobStore | None = None) -> None:
+        genesis = Genesis.of(genesis)  # its fl, sched and single_chain sections
         if genesis.kind != "ctbc":
             raise GenesisError(f"kind: the validator registry runs on ctbc, not {genesis.kind!r}")
         self.genesis = genesis

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from dualchain.chain.genesis import Genesis
+from dualchain.apps.genesis import Genesis
 from dualchain.cli import build_parser, main
 from dualchain.cli.compose import config_from_args
 from dualchain.deploy import adversaries, compose

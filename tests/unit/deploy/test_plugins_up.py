@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 
 from dualchain import cli
-from dualchain.chain.genesis import Genesis
+from dualchain.apps.genesis import Genesis
 from dualchain.deploy.up import Testbed, UpConfig
 
 PLUGIN = """

@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
+from dualchain.apps.genesis import Genesis
 from dualchain.bench.paper import plan_optimality, run_experiment
-from dualchain.chain.genesis import Genesis
 from dualchain.chain.identity import load_key_file
 from dualchain.deploy.plan import UpConfig, UpError, client_slowdowns, state_changes
 from dualchain.deploy.up import Testbed, c_gmax_of_groups

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dualchain.apps.cmbc.app import CmbcApp
 from dualchain.apps.cmbc.payloads import NodeAdmission, NodeJoinRequest, StateReport
-from dualchain.chain.genesis import SchedParams
+from dualchain.apps.genesis import SchedParams
 from dualchain.chain.types import TxKind
 from tests.ledger_builders import make_signer
 from tests.unit.apps.cmbc.test_app import CLIENT, CLIENT_2, Chain, refused

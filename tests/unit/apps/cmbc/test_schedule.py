@@ -15,8 +15,8 @@ from dualchain.apps.cmbc.payloads import (
     StateReport,
     TaskPlan,
 )
+from dualchain.apps.genesis import SchedParams
 from dualchain.chain.errors import DecodeError
-from dualchain.chain.genesis import SchedParams
 from dualchain.chain.types import TxKind
 from dualchain.node.planner import Planner
 from tests.ledger_builders import make_signer

@@ -20,9 +20,9 @@ from dualchain.apps.ctbc.fl import (
 )
 from dualchain.apps.ctbc.payloads import Evidence, EvidenceKind
 from dualchain.apps.ctbc.registry import RegistryApp
+from dualchain.apps.genesis import FlParams
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.errors import ValidationError
-from dualchain.chain.genesis import FlParams
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import TxKind

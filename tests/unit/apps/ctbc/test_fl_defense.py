@@ -19,10 +19,10 @@ from dualchain.apps.ctbc.fl import (
     fl_rules,
     sign_update,
 )
+from dualchain.apps.genesis import FlParams, Genesis, GenesisError
+from dualchain.apps.genesis_defense import DefenseParams
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.errors import DecodeError, ValidationError
-from dualchain.chain.genesis import FlParams, Genesis, GenesisError
-from dualchain.chain.genesis_defense import DefenseParams
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.verifier import SignatureVerifier

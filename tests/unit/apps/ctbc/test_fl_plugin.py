@@ -18,9 +18,9 @@ from dualchain.apps.ctbc.fl import (
     decode_delta,
     fl_rules,
 )
+from dualchain.apps.genesis import FlParams, GenesisError
 from dualchain.chain.blobs import BlobStore
 from dualchain.chain.errors import ValidationError
-from dualchain.chain.genesis import FlParams, GenesisError
 from dualchain.chain.verifier import SignatureVerifier
 from dualchain.learning.codec import decode_params, encode_params
 from tests.unit.apps.ctbc.test_fl import SHAPES, setup  # noqa: F401 (a fixture)

@@ -20,9 +20,9 @@ from dualchain.apps.ctbc.registry import (
     check_commit_qc,
     decode_payload,
 )
+from dualchain.apps.genesis import ConsensusParams, Genesis
 from dualchain.chain.app import Validator
 from dualchain.chain.errors import DecodeError, ValidationError
-from dualchain.chain.genesis import ConsensusParams, Genesis
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.proposals import Proposal

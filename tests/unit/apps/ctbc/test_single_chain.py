@@ -9,8 +9,8 @@ from dataclasses import replace
 import pytest
 
 from dualchain.apps.cmbc.payloads import ClientRegistration, StateReport
+from dualchain.apps.genesis import Genesis, GenesisError, SchedParams
 from dualchain.chain.errors import ValidationError
-from dualchain.chain.genesis import Genesis, GenesisError, SchedParams
 from dualchain.chain.types import TxKind
 from dualchain.chain.verifier import SignatureVerifier
 from tests.ledger_builders import make_signer
