@@ -78,6 +78,7 @@ class ChainNodeBase:
         self.verifier = SignatureVerifier(config.backend)
         app = make_app(AppContext(genesis, self.verifier, config.data_dir))
         if not isinstance(app, self.app_type):
+            self.verifier.close()
             raise TypeError(f"a {self.kind} daemon runs a {self.app_type.__name__}, the factory "
                             f"gave a {type(app).__name__}")
         self.app = app

@@ -18,8 +18,10 @@ import pytest_asyncio
 
 from dualchain.apps.cmbc.app import CmbcApp
 from dualchain.apps.cmbc.payloads import Anchor, ClientRegistration, StateReport
-from dualchain.apps.factory import cmbc_app
+from dualchain.apps.factory import cmbc_app, ctbc_app
 from dualchain.chain import wire
+from dualchain.chain.app import Validator
+from dualchain.chain.app_context import AppContext
 from dualchain.chain.consensus.blocktree import BlockTree
 from dualchain.chain.consensus.pow import PowParams, seal_prefix, search_nonce, target_to_bytes
 from dualchain.chain.consensus.reward import Reward
@@ -27,7 +29,7 @@ from dualchain.chain.daemon.cmbc import CmbcNode
 from dualchain.chain.daemon.config import DaemonConfig
 from dualchain.chain.daemon.servicers import ChainServicer
 from dualchain.chain.errors import DecodeError, NotFoundError, ValidationError
-from dualchain.chain.genesis import Genesis, LedgerLimits
+from dualchain.chain.genesis import ConsensusParams, Genesis, LedgerLimits
 from dualchain.chain.identity import Domain, Signer
 from dualchain.chain.merkle import merkle_root
 from dualchain.chain.mldsa import Algorithm
@@ -755,3 +757,30 @@ async def test_admission_control_is_off_by_default_on_cmbc(
     later = base.now_ms() + 60_000
     monkeypatch.setattr(base, "now_ms", lambda: later)
     assert (await node.submit([tx(CLIENT, 0)]))[0].error is None
+
+
+def test_a_daemon_runs_the_application_its_factory_gives_and_refuses_the_wrong_kind(
+        tmp_path: Path) -> None:
+    """The daemon builds no application itself: it calls the factory it is handed with its
+    context, and a proof-of-work daemon refuses an application that cannot take blocks back."""
+    seen: list[AppContext] = []
+
+    def factory(context: AppContext) -> CmbcApp:
+        seen.append(context)
+        return CmbcApp(max_undo=4)
+
+    genesis = make_genesis()
+    config = make_node(tmp_path, genesis, MINER).config
+    node = CmbcNode(config, genesis, MINER, factory)
+    assert isinstance(node.app, CmbcApp) and node.app.state is not None
+    assert seen[0].genesis is genesis and seen[0].verifier is node.verifier
+    assert seen[0].data_dir == config.data_dir
+    node.verifier.close()
+    ctbc_genesis = Genesis(chain_id=CHAIN, kind="ctbc", algorithm=ALG,
+                           genesis_time_ms=GENESIS_TIME,
+                           validators=(Validator(MINER.id, MINER.public_key, "127.0.0.1:1"),),
+                           consensus=ConsensusParams(committee_size=1))
+    with pytest.raises(TypeError, match="a cmbc daemon runs a ReorgApplication, the factory "
+                                        "gave a RegistryApp"):
+        CmbcNode(config, genesis, MINER, lambda context: ctbc_app(
+            AppContext(ctbc_genesis, context.verifier, context.data_dir)))
