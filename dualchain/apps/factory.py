@@ -45,7 +45,7 @@ def app_factory(kind: str) -> AppFactory:
 
 def run(config_path: Path, log_level: str = "INFO") -> int:
     """Runs the chain daemon of a config file with the application of its kind."""
-    return daemon_main.run(config_path, app_factory, log_level)
+    return daemon_main.run(config_path, log_level, make_app=app_factory)
 
 
 __all__ = ["FACTORIES", "Application", "app_factory", "cmbc_app", "ctbc_app", "run"]

@@ -97,8 +97,8 @@ async def serve(config: DaemonConfig, make_app: AppFactory) -> None:
         log.info("stopped at height %d", node.height)
 
 
-def run(config_path: Path, make_app: Callable[[str], AppFactory],
-        log_level: str = "INFO") -> int:
+def run(config_path: Path, log_level: str = "INFO", *,
+        make_app: Callable[[str], AppFactory]) -> int:
     """Runs the daemon of a config file with the application ``make_app`` gives for its kind."""
     logging.basicConfig(
         level=log_level, stream=sys.stderr,
