@@ -370,6 +370,22 @@ def make_from_config(config: Mapping[str, Any], registry: Mapping[str, type], wh
     return cls(**{k: v for k, v in config.items() if k != "kind"})
 
 
+def strategy_table(config: Mapping[str, Any], known: Sequence[str], example: str
+                   ) -> dict[str, Any]:
+    """A process config's ``adversary`` table (``{"strategy": NAME, ...parameters}``) as the
+    ``{"kind": NAME, ...}`` dict ``make_from_config`` takes; one-line AttackConfigError if it is
+    not a table or names no strategy."""
+    if not isinstance(config, Mapping):
+        raise AttackConfigError(f"adversary must be a table like {{\"strategy\": "
+                                f"\"{example}\"}}, got {type(config).__name__}")
+    if "strategy" not in config:
+        raise AttackConfigError("adversary: 'strategy' is missing; known: "
+                                + ", ".join(sorted(known)))
+    if "kind" in config:
+        raise AttackConfigError("adversary: unknown parameter 'kind'")
+    return {"kind": config["strategy"], **{k: v for k, v in config.items() if k != "strategy"}}
+
+
 def make_client_attack(config: Mapping[str, Any]) -> ClientAttack:
     """The client attack a config dict names, e.g. ``{"kind": "scale", "factor": 5}``."""
     return make_from_config(config, CLIENT_ATTACKS, "client attack")

@@ -26,7 +26,7 @@ from typing import Any, ClassVar
 
 import numpy as np
 
-from dualchain.adversary.client import AttackConfigError, make_from_config
+from dualchain.adversary.client import AttackConfigError, make_from_config, strategy_table
 
 
 @dataclass(frozen=True)
@@ -165,13 +165,4 @@ def make_node_strategy(config: Mapping[str, Any] | None) -> NodeAttack:
     name or parameter."""
     if config is None:
         return HONEST_NODE
-    if not isinstance(config, Mapping):
-        raise AttackConfigError(f"adversary must be a table like {{\"strategy\": "
-                                f"\"tamper_model\"}}, got {type(config).__name__}")
-    if "strategy" not in config:
-        raise AttackConfigError("adversary: 'strategy' is missing; known: "
-                                + ", ".join(sorted(NODE_ATTACKS)))
-    if "kind" in config:
-        raise AttackConfigError("adversary: unknown parameter 'kind'")
-    rest = {k: v for k, v in config.items() if k != "strategy"}
-    return make_node_attack({"kind": config["strategy"], **rest})
+    return make_node_attack(strategy_table(config, list(NODE_ATTACKS), "tamper_model"))

@@ -17,7 +17,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
-from dualchain.adversary.client import AttackConfigError, make_from_config
+from dualchain.adversary.client import AttackConfigError, make_from_config, strategy_table
 
 NIL = bytes(32)
 
@@ -64,22 +64,12 @@ def make_replica_strategy(config: Mapping[str, Any] | None) -> ReplicaStrategy:
     AttackConfigError with a one-line reason for an unknown name or parameter."""
     if config is None:
         return HONEST
-    if not isinstance(config, Mapping):
-        raise AttackConfigError(
-            f"adversary must be a table like {{\"strategy\": \"equivocate\"}}, got "
-            f"{type(config).__name__}")
-    if "strategy" not in config:
-        raise AttackConfigError("adversary: 'strategy' is missing; known: "
-                                + ", ".join(sorted(REPLICA_STRATEGIES)))
-    if "kind" in config:
-        raise AttackConfigError("adversary: unknown parameter 'kind'")
-    rest = {k: v for k, v in config.items() if k != "strategy"}
-    if "twin_hash" in rest:  # JSON has no bytes: hex
+    table = strategy_table(config, list(REPLICA_STRATEGIES), "equivocate")
+    if "twin_hash" in table:  # JSON has no bytes: hex
         try:
-            rest["twin_hash"] = bytes.fromhex(rest["twin_hash"])
+            table["twin_hash"] = bytes.fromhex(table["twin_hash"])
         except (TypeError, ValueError) as exc:
             raise AttackConfigError("adversary twin_hash must be hex") from exc
-        if len(rest["twin_hash"]) != 32 or rest["twin_hash"] == NIL:
+        if len(table["twin_hash"]) != 32 or table["twin_hash"] == NIL:
             raise AttackConfigError("adversary twin_hash must be 32 bytes, not all zero")
-    return make_from_config({"kind": config["strategy"], **rest}, REPLICA_STRATEGIES,
-                            "replica strategy")
+    return make_from_config(table, REPLICA_STRATEGIES, "replica strategy")
