@@ -12,8 +12,8 @@ from pathlib import Path
 
 import pytest
 
+from dualchain.apps.cmbc.payloads import StateReport
 from dualchain.chain import wire
-from dualchain.chain.cmbc.payloads import StateReport
 from dualchain.chain.types import Transaction
 from dualchain.deploy.up import Testbed
 from dualchain.proto.v1 import chain_pb2

@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualchain.chain.cmbc.payloads import StateReport
+from dualchain.apps.cmbc.payloads import StateReport
 from dualchain.chain.daemon.config import ConfigError
 from dualchain.chain.types import TxKind
 from dualchain.client.privacy import BudgetExceeded, ClientPrivacy, DpSettings, DpStep
