@@ -44,7 +44,6 @@ from typing import Any
 
 import numpy as np
 
-from dualchain.apps.cmbc.payloads import ClientRegistration
 from dualchain.apps.ctbc.fl import SignedUpdate, sign_update
 from dualchain.chain.identity import Signer
 from dualchain.chain.rpc import channel_options, open_channel
@@ -70,6 +69,7 @@ from dualchain.client.policies import (
     clip_to_norm,
 )
 from dualchain.client.privacy import ClientPrivacy, PrivateTraining
+from dualchain.client.registration import Registration
 from dualchain.client.trainer import (
     ClientData,
     LocalTrainer,
@@ -117,7 +117,7 @@ class _TaskTemplate:
     lr: float
 
 
-class ClientWorker(Disconnection, PrivateTraining):
+class ClientWorker(Registration, Disconnection, PrivateTraining):
     """One client's loop (the module docstring); the disconnected mode is ``client.offline``'s
     mixin, which uses the state set up here."""
 
@@ -255,45 +255,6 @@ class ClientWorker(Disconnection, PrivateTraining):
     def _fail(self, n: int = 1) -> None:
         self.totals.failures += n
         self.meter.failures += n
-
-    # -- registration
-
-    async def _send_registration(self) -> bytes:
-        assert self._cmbc is not None
-        payload = ClientRegistration(node=self.config.node_id, label=self.config.label).encode()
-        backoff = self._backoff()
-        while True:
-            await self._sleep_online()
-            try:
-                return await self._cmbc.submit(TxKind.CLIENT_REGISTER, payload)
-            except (Unreachable, Refused) as exc:
-                log.warning("registration not accepted by CMBC %s: %s", self.config.cmbc, exc)
-            await asyncio.sleep(backoff.next())
-
-    async def register(self) -> None:
-        """CLIENT_REGISTER on CMBC, then GetTask until the node knows this client."""
-        assert self._node is not None
-        began = time.monotonic()
-        tx_hash = await self._send_registration()
-        sent = time.monotonic()
-        backoff = self._backoff(self.timing.register_poll_max_s)
-        while True:
-            await self._sleep_online()
-            try:
-                self._pending = await self._node.get_task()
-                break
-            except NotRegistered:
-                log.debug("node does not know this client yet")
-            except (Unreachable, Refused) as exc:
-                log.info("waiting for node %s: %s", self.config.node, exc)
-            if time.monotonic() - sent > self.timing.reregister_s:
-                log.warning("registration still not final after %.0f s; sending it again",
-                            self.timing.reregister_s)
-                tx_hash = await self._send_registration()
-                sent = time.monotonic()
-            await asyncio.sleep(backoff.next())
-        self.emit({"event": "registered", "tx": tx_hash.hex(),
-                   "seconds": round(time.monotonic() - began, 3)})
 
     # -- one step of the task loop
 
