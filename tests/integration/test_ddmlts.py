@@ -13,6 +13,7 @@ from collections.abc import Iterator
 
 import pytest
 
+from dualchain.apps.cmbc.app import ZERO_DIGEST
 from dualchain.apps.cmbc.payloads import GroupAssignment, TaskPlan
 from dualchain.bench.fig8 import version_rounds
 from dualchain.chain import wire
@@ -143,6 +144,10 @@ def test_a_forged_plan_never_takes_effect(testbed: Testbed) -> None:
         in_force = None
         for t in (t for b in _final_blocks(testbed, i) for t in b.transactions):
             if t.kind == TxKind.GROUP_ASSIGNMENT:
-                in_force = GroupAssignment.decode(t.payload).digest
+                # Only an assignment over the one in force replaces it: a late copy of an older
+                # one (a node that re-plans a version) lands superseded, with no effect.
+                record = GroupAssignment.decode(t.payload)
+                if record.previous == (in_force or ZERO_DIGEST):
+                    in_force = record.digest
             elif t.hash == tx.hash:
                 assert in_force != forged.assignment, f"cmbc-{i} took the forged plan"
