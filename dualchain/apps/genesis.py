@@ -9,7 +9,9 @@ The engine (``dualchain.chain.genesis``) carries the sections it does not know a
 - ``defense`` (CTBC with ``fl``, optional): what every committee member re-runs on a commit's
   updates before the aggregate (``DefenseParams``, ``genesis_defense``);
 - ``single_chain`` (CTBC, optional): seed 000 Table 5's baseline, CMBC's management transactions
-  on CTBC and no CMBC.
+  on CTBC and no CMBC;
+- ``operators`` (CTBC, optional): the identity ids (hex) whose CLIENT_READMIT transactions lift a
+  client's exclusion (``apps.ctbc.clients``).
 
 ``Genesis`` here is the engine's ``Genesis`` with these three as typed fields: ``Genesis.load``
 parses a file strictly (an unknown top-level key is refused, as before the split), and
@@ -91,6 +93,7 @@ class Genesis(EngineGenesis):
     # transactions (registrations, state reports, anchors, groups, plans, joins) go on this
     # chain, and no CMBC runs.
     single_chain: bool = False
+    operators: tuple[bytes, ...] = ()  # CTBC only: identity ids that may re-admit a client
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -110,6 +113,10 @@ class Genesis(EngineGenesis):
         if self.single_chain is not False and (self.single_chain is not True
                                                or self.kind != "ctbc"):
             raise GenesisError("single_chain: a boolean, and only on ctbc")
+        if self.operators and self.kind != "ctbc":
+            raise GenesisError("operators: only on ctbc")
+        if any(not isinstance(o, bytes) or len(o) != 32 for o in self.operators):
+            raise GenesisError("operators: each must be a 32-byte identity id")
 
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
@@ -121,6 +128,8 @@ class Genesis(EngineGenesis):
             data["defense"] = asdict(self.defense)
         if self.single_chain:  # (absent otherwise: a dual-chain genesis hash is unchanged)
             data["single_chain"] = True
+        if self.operators:  # (absent otherwise: a genesis hash is unchanged)
+            data["operators"] = [o.hex() for o in self.operators]
         return data
 
     @classmethod
@@ -134,7 +143,8 @@ class Genesis(EngineGenesis):
         if isinstance(genesis, cls):
             return genesis
         raw = dict(genesis.app_sections)
-        allowed = {"ctbc": ["fl", "single_chain"], "cmbc": ["sched"]}.get(genesis.kind, [])
+        allowed = {"ctbc": ["fl", "single_chain", "operators"],
+                   "cmbc": ["sched"]}.get(genesis.kind, [])
         if genesis.kind == "ctbc" and "single_chain" in raw:
             allowed.append("sched")
         if genesis.kind == "ctbc" and "fl" in raw:
@@ -152,7 +162,23 @@ class Genesis(EngineGenesis):
                      if "defense" in raw else None),
             single_chain=(parse_boolean(raw["single_chain"], "single_chain")
                           if "single_chain" in raw else False),
+            operators=_parse_operators(raw["operators"]) if "operators" in raw else (),
         )
+
+
+def _parse_operators(value: object) -> tuple[bytes, ...]:
+    """A list of distinct identity ids, each 64 lowercase hex digits."""
+    if not isinstance(value, list):
+        raise GenesisError("operators: expected a list of identity ids (hex)")
+    ids = []
+    for item in value:
+        if (not isinstance(item, str) or len(item) != 64
+                or any(c not in "0123456789abcdef" for c in item)):
+            raise GenesisError("operators: each must be 64 lowercase hex digits")
+        ids.append(bytes.fromhex(item))
+    if len(set(ids)) != len(ids):
+        raise GenesisError("operators: an id is named twice")
+    return tuple(ids)
 
 
 def _check_sched(g: Genesis) -> None:

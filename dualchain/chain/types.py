@@ -72,6 +72,7 @@ class TxKind(enum.IntEnum):
     EVIDENCE = 21
     ANCHOR = 22
     REWARD = 23
+    CLIENT_READMIT = 24  # an operator lifts a client's exclusion (CTBC)
 
 
 class VoteStep(enum.IntEnum):

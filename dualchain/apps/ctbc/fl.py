@@ -316,7 +316,8 @@ class ModelCommitChecker:
         self.rules = rules
         self.blobs = blobs
         self.verifier = verifier
-        self._verdicts: OrderedDict[bytes, str | None] = OrderedDict()
+        # commit key -> (the verdict, None if it holds; the client of each named update)
+        self._verdicts: OrderedDict[bytes, tuple[str | None, dict[bytes, bytes]]] = OrderedDict()
 
     def _blob(self, h: bytes) -> bytes:
         try:
@@ -324,18 +325,20 @@ class ModelCommitChecker:
         except NotFoundError as exc:
             raise MissingBlobError(f"blob {h.hex()[:16]} is not here yet") from exc
 
-    def check(self, commit: ModelCommit, parent_hash: bytes, latest_version: int) -> None:
-        """Raises ValidationError unless ``commit`` is exactly the aggregate it claims."""
+    def check(self, commit: ModelCommit, parent_hash: bytes,
+              latest_version: int) -> dict[bytes, bytes]:
+        """Raises ValidationError unless ``commit`` is exactly the aggregate it claims; returns
+        the client of each update it names, by digest."""
         if commit.version != latest_version + 1 or commit.parent_version != latest_version:
             raise ValidationError(
                 f"commit of version {commit.version} on {commit.parent_version}; the chain is at "
                 f"version {latest_version}", code="stale_version")
         key = hashlib.sha256(commit.encode() + parent_hash).digest()
         if key in self._verdicts:
-            verdict = self._verdicts[key]
+            verdict, clients = self._verdicts[key]
             if verdict is not None:
                 raise ValidationError(verdict, code="model_mismatch")
-            return
+            return clients
         try:
             base = decode_params(self._blob(parent_hash))
         except CodecError as exc:
@@ -369,8 +372,10 @@ class ModelCommitChecker:
             verdict = (f"version {commit.version}: the aggregate of the referenced updates hashes "
                        f"to {model_hash.hex()[:16]}, the commit claims "
                        f"{commit.model_hash.hex()[:16]}")
-        self._verdicts[key] = verdict
+        clients = {u.digest: u.client for u, _ in updates}
+        self._verdicts[key] = (verdict, clients)
         while len(self._verdicts) > 64:
             self._verdicts.popitem(last=False)
         if verdict is not None:
             raise ValidationError(verdict, code="model_mismatch")
+        return clients

@@ -12,6 +12,7 @@ import hashlib
 from dataclasses import dataclass
 from functools import cached_property
 
+from dualchain.apps.ctbc.clients import ClientReadmit
 from dualchain.apps.ctbc.fl import ModelCommit
 from dualchain.chain.canonical import Reader, Writer
 from dualchain.chain.errors import DecodeError, ValidationError
@@ -111,12 +112,13 @@ class Evidence:
         return value
 
 
-Payload = ValidatorRegister | ValidatorRemove | Evidence | ModelCommit
+Payload = ValidatorRegister | ValidatorRemove | Evidence | ModelCommit | ClientReadmit
 _DECODERS = {
     TxKind.VALIDATOR_REGISTER: ValidatorRegister.decode,
     TxKind.VALIDATOR_REMOVE: ValidatorRemove.decode,
     TxKind.EVIDENCE: Evidence.decode,
     TxKind.MODEL_VERSION: ModelCommit.decode,
+    TxKind.CLIENT_READMIT: ClientReadmit.decode,
 }
 
 

@@ -16,11 +16,15 @@ State, all derived from the genesis and the committed blocks (a restart replays 
 - per-epoch statistics of each validator, read from the commit certificate each block carries
   for its parent (``BlockHeader.parent_qc``): who was expected to vote, who did, which leaders had
   a turn and which one's block was committed; and the misbehaviour that evidence proved;
-- the keys of recorded offences, so one offence is punished once.
+- the keys of recorded offences, so one offence is punished once;
+- each client with an offence on record: a committed commit's discarded updates are offences of
+  their clients, which lower the client's reputation and exclude a repeat offender until an
+  operator re-admits it (``clients``).
 
 Transactions: MEMO (opaque, accepted), VALIDATOR_REGISTER and VALIDATOR_REMOVE (a vote for the
 change, by a member of the committee of the block's height), EVIDENCE (anyone: two conflicting
-votes or proposals signed by one validator); their payloads are in ``payloads``. With a
+votes or proposals signed by one validator), MODEL_VERSION (a server node's model commit) and
+CLIENT_READMIT (an operator the genesis names); their payloads are in ``payloads``. With a
 ``single_chain`` genesis, CMBC's management transactions (``MANAGEMENT_KINDS``) are run by an
 embedded CMBC application under CMBC's rules, as in seed 000 Table 5's single-chain baseline.
 Other kinds are refused.
@@ -38,6 +42,15 @@ from types import MappingProxyType
 
 from dualchain.apps.cmbc.app import CmbcApp
 from dualchain.apps.cmbc.payloads import MANAGEMENT_KINDS
+from dualchain.apps.ctbc.clients import (
+    ClientReadmit,
+    ClientRecord,
+    Readmission,
+    check_not_excluded,
+    check_readmit,
+    record_offences,
+    standing_rows,
+)
 from dualchain.apps.ctbc.evidence import (
     bad_model_payload,
     check_bad_model,
@@ -102,6 +115,7 @@ class RegistryApp(CommitteeApplication):
         self._state = RegistryState(height=0, current=set(known), known=known,
                                     committees={0: first})
         self.models: ModelCommitChecker | None = None
+        self.exclude_after = genesis.defense.exclude_after if genesis.defense is not None else 0
         self.blobs = blobs
         if genesis.fl is not None:
             if blobs is None:
@@ -156,6 +170,14 @@ class RegistryApp(CommitteeApplication):
         models = self._state.models
         return models[version] if 0 <= version < len(models) else None
 
+    def client_records(self) -> Mapping[bytes, ClientRecord]:
+        """Every client with an offence on record, by id (``clients.ClientRecord``)."""
+        return MappingProxyType(dict(self._state.clients))
+
+    def client_excluded(self, client: bytes) -> bool:
+        record = self._state.clients.get(client)
+        return record is not None and record.excluded(self.exclude_after)
+
     def blobs_for(self, tx: Transaction) -> list[bytes]:
         """The blobs checking ``tx`` reads (a model commit's parent and updates)."""
         if tx.kind != TxKind.MODEL_VERSION or self.models is None:
@@ -171,7 +193,8 @@ class RegistryApp(CommitteeApplication):
         latest = self.latest_model()
         if latest is None:
             return {}
-        return {"model_version": latest[0], "model_hash": latest[1], "model_height": latest[2]}
+        return {"model_version": latest[0], "model_hash": latest[1], "model_height": latest[2],
+                "clients": standing_rows(self._state.clients, self.exclude_after)}
 
     def equivocation_evidence(self, first: Vote | SignedProposal | Proposal,
                               second: Vote | SignedProposal | Proposal) -> bytes:
@@ -342,6 +365,9 @@ class RegistryApp(CommitteeApplication):
                                       self.genesis.algorithm, self._verifier)
         if isinstance(payload, ModelCommit):
             return self._check_commit(state, tx, payload)
+        if isinstance(payload, ClientReadmit):
+            return check_readmit(state.clients, tx.sender, self.genesis.operators, payload,
+                                 self.exclude_after)
         assert isinstance(payload, ValidatorRegister | ValidatorRemove)
         committee = self._committee(state, self.epoch_of(state.height + 1))
         if tx.sender not in committee:
@@ -401,13 +427,17 @@ class RegistryApp(CommitteeApplication):
         if tx.sender not in state.current:
             raise ValidationError("model versions come from server nodes (validators)",
                                   code="not_a_validator")
-        self.models.check(commit, state.models[-1], len(state.models) - 1)
-        return NewVersion(commit)
+        clients = self.models.check(commit, state.models[-1], len(state.models) - 1)
+        check_not_excluded(state.clients, clients.values(), self.exclude_after)
+        return NewVersion(commit, tuple((clients[d], reason) for d, reason in commit.discarded))
 
     def _apply_tx(self, state: RegistryState, checked: Checked, epoch: int) -> None:
         if isinstance(checked, NewVersion):
             state.models.append(checked.commit.model_hash)
             state.model_heights.append(state.height + 1)  # state.height is still the parent's
+            record_offences(state.clients, checked.commit.version, checked.offenders)
+        elif isinstance(checked, Readmission):
+            state.clients[checked.client] = state.clients[checked.client].readmitted()
         elif isinstance(checked, Approval):
             voters = state.pending.setdefault(checked.key, set())
             voters.add(checked.voter)

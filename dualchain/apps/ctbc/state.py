@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 from dataclasses import dataclass, field
 
+from dualchain.apps.ctbc.clients import ClientRecord, Readmission, encode_records
 from dualchain.apps.ctbc.fl import ModelCommit
 from dualchain.apps.ctbc.payloads import ValidatorRegister, ValidatorRemove
 from dualchain.apps.ctbc.reputation import EMPTY, ValidatorStats
@@ -18,7 +19,7 @@ from dualchain.chain.canonical import Writer
 from dualchain.chain.identity import ID_BYTES
 from dualchain.chain.types import TxKind
 
-STATE_TAG = b"DRS2"
+STATE_TAG = b"DRS3"  # DRS2 had no client records
 CHANGE_TAG = b"DMC1"
 
 
@@ -33,13 +34,14 @@ class RegistryState:
     pending: dict[bytes, set[bytes]] = field(default_factory=dict)  # change -> its voters
     models: list[bytes] = field(default_factory=list)  # model blob hash of each version
     model_heights: list[int] = field(default_factory=list)  # the height that committed each
+    clients: dict[bytes, ClientRecord] = field(default_factory=dict)  # offenders (clients.py)
 
     def copy(self) -> RegistryState:
         return RegistryState(
             self.height, set(self.current), dict(self.known), dict(self.committees),
             {epoch: dict(per) for epoch, per in self.stats.items()}, set(self.evidence),
             {change: set(voters) for change, voters in self.pending.items()}, list(self.models),
-            list(self.model_heights),
+            list(self.model_heights), dict(self.clients),
         )
 
     def add(self, epoch: int, validator: bytes, delta: ValidatorStats) -> None:
@@ -75,6 +77,7 @@ class RegistryState:
         w.count(len(self.models))
         for model, height in zip(self.models, self.model_heights, strict=True):
             w.fixed(model, 32).u64(height)
+        encode_records(w, self.clients)
         return w.bytes()
 
 
@@ -92,6 +95,7 @@ class Offence:
 @dataclass(frozen=True)
 class NewVersion:
     commit: ModelCommit
+    offenders: tuple[tuple[bytes, str], ...] = ()  # (client, reason) of each discarded update
 
 
 @dataclass(frozen=True)
@@ -103,4 +107,4 @@ class Approval:
     voter: bytes
 
 
-Checked = Approval | Offence | NewVersion | None
+Checked = Approval | Offence | NewVersion | Readmission | None

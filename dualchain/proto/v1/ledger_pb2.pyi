@@ -22,6 +22,7 @@ class TxKind(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     TX_KIND_EVIDENCE: _ClassVar[TxKind]
     TX_KIND_ANCHOR: _ClassVar[TxKind]
     TX_KIND_REWARD: _ClassVar[TxKind]
+    TX_KIND_CLIENT_READMIT: _ClassVar[TxKind]
 
 class VoteStep(int, metaclass=_enum_type_wrapper.EnumTypeWrapper):
     __slots__ = ()
@@ -41,6 +42,7 @@ TX_KIND_MODEL_VERSION: TxKind
 TX_KIND_EVIDENCE: TxKind
 TX_KIND_ANCHOR: TxKind
 TX_KIND_REWARD: TxKind
+TX_KIND_CLIENT_READMIT: TxKind
 VOTE_STEP_UNSPECIFIED: VoteStep
 VOTE_STEP_PREVOTE: VoteStep
 VOTE_STEP_PRECOMMIT: VoteStep
