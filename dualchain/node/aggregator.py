@@ -64,6 +64,7 @@ class Aggregator:
     async def _propose_version(self) -> None:
         assert self.params is not None
         base_version = self.version
+        self._drop_excluded()  # the committee refuses a commit naming an excluded client
         params, commit, digests = self.pool.build(self.params, base_version)
         if not digests:
             return

@@ -1,20 +1,21 @@
 """Following CTBC: a block that carries a model commit makes the node adopt the newest committed
 version (the daemon's application decided whether the commit applied), evaluate it, and anchor it
-on CMBC when it was the commit's author; membership changes start the join's last stage."""
+on CMBC when it was the commit's author; membership changes start the join's last stage; a commit
+or a client's re-admission refreshes the node's copy of the chain's client records (standing.py).
+"""
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 
 import grpc
 
 from dualchain.apps.cmbc.payloads import Anchor
-from dualchain.apps.ctbc.fl import ModelCommit, SignedUpdate
+from dualchain.apps.ctbc.fl import ModelCommit
 from dualchain.chain import wire
-from dualchain.chain.errors import DualchainError
 from dualchain.chain.types import Block, Transaction, TxKind
-from dualchain.node.standing import record_commit
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 
 log = logging.getLogger("dualchain.node")
@@ -46,6 +47,9 @@ class CtbcFollower:
                     next_height = block.height + 1
                     if any(tx.kind == TxKind.MODEL_VERSION for tx in block.transactions):
                         await self._on_commit_block(block)
+                    elif any(tx.kind == TxKind.CLIENT_READMIT for tx in block.transactions):
+                        self._refresh_standing(await self.ctbc.GetStatus(
+                            chain_pb.GetStatusRequest(), timeout=30))
                     if any(tx.kind == TxKind.VALIDATOR_REGISTER for tx in block.transactions):
                         self._tasks.append(asyncio.create_task(self._admit_joiners(block)))
             except grpc.aio.AioRpcError as exc:
@@ -57,6 +61,8 @@ class CtbcFollower:
 
     async def _on_commit_block(self, block: Block) -> None:
         status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
+        # Before the version is adopted: the next aggregation must leave out whom it excluded.
+        self._refresh_standing(status)
         if status.model_version <= self.version:
             return  # the commit did not apply (stale or refused)
         found = commit_for_version(block, status.model_version)
@@ -80,7 +86,6 @@ class CtbcFollower:
         self._last_c_groups = groups
         self._last_update = None if last is None else {
             "client": last.client.hex(), "task": last.task, "arrived": round(last.at, 3)}
-        await record_commit(self.standing, commit.version, commit.discarded, self._client_of)
         self.pool.remove(commit.digests)  # the discarded ones are done with too
         self.metrics.updates_included.inc(len(digests))
         await self._adopt(status.model_version, bytes(status.model_hash), block.height,
@@ -88,15 +93,16 @@ class CtbcFollower:
         if commit_tx.sender == self.signer.id:
             await self._anchor(commit, block.height)
 
-    async def _client_of(self, digest: bytes) -> bytes | None:
-        """The client of a committed update: from the pool, else from the CTBC daemon."""
-        pooled = self.pool.pooled().get(digest)
-        if pooled is not None:
-            return pooled[0].client
-        try:
-            return SignedUpdate.decode(await self._get_blob(digest)).client
-        except (grpc.aio.AioRpcError, DualchainError):
-            return None
+    def _refresh_standing(self, status: chain_pb.ChainStatus) -> None:
+        """Takes the chain's client records, prints what changed, and drops the pooled updates
+        of excluded clients (a commit naming one would be refused)."""
+        for event in self.standing.update(status.clients):
+            print(json.dumps(event), flush=True)
+        self._drop_excluded()
+
+    def _drop_excluded(self) -> None:
+        self.pool.remove([digest for digest, (update, _) in self.pool.pooled().items()
+                          if self.standing.excluded(update.client)])
 
     async def _anchor(self, commit: ModelCommit, ctbc_height: int) -> None:
         payload = Anchor(commit.version, commit.model_hash, ctbc_height).encode()

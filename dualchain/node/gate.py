@@ -43,7 +43,7 @@ class UpdateGate:
     def __init__(self, rules: FlRules, verifier: SignatureVerifier,
                  client_key: Callable[[bytes], bytes | None], model_size: int,
                  excluded: Callable[[bytes], bool] = lambda client: False) -> None:
-        self.excluded = excluded  # repeat offenders (node/standing.py)
+        self.excluded = excluded  # repeat offenders, as the chain says (node/standing.py)
         self.rules = rules
         self.verifier = verifier
         self.client_key = client_key
@@ -63,7 +63,8 @@ class UpdateGate:
             raise UpdateRefused("wrong_key", "the update's key is not the client's registered key")
         if self.excluded(update.client):
             raise UpdateRefused("excluded", f"client {update.client.hex()[:16]} is excluded "
-                                "after repeated discarded updates")
+                                "after repeated discarded updates, until an operator "
+                                "re-admits it")
         try:
             check_update_signature(update, self.rules, self.verifier)
         except ValidationError as exc:

@@ -97,8 +97,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         self._models: OrderedDict[bytes, bytes] = OrderedDict()  # hash -> blob
         self.gate: UpdateGate | None = None
         self.pool = UpdatePool(self.rules, config.aggregation)
-        defense = self.ctbc_genesis.defense
-        self.standing = ClientStanding(defense.exclude_after if defense is not None else 0)
+        self.standing = ClientStanding()  # the chain's client records (standing.py)
         self._issued: dict[bytes, IssuedTask] = {}
         self._arrivals: dict[bytes, Arrival] = {}  # update digest -> Arrival (own clients)
         self._task_counter = 0
@@ -149,6 +148,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
             if not (self.config.join and exc.code() == grpc.StatusCode.UNAUTHENTICATED):
                 raise
         status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
+        self._refresh_standing(status)  # a restarted node refuses an excluded client at once
         if status.model_version > 0:  # a restart mid-run: serve the newest version at once
             await self._adopt(status.model_version, bytes(status.model_hash), status.height,
                               status.model_height)

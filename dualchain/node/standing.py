@@ -1,60 +1,77 @@
-"""Clients' standing at a server node: offences read from committed discard sets, a client
-reputation, and exclusion of repeat offenders (issue 15's consequences; docs/threat-model.md).
+"""Clients' standing at a server node: a cache of the CTBC state's client records
+(``apps/ctbc/clients.py``; docs/threat-model.md).
 
-The record of an offence is on CTBC already: a committed model commit names each update its
-defense discarded with the reason, and every committee replica re-ran the defense before the
-commit was applied, so a node that counts offences from committed commits counts only what the
-committee reproduced. Reputation is ``1 / (1 + offences)`` (1 for a clean client, halved by the
-first offence); a client with ``exclude_after`` offences (0: never) is excluded: the node's gate
-refuses its updates (``excluded``) until ``readmit``.
+The chain decides: applying a committed model commit records each discarded update as an
+offence of its client, a client with ``exclude_after`` offences since its last re-admission is
+excluded, and an operator's CLIENT_READMIT lifts that. The node reads those records from its
+CTBC daemon (``ChainStatus.clients``) whenever a block carries a commit or a re-admission, and at
+start (so a restarted node refuses an excluded client at once); its gate refuses an excluded
+client's updates (``excluded``), its rounds do not wait for one, and it prints an ``offence``
+line for each new offence and a ``readmitted`` line for each re-admission it sees.
 """
 
 from __future__ import annotations
 
-import json
 import time
-from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any, Protocol
 
 
-@dataclass
+class StandingRow(Protocol):
+    """What ``ChainStatus.clients`` carries about one client (``ClientStanding``)."""
+
+    client: bytes
+    offences: int
+    counted: int
+    readmissions: int
+    reputation: float
+    excluded: bool
+    last_version: int
+    last_reason: str
+
+
+@dataclass(frozen=True)
+class Standing:
+    offences: int = 0  # all of the client's discarded updates
+    counted: int = 0  # since its last re-admission
+    readmissions: int = 0
+    reputation: float = 1.0
+    excluded: bool = False
+    last_version: int = 0
+    last_reason: str = ""
+
+
+CLEAN = Standing()
+
+
 class ClientStanding:
-    exclude_after: int = 2
-    offences: dict[bytes, list[tuple[int, str]]] = field(default_factory=dict)
-    _readmitted_at: dict[bytes, int] = field(default_factory=dict)  # offences forgiven
+    def __init__(self) -> None:
+        self._known: dict[bytes, Standing] = {}
 
-    def record(self, client: bytes, version: int, reason: str) -> bool:
-        """Counts one offence (a discarded update of ``version``); True if it excludes now."""
-        was = self.excluded(client)
-        self.offences.setdefault(client, []).append((version, reason))
-        return not was and self.excluded(client)
-
-    def count(self, client: bytes) -> int:
-        return len(self.offences.get(client, ())) - self._readmitted_at.get(client, 0)
-
-    def reputation(self, client: bytes) -> float:
-        return 1.0 / (1 + self.count(client))
+    def of(self, client: bytes) -> Standing:
+        return self._known.get(client, CLEAN)
 
     def excluded(self, client: bytes) -> bool:
-        return self.exclude_after > 0 and self.count(client) >= self.exclude_after
+        return self.of(client).excluded
 
-    def readmit(self, client: bytes) -> None:
-        """An operator's decision: the offences so far no longer count."""
-        self._readmitted_at[client] = len(self.offences.get(client, ()))
-
-
-async def record_commit(standing: ClientStanding, version: int,
-                        discarded: Sequence[tuple[bytes, str]],
-                        client_of: Callable[[bytes], Awaitable[bytes | None]]) -> None:
-    """Counts the offences a committed commit of ``version`` names and prints one ``offence``
-    line each; ``client_of`` maps an update digest to its client (None: unknown here)."""
-    for digest, reason in discarded:
-        client = await client_of(digest)
-        if client is None:
-            continue
-        newly = standing.record(client, version, reason)
-        print(json.dumps({
-            "event": "offence", "client": client.hex(), "version": version, "reason": reason,
-            "offences": standing.count(client), "reputation": standing.reputation(client),
-            "excluded": standing.excluded(client), "newly_excluded": newly,
-            "time": time.time()}), flush=True)
+    def update(self, rows: Iterable[StandingRow]) -> list[dict[str, Any]]:
+        """Takes the chain's records; returns the event lines of what changed since."""
+        events = []
+        now = time.time()
+        for row in rows:
+            client = bytes(row.client)
+            new = Standing(row.offences, row.counted, row.readmissions, row.reputation,
+                           row.excluded, row.last_version, row.last_reason)
+            old = self.of(client)
+            self._known[client] = new
+            if new.readmissions > old.readmissions:
+                events.append({"event": "readmitted", "client": client.hex(),
+                               "offences": new.offences, "time": now})
+            if new.offences > old.offences:
+                events.append({
+                    "event": "offence", "client": client.hex(), "version": new.last_version,
+                    "reason": new.last_reason, "offences": new.counted,
+                    "reputation": new.reputation, "excluded": new.excluded,
+                    "newly_excluded": new.excluded and not old.excluded, "time": now})
+        return events
