@@ -1,5 +1,5 @@
-"""Whole testbeds: ``up`` (this host), ``compose`` (containers), ``health``, ``status`` and
-``certs``."""
+"""Whole testbeds: ``up`` (this host), ``compose`` (containers), ``health``, ``status``,
+``readmit`` (an operator's re-admission of an excluded client) and ``certs``."""
 
 from __future__ import annotations
 
@@ -82,6 +82,16 @@ def cmd_status(args: argparse.Namespace) -> int:
     except FileNotFoundError as exc:
         print(f"dualchain: error: {exc}", file=sys.stderr)
         return 2
+    return 0
+
+
+def cmd_readmit(args: argparse.Namespace) -> int:
+    from dualchain.deploy.operator import readmit
+    from dualchain.deploy.status import operator_tls
+
+    result = readmit(args.workdir, args.client, key=args.key, ctbc=args.ctbc,
+                     tls=operator_tls(args.workdir), timeout_s=args.timeout_s)
+    print(json.dumps(result))
     return 0
 
 
@@ -186,6 +196,26 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     status.add_argument("--workdir", type=Path, required=True, help="the testbed's workdir")
     status.set_defaults(func=cmd_status)
+
+    readmit = sub.add_parser(
+        "readmit", help="re-admit a client the chain excluded (an operator's transaction)",
+        description="Signs a CLIENT_READMIT transaction with the operator's key, submits it to "
+        "a CTBC daemon of the testbed in WORKDIR, waits until it is committed and prints the "
+        "client's standing as JSON. The CTBC state excludes a client after the genesis's "
+        "defense.exclude_after discarded updates; only an operator the genesis names "
+        "(operators; 'up' writes WORKDIR/keys/operator.key) may lift it, and only for an "
+        "excluded client. See docs/threat-model.md.")
+    readmit.add_argument("--workdir", type=Path, required=True, help="the testbed's workdir")
+    readmit.add_argument("--client", required=True, metavar="ID|NAME",
+                         help="the client: its identity id (64 hex digits) or its key's name "
+                         "in WORKDIR/keys (client-3)")
+    readmit.add_argument("--key", type=Path, default=None,
+                         help="the operator's key file (default WORKDIR/keys/operator.key)")
+    readmit.add_argument("--ctbc", default=None, metavar="HOST:PORT",
+                         help="the CTBC daemon to submit to (default: the testbed's, in turn)")
+    readmit.add_argument("--timeout-s", type=float, default=30.0,
+                         help="how long to wait for the commit (default 30)")
+    readmit.set_defaults(func=cmd_readmit)
 
     certs = sub.add_parser(
         "certs", help="create a testbed CA and a TLS certificate per process",

@@ -23,7 +23,8 @@ Each certificate names its process:
 Where the processes come from: with ``--names``, the names given (``NAME=ID`` sets the id;
 otherwise it is read from ``DIR/keys/NAME.key`` when that exists); without, every process config
 in DIR (a JSON file with a ``key``: daemon, node and client configs; the name is the file's stem)
-and every key in ``DIR/keys`` that no config names (a miner's), plus ``operator``.
+and every key in ``DIR/keys`` that no config names (a miner's), plus ``operator`` (the launcher's
+and the operator commands' certificate; the identity of ``keys/operator.key`` where it exists).
 
 Keys are ECDSA P-256, signed with SHA-256: fast, and accepted by the TLS stack gRPC builds on
 (gRPC's BoringSSL refuses Ed25519 certificates: NO_COMMON_SIGNATURE_ALGORITHMS). TLS
@@ -265,12 +266,19 @@ def specs_from_workdir(directory: Path) -> list[CertSpec]:
         hosts = (address_host(listen),) if isinstance(listen, str) else ()
         specs.append(CertSpec(name, _key_id(key), hosts))
     for key in sorted((directory / "keys").glob("*.key")):
-        if key.resolve() not in used:
+        if key.resolve() not in used and key.stem != OPERATOR:
             specs.append(CertSpec(key.stem, _key_id(key)))
     if not specs:
         raise CertsError(f"{directory} holds no process configs or keys: name the processes "
                          "with --names")
-    return [*specs, CertSpec(OPERATOR)]
+    return [*specs, operator_spec(directory)]
+
+
+def operator_spec(directory: Path) -> CertSpec:
+    """The launcher's and the operator commands' certificate: with the identity of
+    ``keys/operator.key`` (the key that signs re-admissions) when the testbed has one."""
+    key = Path(directory) / "keys" / f"{OPERATOR}.key"
+    return CertSpec(OPERATOR, _key_id(key) if key.exists() else None)
 
 
 def specs_from_names(directory: Path, names: Sequence[str]) -> list[CertSpec]:
@@ -351,7 +359,7 @@ def secure_testbed(workdir: Path, procs: Sequence[LaunchedProcess]) -> TlsFiles:
         if proc.role in SERVING_ROLES and proc.address:
             hosts.append(address_host(proc.address))  # the address the others dial
         specs.append(CertSpec(proc.name, _key_id(key), tuple(dict.fromkeys(hosts))))
-    files = write_certs(workdir / TLS_DIR, [*specs, CertSpec(OPERATOR)])
+    files = write_certs(workdir / TLS_DIR, [*specs, operator_spec(workdir)])
     configure(workdir, files)
     for proc in procs:
         if proc.name not in configs:

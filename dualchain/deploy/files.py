@@ -95,6 +95,8 @@ class TestbedFiles:
             Signer.generate(alg).save(keys / f"miner-{j}.key")
         for j in range(all_clients):
             Signer.generate(alg).save(keys / f"client-{j}.key")
+        operator = Signer.generate(alg)  # signs re-admissions (dualchain readmit)
+        operator.save(keys / "operator.key")
         now = now_ms()
         rule, policy = MODE_RULES[c.mode]
         single = c.chains == "single"
@@ -119,7 +121,7 @@ class TestbedFiles:
                                       timeout_propose_ms=2000, timeout_prevote_ms=1000,
                                       timeout_precommit_ms=1000, timeout_delta_ms=500),
             fl=fl, single_chain=single, sched=sched if single else None,
-            defense=adversaries.defense_params(c),
+            defense=adversaries.defense_params(c), operators=(operator.id,),
         ).save(self.workdir / "ctbc-genesis.json")
         # Single-chain mode: what the nodes and clients know as "cmbc" is their CTBC daemon.
         cmbc_genesis = "ctbc-genesis.json" if single else "cmbc-genesis.json"

@@ -2,8 +2,9 @@
 
 While a local testbed runs (``state.json`` says so, its launcher lives and so does one of its
 processes at least) it asks the processes themselves: each server node's version, accuracy and
-refused updates, the chain daemons' heights, and with local DP each client's spent epsilon
-(``privacy.json``). Afterwards it summarises ``report.json``. A
+refused updates, the chain daemons' heights, each client with an offence on record as the CTBC
+state reports it (offences, reputation, excluded; ``apps/ctbc/clients.py``), and with local DP
+each client's spent epsilon (``privacy.json``). Afterwards it summarises ``report.json``. A
 container testbed (``compose.json``, no ``state.json``; run it in one of the stack's
 containers) gets the same from the servers that answer.
 """
@@ -38,7 +39,7 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"workdir": str(workdir), "running": running,
                            "processes": len(processes), "processes_alive": len(alive)}
     if running:
-        out.update(_live(processes, _operator_tls(workdir)))
+        out.update(_live(processes, operator_tls(workdir), _client_names(workdir)))
     report_path = workdir / "report.json"
     if report_path.exists():
         report = json.loads(report_path.read_text())
@@ -58,7 +59,7 @@ def compose_status(workdir: Path) -> dict[str, Any]:
     keeps a state file, so the processes that answer are the live ones. Run it where the
     service names resolve, in one of the stack's containers (docs/deploy.md)."""
     processes = json.loads((workdir / "compose.json").read_text())["processes"]
-    live = _live(processes, None)
+    live = _live(processes, None, _client_names(workdir))
     answering = len(live["nodes"]) + len(live["chains"])
     servers = sum(p["role"] in ("node", "ctbc", "cmbc") for p in processes)
     return {"workdir": str(workdir), "kind": "compose", "running": answering > 0,
@@ -66,19 +67,33 @@ def compose_status(workdir: Path) -> dict[str, Any]:
             **live}
 
 
-def _operator_tls(workdir: Path) -> TlsFiles | None:
+def operator_tls(workdir: Path) -> TlsFiles | None:
     """The launcher's own certificate of a testbed run with ``--tls`` (None: plaintext)."""
     tls = workdir / TLS_DIR
     files = TlsFiles(tls / "ca.pem", tls / f"{OPERATOR}.pem", tls / f"{OPERATOR}.key")
     return files if all(p.exists() for p in (files.ca, files.cert, files.key)) else None
 
 
-def _live(processes: list[dict[str, Any]], tls: TlsFiles | None) -> dict[str, Any]:
+def _client_names(workdir: Path) -> dict[bytes, str]:
+    """Client ids to the names of their key files (client-3), where they can be read."""
+    from dualchain.chain.errors import DualchainError
+    from dualchain.chain.identity import load_key_file
+
+    names = {}
+    for key in sorted((workdir / "keys").glob("client-*.key")):
+        with contextlib.suppress(DualchainError):
+            names[load_key_file(key).id] = key.stem
+    return names
+
+
+def _live(processes: list[dict[str, Any]], tls: TlsFiles | None,
+          names: dict[bytes, str]) -> dict[str, Any]:
     import grpc
 
     from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc, node_pb2, node_pb2_grpc
 
     nodes, chains = [], {}
+    clients: list[dict[str, Any]] | None = None  # from the first CTBC daemon that answers
     for p in processes:
         with contextlib.suppress(grpc.RpcError), open_blocking_channel(p["address"], tls) as ch:
             if p["role"] == "node":
@@ -92,4 +107,10 @@ def _live(processes: list[dict[str, Any]], tls: TlsFiles | None) -> dict[str, An
                 st = chain_pb2_grpc.ChainServiceStub(ch).GetStatus(
                     chain_pb2.GetStatusRequest(), timeout=2)
                 chains[p["name"]] = {"height": st.height, "final_height": st.final_height}
-    return {"nodes": nodes, "chains": chains}
+                if p["role"] == "ctbc" and clients is None:
+                    clients = [{"client": r.client.hex(), "name": names.get(r.client),
+                                "offences": r.offences, "counted": r.counted,
+                                "reputation": round(r.reputation, 4), "excluded": r.excluded,
+                                "readmissions": r.readmissions, "last_version": r.last_version,
+                                "last_reason": r.last_reason} for r in st.clients]
+    return {"nodes": nodes, "chains": chains, "clients": clients or []}

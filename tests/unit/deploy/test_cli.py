@@ -28,7 +28,7 @@ def test_help_lists_only_commands_that_exist() -> None:
     for name in commands:
         assert name in result.stdout
     assert set(commands) == {"keygen", "demo", "bench", "chain", "miner", "client", "node",
-                             "up", "status", "testnet", "certs", "compose", "health"}
+                             "up", "status", "readmit", "testnet", "certs", "compose", "health"}
 
 
 def test_keygen_writes_a_private_seed_file_and_prints_the_id(tmp_path: Path) -> None:
