@@ -7,13 +7,17 @@ uploads a copy of an update the latest commit names, read from CTBC), and node 0
 discard set from version 3 on (it claims an honest update discarded). The honest node's commits
 name the flipped update (``low_contribution``) and the copy (``copy``) in their discard sets, the
 committee refuses every commit of the liar (BAD_MODEL evidence on CTBC), and training goes on.
-After two discarded updates the flipper is excluded: the nodes refuse its uploads and rounds no
-longer wait for it.
+After two discarded updates the flipper is excluded in the CTBC state of every replica: the nodes
+refuse its uploads and rounds no longer wait for it. A re-admission signed with a node's key is
+refused; `dualchain readmit` with the operator's key lifts the exclusion on every replica, and the
+flipper's next flipped update is discarded (an offence again) instead of refused.
 """
 
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -23,6 +27,8 @@ from dualchain.apps.ctbc.fl import ModelCommit, SignedUpdate
 from dualchain.apps.ctbc.payloads import Evidence, EvidenceKind
 from dualchain.chain.identity import load_key_file
 from dualchain.chain.types import Block, TxKind
+from dualchain.deploy.operator import OperatorError, readmit
+from dualchain.deploy.status import testbed_status as status_of  # (not a test)
 from dualchain.deploy.up import Testbed
 from dualchain.proto.v1 import chain_pb2
 from tests.integration.testbed_reads import blocks_up_to, chain_stub
@@ -115,3 +121,41 @@ def test_a_repeat_offender_is_excluded_and_rounds_go_on_without_it(testbed: Test
     after = max(testbed.versions)
     testbed.wait_for(lambda p, e: e["event"] == "version" and e["version"] >= after + 2,
                      EVENT_TIMEOUT_S)
+
+
+def _standing(tb: Testbed, client: bytes) -> list[chain_pb2.ClientStanding | None]:
+    """The client's record in each CTBC replica's state."""
+    rows = []
+    for name in ("ctbc-0", "ctbc-1"):
+        status = chain_stub(tb, name).GetStatus(chain_pb2.GetStatusRequest(), timeout=10)
+        rows.append(next((r for r in status.clients if r.client == client), None))
+    return rows
+
+
+def test_the_exclusion_is_chain_state_and_only_the_operator_lifts_it(testbed: Testbed) -> None:
+    flipper = _ids(testbed, "client", 6)[FLIPPER]
+    testbed.wait_for(lambda p, e: e["event"] == "offence" and e["client"] == flipper.hex()
+                     and e["newly_excluded"], EVENT_TIMEOUT_S, past=True)
+    assert all(r is not None and r.excluded and r.counted == 2 for r in _standing(
+        testbed, flipper)), _standing(testbed, flipper)
+    shown = {c["name"]: c for c in status_of(Path(testbed.workdir))["clients"]}
+    assert shown[f"client-{FLIPPER}"]["excluded"], shown
+    workdir = Path(testbed.workdir)
+    with pytest.raises(OperatorError, match="not_an_operator"):  # a node is no operator
+        readmit(workdir, f"client-{FLIPPER}", key=workdir / "keys" / "node-1.key")
+    done = subprocess.run(
+        [sys.executable, "-m", "dualchain.cli", "readmit", "--workdir", str(workdir),
+         "--client", f"client-{FLIPPER}"], capture_output=True, text=True, timeout=120,
+        check=False)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["client"] == flipper.hex() and not result["excluded"]
+    assert result["readmissions"] == 1
+    testbed.wait_for(lambda p, e: e["event"] == "readmitted" and e["client"] == flipper.hex(),
+                     EVENT_TIMEOUT_S, past=True)
+    rows = _standing(testbed, flipper)
+    assert all(r is not None and r.readmissions == 1 and r.offences >= 2 for r in rows), rows
+    # Its uploads are taken again: the next flipped update is discarded, an offence from 0.
+    event = testbed.wait_for(lambda p, e: e["event"] == "offence"
+                             and e["client"] == flipper.hex(), EVENT_TIMEOUT_S)
+    assert event["offences"] == 1 and event["reputation"] == 0.5
