@@ -85,6 +85,13 @@ def cmd_status(args: argparse.Namespace) -> int:
     return 0
 
 
+def _positive(value: str) -> float:
+    number = float(value) if value.replace(".", "", 1).isdigit() else -1.0
+    if number <= 0:
+        raise argparse.ArgumentTypeError(f"{value!r} is not a positive number of seconds")
+    return number
+
+
 def cmd_readmit(args: argparse.Namespace) -> int:
     from dualchain.deploy.operator import readmit
     from dualchain.deploy.status import operator_tls
@@ -213,7 +220,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                          help="the operator's key file (default WORKDIR/keys/operator.key)")
     readmit.add_argument("--ctbc", default=None, metavar="HOST:PORT",
                          help="the CTBC daemon to submit to (default: the testbed's, in turn)")
-    readmit.add_argument("--timeout-s", type=float, default=30.0,
+    readmit.add_argument("--timeout-s", type=_positive, default=30.0,
                          help="how long to wait for the commit (default 30)")
     readmit.set_defaults(func=cmd_readmit)
 

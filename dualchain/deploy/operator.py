@@ -53,8 +53,11 @@ def ctbc_addresses(workdir: Path) -> list[str]:
     for name in ("state.json", "compose.json"):
         path = Path(workdir) / name
         if path.exists():
-            processes = json.loads(path.read_text())["processes"]
-            return [p["address"] for p in processes if p["role"] == "ctbc"]
+            try:
+                processes = json.loads(path.read_text())["processes"]
+                return [p["address"] for p in processes if p["role"] == "ctbc"]
+            except (ValueError, KeyError, TypeError) as exc:
+                raise OperatorError(f"{path} is not a testbed's process list ({exc!r})") from None
     raise OperatorError(f"{workdir} holds no testbed (no state.json or compose.json)")
 
 

@@ -54,3 +54,14 @@ def test_bad_input_is_one_line_and_exit_2(workdir: Path, tmp_path_factory, capsy
         closed = f"127.0.0.1:{s.getsockname()[1]}"
     assert "no CTBC daemon answered" in error_of(capsys, "--workdir", str(workdir), "--client",
                                                  "client-3", "--ctbc", closed)
+
+
+def test_a_broken_process_list_and_a_bad_timeout_are_one_line(workdir: Path, capsys) -> None:
+    Signer.generate(Algorithm.ML_DSA_44).save(workdir / "keys" / "operator.key")
+    (workdir / "state.json").write_text("{not json")
+    assert "not a testbed's process list" in error_of(capsys, "--workdir", str(workdir),
+                                                      "--client", "client-3")
+    with pytest.raises(SystemExit) as info:
+        main(["readmit", "--workdir", str(workdir), "--client", "client-3", "--timeout-s", "-1"])
+    assert info.value.code == 2
+    assert "not a positive number of seconds" in capsys.readouterr().err
