@@ -8,9 +8,10 @@ discard set from version 3 on (it claims an honest update discarded). The honest
 name the flipped update (``low_contribution``) and the copy (``copy``) in their discard sets, the
 committee refuses every commit of the liar (BAD_MODEL evidence on CTBC), and training goes on.
 After two discarded updates the flipper is excluded in the CTBC state of every replica: the nodes
-refuse its uploads and rounds no longer wait for it. A re-admission signed with a node's key is
-refused; `dualchain readmit` with the operator's key lifts the exclusion on every replica, and the
-flipper's next flipped update is discarded (an offence again) instead of refused.
+refuse its uploads and rounds no longer wait for it, and a restarted replica and node still know
+it. A re-admission signed with a node's key is refused; `dualchain readmit` with the operator's
+key lifts the exclusion on every replica, and the flipper's next flipped update is discarded (an
+offence again) instead of refused.
 """
 
 from __future__ import annotations
@@ -140,6 +141,14 @@ def test_the_exclusion_is_chain_state_and_only_the_operator_lifts_it(testbed: Te
         testbed, flipper)), _standing(testbed, flipper)
     shown = {c["name"]: c for c in status_of(Path(testbed.workdir))["clients"]}
     assert shown[f"client-{FLIPPER}"]["excluded"], shown
+    # A restart keeps it: the replica replays the chain, the node reads it before it serves.
+    mark = len(testbed.history)
+    for name in ("ctbc-1", "node-1"):
+        testbed.kill(name)
+        testbed.restart(name)
+    assert any(p.name == "node-1" and e["event"] == "offence" and e["client"] == flipper.hex()
+               and e["excluded"] for p, e in testbed.history[mark:])
+    assert _standing(testbed, flipper)[1].excluded
     workdir = Path(testbed.workdir)
     with pytest.raises(OperatorError, match="not_an_operator"):  # a node is no operator
         readmit(workdir, f"client-{FLIPPER}", key=workdir / "keys" / "node-1.key")
