@@ -21,7 +21,7 @@ from dualchain.apps.ctbc.registry import RegistryApp
 from dualchain.apps.genesis import FlParams, Genesis, GenesisError
 from dualchain.apps.genesis_defense import DefenseParams
 from dualchain.chain.blobs import BlobStore
-from dualchain.chain.errors import DecodeError
+from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.identity import Signer
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.types import TxKind
@@ -132,8 +132,10 @@ def test_the_second_offence_excludes_and_the_committee_refuses_its_updates(fl: F
     # A node that names the excluded client's update (kept or discarded) is refused at
     # admission and in a block: its updates cannot be laundered into a version.
     tx, _ = fl.commit_tx(fl.clients)
-    with refused("excluded_client"):
+    with pytest.raises(ValidationError) as info:
         fl.app.check_tx(tx)
+    assert info.value.code == "excluded_client"
+    assert fl.app.refusal_evidence(tx, info.value) is None  # refused, its signer not blamed
     fl.step([tx])
     assert failed_codes(fl.app) == ["excluded_client"]
     assert fl.app.latest_model()[0] == 2
