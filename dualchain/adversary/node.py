@@ -38,6 +38,10 @@ class NodeAttack:
     def poisons(self, version: int) -> bool:
         return False
 
+    def takes_turn(self, version: int) -> bool:
+        """Whether the node aggregates ``version`` even when it is not its turn."""
+        return False
+
     def apply(self, model: np.ndarray, version: int) -> np.ndarray:
         return model
 
@@ -71,6 +75,10 @@ class AggregatorPoison(NodeAttack):
 
     def poisons(self, version: int) -> bool:
         return version in self.versions
+
+    def takes_turn(self, version: int) -> bool:
+        # The compromised aggregator of seed 003 poisons at its rounds, whoever's turn it is.
+        return self.poisons(version)
 
     def noise(self, size: int, version: int) -> np.ndarray:
         """``q`` of ``version``: float64 N(0, I) from PCG64 seeded by (seed, version)."""

@@ -12,6 +12,7 @@ takeover cannot fork the model.
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import time
 
@@ -32,7 +33,9 @@ class Aggregator:
     """A part of ``node.server.ServerNode``: its methods use the node's state, set up there."""
 
     def is_aggregator(self) -> bool:
-        order = self.planner.serving_nodes(self.config.nodes)
+        # A node CTBC excludes (misbehaviour on record) loses its turns: the others carry on.
+        order = [n for n in self.planner.serving_nodes(self.config.nodes)
+                 if n not in self.excluded_nodes]
         if self.signer.id not in order:
             return False
         turns = int((time.monotonic() - self._version_time) // self.config.aggregator_timeout_s)
@@ -49,7 +52,9 @@ class Aggregator:
             expected = {c for c in (self.planner.planned_clients()
                                     or self.planner.active_clients(self.clients))
                         if not self.standing.excluded(c)}  # a round waits for no excluded
-            if not self.is_aggregator() or not self.pool.ready(self.version, expected):
+            # A poisoning adversary takes the turn at its versions (any node may submit).
+            turn = self.is_aggregator() or self.config.adversary.takes_turn(self.version + 1)
+            if not turn or not self.pool.ready(self.version, expected):
                 continue
             log.info("aggregating version %d from %d pooled updates (commit height %d)",
                      self.version + 1, len(self.pool), self._commit_height)
@@ -76,6 +81,10 @@ class Aggregator:
         self._remember(model_hash, blob)
         commit = ModelCommit(commit.version, commit.parent_version, model_hash, commit.updates,
                              commit.discarded)
+        if self.config.adversary.poisons(commit.version):  # what a bench checks the chain for
+            print(json.dumps({"event": "adversary_commit", "kind": self.config.adversary.kind,
+                              "version": commit.version, "hash": model_hash.hex(),
+                              "time": time.time()}), flush=True)
         self._awaiting = (commit.version, time.monotonic())
         await self._submit(self.ctbc, self.ctbc_genesis.chain_id, TxKind.MODEL_VERSION,
                            commit.encode())

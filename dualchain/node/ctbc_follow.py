@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import json
 import logging
+import time
 
 import grpc
 
@@ -47,9 +48,12 @@ class CtbcFollower:
                     next_height = block.height + 1
                     if any(tx.kind == TxKind.MODEL_VERSION for tx in block.transactions):
                         await self._on_commit_block(block)
-                    elif any(tx.kind == TxKind.CLIENT_READMIT for tx in block.transactions):
-                        self._refresh_standing(await self.ctbc.GetStatus(
-                            chain_pb.GetStatusRequest(), timeout=30))
+                    elif any(tx.kind in (TxKind.CLIENT_READMIT, TxKind.EVIDENCE)
+                             for tx in block.transactions):
+                        status = await self.ctbc.GetStatus(
+                            chain_pb.GetStatusRequest(), timeout=30)
+                        self._refresh_standing(status)
+                        self._note_excluded(status)
                     if any(tx.kind == TxKind.VALIDATOR_REGISTER for tx in block.transactions):
                         self._tasks.append(asyncio.create_task(self._admit_joiners(block)))
             except grpc.aio.AioRpcError as exc:
@@ -63,6 +67,7 @@ class CtbcFollower:
         status = await self.ctbc.GetStatus(chain_pb.GetStatusRequest(), timeout=30)
         # Before the version is adopted: the next aggregation must leave out whom it excluded.
         self._refresh_standing(status)
+        self._note_excluded(status)
         if status.model_version <= self.version:
             return  # the commit did not apply (stale or refused)
         found = commit_for_version(block, status.model_version)
@@ -103,6 +108,18 @@ class CtbcFollower:
     def _drop_excluded(self) -> None:
         self.pool.remove([digest for digest, (update, _) in self.pool.pooled().items()
                           if self.standing.excluded(update.client)])
+
+    def _note_excluded(self, status: chain_pb.ChainStatus) -> None:
+        """Takes the validators CTBC excludes from committing (its application decided, on
+        applied evidence) out of the aggregation turn, with an event line for each change."""
+        now = {bytes(v) for v in status.excluded}
+        for node, event in ([(n, "node_excluded") for n in sorted(now - self.excluded_nodes)]
+                            + [(n, "node_readmitted")
+                               for n in sorted(self.excluded_nodes - now)]):
+            log.warning("%s: %s at CTBC height %d", event, node.hex()[:16], status.height)
+            print(json.dumps({"event": event, "node": node.hex(), "ctbc_height": status.height,
+                              "version": self.version, "time": time.time()}), flush=True)
+        self.excluded_nodes = now
 
     async def _anchor(self, commit: ModelCommit, ctbc_height: int) -> None:
         payload = Anchor(commit.version, commit.model_hash, ctbc_height).encode()

@@ -115,6 +115,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         self._awaiting: tuple[int, float] | None = None  # (version submitted, when)
         self._version_changed = asyncio.Event()
         self._ctbc_height = 0
+        self.excluded_nodes: set[bytes] = set()  # CTBC's: they may not commit model versions
         self.traffic = {"bytes_from_clients": 0, "bytes_to_clients": 0, "bytes_relayed": 0}
         self._cmbc_final = 0
         self._cmbc_read = asyncio.Event()  # set after each final CMBC block is read
@@ -153,6 +154,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
             await self._adopt(status.model_version, bytes(status.model_hash), status.height,
                               status.model_height)
         self._ctbc_height = status.height
+        self._note_excluded(status)
         # Serve only once the final CMBC blocks that exist now are read: a restarted node must
         # know the registered clients (and the task plan) before it answers them.
         cmbc_final = (await self.cmbc.GetStatus(chain_pb.GetStatusRequest(),

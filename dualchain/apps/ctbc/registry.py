@@ -57,6 +57,7 @@ from dualchain.apps.ctbc.evidence import (
     check_equivocation,
     equivocation_payload,
 )
+from dualchain.apps.ctbc.exclusion import excluded
 from dualchain.apps.ctbc.fl import MissingBlobError, ModelCommit, ModelCommitChecker, fl_rules
 from dualchain.apps.ctbc.payloads import (
     Evidence,
@@ -194,7 +195,16 @@ class RegistryApp(CommitteeApplication):
         if latest is None:
             return {}
         return {"model_version": latest[0], "model_hash": latest[1], "model_height": latest[2],
-                "clients": standing_rows(self._state.clients, self.exclude_after)}
+                "clients": standing_rows(self._state.clients, self.exclude_after),
+                "excluded": sorted(self.excluded_validators())}
+
+    def excluded_validators(self) -> frozenset[bytes]:
+        """Validators that may not commit the next model version (``exclusion.py``)."""
+        return self._excluded(self._state)
+
+    def _excluded(self, state: RegistryState) -> frozenset[bytes]:
+        return excluded(state.stats, self.epoch_of(state.height + 1),
+                        self.genesis.reputation.window_epochs, state.current)
 
     def equivocation_evidence(self, first: Vote | SignedProposal | Proposal,
                               second: Vote | SignedProposal | Proposal) -> bytes:
@@ -427,6 +437,9 @@ class RegistryApp(CommitteeApplication):
         if tx.sender not in state.current:
             raise ValidationError("model versions come from server nodes (validators)",
                                   code="not_a_validator")
+        if tx.sender in self._excluded(state):
+            raise ValidationError("the sender has misbehaviour on record and may not commit "
+                                  "model versions", code="excluded_validator")
         clients = self.models.check(commit, state.models[-1], len(state.models) - 1)
         check_not_excluded(state.clients, clients.values(), self.exclude_after)
         return NewVersion(commit, tuple((clients[d], reason) for d, reason in commit.discarded))

@@ -166,7 +166,7 @@ class PeerInfo(_message.Message):
     def __init__(self, id: _Optional[bytes] = ..., address: _Optional[str] = ..., connected: _Optional[bool] = ..., height: _Optional[int] = ...) -> None: ...
 
 class ChainStatus(_message.Message):
-    __slots__ = ("chain_id", "kind", "genesis_hash", "height", "head_hash", "final_height", "final_hash", "view", "leader", "committee", "target", "cumulative_work", "mempool_size", "peers", "model_version", "model_hash", "model_height", "validators", "clients")
+    __slots__ = ("chain_id", "kind", "genesis_hash", "height", "head_hash", "final_height", "final_hash", "view", "leader", "committee", "target", "cumulative_work", "mempool_size", "peers", "model_version", "model_hash", "model_height", "validators", "clients", "excluded")
     CHAIN_ID_FIELD_NUMBER: _ClassVar[int]
     KIND_FIELD_NUMBER: _ClassVar[int]
     GENESIS_HASH_FIELD_NUMBER: _ClassVar[int]
@@ -186,6 +186,7 @@ class ChainStatus(_message.Message):
     MODEL_HEIGHT_FIELD_NUMBER: _ClassVar[int]
     VALIDATORS_FIELD_NUMBER: _ClassVar[int]
     CLIENTS_FIELD_NUMBER: _ClassVar[int]
+    EXCLUDED_FIELD_NUMBER: _ClassVar[int]
     chain_id: str
     kind: str
     genesis_hash: bytes
@@ -205,7 +206,8 @@ class ChainStatus(_message.Message):
     model_height: int
     validators: _containers.RepeatedScalarFieldContainer[bytes]
     clients: _containers.RepeatedCompositeFieldContainer[ClientStanding]
-    def __init__(self, chain_id: _Optional[str] = ..., kind: _Optional[str] = ..., genesis_hash: _Optional[bytes] = ..., height: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., final_height: _Optional[int] = ..., final_hash: _Optional[bytes] = ..., view: _Optional[int] = ..., leader: _Optional[bytes] = ..., committee: _Optional[_Iterable[bytes]] = ..., target: _Optional[bytes] = ..., cumulative_work: _Optional[bytes] = ..., mempool_size: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., model_version: _Optional[int] = ..., model_hash: _Optional[bytes] = ..., model_height: _Optional[int] = ..., validators: _Optional[_Iterable[bytes]] = ..., clients: _Optional[_Iterable[_Union[ClientStanding, _Mapping]]] = ...) -> None: ...
+    excluded: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, chain_id: _Optional[str] = ..., kind: _Optional[str] = ..., genesis_hash: _Optional[bytes] = ..., height: _Optional[int] = ..., head_hash: _Optional[bytes] = ..., final_height: _Optional[int] = ..., final_hash: _Optional[bytes] = ..., view: _Optional[int] = ..., leader: _Optional[bytes] = ..., committee: _Optional[_Iterable[bytes]] = ..., target: _Optional[bytes] = ..., cumulative_work: _Optional[bytes] = ..., mempool_size: _Optional[int] = ..., peers: _Optional[_Iterable[_Union[PeerInfo, _Mapping]]] = ..., model_version: _Optional[int] = ..., model_hash: _Optional[bytes] = ..., model_height: _Optional[int] = ..., validators: _Optional[_Iterable[bytes]] = ..., clients: _Optional[_Iterable[_Union[ClientStanding, _Mapping]]] = ..., excluded: _Optional[_Iterable[bytes]] = ...) -> None: ...
 
 class ClientStanding(_message.Message):
     __slots__ = ("client", "offences", "counted", "readmissions", "reputation", "excluded", "last_version", "last_reason")
