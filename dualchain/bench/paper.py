@@ -50,9 +50,12 @@ from pathlib import Path
 from typing import Any
 
 from dualchain.bench import attacks as attacks_bench
+from dualchain.bench import fig6 as fig6_bench
+from dualchain.bench import poison as poison_bench
 from dualchain.deploy.up import Testbed, UpConfig, client_slowdowns
 
-EXPERIMENTS = ("table3", "fig4", "fig7", "table5", "table4", "attacks", "lazy")
+EXPERIMENTS = ("table3", "fig4", "fig7", "table5", "table4", "attacks", "lazy", "poison",
+               "fig6")
 # The median per-task transfer cost (completion - training - rtt, plus rtt) that clients
 # reported in a digits testbed on our 2-core machine: 0.039 s + 0.005 s.
 TASK_OVERHEAD_S = 0.044
@@ -291,8 +294,10 @@ def _rows(name: str, result: dict[str, Any]) -> list[dict[str, Any]]:
                 for m, r in result["modes"].items()]
     if name == "attacks":
         return result["rows"]
-    if name in ("fig4", "lazy"):
+    if name in ("fig4", "lazy", "fig6"):
         return result["points"]
+    if name == "poison":
+        return poison_bench.rows(result)
     if name == "table4":
         return result["points"]
     if name == "table5":
@@ -313,6 +318,10 @@ def _plot(name: str, result: dict[str, Any], path: Path) -> None:
     fig, ax = plt.subplots(figsize=(6.4, 4.0))
     if name in ("attacks", "lazy"):
         attacks_bench.plot(name, result, ax)
+    elif name == "poison":
+        poison_bench.plot(result, ax)
+    elif name == "fig6":
+        fig6_bench.plot(result, ax)
     elif name == "table3":
         modes = list(result["modes"])
         ax.bar(modes, [result["modes"][m]["mean_c_gmax_s"] or 0 for m in modes], color="C0")
@@ -357,16 +366,24 @@ def _plot(name: str, result: dict[str, Any], path: Path) -> None:
 
 
 def run_experiment(name: str, base: UpConfig, out: Path, progress: Progress,
-                   modes: Sequence[str] = ("ddmlts", "fedasync", "semisync", "fedavg"),
+                   modes: Sequence[str] | None = None,
                    ratios: Sequence[float] | None = None,
                    alphas: Sequence[float] = (0.5, 1.0, 1.5), warmup: int = 3,
-                   small_batches: int = 2, overhead_s: float = TASK_OVERHEAD_S
-                   ) -> dict[str, Any]:
+                   small_batches: int = 2, overhead_s: float = TASK_OVERHEAD_S,
+                   poison_versions: Sequence[int] = (20, 60), rho: float = 1.0,
+                   bad_clients: Sequence[int] = (0, 2, 4, 6), dropout_from: int = 2,
+                   wait_s: float = 5.0) -> dict[str, Any]:
     if name not in EXPERIMENTS:
         raise ValueError(f"experiment {name!r}: one of {', '.join(EXPERIMENTS)}")
     started = time.monotonic()
     if name == "table3":
-        result = table3(base, modes, warmup, progress)
+        result = table3(base, modes or ("ddmlts", "fedasync", "semisync", "fedavg"), warmup,
+                        progress)
+    elif name == "poison":
+        result = poison_bench.poison(base, poison_versions, rho, progress)
+    elif name == "fig6":
+        result = fig6_bench.fig6(base, bad_clients, modes or fig6_bench.MODES, dropout_from,
+                                 wait_s, progress)
     elif name == "table5":
         result = table5(base, progress)
     elif name == "table4":

@@ -140,9 +140,23 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
                                 progress or (lambda line: None), chains), args.json)
         return 0
     ratios = [float(x) for x in args.ratios.split(",")] if args.ratios else None
+    try:
+        poison_versions = tuple(int(x) for x in args.poison_versions.split(","))
+        bad_clients = tuple(int(x) for x in args.bad_clients.split(","))
+        if (min(poison_versions) < 1 or args.rho <= 0 or args.wait_s <= 0
+                or (args.experiment == "fig6"
+                    and not all(0 <= b <= args.clients for b in bad_clients))):
+            raise ValueError
+    except ValueError:
+        print("dualchain bench paper: --poison-versions: versions from 1, --rho and --wait-s "
+              f"positive, --bad-clients: counts from 0 to --clients ({args.clients})",
+              file=sys.stderr)
+        return 2
     result = run_experiment(args.experiment, base, args.out, progress or (lambda line: None),
-                            modes=args.modes.split(","), ratios=ratios,
-                            small_batches=args.small_batches,
+                            modes=args.modes.split(",") if args.modes else None, ratios=ratios,
+                            small_batches=args.small_batches, poison_versions=poison_versions,
+                            rho=args.rho, bad_clients=bad_clients,
+                            dropout_from=args.dropout_from, wait_s=args.wait_s,
                             **({"overhead_s": args.task_overhead_s}
                                if args.task_overhead_s is not None else {}))
     print_result(result, args.json)
@@ -320,8 +334,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
 
     paper = bench_sub.add_parser(
         "paper",
-        help="seed 000 §5 experiments: table3, fig4, fig7, table4, table5, fig8, fig9, fig10; "
-        "issue 15's attacks and lazy; seed 004: dp",
+        help="seed 000 §5 experiments: table3, fig4, fig6, fig7, table4, table5, fig8, fig9, "
+        "fig10; issue 15's attacks, lazy and poison; seed 004: dp",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
         "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
@@ -339,11 +353,16 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "watermark's detection at 9/6/3 dB and the accuracy with 30% lazy clients (both in "
         "process, bench/attacks.py); dp (seed 004 Fig. 2): final accuracy against epsilon "
         "1/2/4/8/inf, constant against adaptive noise, per-example DP-SGD clients in process "
-        "with real training. Writes NAME.json, NAME.csv (and NAME.png) under --out.",
+        "with real training; poison (seed 003 Fig. 11): node 0 poisons the model at "
+        "--poison-versions, accuracy per version of the live testbed (the committee refuses, "
+        "the node is excluded) against the run replayed with no check and a central FedAvg "
+        "aggregator; fig6 (seed 000 Fig. 6): final accuracy against --bad-clients dropped-out "
+        "clients, fedavg against ddmlts (testbeds). Writes NAME.json, NAME.csv (and "
+        "NAME.png) under --out.",
     )
     paper.add_argument("--experiment", required=True,
                        choices=["table3", "fig4", "fig7", "table4", "table5", "fig8", "fig9",
-                                "fig10", "attacks", "lazy", "dp"])
+                                "fig10", "attacks", "lazy", "dp", "poison", "fig6"])
     paper.add_argument("--seeds", type=int, default=3,
                        help="dp: noise seeds per point (default 3)")
     paper.add_argument("--sweep-duration-s", type=float, default=20.0,
@@ -363,8 +382,20 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     paper.add_argument("--state-change-s", type=float, default=40.0,
                        help="table5: a random client's slowdown changes about this often "
                        "(default 40)")
-    paper.add_argument("--modes", default="ddmlts,fedasync,semisync,fedavg",
-                       help="table3: modes to run (default ddmlts,fedasync,semisync,fedavg)")
+    paper.add_argument("--modes", default="",
+                       help="table3: modes to run (default ddmlts,fedasync,semisync,fedavg); "
+                       "fig6: fedavg,ddmlts")
+    paper.add_argument("--poison-versions", default="20,60",
+                       help="poison: versions node 0 poisons (default 20,60)")
+    paper.add_argument("--rho", type=float, default=1.0,
+                       help="poison: the noise scale rho of w - rho q (default 1.0)")
+    paper.add_argument("--bad-clients", default="0,2,4,6",
+                       help="fig6: numbers of dropped-out clients (default 0,2,4,6)")
+    paper.add_argument("--dropout-from", type=int, default=2,
+                       help="fig6: the version bad clients drop out from (default 2)")
+    paper.add_argument("--wait-s", type=float, default=5.0,
+                       help="fig6: how long a round waits for missing clients, fedavg and "
+                       "ddmlts alike (default 5)")
     paper.add_argument("--nodes", default="2",
                        help="server nodes (default 2); fig8/fig9/fig10: the node counts, "
                        "comma-separated (e.g. 4,8,16,24,36)")

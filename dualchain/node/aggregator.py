@@ -84,7 +84,8 @@ class Aggregator:
         if self.config.adversary.poisons(commit.version):  # what a bench checks the chain for
             print(json.dumps({"event": "adversary_commit", "kind": self.config.adversary.kind,
                               "version": commit.version, "hash": model_hash.hex(),
-                              "time": time.time()}), flush=True)
+                              "ctbc_height": self._ctbc_height, "time": time.time()}),
+                  flush=True)
         self._awaiting = (commit.version, time.monotonic())
         await self._submit(self.ctbc, self.ctbc_genesis.chain_id, TxKind.MODEL_VERSION,
                            commit.encode())
