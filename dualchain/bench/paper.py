@@ -370,7 +370,7 @@ def run_experiment(name: str, base: UpConfig, out: Path, progress: Progress,
                    ratios: Sequence[float] | None = None,
                    alphas: Sequence[float] = (0.5, 1.0, 1.5), warmup: int = 3,
                    small_batches: int = 2, overhead_s: float = TASK_OVERHEAD_S,
-                   poison_versions: Sequence[int] = (20, 60), rho: float = 1.0,
+                   poison_versions: Sequence[int] = (20, 60), rho: float = 0.1,
                    bad_clients: Sequence[int] = (0, 2, 4, 6), dropout_from: int = 2,
                    wait_s: float = 5.0) -> dict[str, Any]:
     if name not in EXPERIMENTS:

@@ -387,8 +387,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                        "fig6: fedavg,ddmlts")
     paper.add_argument("--poison-versions", default="20,60",
                        help="poison: versions node 0 poisons (default 20,60)")
-    paper.add_argument("--rho", type=float, default=1.0,
-                       help="poison: the noise scale rho of w - rho q (default 1.0)")
+    paper.add_argument("--rho", type=float, default=0.1,
+                       help="poison: the noise scale rho of w - rho q (default 0.1)")
     paper.add_argument("--bad-clients", default="0,2,4,6",
                        help="fig6: numbers of dropped-out clients (default 0,2,4,6)")
     paper.add_argument("--dropout-from", type=int, default=2,
