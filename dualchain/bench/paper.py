@@ -31,6 +31,10 @@
 
 - ``attacks`` and ``lazy`` (issue 15): attacks against defenses, and the PN watermark's
   detection of lazy clients (seed 004 Table I); in process, see ``bench/attacks.py``.
+- ``poison`` (seed 003 Fig. 11): a poisoning aggregator on the live testbed, refused and
+  excluded, against the run replayed with no check and a poisoned central aggregator
+  (``bench/poison.py``); ``fig6`` (seed 000 Fig. 6): final accuracy against the number of
+  dropped-out clients, fedavg against ddmlts, on testbeds (``bench/fig6.py``).
 
 Each experiment writes NAME.json, NAME.csv and NAME.png under the output directory; the JSON is
 also printed. Seed 000's

@@ -171,6 +171,10 @@ class Testbed(TestbedFiles):
                           f"{event['batches']}, planned makespans {spans}")
         elif event["event"] == "join":
             self.progress(f"  {proc.name}: join {event['stage']}")
+        elif event["event"] in ("node_excluded", "node_readmitted"):
+            self.progress(f"  {proc.name}: node {event['node'][:16]} "
+                          f"{event['event'].removeprefix('node_')} by CTBC at version "
+                          f"{event['version']}")
         elif event["event"] == "exited":
             self.progress(f"  {proc.name} exited with code {event['code']}")
 
