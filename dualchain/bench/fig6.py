@@ -75,7 +75,8 @@ def fig6(base: UpConfig, counts: Sequence[int], modes: Sequence[str], from_versi
                 report = _Testbed(config, wait_s, progress).run()
                 points.append(point(bad, mode, report))
                 progress(f"fig6: {points[-1]}")
-    return {"points": points, "dropout_from_version": from_version, "wait_s": wait_s,
+    return {"points": points, "stragglers": 0.0, "dropout_from_version": from_version,
+            "wait_s": wait_s,
             "modes": list(modes), "bad_client_counts": list(counts)}
 
 

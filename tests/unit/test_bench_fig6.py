@@ -44,11 +44,13 @@ def test_one_run_per_count_and_mode_with_the_same_wait(tmp_path: Path, monkeypat
                     "versions": [{"accuracy": acc, "round_s": r} for r in (None, 1.0, 3.0)]}
 
     monkeypatch.setattr(fig6_bench, "_Testbed", FakeTestbed)
-    document = paper.run_experiment("fig6", UpConfig(clients=10), tmp_path, lambda line: None,
+    document = paper.run_experiment("fig6", UpConfig(clients=10, stragglers=0.2), tmp_path,
+                                    lambda line: None,
                                     bad_clients=(0, 4), wait_s=6.0)
     assert [(c.mode, len(c.client_attacks), c.deadline_s, w) for c, w in runs] == [
         ("fedavg", 0, 6.0, 6.0), ("ddmlts", 0, 6.0, 6.0),
         ("fedavg", 4, 6.0, 6.0), ("ddmlts", 4, 6.0, 6.0)]
+    assert document["stragglers"] == 0.0 and {c.stragglers for c, _ in runs} == {0.0}
     first = document["points"][0]
     assert {"bad_clients", "mode", "final_accuracy"} <= set(first)
     assert first["mean_round_s"] == 2.0 and first["best_accuracy"] == 0.96
