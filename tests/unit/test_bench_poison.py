@@ -6,6 +6,9 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import pytest
+
+from dualchain import cli
 from dualchain.bench import paper
 from dualchain.bench.poison import attack_of, central_curve, live_summary
 from dualchain.deploy.up import UpConfig
@@ -71,3 +74,16 @@ def test_the_document_has_the_issues_fields_csv_and_png(tmp_path: Path, monkeypa
     lines = (tmp_path / "poison.csv").read_text().splitlines()
     assert lines[0] == "curve,version,accuracy" and len(lines) == 10
     assert (tmp_path / "poison.png").stat().st_size > 0
+
+
+@pytest.mark.parametrize("flags", [
+    ["--experiment", "poison", "--poison-versions", "20,x"],
+    ["--experiment", "poison", "--poison-versions", "0,60"],
+    ["--experiment", "poison", "--rho", "0"],
+    ["--experiment", "fig6", "--bad-clients", "0,11"],
+    ["--experiment", "fig6", "--wait-s", "-1"],
+])
+def test_bad_experiment_parameters_are_one_line_errors(flags, capsys) -> None:
+    assert cli.main(["bench", "paper", *flags, "--clients", "10"]) == 2
+    err = capsys.readouterr().err
+    assert err.count("\n") == 1 and "--poison-versions" in err and "Traceback" not in err
