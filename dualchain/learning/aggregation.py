@@ -83,7 +83,7 @@ class StalenessRule:
             raise ValueError(f"max_staleness must not be negative, got {self.max_staleness}")
 
     def admits(self, s: int) -> bool:
-        _check_staleness(s)
+        check_staleness(s)
         return s <= self.max_staleness
 
     def weight(self, s: int) -> float:
@@ -99,7 +99,7 @@ class StalenessRule:
         return 1.0 if s <= self.b else 1.0 / (self.a * (s - self.b) + 1.0)
 
 
-def _check_staleness(s: int) -> None:
+def check_staleness(s: int) -> None:
     if s < 0:
         raise ValueError(f"staleness {s} is negative: an update cannot be based on a future model")
 
@@ -189,7 +189,7 @@ def canonical_order(updates: Sequence[Update], size: int) -> list[Update]:
     return _sorted_updates(updates, size)
 
 
-def _check_global(global_params: np.ndarray) -> None:
+def check_global(global_params: np.ndarray) -> None:
     if (
         not isinstance(global_params, np.ndarray)
         or global_params.dtype != np.float32
@@ -198,9 +198,11 @@ def _check_global(global_params: np.ndarray) -> None:
         raise ValueError("global parameters must be a 1-D float32 vector")
 
 
-def _apply(
+def apply_coefficients(
     global_params: np.ndarray, kept: list[Update], coefficients: list[float]
 ) -> tuple[np.ndarray, tuple[tuple[bytes, float], ...]]:
+    """``global + sum_i c_i delta_i``: each c_i rounded once to float32, accumulated element-wise
+    in float32 in the given (canonical) order; returns the model and (client id, c_i) pairs."""
     acc = global_params.copy()
     tmp = np.empty_like(acc)
     weights = []
@@ -220,7 +222,7 @@ def aggregate_async(
     mixing: float = 1.0,
 ) -> AggregateResult:
     """Seed 000 eq. 2 (see the module docstring); with nothing kept the global is unchanged."""
-    _check_global(global_params)
+    check_global(global_params)
     if not (mixing > 0 and math.isfinite(mixing)):
         raise ValueError(f"mixing must be positive and finite, got {mixing}")
     kept: list[Update] = []
@@ -233,7 +235,7 @@ def aggregate_async(
     coefficients = [
         mixing * rule.weight(current_version - u.base_version) / len(kept) for u in kept
     ]
-    params, weights = _apply(global_params, kept, coefficients)
+    params, weights = apply_coefficients(global_params, kept, coefficients)
     return AggregateResult(params=params, weights=weights, dropped=tuple(dropped))
 
 
@@ -246,17 +248,17 @@ def fedavg(
     round has no stale updates). With equal sample counts this is the plain average of the
     clients' models.
     """
-    _check_global(global_params)
+    check_global(global_params)
     kept: list[Update] = []
     dropped: list[bytes] = []
     for u in _sorted_updates(updates, global_params.size):
-        _check_staleness(current_version - u.base_version)
+        check_staleness(current_version - u.base_version)
         if u.base_version == current_version:
             kept.append(u)
         else:
             dropped.append(u.client_id)
     total = sum(u.samples for u in kept)
-    params, weights = _apply(global_params, kept, [u.samples / total for u in kept])
+    params, weights = apply_coefficients(global_params, kept, [u.samples / total for u in kept])
     return AggregateResult(params=params, weights=weights, dropped=tuple(dropped))
 
 
@@ -274,7 +276,7 @@ def plugin_aggregate(
     it and compares the SHA-256 of the result, so it must be a pure function of its inputs. The
     weights recorded with a bare array are the updates' sample shares (informational).
     """
-    _check_global(global_params)
+    check_global(global_params)
     ordered = tuple(_sorted_updates(updates, global_params.size))
     out = call(spec, "aggregator", rule, global_params.copy(), ordered, current_version)
     if isinstance(out, AggregateResult):

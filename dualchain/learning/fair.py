@@ -43,16 +43,16 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
-# Private helpers shared on purpose: one accumulation and one set of checks, so both rules give
-# replicas the same bytes by the same code.
+# One accumulation and one set of checks for both rules, so replicas get the same bytes by the
+# same code.
 from dualchain.learning.aggregation import (
     AggregateResult,
     StalenessRule,
     Update,
-    _apply,
-    _check_global,
-    _check_staleness,
+    apply_coefficients,
     canonical_order,
+    check_global,
+    check_staleness,
 )
 
 FAIR_WEIGHTINGS: tuple[str, ...] = ("contribution", "contribution_samples")
@@ -105,7 +105,7 @@ def fair_coefficients(
     dropped: list[bytes] = []
     for u, t in zip(updates, _thetas(updates, theta), strict=True):
         s = current_version - u.base_version
-        _check_staleness(s)
+        check_staleness(s)
         if t <= 0.0 or (rule is not None and not rule.admits(s)):
             dropped.append(u.client_id)
             continue
@@ -130,10 +130,10 @@ def aggregate_fair(
     mixing: float = 1.0,
 ) -> AggregateResult:
     """Seed 002 eq. II.4 on deltas (see the module docstring); nothing kept: global unchanged."""
-    _check_global(global_params)
+    check_global(global_params)
     ordered = canonical_order(updates, global_params.size)
     kept, coefficients, dropped = fair_coefficients(
         ordered, theta, current_version, weighting=weighting, rule=rule, mixing=mixing
     )
-    params, weights = _apply(global_params, kept, coefficients)
+    params, weights = apply_coefficients(global_params, kept, coefficients)
     return AggregateResult(params=params, weights=weights, dropped=tuple(dropped))
