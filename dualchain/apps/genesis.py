@@ -58,6 +58,16 @@ class FlParams:
     # above may name a loader the same way.
     model: str = ""  # the model factory (version 0 is derived from it and model_seed)
     aggregator: str = ""  # the rule every committee member re-executes instead of ``mode``'s
+    # Incentives (docs/incentives.md): "staleness" (seed 000 eq. 2) or "fair" (seed 002 eq.
+    # II.4, weights from the contribution theta); micro-units paid per committed version by its
+    # reward list (0: no rewards). Written to the file only when set, so a genesis without them
+    # keeps its hash.
+    aggregation: str = "staleness"
+    reward_base: int = 0
+
+
+# FlParams keys a genesis file may leave out (their defaults apply).
+FL_OPTIONAL = {"aggregation": "staleness", "reward_base": 0}
 
 
 @dataclass(frozen=True)
@@ -121,7 +131,8 @@ class Genesis(EngineGenesis):
     def to_json(self) -> dict[str, Any]:
         data = super().to_json()
         if self.fl is not None:
-            data["fl"] = asdict(self.fl)
+            data["fl"] = {k: v for k, v in asdict(self.fl).items()
+                          if k not in FL_OPTIONAL or v != FL_OPTIONAL[k]}
         if self.sched is not None:
             data["sched"] = asdict(self.sched)
         if self.defense is not None:  # (absent otherwise: a genesis hash is unchanged)
@@ -156,7 +167,7 @@ class Genesis(EngineGenesis):
                   if f.name != "app_sections"}
         return cls(
             **engine,
-            fl=parse_section(FlParams, raw["fl"], "fl") if "fl" in raw else None,
+            fl=parse_section(FlParams, _with_optional(raw["fl"]), "fl") if "fl" in raw else None,
             sched=parse_section(SchedParams, raw["sched"], "sched") if "sched" in raw else None,
             defense=(parse_section(DefenseParams, raw["defense"], "defense")
                      if "defense" in raw else None),
@@ -179,6 +190,10 @@ def _parse_operators(value: object) -> tuple[bytes, ...]:
     if len(set(ids)) != len(ids):
         raise GenesisError("operators: an id is named twice")
     return tuple(ids)
+
+
+def _with_optional(fl: object) -> object:
+    return {**FL_OPTIONAL, **fl} if isinstance(fl, dict) else fl
 
 
 def _check_sched(g: Genesis) -> None:
@@ -216,6 +231,12 @@ def _check_fl(g: Genesis) -> None:
         value = getattr(fl, name)
         if value and (":" not in value or any(c.isspace() for c in value)):
             raise GenesisError(f"fl.{name}: must be empty or an import path pkg.module:name")
+    if fl.aggregation not in ("staleness", "fair"):
+        raise GenesisError(f"fl.aggregation: {fl.aggregation!r} is not staleness or fair")
+    if fl.aggregation == "fair" and fl.aggregator:
+        raise GenesisError("fl.aggregation: fair and a plug-in aggregator exclude each other")
+    if type(fl.reward_base) is not int or not 0 <= fl.reward_base < 2**63:
+        raise GenesisError("fl.reward_base: must be an integer of micro-units in [0, 2^63)")
     for name in ("mixing", "max_update_norm"):
         value = getattr(fl, name)
         if not math.isfinite(value) or value <= 0:

@@ -87,6 +87,10 @@ class Application(ABC):
     def app_hash(self) -> bytes:
         """A digest of the whole application state (replicas compare it through headers)."""
 
+    def balances(self) -> dict[bytes, int]:
+        """Account (32-byte identity id) -> integer micro-units, for ``GetBalances``; none here."""
+        return {}
+
 
 class CommitteeApplication(Application):
     """An application ordered by committee consensus: it names the committee of each height and

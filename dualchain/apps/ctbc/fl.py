@@ -11,13 +11,17 @@
   update from the blob store, checks each update's signature and bounds, recomputes the aggregate
   with the rule fixed in the genesis (numpy, deterministic) and compares the hash. A committee
   member that does this cannot be made to commit a model one server tampered with.
+- With rewards on (genesis ``fl.reward_base`` > 0) a commit also carries the version's reward
+  list (tag DCM3): each client's share of the base by its contribution theta
+  (``learning.incentive``, ``learning.rewards``). The replica recomputes theta and the list from
+  the same updates and refuses a list that does not conserve the base or does not reproduce.
 """
 
 from __future__ import annotations
 
 import hashlib
 from collections import OrderedDict
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from functools import cached_property
 from typing import Any
@@ -38,6 +42,7 @@ from dualchain.learning.aggregation import (
     Update,
     UpdateRejected,
     aggregate_async,
+    canonical_order,
     check_update,
     fedavg,
     load_aggregator,
@@ -45,7 +50,10 @@ from dualchain.learning.aggregation import (
 )
 from dualchain.learning.codec import CodecError, decode_params, encode_params
 from dualchain.learning.contribution import ClusterParams
+from dualchain.learning.fair import AGGREGATION_KINDS, aggregate_fair
+from dualchain.learning.incentive import pool_incentives, pool_theta, reward_verdict
 from dualchain.learning.plugins import PluginError
+from dualchain.learning.rewards import RewardList
 from dualchain.learning.robust import RobustRule
 from dualchain.learning.screening import REASONS, Candidate, Defense, screen, seed_for_key
 from dualchain.learning.watermark import WatermarkParams
@@ -53,6 +61,7 @@ from dualchain.learning.watermark import WatermarkParams
 UPDATE_TAG = b"DCU1"
 UPDATE_SIGNED_TAG = b"DCu1"
 COMMIT_TAG = b"DCM2"  # DCM1 had no discard set
+REWARD_COMMIT_TAG = b"DCM3"  # DCM2 and the version's reward list (rewards on)
 MAX_UPDATE_BYTES = 256 * 1024 * 1024
 MAX_COMMIT_UPDATES = 4096
 MODES = ("fedasync", "fedavg")
@@ -128,15 +137,22 @@ class ModelCommit:
     updates: tuple[tuple[bytes, float], ...]  # (update digest, weight), in aggregation order
     # (update digest, reason) the defense left out, in digest order (``learning.screening``)
     discarded: tuple[tuple[bytes, str], ...] = ()
+    # (client id, micro-units) sorted by client, with rewards on; None: no list (DCM2)
+    rewards: RewardList | None = None
 
     def encode(self) -> bytes:
-        w = Writer(COMMIT_TAG).u64(self.version).u64(self.parent_version)
+        tag = COMMIT_TAG if self.rewards is None else REWARD_COMMIT_TAG
+        w = Writer(tag).u64(self.version).u64(self.parent_version)
         w.fixed(self.model_hash, HASH_BYTES).count(len(self.updates))
         for digest, weight in self.updates:
             w.fixed(digest, HASH_BYTES).fixed(np.float32(weight).tobytes(), 4)
         w.count(len(self.discarded))
         for digest, reason in self.discarded:
             w.fixed(digest, HASH_BYTES).text(reason)
+        if self.rewards is not None:
+            w.count(len(self.rewards))
+            for client, amount in self.rewards:
+                w.fixed(client, ID_BYTES).u64(amount)
         return w.bytes()
 
     @property
@@ -146,7 +162,8 @@ class ModelCommit:
 
     @classmethod
     def decode(cls, data: bytes) -> ModelCommit:
-        r = Reader(data, COMMIT_TAG, "model commit")
+        rewarded = bytes(data[:4]) == REWARD_COMMIT_TAG
+        r = Reader(data, REWARD_COMMIT_TAG if rewarded else COMMIT_TAG, "model commit")
         version, parent = r.u64("version"), r.u64("parent_version")
         model_hash = r.fixed(HASH_BYTES, "model_hash")
         n = r.count("updates", MAX_COMMIT_UPDATES)
@@ -156,10 +173,13 @@ class ModelCommit:
             for _ in range(n))
         discarded = tuple((r.fixed(HASH_BYTES, "discarded"), r.text("reason", 32))
                           for _ in range(r.count("discarded", MAX_COMMIT_UPDATES)))
+        rewards = (tuple((r.fixed(ID_BYTES, "reward client"), r.u64("reward amount"))
+                         for _ in range(r.count("rewards", MAX_COMMIT_UPDATES)))
+                   if rewarded else None)
         r.finish()
         if any(reason not in REASONS for _, reason in discarded):
             raise DecodeError("model commit: unknown discard reason")
-        return cls(version, parent, model_hash, updates, discarded)
+        return cls(version, parent, model_hash, updates, discarded, rewards)
 
 
 @dataclass(frozen=True)
@@ -175,10 +195,19 @@ class FlRules:
     aggregator: str = ""  # a user's rule (genesis fl.aggregator), "" for ``mode``'s
     aggregator_rule: Callable[..., Any] | None = field(default=None, compare=False, repr=False)
     defense: Defense = field(default_factory=Defense)
+    aggregation: str = "staleness"  # or "fair": seed 002 eq. II.4 (``learning.fair``)
+    reward_base: int = 0  # micro-units each version pays by its reward list; 0: no rewards
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
             raise ValueError(f"mode {self.mode!r} is not one of {', '.join(MODES)}")
+        if self.aggregation not in AGGREGATION_KINDS:
+            raise ValueError(f"aggregation {self.aggregation!r} is not one of "
+                             f"{', '.join(AGGREGATION_KINDS)}")
+
+    @property
+    def needs_theta(self) -> bool:
+        return self.reward_base > 0 or self.aggregation == "fair"
 
 
 def defense_from(params) -> Defense:
@@ -206,6 +235,7 @@ def fl_rules(genesis: EngineGenesis) -> FlRules:
         rule=StalenessRule(fl.staleness_rule, fl.staleness_a, fl.staleness_b, fl.max_staleness),
         mixing=fl.mixing, max_update_norm=fl.max_update_norm, aggregator=fl.aggregator,
         aggregator_rule=_aggregator(fl.aggregator), defense=defense_from(parsed.defense),
+        aggregation=fl.aggregation, reward_base=fl.reward_base,
     )
 
 
@@ -247,14 +277,30 @@ def decode_delta(update: SignedUpdate, size: int, max_norm: float) -> np.ndarray
 
 
 def aggregate(rules: FlRules, base: np.ndarray, updates: list[tuple[SignedUpdate, np.ndarray]],
-              current_version: int):
+              current_version: int, theta: Mapping[bytes, float] | None = None):
+    """The chain's rule on ``updates``; the fair rule weighs each by ``theta`` (by update
+    digest; computed here over ``updates`` when not given)."""
     inputs = [Update(u.client, u.base_version, u.samples, delta) for u, delta in updates]
     if rules.aggregator_rule is not None:
         return plugin_aggregate(rules.aggregator, rules.aggregator_rule, base, inputs,
                                 current_version)
+    if rules.aggregation == "fair":
+        if theta is None:
+            theta = pool_theta(_keyed(updates), rules.defense.cluster)
+        digest_of = {id(i): u.digest for i, (u, _) in zip(inputs, updates, strict=True)}
+        ordered = canonical_order(inputs, base.size)
+        return aggregate_fair(base, ordered, current_version,
+                              [theta.get(digest_of[id(i)], 0.0) for i in ordered],
+                              rule=rules.rule if rules.mode == "fedasync" else None,
+                              mixing=rules.mixing)
     if rules.mode == "fedavg":
         return fedavg(base, inputs, current_version)
     return aggregate_async(base, inputs, current_version, rules.rule, rules.mixing)
+
+
+def _keyed(updates: list[tuple[SignedUpdate, np.ndarray]]) -> list[Update]:
+    """The updates under their digests (``learning.incentive``: one client's two stay apart)."""
+    return [Update(u.digest, u.base_version, u.samples, d) for u, d in updates]
 
 
 @dataclass(frozen=True, eq=False)
@@ -262,6 +308,7 @@ class PoolOutcome:
     params: np.ndarray
     updates: tuple[tuple[bytes, float], ...]  # (digest, weight) of what was aggregated
     discarded: tuple[tuple[bytes, str], ...]  # (digest, reason), digest order
+    rewards: RewardList | None = None  # the version's reward list, rewards on
 
 
 def aggregate_pool(rules: FlRules, base: np.ndarray,
@@ -285,15 +332,19 @@ def aggregate_pool(rules: FlRules, base: np.ndarray,
                                      screening.selected_weight)
     out = {d for d, _ in discarded}
     kept = [(u, d) for u, d in updates if u.digest not in out]
+    theta, rewards = (pool_incentives(_keyed([(u, d) for u, d in updates if admitted(u)]),
+                                      {u.digest: u.client for u, _ in updates}, discarded,
+                                      rules.defense.cluster, rules.reward_base)
+                      if rules.needs_theta else (None, None))
     if robust is not None:
         return PoolOutcome(robust, tuple((u.digest, weight if admitted(u) else 0.0)
-                                         for u, _ in kept), discarded)
+                                         for u, _ in kept), discarded, rewards)
     if not kept:
-        return PoolOutcome(base.copy(), (), discarded)
-    result = aggregate(rules, base, kept, current_version)
+        return PoolOutcome(base.copy(), (), discarded, rewards)
+    result = aggregate(rules, base, kept, current_version, theta)
     weights = dict(result.weights)
     return PoolOutcome(result.params, tuple((u.digest, weights.get(u.client, 0.0))
-                                            for u, _ in kept), discarded)
+                                            for u, _ in kept), discarded, rewards)
 
 
 def discard_verdict(want: tuple[tuple[bytes, str], ...],
@@ -365,7 +416,8 @@ class ModelCommitChecker:
             raise ValidationError(f"aggregation failed: {exc}", code="bad_update") from exc
         blob = encode_params(result.params, base.shapes)
         model_hash = hashlib.sha256(blob).digest()
-        verdict = discard_verdict(result.discarded, commit.discarded)
+        verdict = (discard_verdict(result.discarded, commit.discarded)
+                   or reward_verdict(self.rules.reward_base, result.rewards, commit.rewards))
         if verdict is None and model_hash == commit.model_hash:
             self.blobs.put(blob)  # every replica then holds the model it verified
         if verdict is None and model_hash != commit.model_hash:

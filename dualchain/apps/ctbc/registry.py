@@ -21,6 +21,9 @@ State, all derived from the genesis and the committed blocks (a restart replays 
   their clients, which lower the client's reputation and exclude a repeat offender until an
   operator re-admits it (``clients``).
 
+Committed model versions credit their reward lists to the clients' balances (``balances``),
+which are part of the state and so of the app hash.
+
 Transactions: MEMO (opaque, accepted), VALIDATOR_REGISTER and VALIDATOR_REMOVE (a vote for the
 change, by a member of the committee of the block's height), EVIDENCE (anyone: two conflicting
 votes or proposals signed by one validator), MODEL_VERSION (a server node's model commit) and
@@ -86,6 +89,7 @@ from dualchain.chain.identity import identity_id
 from dualchain.chain.proposals import Proposal, SignedProposal
 from dualchain.chain.types import Block, QuorumCertificate, Transaction, TxKind, Vote
 from dualchain.chain.verifier import SignatureVerifier
+from dualchain.learning.rewards import MAX_AMOUNT
 
 __all__ = [
     "Evidence",
@@ -189,6 +193,10 @@ class RegistryApp(CommitteeApplication):
             return []
         parent = self.model_hash(commit.parent_version)
         return commit.digests + ([parent] if parent is not None else [])
+
+    def balances(self) -> dict[bytes, int]:
+        """Each client's rewards so far, in micro-units (the committed versions' lists)."""
+        return dict(sorted(self._state.balances.items()))
 
     def status_fields(self) -> dict[str, object]:
         latest = self.latest_model()
@@ -442,6 +450,10 @@ class RegistryApp(CommitteeApplication):
                                   "model versions", code="excluded_validator")
         clients = self.models.check(commit, state.models[-1], len(state.models) - 1)
         check_not_excluded(state.clients, clients.values(), self.exclude_after)
+        for client, amount in commit.rewards or ():
+            if state.balances.get(client, 0) + amount > MAX_AMOUNT:
+                raise ValidationError(f"the balance of {client.hex()[:16]} would overflow",
+                                      code="balance_overflow")
         return NewVersion(commit, tuple((clients[d], reason) for d, reason in commit.discarded))
 
     def _apply_tx(self, state: RegistryState, checked: Checked, epoch: int) -> None:
@@ -449,6 +461,8 @@ class RegistryApp(CommitteeApplication):
             state.models.append(checked.commit.model_hash)
             state.model_heights.append(state.height + 1)  # state.height is still the parent's
             record_offences(state.clients, checked.commit.version, checked.offenders)
+            for client, amount in checked.commit.rewards or ():  # checked: conserves its base
+                state.balances[client] = state.balances.get(client, 0) + amount
         elif isinstance(checked, Readmission):
             state.clients[checked.client] = state.clients[checked.client].readmitted()
         elif isinstance(checked, Approval):

@@ -19,7 +19,7 @@ from dualchain.chain.canonical import Writer
 from dualchain.chain.identity import ID_BYTES
 from dualchain.chain.types import TxKind
 
-STATE_TAG = b"DRS3"  # DRS2 had no client records
+STATE_TAG = b"DRS4"  # DRS3 had no balances, DRS2 no client records
 CHANGE_TAG = b"DMC1"
 
 
@@ -35,13 +35,15 @@ class RegistryState:
     models: list[bytes] = field(default_factory=list)  # model blob hash of each version
     model_heights: list[int] = field(default_factory=list)  # the height that committed each
     clients: dict[bytes, ClientRecord] = field(default_factory=dict)  # offenders (clients.py)
+    # account (client id) -> micro-units: the reward lists of the committed versions
+    balances: dict[bytes, int] = field(default_factory=dict)
 
     def copy(self) -> RegistryState:
         return RegistryState(
             self.height, set(self.current), dict(self.known), dict(self.committees),
             {epoch: dict(per) for epoch, per in self.stats.items()}, set(self.evidence),
             {change: set(voters) for change, voters in self.pending.items()}, list(self.models),
-            list(self.model_heights), dict(self.clients),
+            list(self.model_heights), dict(self.clients), dict(self.balances),
         )
 
     def add(self, epoch: int, validator: bytes, delta: ValidatorStats) -> None:
@@ -78,6 +80,9 @@ class RegistryState:
         for model, height in zip(self.models, self.model_heights, strict=True):
             w.fixed(model, 32).u64(height)
         encode_records(w, self.clients)
+        w.count(len(self.balances))  # in the app hash: replicas that disagree cannot commit
+        for account in sorted(self.balances):
+            w.fixed(account, ID_BYTES).u64(self.balances[account])
         return w.bytes()
 
 

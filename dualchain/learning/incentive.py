@@ -1,0 +1,83 @@
+"""Theta of one aggregation's pool, as the aggregating node and every committee replica compute it.
+
+The reward list of a version (``rewards.reward_list``) and the fair rule (``fair``, seed 002
+eq. II.4) both weigh an update by its theta (``contribution``: the cosine similarity to the
+pool's anchor, clamped at 0, for updates in the anchor's DBSCAN cluster; 0 for the others).
+This module fixes which pool that is on the real path and what happens at its edges:
+
+- **The pool** is what the defense clusters: the updates the rule admits (staleness), less those
+  the PN watermark discarded (copies, unmarked). Updates the defense discarded for any reason
+  (``excluded``: low contribution, not selected by Krum) earn theta 0. With the ``cluster``
+  defense this is the very clustering that discarded them, so the two agree.
+- **Keep, not discard.** The clustering runs with strategy ``keep``: whether a low update is
+  aggregated is the defense's decision; here it only earns nothing.
+- **An anchor that is noise.** With too few updates for a dense group (a pool of one or two
+  with ``min_samples = 3``) DBSCAN calls the anchor noise and nothing can be judged high. Rather
+  than mint nothing, every update is then weighed by its clamped similarity alone (a pool of one
+  earns the whole base). The same thetas feed the fair rule, so it never stalls the model there.
+
+Updates are keyed by a unique key (the signed update's digest) in ``Update.client_id``, as in
+``screening``, so one client's two updates in a pool are weighed separately; the caller maps
+keys back to clients for the reward list. Deterministic as ``contribution`` is.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import replace
+
+from dualchain.learning.aggregation import Update
+from dualchain.learning.contribution import ClusterParams, identify_contributions
+from dualchain.learning.rewards import (
+    RewardError,
+    RewardList,
+    check_conservation,
+    reward_list,
+    verify_reward_list,
+)
+from dualchain.learning.screening import REASON_COPY, REASON_UNMARKED
+
+
+def pool_theta(keyed: Sequence[Update], params: ClusterParams,
+               excluded: Collection[bytes] = ()) -> dict[bytes, float]:
+    """Theta per key of ``keyed`` (see the module docstring); ``excluded`` keys earn 0."""
+    if not keyed:
+        return {}
+    result = identify_contributions(keyed, replace(params, strategy="keep"))
+    weights = result.similarity if result.average_is_noise else result.weights
+    return {key: (0.0 if key in excluded else float(theta))
+            for key, theta in zip(result.client_ids, weights, strict=True)}
+
+
+def pool_incentives(admitted: Sequence[Update], client_of: Mapping[bytes, bytes],
+                    discarded: Sequence[tuple[bytes, str]], params: ClusterParams,
+                    reward_base: int) -> tuple[dict[bytes, float], RewardList | None]:
+    """Theta per key and the version's reward list (None with ``reward_base`` 0).
+
+    ``admitted``: the pool the rule admits, keyed; ``client_of``: key -> client id;
+    ``discarded``: the defense's (key, reason) pairs (``screening``).
+    """
+    marked = {k for k, reason in discarded if reason in (REASON_COPY, REASON_UNMARKED)}
+    pool = [u for u in admitted if u.client_id not in marked]
+    theta = pool_theta(pool, params, {k for k, _ in discarded})
+    if reward_base <= 0:
+        return theta, None
+    return theta, reward_list([(client_of[u.client_id], theta[u.client_id]) for u in pool],
+                              reward_base)
+
+
+def reward_verdict(reward_base: int, want: RewardList | None,
+                   claimed: Sequence[tuple[bytes, int]] | None) -> str | None:
+    """A replica's verdict on a commit's reward list against its recomputed ``want``: None when
+    it conserves the base and is the same list; else why not, in one line."""
+    if claimed is None or want is None:
+        if claimed is None and want is None:
+            return None
+        return ("the commit carries a reward list, the chain pays none" if want is None else
+                "the commit carries no reward list, the chain pays one per version")
+    try:
+        check_conservation(claimed, reward_base)
+        verify_reward_list(claimed, want)
+    except RewardError as exc:
+        return f"the reward list is refused: {exc}"
+    return None
