@@ -1,0 +1,46 @@
+"""The theta of a pool on the real path (``learning.incentive``): excluded keys earn nothing,
+and a pool too small for a dense group around its anchor is weighed by similarity alone."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from dualchain.learning.aggregation import Update
+from dualchain.learning.contribution import ClusterParams
+from dualchain.learning.incentive import pool_incentives, pool_theta, reward_verdict
+
+PARAMS = ClusterParams(metric="euclidean", eps=1.0, anchor="median")
+
+
+def _update(key: int, delta: list[float]) -> Update:
+    return Update(bytes([key]) * 32, 0, 1, np.array(delta, dtype=np.float32))
+
+
+def test_a_pool_of_one_earns_the_whole_base() -> None:
+    only = _update(1, [0.1, 0.2, 0.3])
+    assert pool_theta([only], PARAMS) == {only.client_id: 1.0}
+    _, rewards = pool_incentives([only], {only.client_id: b"c" * 32}, (), PARAMS, 7)
+    assert rewards == ((b"c" * 32, 7),)
+
+
+def test_excluded_and_watermark_discarded_updates_earn_nothing() -> None:
+    rng = np.random.default_rng(1)
+    direction = rng.normal(0, 1, 16)
+    pool = [_update(i, list(direction + rng.normal(0, 0.1, 16))) for i in range(1, 6)]
+    keys = [u.client_id for u in pool]
+    theta = pool_theta(pool, PARAMS, excluded={keys[0]})
+    assert theta[keys[0]] == 0.0 and all(theta[k] > 0.9 for k in keys[1:])
+    clients = {k: bytes([k[0] + 100]) * 32 for k in keys}
+    _, rewards = pool_incentives(pool, clients, ((keys[1], "copy"), (keys[2], "not_selected")),
+                                 PARAMS, 1000)
+    paid = dict(rewards)
+    assert set(paid) == {clients[k] for k in (keys[0], *keys[3:])} and sum(paid.values()) == 1000
+
+
+def test_the_verdict_names_what_is_wrong_in_one_line() -> None:
+    a, b = b"a" * 32, b"b" * 32
+    assert reward_verdict(10, ((a, 4), (b, 6)), ((b, 6), (a, 4))) is None
+    assert reward_verdict(0, None, None) is None
+    assert "sum to 11" in reward_verdict(10, ((a, 4), (b, 6)), ((a, 5), (b, 6)))
+    assert "recomputed 4" in reward_verdict(10, ((a, 4), (b, 6)), ((a, 3), (b, 7)))
+    assert "carries no reward list" in reward_verdict(10, ((a, 10),), None)
