@@ -46,7 +46,7 @@ def cmd_up(args: argparse.Namespace) -> int:
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
         "join_after", "tls", "hosts", "netem_backend", "metrics", "model", "aggregator",
-        "defense", "watermark", "attackers", *DP_FLAGS)}
+        "defense", "watermark", "attackers", "aggregation", "reward_base", *DP_FLAGS)}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
@@ -141,6 +141,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--aggregator", default=None, metavar="PKG.MODULE:RULE",
                     help="an aggregation rule of your own, which every committee member "
                     "re-executes (default: the rule of --mode); docs/plugins.md")
+    up.add_argument("--aggregation", choices=["staleness", "fair"], default=None,
+                    help="the chain's rule: staleness (seed 000 eq. 2, default) or fair (seed "
+                    "002 eq. II.4: weights from each update's contribution theta); "
+                    "docs/incentives.md")
+    up.add_argument("--reward-base", type=int, default=None, metavar="MICRO_UNITS",
+                    help="micro-units each committed version pays its clients by contribution, "
+                    "credited to CTBC balances (default 0: no rewards); docs/incentives.md")
     up.add_argument("--data-dir", type=Path, default=None,
                     help="where the dataset files are (not needed for digits)")
     up.add_argument("--rounds", type=int, default=None,

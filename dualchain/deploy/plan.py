@@ -92,6 +92,10 @@ class UpConfig:
     # loader the same way. "": the built-in model of the dataset, the aggregation rule of ``mode``.
     model: str = ""
     aggregator: str = ""
+    # Incentives (docs/incentives.md): "staleness" (seed 000 eq. 2) or "fair" (seed 002 eq.
+    # II.4); the micro-units each committed version pays its clients by contribution (0: none).
+    aggregation: str = "staleness"
+    reward_base: int = 0
     # Attacks and defenses (deploy/adversaries.py, docs/threat-model.md)
     defense: str = "none"  # none, pn, cluster, median, trimmed_mean, krum, multi_krum
     watermark: bool = False  # the PN watermark on top of the defense
@@ -122,6 +126,12 @@ class UpConfig:
             raise UpError("join_clients needs join_nodes (the node they attach to)")
         if self.hosts not in ("local", "netns") or (self.netem and self.hosts != "netns"):
             raise UpError(f"hosts {self.hosts!r}: local or netns (netem needs netns)")
+        if self.aggregation not in ("staleness", "fair"):
+            raise UpError(f"aggregation {self.aggregation!r}: staleness or fair")
+        if self.aggregation == "fair" and self.aggregator:
+            raise UpError("aggregation fair and a plug-in aggregator exclude each other")
+        if type(self.reward_base) is not int or not 0 <= self.reward_base < 2**63:
+            raise UpError("reward_base: an integer of micro-units, at least 0")
         if self.dp_epsilon and (problem := dp_problem(self.client_dp(0))) is not None:
             raise UpError(problem)
         try:

@@ -3,10 +3,12 @@
 While a local testbed runs (``state.json`` says so, its launcher lives and so does one of its
 processes at least) it asks the processes themselves: each server node's version, accuracy and
 refused updates, the chain daemons' heights, each client with an offence on record as the CTBC
-state reports it (offences, reputation, excluded; ``apps/ctbc/clients.py``), and with local DP
-each client's spent epsilon (``privacy.json``). Afterwards it summarises ``report.json``. A
-container testbed (``compose.json``, no ``state.json``; run it in one of the stack's
-containers) gets the same from the servers that answer.
+state reports it (offences, reputation, excluded; ``apps/ctbc/clients.py``), each identity's
+balance in micro-units summed over CTBC (clients' rewards) and CMBC (miners' block rewards) with
+the two parts (``balances``), and with local DP each client's spent epsilon (``privacy.json``).
+Afterwards it summarises ``report.json``. A container testbed (``compose.json``, no
+``state.json``; run it in one of the stack's containers) gets the same from the servers that
+answer.
 """
 
 from __future__ import annotations
@@ -17,6 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dualchain.chain.rpc import TlsFiles, open_blocking_channel
+from dualchain.deploy.balances import chain_balances, identity_names, summed
 from dualchain.deploy.certs import OPERATOR, TLS_DIR
 from dualchain.deploy.privacy import read_privacy
 from dualchain.deploy.state import launcher_alive, live_processes
@@ -39,7 +42,11 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
     out: dict[str, Any] = {"workdir": str(workdir), "running": running,
                            "processes": len(processes), "processes_alive": len(alive)}
     if running:
-        out.update(_live(processes, operator_tls(workdir), _client_names(workdir)))
+        tls = operator_tls(workdir)
+        out.update(_live(processes, tls, _client_names(workdir)))
+        per_chain = chain_balances(processes, tls)
+        if any(balances for _, balances in per_chain.values()):  # micro-units per identity
+            out["balances"] = summed(per_chain, identity_names(workdir / "keys"))
     report_path = workdir / "report.json"
     if report_path.exists():
         report = json.loads(report_path.read_text())

@@ -15,10 +15,10 @@ import asyncio
 import json
 import logging
 import time
+from dataclasses import replace
 
 import grpc
 
-from dualchain.apps.ctbc.fl import ModelCommit
 from dualchain.chain.types import TxKind
 from dualchain.learning.codec import encode_params
 from dualchain.node.attack import attacked_commit
@@ -79,8 +79,7 @@ class Aggregator:
         blob = encode_params(params, self.shapes)
         model_hash = await self._put_blob(blob)
         self._remember(model_hash, blob)
-        commit = ModelCommit(commit.version, commit.parent_version, model_hash, commit.updates,
-                             commit.discarded)
+        commit = replace(commit, model_hash=model_hash)
         if self.config.adversary.poisons(commit.version):  # what a bench checks the chain for
             print(json.dumps({"event": "adversary_commit", "kind": self.config.adversary.kind,
                               "version": commit.version, "hash": model_hash.hex(),

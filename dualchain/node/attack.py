@@ -35,4 +35,4 @@ def attacked_commit(attack: NodeAttack, rules: FlRules, base: np.ndarray, params
     weights = dict(result.weights)
     updates = tuple((d, weights.get(pool[d][0].client, 0.0)) for d in kept)
     return result.params, ModelCommit(commit.version, commit.parent_version, b"", updates,
-                                      tuple(discarded))
+                                      tuple(discarded), commit.rewards)

@@ -102,7 +102,7 @@ class UpdatePool:
                    if self._admissible(p.checked.update.base_version, current_version)]
         result = aggregate_pool(self.rules, base, updates, current_version)
         commit = ModelCommit(current_version + 1, current_version, b"", result.updates,
-                             result.discarded)
+                             result.discarded, result.rewards)
         return result.params, commit, commit.digests
 
     def _admissible(self, base_version: int, current_version: int) -> bool:

@@ -34,6 +34,7 @@ from dualchain.proto.v1 import peer_pb2_grpc as peer_grpc
 MAX_SYNC_BLOCKS = 256
 RESEND_WINDOW = 1024  # heights a block stream remembers; CMBC reorgs are far shallower
 BLOB_CHUNK = 1 << 20
+MAX_BALANCE_ACCOUNTS = 1024
 
 
 class ChainServicer(chain_grpc.ChainServiceServicer):
@@ -109,6 +110,21 @@ class ChainServicer(chain_grpc.ChainServiceServicer):
         # already waiting, and how many more (a nonce past that is refused as nonce_gap).
         nonce, admissible = node.mempool.admission_window(sender, node.next_nonce(sender))
         return chain_pb.GetNonceResponse(next_nonce=nonce, admissible=admissible)
+
+    async def GetBalances(self, request, context):
+        """The application's balances at its applied height (read on the loop, which applies
+        blocks, so they and the height are one state)."""
+        if len(request.accounts) > MAX_BALANCE_ACCOUNTS:
+            await abort(context, DecodeError(
+                f"at most {MAX_BALANCE_ACCOUNTS} accounts, got {len(request.accounts)}"))
+        if any(len(a) != 32 for a in request.accounts):
+            await abort(context, DecodeError("an account must be a 32-byte identity id"))
+        balances = self.node.app.balances()
+        accounts = (sorted({bytes(a) for a in request.accounts}) if request.accounts
+                    else sorted(balances))
+        return chain_pb.GetBalancesResponse(
+            balances=[chain_pb.Balance(account=a, amount=balances.get(a, 0)) for a in accounts],
+            height=self.node.height)
 
     async def GetTxStatus(self, request, context):
         try:

@@ -19,6 +19,28 @@ TX_STATE_PENDING: TxState
 TX_STATE_COMMITTED: TxState
 TX_STATE_DROPPED: TxState
 
+class GetBalancesRequest(_message.Message):
+    __slots__ = ("accounts",)
+    ACCOUNTS_FIELD_NUMBER: _ClassVar[int]
+    accounts: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, accounts: _Optional[_Iterable[bytes]] = ...) -> None: ...
+
+class Balance(_message.Message):
+    __slots__ = ("account", "amount")
+    ACCOUNT_FIELD_NUMBER: _ClassVar[int]
+    AMOUNT_FIELD_NUMBER: _ClassVar[int]
+    account: bytes
+    amount: int
+    def __init__(self, account: _Optional[bytes] = ..., amount: _Optional[int] = ...) -> None: ...
+
+class GetBalancesResponse(_message.Message):
+    __slots__ = ("balances", "height")
+    BALANCES_FIELD_NUMBER: _ClassVar[int]
+    HEIGHT_FIELD_NUMBER: _ClassVar[int]
+    balances: _containers.RepeatedCompositeFieldContainer[Balance]
+    height: int
+    def __init__(self, balances: _Optional[_Iterable[_Union[Balance, _Mapping]]] = ..., height: _Optional[int] = ...) -> None: ...
+
 class GetNonceRequest(_message.Message):
     __slots__ = ("sender",)
     SENDER_FIELD_NUMBER: _ClassVar[int]

@@ -81,6 +81,11 @@ class ChainServiceStub:
                 request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBlobRequest.SerializeToString,
                 response_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.FromString,
                 _registered_method=True)
+        self.GetBalances = channel.unary_unary(
+                '/dualchain.v1.ChainService/GetBalances',
+                request_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBalancesRequest.SerializeToString,
+                response_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBalancesResponse.FromString,
+                _registered_method=True)
 
 
 class ChainServiceServicer:
@@ -162,6 +167,17 @@ class ChainServiceServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GetBalances(self, request, context):
+        """The application's balances (integer micro-units per 32-byte identity id) at the height it
+        has applied: CTBC's the reward lists of the committed model versions, CMBC's the miners'
+        block rewards; none on a chain without them. With accounts, those only (an unknown one: 0);
+        without, every non-zero balance. Bad input (an account not 32 bytes, more than 1024):
+        INVALID_ARGUMENT.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_ChainServiceServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -209,6 +225,11 @@ def add_ChainServiceServicer_to_server(servicer, server):
                     servicer.GetBlob,
                     request_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBlobRequest.FromString,
                     response_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.SerializeToString,
+            ),
+            'GetBalances': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetBalances,
+                    request_deserializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBalancesRequest.FromString,
+                    response_serializer=dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBalancesResponse.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -455,6 +476,33 @@ class ChainService:
             '/dualchain.v1.ChainService/GetBlob',
             dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBlobRequest.SerializeToString,
             dualchain_dot_proto_dot_v1_dot_chain__pb2.BlobChunk.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetBalances(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/dualchain.v1.ChainService/GetBalances',
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBalancesRequest.SerializeToString,
+            dualchain_dot_proto_dot_v1_dot_chain__pb2.GetBalancesResponse.FromString,
             options,
             channel_credentials,
             insecure,
