@@ -1,0 +1,88 @@
+"""Rewards on a real testbed (`dualchain up --reward-base 1000000 --aggregation fair`): 3 server
+nodes (3 CTBC replicas), 4 clients, a miner, every role its own process. Each committed version
+carries its reward list, which every replica re-executes; after 2 versions or more, GetBalances
+answers the same balances on every CTBC replica, paid to the clients only, summing to versions
+x base. Bad input to GetBalances is a one-line INVALID_ARGUMENT."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+
+import grpc
+import pytest
+
+from dualchain.chain.identity import load_key_file
+from dualchain.deploy.up import Testbed
+from dualchain.proto.v1 import chain_pb2
+from tests.integration.testbed_reads import chain_stub
+from tests.integration.testbeds import running_testbed
+
+pytestmark = pytest.mark.timeout(300)
+
+EVENT_TIMEOUT_S = 180.0
+BASE = 1_000_000
+NODES = 3
+CLIENTS = 4
+
+
+@pytest.fixture(scope="module")
+def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
+    workdir = tmp_path_factory.mktemp("rewards") / "testbed"
+    with running_testbed(workdir, nodes=NODES, clients=CLIENTS, miners=1, rounds=3, batches=5,
+                         min_updates=2, window_s=2.0, max_staleness=60, reward_base=BASE,
+                         aggregation="fair") as tb:
+        yield tb
+
+
+def _at_one_height(tb: Testbed) -> tuple[int, int, list[dict[bytes, int]]]:
+    """(height, model version, each replica's balances) read at one height on every replica;
+    while they differ, waits for ctbc-0's next block and reads again."""
+    stubs = [chain_stub(tb, f"ctbc-{i}") for i in range(NODES)]
+    for _ in range(40):
+        before = stubs[0].GetStatus(chain_pb2.GetStatusRequest(), timeout=10)
+        replies = [s.GetBalances(chain_pb2.GetBalancesRequest(), timeout=10) for s in stubs]
+        after = stubs[0].GetStatus(chain_pb2.GetStatusRequest(), timeout=10)
+        heights = {before.height, after.height, *(r.height for r in replies)}
+        if len(heights) == 1:
+            return (before.height, before.model_version,
+                    [{bytes(b.account): b.amount for b in r.balances} for r in replies])
+        stream = stubs[0].SubscribeBlocks(
+            chain_pb2.SubscribeBlocksRequest(from_height=max(heights) + 1), timeout=30)
+        next(iter(stream))  # ctbc-0 passed every height read: the others follow it
+        stream.cancel()
+    raise AssertionError("the CTBC replicas never answered at one height")
+
+
+def test_every_replica_holds_the_same_balances_and_they_sum_to_versions_x_base(
+        testbed: Testbed) -> None:
+    testbed.wait_for(lambda p, e: e["event"] == "version" and e["version"] >= 2,
+                     EVENT_TIMEOUT_S, past=True)
+    height, version, balances = _at_one_height(testbed)
+    assert version >= 2 and height >= version
+    assert all(b == balances[0] for b in balances[1:])
+    assert sum(balances[0].values()) == version * BASE
+    clients = {load_key_file(testbed.workdir / "keys" / f"client-{j}.key").id
+               for j in range(CLIENTS)}
+    assert balances[0] and set(balances[0]) <= clients
+    # Asked for accounts: those only, an unknown one at 0; CMBC holds no client rewards.
+    some = next(iter(balances[0]))
+    reply = chain_stub(testbed, "ctbc-1").GetBalances(
+        chain_pb2.GetBalancesRequest(accounts=[bytes(32), some]), timeout=10)
+    assert [bytes(b.account) for b in reply.balances] == [bytes(32), some]
+    assert reply.balances[0].amount == 0 and reply.balances[1].amount >= balances[0][some]
+    cmbc = chain_stub(testbed, "cmbc-0").GetBalances(chain_pb2.GetBalancesRequest(), timeout=10)
+    assert not {bytes(b.account) for b in cmbc.balances} & clients
+
+
+@pytest.mark.parametrize(("request_", "reason"), [
+    (chain_pb2.GetBalancesRequest(accounts=[b"short"]),
+     "an account must be a 32-byte identity id"),
+    (chain_pb2.GetBalancesRequest(accounts=[bytes(32)] * 1025), "at most 1024 accounts, got 1025"),
+])
+def test_bad_balance_requests_are_one_line_invalid_argument(
+        testbed: Testbed, request_: chain_pb2.GetBalancesRequest, reason: str) -> None:
+    with pytest.raises(grpc.RpcError) as info:
+        chain_stub(testbed, "ctbc-0").GetBalances(request_, timeout=10)
+    assert info.value.code() == grpc.StatusCode.INVALID_ARGUMENT
+    details = info.value.details()
+    assert details.endswith(reason) and "\n" not in details and "/" not in details
