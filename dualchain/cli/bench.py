@@ -111,6 +111,17 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
             return 2
         print_result(run_dp(args.out, args.seeds, progress or (lambda line: None)), args.json)
         return 0
+    if args.experiment == "rewards":
+        from dualchain.bench.rewards import run_rewards
+
+        try:
+            result = run_rewards(args.out, args.clients, args.rounds, args.live_versions,
+                                 progress or (lambda line: None))
+        except ValueError as exc:
+            print(f"dualchain bench paper: {exc}", file=sys.stderr)
+            return 2
+        print_result(result, args.json)
+        return 0
     if args.experiment in SWEEPS:
         print_result(node_sweep(args.experiment, nodes, args.sweep_duration_s, args.out,
                                  progress or (lambda line: None), hosts=args.hosts,
@@ -335,7 +346,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     paper = bench_sub.add_parser(
         "paper",
         help="seed 000 §5 experiments: table3, fig4, fig6, fig7, table4, table5, fig8, fig9, "
-        "fig10; issue 15's attacks, lazy and poison; seed 004: dp",
+        "fig10; issue 15's attacks, lazy and poison; seed 004: dp; seed 002: rewards",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
         "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
@@ -357,12 +368,17 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "--poison-versions, accuracy per version of the live testbed (the committee refuses, "
         "the node is excluded) against the run replayed with no check and a central FedAvg "
         "aggregator; fig6 (seed 000 Fig. 6): final accuracy against --bad-clients dropped-out "
-        "clients, fedavg against ddmlts (testbeds). Writes NAME.json, NAME.csv (and "
-        "NAME.png) under --out.",
+        "clients, fedavg against ddmlts (testbeds); rewards (seed 002 Fig. 9): detection rate "
+        "and each client's reward with honest, free-riding and sign-flipping clients, IID and "
+        "non-IID, in process (bench/rewards.py), and a live testbed's CTBC replicas' balances "
+        "compared. Writes NAME.json, NAME.csv (and NAME.png) under --out.",
     )
     paper.add_argument("--experiment", required=True,
                        choices=["table3", "fig4", "fig7", "table4", "table5", "fig8", "fig9",
-                                "fig10", "attacks", "lazy", "dp", "poison", "fig6"])
+                                "fig10", "attacks", "lazy", "dp", "poison", "fig6", "rewards"])
+    paper.add_argument("--live-versions", type=int, default=4,
+                       help="rewards: versions of the live testbed whose CTBC replicas' "
+                       "balances are compared (default 4; 0: no testbed)")
     paper.add_argument("--seeds", type=int, default=3,
                        help="dp: noise seeds per point (default 3)")
     paper.add_argument("--sweep-duration-s", type=float, default=20.0,

@@ -10,7 +10,7 @@ by their id in hex.
 from __future__ import annotations
 
 import contextlib
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -60,3 +60,28 @@ def summed(per_chain: Mapping[str, tuple[int, Mapping[bytes, int]]],
                  if kind in per_chain}
         out[names.get(account, account.hex())] = {"total": sum(parts.values()), **parts}
     return dict(sorted(out.items()))
+
+
+def balances_at_one_height(addresses: Sequence[str], tls: TlsFiles | None = None,
+                           attempts: int = 40) -> tuple[int, int, list[dict[bytes, int]]]:
+    """(height, model version, each replica's balances) of the CTBC replicas at ``addresses``,
+    read at one height: while the answers straddle a commit, waits for the first replica's next
+    block and reads again. RuntimeError when they never line up."""
+    from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
+
+    with contextlib.ExitStack() as stack:
+        stubs = [chain_pb2_grpc.ChainServiceStub(stack.enter_context(
+            open_blocking_channel(a, tls))) for a in addresses]
+        for _ in range(attempts):
+            before = stubs[0].GetStatus(chain_pb2.GetStatusRequest(), timeout=10)
+            replies = [s.GetBalances(chain_pb2.GetBalancesRequest(), timeout=10) for s in stubs]
+            after = stubs[0].GetStatus(chain_pb2.GetStatusRequest(), timeout=10)
+            heights = {before.height, after.height, *(r.height for r in replies)}
+            if len(heights) == 1:
+                return (before.height, before.model_version,
+                        [{bytes(b.account): b.amount for b in r.balances} for r in replies])
+            stream = stubs[0].SubscribeBlocks(
+                chain_pb2.SubscribeBlocksRequest(from_height=max(heights) + 1), timeout=30)
+            next(iter(stream))  # the first replica passed every height read; the rest follow
+            stream.cancel()
+    raise RuntimeError("the CTBC replicas never answered at one height")

@@ -106,7 +106,6 @@ class ContributionResult:
     average_label: int
     high: tuple[bool, ...]
     weights: tuple[float, ...]  # theta_i: cosine similarity to the average, clamped; 0 if low
-    similarity: tuple[float, ...]  # cosine similarity to the average, clamped, high or not
     shares: tuple[float, ...]  # theta_i / sum theta (reward shares; all 0 if the sum is 0)
     kept: tuple[Update, ...]  # what the aggregate is computed from under the strategy
     kept_ids: tuple[bytes, ...]
@@ -177,8 +176,10 @@ def identify_contributions(updates: Sequence[Update], params: ClusterParams) -> 
     avg_label = int(labels[-1])
     noise = avg_label == -1
     high = [not noise and int(lab) == avg_label for lab in labels[:-1]]
-    similarity = [max(0.0, cosine_similarity(d, average)) for d in deltas]
-    weights = [s if h else 0.0 for s, h in zip(similarity, high, strict=True)]
+    weights = [
+        max(0.0, cosine_similarity(d, average)) if h else 0.0
+        for d, h in zip(deltas, high, strict=True)
+    ]
     total = math.fsum(weights)
     shares = [w / total if total > 0 else 0.0 for w in weights]
     keep_all = params.strategy == "keep" or noise
@@ -190,7 +191,6 @@ def identify_contributions(updates: Sequence[Update], params: ClusterParams) -> 
         average_label=avg_label,
         high=tuple(high),
         weights=tuple(weights),
-        similarity=tuple(similarity),
         shares=tuple(shares),
         kept=tuple(kept),
         kept_ids=tuple(u.client_id for u in kept),

@@ -12,6 +12,7 @@ import grpc
 import pytest
 
 from dualchain.chain.identity import load_key_file
+from dualchain.deploy.balances import balances_at_one_height
 from dualchain.deploy.up import Testbed
 from dualchain.proto.v1 import chain_pb2
 from tests.integration.testbed_reads import chain_stub
@@ -34,30 +35,12 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
         yield tb
 
 
-def _at_one_height(tb: Testbed) -> tuple[int, int, list[dict[bytes, int]]]:
-    """(height, model version, each replica's balances) read at one height on every replica;
-    while they differ, waits for ctbc-0's next block and reads again."""
-    stubs = [chain_stub(tb, f"ctbc-{i}") for i in range(NODES)]
-    for _ in range(40):
-        before = stubs[0].GetStatus(chain_pb2.GetStatusRequest(), timeout=10)
-        replies = [s.GetBalances(chain_pb2.GetBalancesRequest(), timeout=10) for s in stubs]
-        after = stubs[0].GetStatus(chain_pb2.GetStatusRequest(), timeout=10)
-        heights = {before.height, after.height, *(r.height for r in replies)}
-        if len(heights) == 1:
-            return (before.height, before.model_version,
-                    [{bytes(b.account): b.amount for b in r.balances} for r in replies])
-        stream = stubs[0].SubscribeBlocks(
-            chain_pb2.SubscribeBlocksRequest(from_height=max(heights) + 1), timeout=30)
-        next(iter(stream))  # ctbc-0 passed every height read: the others follow it
-        stream.cancel()
-    raise AssertionError("the CTBC replicas never answered at one height")
-
-
 def test_every_replica_holds_the_same_balances_and_they_sum_to_versions_x_base(
         testbed: Testbed) -> None:
     testbed.wait_for(lambda p, e: e["event"] == "version" and e["version"] >= 2,
                      EVENT_TIMEOUT_S, past=True)
-    height, version, balances = _at_one_height(testbed)
+    height, version, balances = balances_at_one_height(
+        [testbed.proc(f"ctbc-{i}").address for i in range(NODES)])
     assert version >= 2 and height >= version
     assert all(b == balances[0] for b in balances[1:])
     assert sum(balances[0].values()) == version * BASE
