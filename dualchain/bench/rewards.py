@@ -106,6 +106,8 @@ def _key(c: int) -> bytes:
 def spearman(x: list[float], y: list[float]) -> float | None:
     from scipy.stats import spearmanr
 
+    if len(set(x)) < 2 or len(set(y)) < 2:
+        return None  # no ranking to correlate
     rho = spearmanr(x, y).statistic
     return None if rho is None or math.isnan(rho) else round(float(rho), 4)
 

@@ -44,3 +44,15 @@ def test_the_verdict_names_what_is_wrong_in_one_line() -> None:
     assert "sum to 11" in reward_verdict(10, ((a, 4), (b, 6)), ((a, 5), (b, 6)))
     assert "recomputed 4" in reward_verdict(10, ((a, 4), (b, 6)), ((a, 3), (b, 7)))
     assert "carries no reward list" in reward_verdict(10, ((a, 10),), None)
+
+
+def test_a_noise_free_rider_inside_the_cluster_earns_about_nothing() -> None:
+    rng = np.random.default_rng(2)
+    direction = rng.normal(0, 0.1, 2000)
+    honest = [_update(i, list(direction + rng.normal(0, 0.05, 2000))) for i in range(1, 7)]
+    riders = [_update(i, list(rng.normal(0, 1e-3, 2000))) for i in (7, 8)]
+    theta = pool_theta([*honest, *riders], PARAMS)
+    # Both stay in the median anchor's cluster (tiny updates lie near it), but measured against
+    # the others' sum, unrelated noise scores about 0 and the honest about 0.9.
+    assert all(theta[u.client_id] < 0.05 for u in riders)
+    assert all(theta[u.client_id] > 0.8 for u in honest)
