@@ -149,9 +149,9 @@ def run_setting(scheme: str, role_of: list[str], rounds: int, seed: int,
             pool.append(Update(_key(c), version, int(parts[c].size), delta))
         bad = [_key(c) for c, r in enumerate(role_of) if r != "honest"]
         good = [_key(c) for c, r in enumerate(role_of) if r == "honest"]
-        for params, found, wrong in ((ROBUST_PARAMS, detection, false_positives),
-                                     (ClusterParams(), cosine_detection, cosine_fp)):
-            flags = identify_contributions(pool, params)
+        for cluster, found, wrong in ((ROBUST_PARAMS, detection, false_positives),
+                                      (ClusterParams(), cosine_detection, cosine_fp)):
+            flags = identify_contributions(pool, cluster)
             low = {k for k, high in zip(flags.client_ids, flags.high, strict=True) if not high}
             found.append(sum(k in low for k in bad) / len(bad))
             wrong.append(sum(k in low for k in good) / len(good))

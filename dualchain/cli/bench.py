@@ -112,15 +112,17 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
         print_result(run_dp(args.out, args.seeds, progress or (lambda line: None)), args.json)
         return 0
     if args.experiment == "rewards":
-        from dualchain.bench.rewards import run_rewards
+        from dualchain.bench.rewards import roles, run_rewards
 
         try:
-            result = run_rewards(args.out, args.clients, args.rounds, args.live_versions,
-                                 progress or (lambda line: None))
+            roles(args.clients)
+            if args.rounds < 1 or args.live_versions < 0:
+                raise ValueError("--rounds must be at least 1, --live-versions at least 0")
         except ValueError as exc:
             print(f"dualchain bench paper: {exc}", file=sys.stderr)
             return 2
-        print_result(result, args.json)
+        print_result(run_rewards(args.out, args.clients, args.rounds, args.live_versions,
+                                 progress or (lambda line: None)), args.json)
         return 0
     if args.experiment in SWEEPS:
         print_result(node_sweep(args.experiment, nodes, args.sweep_duration_s, args.out,

@@ -85,3 +85,12 @@ def balances_at_one_height(addresses: Sequence[str], tls: TlsFiles | None = None
             next(iter(stream))  # the first replica passed every height read; the rest follow
             stream.cancel()
     raise RuntimeError("the CTBC replicas never answered at one height")
+
+
+def identity_balances(processes: Iterable[Mapping[str, Any]], tls: TlsFiles | None,
+                      keys: Path) -> dict[str, dict[str, int]] | None:
+    """Each identity's balances summed over the chains (``summed``); None when there are none."""
+    per_chain = chain_balances(processes, tls)
+    if not any(balances for _, balances in per_chain.values()):
+        return None
+    return summed(per_chain, identity_names(keys))

@@ -46,6 +46,8 @@ def write_report(workdir: Path, config: dict[str, Any], versions: dict[int, dict
         "plans": plans or [],
         # Local DP: each client's spent epsilon as it last reported it (null: no DP).
         "privacy": privacy,
+        # Rewards: each identity's micro-units on CTBC and CMBC at the end (null: none paid).
+        "balances": heights.get("balances"),
     }
     (workdir / "report.json").write_text(json.dumps(report, indent=2) + "\n")
     with (workdir / "metrics.csv").open("w", newline="") as out:

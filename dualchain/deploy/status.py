@@ -19,7 +19,7 @@ from pathlib import Path
 from typing import Any
 
 from dualchain.chain.rpc import TlsFiles, open_blocking_channel
-from dualchain.deploy.balances import chain_balances, identity_names, summed
+from dualchain.deploy.balances import identity_balances
 from dualchain.deploy.certs import OPERATOR, TLS_DIR
 from dualchain.deploy.privacy import read_privacy
 from dualchain.deploy.state import launcher_alive, live_processes
@@ -44,9 +44,9 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
     if running:
         tls = operator_tls(workdir)
         out.update(_live(processes, tls, _client_names(workdir)))
-        per_chain = chain_balances(processes, tls)
-        if any(balances for _, balances in per_chain.values()):  # micro-units per identity
-            out["balances"] = summed(per_chain, identity_names(workdir / "keys"))
+        balances = identity_balances(processes, tls, workdir / "keys")
+        if balances is not None:  # micro-units per identity
+            out["balances"] = balances
     report_path = workdir / "report.json"
     if report_path.exists():
         report = json.loads(report_path.read_text())
@@ -56,6 +56,8 @@ def testbed_status(workdir: Path) -> dict[str, Any]:
         out["report"]["versions"] = len(report.get("versions", []))
         if report.get("privacy"):
             out["report"]["privacy"] = report["privacy"]
+        if report.get("balances"):
+            out["report"]["balances"] = report["balances"]
     elif (privacy := read_privacy(workdir)) is not None:
         out["privacy"] = privacy  # each client's spent epsilon so far
     return out

@@ -41,6 +41,7 @@ from typing import Any
 import psutil
 
 from dualchain.chain.rpc import open_blocking_channel
+from dualchain.deploy.balances import identity_balances
 from dualchain.deploy.files import TestbedFiles
 from dualchain.deploy.plan import (
     CMBC_CHAIN,
@@ -305,6 +306,9 @@ class Testbed(TestbedFiles):
         finally:
             self._sample_cpu()
             heights = self._chain_heights()
+            heights["balances"] = identity_balances(  # rewards on: each identity's, at the end
+                [{"role": p.role, "address": p.address} for p in self.procs], self.tls,
+                self.workdir / "keys")
             self.stop()
         report = self.report(heights, interrupted)
         return report
