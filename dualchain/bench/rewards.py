@@ -225,6 +225,8 @@ def run_rewards(out: Path, clients: int, rounds: int, live_versions: int, progre
     import csv
     import json
 
+    from dualchain.deploy.up import UpError
+
     started = time.monotonic()
     role_of = roles(clients)
     settings = {s: run_setting(s, role_of, rounds, seed, progress) for s in ("iid", "non_iid")}
@@ -232,7 +234,13 @@ def run_rewards(out: Path, clients: int, rounds: int, live_versions: int, progre
     total = sum(paid)
     share = {r: round(sum(p for p, q in zip(paid, role_of, strict=True) if q == r) / total, 4)
              for r in ROLES}
-    live = live_testbed(out / "testbed", live_versions, progress) if live_versions else None
+    live = None
+    if live_versions:
+        try:
+            live = live_testbed(out / "testbed", live_versions, progress)
+        except (UpError, RuntimeError) as exc:  # the matrix stands; the JSON says what failed
+            live = {"replicas_agree": None, "error": str(exc)}
+            progress(f"live testbed failed: {exc}")
     document = {
         "benchmark": "paper/rewards", "dataset": "digits", "clients": clients,
         "roles": role_of, "rounds": rounds, "base_micro_units": BASE,

@@ -42,10 +42,16 @@ class UpdatePool:
         return len(self._pending)
 
     def add(self, checked: CheckedUpdate) -> bool:
-        digest = checked.update.digest
-        if digest in self._pending:
+        """Pools an update; False (ignored) for one already pooled, or the same delta of the
+        same client on the same version under another task: every aggregation rule refuses a
+        pool holding such a pair, so one of them would stall every commit."""
+        u = checked.update
+        if u.digest in self._pending or any(
+                (p.checked.update.client, p.checked.update.base_version,
+                 p.checked.update.params_hash) == (u.client, u.base_version, u.params_hash)
+                for p in self._pending.values()):
             return False
-        self._pending[digest] = Pending(checked)
+        self._pending[u.digest] = Pending(checked)
         return True
 
     def prune(self, current_version: int) -> list[bytes]:

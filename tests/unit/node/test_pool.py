@@ -88,3 +88,17 @@ def test_a_commit_names_exactly_the_updates_it_aggregated(tmp_path: Path, verifi
                                                        parent, 5)
     assert pool.prune(5) == [clients[2].id]
     assert len(pool) == 2
+
+
+def test_the_same_delta_of_a_client_under_another_task_is_pooled_once(tmp_path: Path) -> None:
+    """A client (a free rider drawing its noise per version) that uploads the same delta on the
+    same version twice must not stall the commits: the rules refuse a pool holding both."""
+    pool = UpdatePool(rules(), AggregationParams(min_updates=1))
+    a, b = Signer.generate(ALG), Signer.generate(ALG)
+    assert pool.add(checked(a, 3, 0.1, task=1))
+    assert not pool.add(checked(a, 3, 0.1, task=2))  # same delta, another task
+    assert pool.add(checked(a, 3, 0.2, task=3))  # another delta: a second update
+    assert pool.add(checked(b, 3, 0.1, task=1))  # another client
+    assert len(pool) == 3
+    _, _, digests = pool.build(np.zeros(6, np.float32), 3)
+    assert len(digests) == 3
