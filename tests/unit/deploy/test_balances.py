@@ -26,3 +26,12 @@ def test_balances_are_summed_over_the_chains_and_named(tmp_path: Path) -> None:
         stranger.hex(): {"total": 1, "ctbc": 1, "cmbc": 0},
     }
     assert summed({"ctbc": (3, {client.id: 4})}, names) == {"client-0": {"total": 4, "ctbc": 4}}
+
+
+def test_the_report_keeps_the_final_balances(tmp_path: Path) -> None:
+    from dualchain.deploy.report import write_report
+
+    final = {"client-0": {"total": 3, "ctbc": 3, "cmbc": 0}}
+    report = write_report(tmp_path, {}, {}, {"ctbc": 4, "balances": final}, {}, {}, False)
+    assert report["balances"] == final
+    assert write_report(tmp_path, {}, {}, {"ctbc": 4}, {}, {}, False)["balances"] is None
