@@ -19,9 +19,11 @@ from dataclasses import replace
 
 import grpc
 
+from dualchain.apps.ctbc.fl import ModelCommit
 from dualchain.chain.types import TxKind
 from dualchain.learning.codec import encode_params
 from dualchain.node.attack import attacked_commit
+from dualchain.node.pool import build_version
 
 log = logging.getLogger("dualchain.node")
 
@@ -66,17 +68,30 @@ class Aggregator:
                 log.warning("commit of version %d failed: %s", self.version + 1,
                             exc.details() if isinstance(exc, grpc.aio.AioRpcError) else exc)
 
+    def _build_version(self, base, candidates: list[tuple], pooled: dict, base_version: int
+                       ) -> tuple[ModelCommit, bytes] | None:
+        """(commit without its model hash, model blob) of the next version; None for an empty
+        pool. Runs in a worker thread: it touches only its arguments and fixed configuration."""
+        params, commit, digests = build_version(self.rules, base, candidates, base_version)
+        if not digests:
+            return None
+        # An adversary node's model and commit (docs/threat-model.md); honest: unchanged.
+        params, commit = attacked_commit(self.config.adversary, self.rules, base, params,
+                                         commit, pooled)
+        return commit, encode_params(params, self.shapes)
+
     async def _propose_version(self) -> None:
         assert self.params is not None
         base_version = self.version
         self._drop_excluded()  # the committee refuses a commit naming an excluded client
-        params, commit, digests = self.pool.build(self.params, base_version)
-        if not digests:
+        # Defense, aggregation and encoding are CPU work (clustering, Krum, the model's bytes):
+        # a worker thread takes them over a snapshot of the pool, the event loop stays free.
+        built = await asyncio.get_running_loop().run_in_executor(
+            None, self._build_version, self.params, self.pool.candidates(base_version),
+            self.pool.pooled(), base_version)
+        if built is None or self.version != base_version:  # (another node's version came in)
             return
-        # An adversary node's model and commit (docs/threat-model.md); honest: unchanged.
-        params, commit = attacked_commit(self.config.adversary, self.rules, self.params, params,
-                                         commit, self.pool.pooled())
-        blob = encode_params(params, self.shapes)
+        commit, blob = built
         model_hash = await self._put_blob(blob)
         self._remember(model_hash, blob)
         commit = replace(commit, model_hash=model_hash)
@@ -88,4 +103,4 @@ class Aggregator:
         self._awaiting = (commit.version, time.monotonic())
         await self._submit(self.ctbc, self.ctbc_genesis.chain_id, TxKind.MODEL_VERSION,
                            commit.encode())
-        log.info("submitted version %d with %d updates", commit.version, len(digests))
+        log.info("submitted version %d with %d updates", commit.version, len(commit.digests))

@@ -95,23 +95,33 @@ class UpdatePool:
         return (len(self._pending) >= self.params.min_updates
                 or now - oldest >= self.params.window_s)
 
-    def build(self, base, current_version: int):
-        """The next version from what waits: (new params, commit without its hash, digests).
-
-        ``base`` is the current global model (float32 flat). The defense and the aggregation are
-        the ones every committee member re-executes (``ctbc.fl.aggregate_pool``); the digests
-        include the updates the defense discarded (the commit names them too)."""
+    def candidates(self, current_version: int) -> list[tuple]:
+        """What the next version would aggregate, in digest order: (signed update, delta) of
+        every update the rule admits. A snapshot, so ``build_version`` may run in a worker
+        thread while the event loop keeps pooling."""
         chosen = sorted(self._pending.values(), key=lambda p: p.checked.update.digest)
         # Only updates the rule admits: the commit must name exactly what was aggregated, since
         # every committee member re-executes the aggregate over the updates it names.
-        updates = [(p.checked.update, p.checked.delta) for p in chosen
-                   if self._admissible(p.checked.update.base_version, current_version)]
-        result = aggregate_pool(self.rules, base, updates, current_version)
-        commit = ModelCommit(current_version + 1, current_version, b"", result.updates,
-                             result.discarded, result.rewards)
-        return result.params, commit, commit.digests
+        return [(p.checked.update, p.checked.delta) for p in chosen
+                if self._admissible(p.checked.update.base_version, current_version)]
+
+    def build(self, base, current_version: int):
+        """``build_version`` over the current candidates (in the caller's thread)."""
+        return build_version(self.rules, base, self.candidates(current_version), current_version)
 
     def _admissible(self, base_version: int, current_version: int) -> bool:
         if self.rules.mode == "fedavg":
             return base_version == current_version
         return 0 <= current_version - base_version <= self.rules.rule.max_staleness
+
+
+def build_version(rules: FlRules, base, updates: list[tuple], current_version: int):
+    """The next version from ``updates`` (``UpdatePool.candidates``): (new params, commit
+    without its hash, digests). ``base`` is the current global model (float32 flat). The defense
+    and the aggregation are the ones every committee member re-executes
+    (``ctbc.fl.aggregate_pool``); the digests include the updates the defense discarded (the
+    commit names them too). Pure: safe in a worker thread."""
+    result = aggregate_pool(rules, base, updates, current_version)
+    commit = ModelCommit(current_version + 1, current_version, b"", result.updates,
+                         result.discarded, result.rewards)
+    return result.params, commit, commit.digests
