@@ -32,7 +32,8 @@ def ctbc_app(context: AppContext) -> RegistryApp:
 
 def cmbc_app(context: AppContext) -> CmbcApp:
     genesis = Genesis.of(context.genesis)
-    return CmbcApp(max_undo=genesis.pow.finality_depth + UNDO_HEADROOM, sched=genesis.sched)
+    return CmbcApp(max_undo=genesis.pow.finality_depth + UNDO_HEADROOM, sched=genesis.sched,
+                   block_reward=genesis.pow.block_reward)
 
 
 FACTORIES: dict[str, AppFactory] = {"ctbc": ctbc_app, "cmbc": cmbc_app}

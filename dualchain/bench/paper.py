@@ -234,7 +234,7 @@ def adjustments(workdir: Path, chains: str) -> int:
     single = chains == "single"
     kind = "ctbc" if single else "cmbc"
     genesis = Genesis.load(workdir / f"{kind}-genesis.json")
-    app = CmbcApp(max_undo=1, sched=genesis.sched)
+    app = CmbcApp(max_undo=1, sched=genesis.sched, block_reward=genesis.pow.block_reward)
     store = BlockStore(workdir / "data" / f"{kind}-0" / "chain.sqlite")
     changes, last = 0, None
     try:

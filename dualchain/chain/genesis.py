@@ -391,8 +391,10 @@ def _check_reputation(r: ReputationWeights) -> None:
 def _check_pow(p: PowParams) -> None:
     for f in fields(PowParams):
         value = getattr(p, f.name)
-        if type(value) is not int or not 1 <= value <= U64_MAX:
-            raise GenesisError(f"pow.{f.name}: must be a positive integer, got {value!r}")
+        least = 0 if f.name == "block_reward" else 1
+        if type(value) is not int or not least <= value <= U64_MAX:
+            kind = "a non-negative" if least == 0 else "a positive"
+            raise GenesisError(f"pow.{f.name}: must be {kind} integer, got {value!r}")
     if p.retarget_interval < 3:
         raise GenesisError("pow.retarget_interval: must be at least 3 (the retarget estimates "
                            "the block rate from a window of at least 2 intervals)")

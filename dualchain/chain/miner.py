@@ -2,7 +2,12 @@
 solutions back to the daemon.
 
     dualchain miner --cmbc 127.0.0.1:7100 --workers 2 --key keys/miner-0.key [--duty 0.5]
+                    [--reward-account HEX]
                     [--tls-ca tls/ca.pem --tls-cert tls/miner-0.pem --tls-key tls/miner-0.key]
+
+Each block's reward (the genesis's ``pow.block_reward``) credits the key's own identity id, or
+``reward_account``: a client that mines does so with a key of its own for its client identity
+(``client/mining.py``).
 
 For each template it signs its reward transaction, computes the Merkle root over the reward and
 the template's transaction hashes, and hashes the header prefix with nonces from a random start.
@@ -53,9 +58,10 @@ from prometheus_client.registry import Collector
 
 from dualchain.chain import heartbeat
 from dualchain.chain.consensus.pow import seal_prefix, search_nonce
+from dualchain.chain.consensus.reward import Reward
 from dualchain.chain.daemon.metrics import ProcessCollector
 from dualchain.chain.errors import DualchainError
-from dualchain.chain.identity import Domain, Signer, load_key_file
+from dualchain.chain.identity import ID_BYTES, Domain, Signer, load_key_file
 from dualchain.chain.lifecycle import stop_on_signals
 from dualchain.chain.merkle import merkle_root
 from dualchain.chain.rpc import TlsFiles, channel_options, open_channel
@@ -81,8 +87,11 @@ class MinerConfig:
     backend: str = "cryptography"
     metrics_port: int = 0  # Prometheus endpoint; 0 turns it off
     tls: TlsFiles | None = None  # mutual TLS to the daemon; None: plaintext
+    reward_account: bytes = b""  # the identity id block rewards credit; b"": the key's own
 
     def __post_init__(self) -> None:
+        if self.reward_account and len(self.reward_account) != ID_BYTES:
+            raise ValueError(f"--reward-account must be {ID_BYTES} bytes (64 hex digits)")
         if self.workers < 1:
             raise ValueError("--workers must be at least 1")
         if not 0 < self.duty <= 1:
@@ -95,6 +104,17 @@ class MinerConfig:
             for path in (self.tls.ca, self.tls.cert, self.tls.key):
                 if not Path(path).is_file():
                     raise ValueError(f"TLS file {path} does not exist")
+
+
+def parse_account(text: str) -> bytes:
+    """``--reward-account``: 64 hex digits, or "" for the miner's own id."""
+    try:
+        account = bytes.fromhex(text)
+    except ValueError:
+        raise ValueError("--reward-account must be 64 hex digits") from None
+    if account and len(account) != ID_BYTES:
+        raise ValueError("--reward-account must be 64 hex digits")
+    return account
 
 
 # Nonces a worker hashes between looks at the abort flag: about 1 ms on an idle core.
@@ -192,6 +212,7 @@ class Miner:
         self.config = config
         self.signer = signer
         self.stats = MinerStats()
+        self.reward_account = config.reward_account or signer.id
         self._tip = b""
         self._tip_changed = asyncio.Event()
         # Spawned workers: forking a process that already runs gRPC threads is unsafe.
@@ -213,13 +234,15 @@ class Miner:
                     try:
                         template = await stub.GetBlockTemplate(miner_pb.BlockTemplateRequest(
                             miner_public_key=self.signer.public_key,
-                            hashrate_hs=self.stats.hashrate), timeout=10)
+                            hashrate_hs=self.stats.hashrate,
+                            reward_account=self.config.reward_account), timeout=10)
                     except grpc.aio.AioRpcError as exc:
                         log.warning("no template from %s: %s", self.config.cmbc, exc.details())
                         await asyncio.sleep(RECONNECT_S)
                         continue
                     if not announced:
                         print(json.dumps({"event": "ready", "id": self.signer.id.hex(),
+                                          "reward_account": self.reward_account.hex(),
                                           "cmbc": self.config.cmbc,
                                           "workers": self.config.workers,
                                           "duty": self.config.duty,
@@ -252,7 +275,8 @@ class Miner:
 
     def _prepare(self, template: miner_pb.BlockTemplate) -> tuple[BlockHeader, Transaction]:
         reward = Transaction.decode(template.reward_tx)
-        if reward.sender != self.signer.id or reward.kind != TxKind.REWARD:
+        if reward.sender != self.signer.id or reward.kind != TxKind.REWARD or \
+                Reward.decode(reward.payload).account != self.reward_account:
             raise DualchainError("the template's reward transaction is not for this miner")
         reward = reward.with_signature(self.signer.sign(Domain.TRANSACTION,
                                                         reward.signing_bytes))
@@ -322,6 +346,7 @@ class Miner:
         if reply.outcome == "connected":
             self.stats.blocks += 1
         print(json.dumps({"event": "block", "height": reply.height,
+                          "reward_account": self.reward_account.hex(),
                           "hash": bytes(reply.block_hash).hex(), "outcome": reply.outcome,
                           "txs": len(template.tx_hashes) + 1}), flush=True)
 

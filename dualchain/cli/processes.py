@@ -39,13 +39,14 @@ def cmd_chain(args: argparse.Namespace) -> int:
 
 
 def cmd_miner(args: argparse.Namespace) -> int:
-    from dualchain.chain.miner import MinerConfig, run
+    from dualchain.chain.miner import MinerConfig, parse_account, run
     from dualchain.chain.mldsa import resolve_backend
     from dualchain.chain.rpc import tls_from_paths
 
     try:
         config = MinerConfig(cmbc=args.cmbc, key=args.key, workers=args.workers, duty=args.duty,
                              refresh_s=args.refresh, backend=resolve_backend(args.backend),
+                             reward_account=parse_account(args.reward_account),
                              metrics_port=args.metrics_port,
                              tls=tls_from_paths(args.tls_ca, args.tls_cert, args.tls_key))
     except ValueError as exc:
@@ -124,7 +125,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     miner.add_argument("--cmbc", required=True, help="host:port of the CMBC daemon")
     miner.add_argument("--key", type=Path, required=True,
-                       help="the miner's ML-DSA key file (rewards go to its id)")
+                       help="the miner's ML-DSA key file (it signs blocks and rewards)")
+    miner.add_argument("--reward-account", default="",
+                       help="64 hex digits: the identity id its block rewards credit (default: "
+                       "the key's own id; a client that mines names its client identity)")
     miner.add_argument("--workers", type=int, default=1,
                        help="nonce-search worker processes (default 1)")
     miner.add_argument("--duty", type=float, default=1.0,

@@ -45,9 +45,9 @@ class Planner:
     ``plans``: whether this node makes records (the ddmlts policy) or only reads them."""
 
     def __init__(self, sched: SchedParams | None, plans: bool = True,
-                 single_chain: bool = False) -> None:
+                 single_chain: bool = False, block_reward: int = 0) -> None:
         self.sched = sched if plans else None
-        self.final = CmbcApp(max_undo=1, sched=sched)
+        self.final = CmbcApp(max_undo=1, sched=sched, block_reward=block_reward)
         self.single_chain = single_chain
 
     def apply_final(self, block: Block) -> list[Transaction]:

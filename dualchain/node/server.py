@@ -109,7 +109,8 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         # Single-chain mode: "cmbc" and its genesis name the CTBC daemon and genesis.
         self.planner = Planner(self.cmbc_genesis.sched,
                                plans=config.aggregation.policy == "plan",
-                               single_chain=self.cmbc_genesis.single_chain)
+                               single_chain=self.cmbc_genesis.single_chain,
+                               block_reward=self.cmbc_genesis.pow.block_reward)
         self._planning = asyncio.Lock()
         self._version_time = time.monotonic()
         self._awaiting: tuple[int, float] | None = None  # (version submitted, when)

@@ -350,12 +350,14 @@ def block_from_template(template: miner_pb.BlockTemplate, signer: Signer,
 
 
 def block_on(parent: BlockHeader, signer: Signer, reward_nonce: int, app_hash: bytes,
-             target: int | None = None, timestamp_ms: int | None = None) -> Block:
+             target: int | None = None, timestamp_ms: int | None = None,
+             block_reward: int = PowParams().block_reward) -> Block:
     """A reward-only block on ``parent`` mined and signed by ``signer`` (whose next nonce on
     that branch is ``reward_nonce``); the target defaults to the parent's (no retarget)."""
     timestamp = parent.timestamp_ms + 1 if timestamp_ms is None else timestamp_ms
+    reward_record = Reward(parent.height + 1, parent.hash, block_reward, signer.id)
     unsigned = Transaction(parent.chain_id, TxKind.REWARD, signer.id, signer.public_key,
-                           reward_nonce, timestamp, Reward(parent.height + 1, parent.hash).encode())
+                           reward_nonce, timestamp, reward_record.encode())
     reward = sign_reward(signer, unsigned)
     header = BlockHeader(
         chain_id=parent.chain_id, height=parent.height + 1, parent_hash=parent.hash,

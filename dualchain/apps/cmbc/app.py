@@ -6,8 +6,10 @@ Rules (each refusal is a ValidationError with a code):
   sending it again moves the client.
 - ``STATE_REPORT``: only from a registered client; the latest report per client is kept.
 - ``ANCHOR``: a model version committed on CTBC; a version is anchored once, with one hash.
-- ``REWARD``: exactly one per block, its first transaction, sent by the block's miner and bound
-  to the block's height and parent; never admitted to the mempool.
+- ``REWARD``: exactly one per block, its first transaction, sent by the block's miner, bound
+  to the block's height and parent and claiming the genesis's ``pow.block_reward``; never
+  admitted to the mempool. Applying the block credits the amount to the record's account
+  (``balances``); a reorg takes the credit back with the block (the undo journal).
 - ``MEMO``: opaque bytes, accepted and not stored (benchmarks).
 - ``NODE_JOIN_REQUEST`` (seed 000 §3.1, two-stage node join): a ``NodeJoinRequest`` from the
   joining node, once per node; then, after CTBC committed the joiner as a validator, a
@@ -46,8 +48,8 @@ from dualchain.apps.cmbc.payloads import (
 from dualchain.apps.cmbc.state import JournaledState
 from dualchain.apps.genesis import SchedParams
 from dualchain.chain.app import ReorgApplication
-from dualchain.chain.canonical import Reader, Writer
-from dualchain.chain.consensus.reward import check_reward
+from dualchain.chain.canonical import U64_MAX, Reader, Writer
+from dualchain.chain.consensus.reward import Reward, check_reward
 from dualchain.chain.errors import DecodeError, ValidationError
 from dualchain.chain.identity import ID_BYTES
 from dualchain.chain.types import Block, Transaction, TxKind
@@ -65,6 +67,7 @@ JOIN = b"join/"
 JOINS = b"joins"  # every node that asked to join, sorted
 ADMITTED = b"admitted/"  # CTBC height of the admission, then the CMBC height that recorded it
 ASKED = b"asked/"  # the CMBC height that recorded a node's join request
+BALANCE = b"balance/"  # an account's micro-units, u64
 HISTORY_TAG = b"DCH1"
 JOIN_RECORD_TAG = b"DCJR"
 
@@ -97,9 +100,11 @@ SUPERSEDED = Superseded()
 
 
 class CmbcApp(ReorgApplication):
-    def __init__(self, max_undo: int = 64, sched: SchedParams | None = None) -> None:
+    def __init__(self, max_undo: int = 64, sched: SchedParams | None = None,
+                 block_reward: int = 0) -> None:
         self.state = JournaledState(max_undo)
         self.sched = sched
+        self.block_reward = block_reward  # the genesis's pow.block_reward
         self.height = 0  # of the last applied block
         self._cache: dict[tuple, object] = {}
 
@@ -199,6 +204,16 @@ class CmbcApp(ReorgApplication):
         """One that clients registered with, unless its join is pending."""
         return node in self.nodes_of(self.clients()).values() and not self.pending(node)
 
+    def balance(self, account: bytes) -> int:
+        """An account's micro-units from block rewards."""
+        raw = self.state.get(BALANCE + account)
+        return 0 if raw is None else int.from_bytes(raw, "big")
+
+    def balances(self) -> dict[bytes, int]:
+        """Every non-zero balance (block rewards, micro-units), by account."""
+        return {key[len(BALANCE):]: int.from_bytes(raw, "big")
+                for key, raw in sorted(self.state.items(BALANCE))}
+
     def anchor(self, version: int) -> Anchor | None:
         raw = self.state.get(ANCHOR + version.to_bytes(8, "big"))
         return None if raw is None else Anchor.decode(raw)
@@ -219,7 +234,7 @@ class CmbcApp(ReorgApplication):
         self.rollback_block(block)
 
     def apply_block(self, block: Block) -> bytes:
-        check_reward(block)
+        check_reward(block, self.block_reward)
         self.apply_transactions(block.header.height, block.transactions)
         return self.app_hash()
 
@@ -309,6 +324,10 @@ class CmbcApp(ReorgApplication):
         if (isinstance(payload, GroupAssignment | TaskPlan)
                 and not self._check_schedule(tx, payload, admission)):
             return SUPERSEDED
+        if isinstance(payload, Reward) and \
+                self.balance(payload.account) + payload.amount > U64_MAX:
+            raise ValidationError(f"balance of {payload.account.hex()[:16]} would overflow",
+                                  code="bad_reward")
         if isinstance(payload, NodeJoinRequest) and self.state.get(JOIN + tx.sender) is not None:
             raise ValidationError(f"node {tx.sender.hex()[:16]} has already asked to join",
                                   code="already_requested")
@@ -411,5 +430,8 @@ class CmbcApp(ReorgApplication):
         elif isinstance(payload, NodeAdmission):  # (a superseded one is not a payload)
             self.state.put(ADMITTED + payload.node, payload.ctbc_height.to_bytes(8, "big")
                            + (self.height + 1).to_bytes(8, "big"))
+        elif isinstance(payload, Reward) and payload.amount:
+            self.state.put(BALANCE + payload.account,
+                           (self.balance(payload.account) + payload.amount).to_bytes(8, "big"))
         elif isinstance(payload, Anchor) and self.anchor(payload.version) is None:
             self.state.put(ANCHOR + payload.version.to_bytes(8, "big"), payload.encode())

@@ -38,6 +38,11 @@ class JournaledState:
     def __contains__(self, key: object) -> bool:
         return key in self._data
 
+    def items(self, prefix: bytes) -> list[tuple[bytes, bytes]]:
+        """Every (key, value) whose key starts with ``prefix`` (a scan: for queries, not for
+        the rules of a block)."""
+        return [(k, v) for k, v in self._data.items() if k.startswith(prefix)]
+
     def digest(self) -> bytes:
         return self._digest.to_bytes(32, "big")
 

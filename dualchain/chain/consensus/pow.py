@@ -44,6 +44,8 @@ class PowParams:
     max_adjust: int = 4  # a retarget changes the target at most this factor either way
     finality_depth: int = 6  # k: a block with k - 1 blocks on top of it is final
     median_window: int = 11  # timestamps must rise above the median of this many ancestors
+    # Micro-units each block's REWARD record credits to its reward account (0: none minted).
+    block_reward: int = 1_000_000
 
     @property
     def initial_target(self) -> int:

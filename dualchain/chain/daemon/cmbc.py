@@ -291,7 +291,7 @@ class CmbcNode(PowSync, Templates, ChainNodeBase):
     def _check_branch_rules(self, block: Block, parent: BlockHeader) -> None:
         """Everything about a block that its own branch decides, chain state aside."""
         try:
-            reward_tx = check_reward(block)
+            reward_tx, _ = check_reward(block, self.pow.block_reward)
         except DecodeError as exc:
             raise ValidationError(f"reward payload: {exc.reason}", code="bad_reward") from exc
         now = now_ms()

@@ -12,7 +12,7 @@ from dualchain.chain.consensus.reward import Reward
 from dualchain.chain.daemon.base import now_ms
 from dualchain.chain.daemon.stuck import timely_txs
 from dualchain.chain.errors import DecodeError, NotFoundError, ValidationError
-from dualchain.chain.identity import identity_id
+from dualchain.chain.identity import ID_BYTES, identity_id
 from dualchain.chain.types import Block, BlockHeader, Transaction, TxKind
 from dualchain.proto.v1 import miner_pb2 as miner_pb
 
@@ -25,10 +25,14 @@ class Templates:
 
     # -- mining ----------------------------------------------------------------------------------
 
-    async def block_template(self, miner_key: bytes, hashrate: float) -> miner_pb.BlockTemplate:
+    async def block_template(self, miner_key: bytes, hashrate: float,
+                             reward_account: bytes = b"") -> miner_pb.BlockTemplate:
         if len(miner_key) != self.params.algorithm.public_key_bytes:
             raise DecodeError(f"miner key is {len(miner_key)} bytes; this chain uses "
                               f"{self.params.algorithm.label}")
+        if reward_account and len(reward_account) != ID_BYTES:
+            raise DecodeError(f"reward account is {len(reward_account)} bytes; an identity id "
+                              f"is {ID_BYTES}")
         miner = identity_id(miner_key)
         if hashrate > 0:
             self.pow_metrics.hashrate.labels(miner.hex()[:16]).set(hashrate)
@@ -38,16 +42,18 @@ class Templates:
         while self.mining_tip[1]:
             await self.wait_for_change(self.head_version)
         async with self._blocks_lock:  # not halfway through a reorg
-            return await self._template(miner, miner_key)
+            return await self._template(miner, miner_key, reward_account or miner)
 
-    async def _template(self, miner: bytes, miner_key: bytes) -> miner_pb.BlockTemplate:
+    async def _template(self, miner: bytes, miner_key: bytes,
+                        account: bytes) -> miner_pb.BlockTemplate:
         parent = self._head
         await self.load_nonces([miner])
         timestamp = self._template_time(parent)
         txs = tuple(self._template_txs(timestamp, miner))
         reward = Transaction(self.chain_id, TxKind.REWARD, miner, miner_key,
                              self.next_nonce(miner), timestamp,
-                             Reward(parent.height + 1, parent.hash).encode())
+                             Reward(parent.height + 1, parent.hash, self.pow.block_reward,
+                                    account).encode())
         self._template_count += 1
         template_id = hashlib.sha256(
             parent.hash + self._template_count.to_bytes(8, "big")).digest()[:16]

@@ -311,7 +311,8 @@ class MinerServicer(miner_grpc.MinerServiceServicer):
     async def GetBlockTemplate(self, request, context):
         try:
             return await self.node.block_template(bytes(request.miner_public_key),
-                                                  request.hashrate_hs)
+                                                  request.hashrate_hs,
+                                                  bytes(request.reward_account))
         except DualchainError as exc:
             await abort(context, exc)
 

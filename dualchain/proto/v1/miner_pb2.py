@@ -24,7 +24,7 @@ _sym_db = _symbol_database.Default()
 
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ualchain/proto/v1/miner.proto\x12\x0c\x64ualchain.v1\"E\n\x14\x42lockTemplateRequest\x12\x18\n\x10miner_public_key\x18\x01 \x01(\x0c\x12\x13\n\x0bhashrate_hs\x18\x02 \x01(\x01\"\xb9\x01\n\rBlockTemplate\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x0c\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x13\n\x0bparent_hash\x18\x04 \x01(\x0c\x12\x0e\n\x06target\x18\x05 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x04\x12\x10\n\x08\x61pp_hash\x18\x07 \x01(\x0c\x12\x11\n\treward_tx\x18\x08 \x01(\x0c\x12\x11\n\ttx_hashes\x18\t \x03(\x0c\"L\n\x12SubmitBlockRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x0c\x12\x0e\n\x06header\x18\x02 \x01(\x0c\x12\x11\n\treward_tx\x18\x03 \x01(\x0c\"J\n\x13SubmitBlockResponse\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06height\x18\x03 \x01(\x04\"\x11\n\x0fWatchTipRequest\">\n\x08TipEvent\x12\x11\n\thead_hash\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x08\x32\xfc\x01\n\x0cMinerService\x12S\n\x10GetBlockTemplate\x12\".dualchain.v1.BlockTemplateRequest\x1a\x1b.dualchain.v1.BlockTemplate\x12R\n\x0bSubmitBlock\x12 .dualchain.v1.SubmitBlockRequest\x1a!.dualchain.v1.SubmitBlockResponse\x12\x43\n\x08WatchTip\x12\x1d.dualchain.v1.WatchTipRequest\x1a\x16.dualchain.v1.TipEvent0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1e\x64ualchain/proto/v1/miner.proto\x12\x0c\x64ualchain.v1\"]\n\x14\x42lockTemplateRequest\x12\x18\n\x10miner_public_key\x18\x01 \x01(\x0c\x12\x13\n\x0bhashrate_hs\x18\x02 \x01(\x01\x12\x16\n\x0ereward_account\x18\x03 \x01(\x0c\"\xb9\x01\n\rBlockTemplate\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x0c\x12\x10\n\x08\x63hain_id\x18\x02 \x01(\t\x12\x0e\n\x06height\x18\x03 \x01(\x04\x12\x13\n\x0bparent_hash\x18\x04 \x01(\x0c\x12\x0e\n\x06target\x18\x05 \x01(\x0c\x12\x14\n\x0ctimestamp_ms\x18\x06 \x01(\x04\x12\x10\n\x08\x61pp_hash\x18\x07 \x01(\x0c\x12\x11\n\treward_tx\x18\x08 \x01(\x0c\x12\x11\n\ttx_hashes\x18\t \x03(\x0c\"L\n\x12SubmitBlockRequest\x12\x13\n\x0btemplate_id\x18\x01 \x01(\x0c\x12\x0e\n\x06header\x18\x02 \x01(\x0c\x12\x11\n\treward_tx\x18\x03 \x01(\x0c\"J\n\x13SubmitBlockResponse\x12\x0f\n\x07outcome\x18\x01 \x01(\t\x12\x12\n\nblock_hash\x18\x02 \x01(\x0c\x12\x0e\n\x06height\x18\x03 \x01(\x04\"\x11\n\x0fWatchTipRequest\">\n\x08TipEvent\x12\x11\n\thead_hash\x18\x01 \x01(\x0c\x12\x0e\n\x06height\x18\x02 \x01(\x04\x12\x0f\n\x07pending\x18\x03 \x01(\x08\x32\xfc\x01\n\x0cMinerService\x12S\n\x10GetBlockTemplate\x12\".dualchain.v1.BlockTemplateRequest\x1a\x1b.dualchain.v1.BlockTemplate\x12R\n\x0bSubmitBlock\x12 .dualchain.v1.SubmitBlockRequest\x1a!.dualchain.v1.SubmitBlockResponse\x12\x43\n\x08WatchTip\x12\x1d.dualchain.v1.WatchTipRequest\x1a\x16.dualchain.v1.TipEvent0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -32,17 +32,17 @@ _builder.BuildTopDescriptorsAndMessages(DESCRIPTOR, 'dualchain.proto.v1.miner_pb
 if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_BLOCKTEMPLATEREQUEST']._serialized_start=48
-  _globals['_BLOCKTEMPLATEREQUEST']._serialized_end=117
-  _globals['_BLOCKTEMPLATE']._serialized_start=120
-  _globals['_BLOCKTEMPLATE']._serialized_end=305
-  _globals['_SUBMITBLOCKREQUEST']._serialized_start=307
-  _globals['_SUBMITBLOCKREQUEST']._serialized_end=383
-  _globals['_SUBMITBLOCKRESPONSE']._serialized_start=385
-  _globals['_SUBMITBLOCKRESPONSE']._serialized_end=459
-  _globals['_WATCHTIPREQUEST']._serialized_start=461
-  _globals['_WATCHTIPREQUEST']._serialized_end=478
-  _globals['_TIPEVENT']._serialized_start=480
-  _globals['_TIPEVENT']._serialized_end=542
-  _globals['_MINERSERVICE']._serialized_start=545
-  _globals['_MINERSERVICE']._serialized_end=797
+  _globals['_BLOCKTEMPLATEREQUEST']._serialized_end=141
+  _globals['_BLOCKTEMPLATE']._serialized_start=144
+  _globals['_BLOCKTEMPLATE']._serialized_end=329
+  _globals['_SUBMITBLOCKREQUEST']._serialized_start=331
+  _globals['_SUBMITBLOCKREQUEST']._serialized_end=407
+  _globals['_SUBMITBLOCKRESPONSE']._serialized_start=409
+  _globals['_SUBMITBLOCKRESPONSE']._serialized_end=483
+  _globals['_WATCHTIPREQUEST']._serialized_start=485
+  _globals['_WATCHTIPREQUEST']._serialized_end=502
+  _globals['_TIPEVENT']._serialized_start=504
+  _globals['_TIPEVENT']._serialized_end=566
+  _globals['_MINERSERVICE']._serialized_start=569
+  _globals['_MINERSERVICE']._serialized_end=821
 # @@protoc_insertion_point(module_scope)

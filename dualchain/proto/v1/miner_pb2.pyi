@@ -7,12 +7,14 @@ from typing import ClassVar as _ClassVar, Optional as _Optional
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class BlockTemplateRequest(_message.Message):
-    __slots__ = ("miner_public_key", "hashrate_hs")
+    __slots__ = ("miner_public_key", "hashrate_hs", "reward_account")
     MINER_PUBLIC_KEY_FIELD_NUMBER: _ClassVar[int]
     HASHRATE_HS_FIELD_NUMBER: _ClassVar[int]
+    REWARD_ACCOUNT_FIELD_NUMBER: _ClassVar[int]
     miner_public_key: bytes
     hashrate_hs: float
-    def __init__(self, miner_public_key: _Optional[bytes] = ..., hashrate_hs: _Optional[float] = ...) -> None: ...
+    reward_account: bytes
+    def __init__(self, miner_public_key: _Optional[bytes] = ..., hashrate_hs: _Optional[float] = ..., reward_account: _Optional[bytes] = ...) -> None: ...
 
 class BlockTemplate(_message.Message):
     __slots__ = ("template_id", "chain_id", "height", "parent_hash", "target", "timestamp_ms", "app_hash", "reward_tx", "tx_hashes")

@@ -249,7 +249,7 @@ def test_pow_section_round_trips() -> None:
     data = json.loads(json.dumps(genesis.to_json()))
     assert data["pow"] == {
         "initial_difficulty": 12_345, "block_interval_ms": 500, "retarget_interval": 4,
-        "max_adjust": 3, "finality_depth": 9, "median_window": 7,
+        "max_adjust": 3, "finality_depth": 9, "median_window": 7, "block_reward": 1_000_000,
     }
     again = Genesis.from_json(data)
     assert again == genesis and again.pow == POW and again.hash == genesis.hash
@@ -257,6 +257,12 @@ def test_pow_section_round_trips() -> None:
 
 def test_pow_section_is_part_of_the_hash() -> None:
     assert make_pow_genesis().hash != make_pow_genesis(replace(POW, finality_depth=10)).hash
+
+
+def test_block_reward_may_be_zero_and_is_part_of_the_hash() -> None:
+    free = make_pow_genesis(replace(POW, block_reward=0))
+    assert Genesis.from_json(json.loads(json.dumps(free.to_json()))) == free
+    assert free.hash != make_pow_genesis().hash
 
 
 def test_pow_section_belongs_to_cmbc_only() -> None:
@@ -275,7 +281,8 @@ def test_pow_section_belongs_to_cmbc_only() -> None:
     ("field", "value"),
     [("initial_difficulty", 0), ("block_interval_ms", -1), ("retarget_interval", 2),
      ("max_adjust", 1), ("finality_depth", 0), ("median_window", 0),
-     ("block_interval_ms", 0.5), ("finality_depth", True), ("retarget_interval", "4")],
+     ("block_interval_ms", 0.5), ("finality_depth", True), ("retarget_interval", "4"),
+     ("block_reward", -1), ("block_reward", 1.5), ("block_reward", 2**64)],
 )
 def test_malformed_pow_section_is_refused(field: str, value: object) -> None:
     data = make_pow_genesis().to_json()

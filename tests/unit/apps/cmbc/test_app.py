@@ -54,9 +54,11 @@ class Chain:
         return make_tx(signer, self.nonce(signer), CHAIN, payload, kind)
 
     def reward(self, miner: Signer = MINER, height: int | None = None,
-               parent: bytes | None = None) -> Transaction:
+               parent: bytes | None = None, amount: int = 0,
+               account: bytes | None = None) -> Transaction:
         payload = Reward(self.parent.height + 1 if height is None else height,
-                         self.parent.hash if parent is None else parent).encode()
+                         self.parent.hash if parent is None else parent, amount,
+                         miner.id if account is None else account).encode()
         return self.tx(miner, TxKind.REWARD, payload)
 
     def block(self, txs: Sequence[Transaction], miner: Signer = MINER,
@@ -95,7 +97,7 @@ def refused(code: str, fn, *args) -> ValidationError:
 def test_check_reward_accepts_a_well_formed_block() -> None:
     c = Chain()
     block = c.block([c.register(CLIENT)])
-    assert check_reward(block) == block.transactions[0]
+    assert check_reward(block, 0)[0] == block.transactions[0]
 
 
 def test_check_reward_refusals() -> None:
@@ -103,28 +105,28 @@ def test_check_reward_refusals() -> None:
     memo = c.tx(CLIENT, TxKind.MEMO, b"m")
     # No transactions at all, or a block whose first transaction is not the reward.
     empty = Block(c.block([]).header, ())
-    refused("bad_reward", check_reward, empty)
+    refused("bad_reward", lambda b: check_reward(b, 0), empty)
     first_not_reward = c.block([], advance=False)
     first_not_reward = Block(first_not_reward.header, (memo, first_not_reward.transactions[0]))
-    refused("bad_reward", check_reward, first_not_reward)
+    refused("bad_reward", lambda b: check_reward(b, 0), first_not_reward)
     # Two rewards.
     two = c.block([c.reward()], advance=False)
-    refused("bad_reward", check_reward, two)
+    refused("bad_reward", lambda b: check_reward(b, 0), two)
     # A reward sent by someone other than the header's miner.
     stolen = c.block([], miner=MINER, reward=c.reward(OTHER_MINER), advance=False)
-    refused("bad_reward", check_reward, stolen)
+    refused("bad_reward", lambda b: check_reward(b, 0), stolen)
     # A reward bound to another height or another parent (replayed from elsewhere).
     wrong_height = c.block([], reward=c.reward(height=c.parent.height + 2), advance=False)
-    refused("bad_reward", check_reward, wrong_height)
+    refused("bad_reward", lambda b: check_reward(b, 0), wrong_height)
     wrong_parent = c.block([], reward=c.reward(parent=b"\x05" * 32), advance=False)
-    refused("bad_reward", check_reward, wrong_parent)
+    refused("bad_reward", lambda b: check_reward(b, 0), wrong_parent)
 
 
 def test_check_reward_refuses_a_malformed_payload() -> None:
     c = Chain()
     bad = c.block([], reward=c.tx(MINER, TxKind.REWARD, b"DCW1short"), advance=False)
     with pytest.raises(DecodeError):
-        check_reward(bad)
+        check_reward(bad, 0)
 
 
 def test_rewards_never_enter_the_mempool() -> None:
@@ -252,7 +254,7 @@ def test_malformed_payloads_are_refused(kind: TxKind) -> None:
 def test_payloads_round_trip() -> None:
     for kind, value in [(TxKind.CLIENT_REGISTER, ClientRegistration(NODE_ID, "edge-é")),
                         (TxKind.STATE_REPORT, REPORT), (TxKind.ANCHOR, ANCHOR),
-                        (TxKind.REWARD, Reward(5, b"\x01" * 32)),
+                        (TxKind.REWARD, Reward(5, b"\x01" * 32, 7, b"\x02" * 32)),
                         (TxKind.NODE_JOIN_REQUEST, NodeJoinRequest("10.0.0.5:7300",
                                                                    "10.0.0.5:7000")),
                         (TxKind.NODE_JOIN_REQUEST, NodeAdmission(NODE_ID, 42))]:

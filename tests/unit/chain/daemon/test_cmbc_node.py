@@ -118,6 +118,7 @@ class Forge:
     def __init__(self, genesis: Genesis) -> None:
         g = genesis.genesis_block()
         self.genesis = g
+        self.block_reward = genesis.pow.block_reward
         self.blocks: dict[bytes, Block] = {g.hash: g}
         self.tree = BlockTree(genesis.pow)  # for the target the rules give each block
         self.tree.add(g.header, work=0)
@@ -135,7 +136,7 @@ class Forge:
         return max(nonces) + 1 if nonces else 0
 
     def app_hash(self, tip: bytes) -> bytes:
-        app = CmbcApp()
+        app = CmbcApp(block_reward=self.block_reward)
         for block in self.branch(tip):
             app.apply_block(block)
         return app.app_hash()
@@ -147,7 +148,8 @@ class Forge:
         ts = header.timestamp_ms + dt
         if reward is None:
             reward = sign_transaction(miner, CHAIN, TxKind.REWARD,
-                                      Reward(header.height + 1, header.hash).encode(),
+                                      Reward(header.height + 1, header.hash,
+                                             self.block_reward, miner.id).encode(),
                                       self.next_nonce(header.hash, miner.id), ts)
         all_txs = (reward, *txs)
         unsealed = BlockHeader(
@@ -343,7 +345,8 @@ async def test_branch_rules_refuse_on_arrival(node: CmbcNode, change: dict, code
 async def test_rewards_are_checked_on_arrival(node: CmbcNode) -> None:
     forge = Forge(node.genesis)
     stolen = sign_transaction(OTHER_MINER, CHAIN, TxKind.REWARD,
-                              Reward(1, forge.genesis.hash).encode(), 0, GENESIS_TIME + 100)
+                              Reward(1, forge.genesis.hash, POW.block_reward,
+                                     OTHER_MINER.id).encode(), 0, GENESIS_TIME + 100)
     with pytest.raises(ValidationError) as info:
         await node.accept_block(forge.block(forge.genesis, reward=stolen))
     assert info.value.code == "bad_reward"
