@@ -46,7 +46,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
         "join_after", "tls", "hosts", "netem_backend", "metrics", "model", "aggregator",
-        "defense", "watermark", "attackers", "aggregation", "reward_base", *DP_FLAGS)}
+        "defense", "watermark", "attackers", "aggregation", "reward_base", "client_mining",
+        *DP_FLAGS)}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
     try:
@@ -194,6 +195,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--algorithm", default=None, help="ML-DSA parameter set (ML-DSA-44)")
     up.add_argument("--timeout-s", type=float, default=None,
                     help="stop after this many seconds of training (default 600)")
+    up.add_argument("--client-mining", type=float, default=None, metavar="THETA",
+                    help="every client also mines CMBC for its own identity's account, with a "
+                    "miner process it owns hashing 1/(1+THETA) of the time (THETA = t_T/t_B, "
+                    "seed 004; default 0: off)")
     add_hosts_options(up, defaults=False)
     add_attack_options(up)
     _add_dp_options(up)

@@ -39,6 +39,10 @@
              "schedule": "constant", "tasks": 20, "ledger": "client-0.privacy.json"}
                                             optional: local differential privacy
                                             (``client.privacy``); absent: no noise
+      "mining": {"theta": 1.0, "key": "keys/client-0-miner.key", "workers": 1,
+                 "log": "logs/client-0-miner.log"}
+                                            optional: the client also mines CMBC for its own
+                                            identity's account (``client.mining``)
     }
 
 The partition block must be the same for every client of an experiment except ``index``: each
@@ -58,6 +62,7 @@ from dualchain.chain.daemon.config import ConfigError, parse_tls, read_json_obje
 from dualchain.chain.mldsa import BACKENDS, DEFAULT_BACKEND
 from dualchain.chain.rpc import TlsFiles
 from dualchain.client.attack import parse_attack, parse_watermark
+from dualchain.client.mining import MiningSettings
 from dualchain.client.privacy import DpSettings
 from dualchain.learning.datasets import DATASETS
 from dualchain.learning.partition import SCHEMES
@@ -73,7 +78,7 @@ _KEYS = {
     "report_every",
     "max_tasks", "label", "backend", "max_update_norm", "max_buffered", "metrics_port", "tls",
     "watermark", "attack", "ctbc",
-    "dp",
+    "dp", "mining",
 }
 _REQUIRED = ("key", "node", "node_id", "cmbc", "ctbc_chain_id", "cmbc_chain_id", "dataset",
              "partition")
@@ -117,6 +122,7 @@ class ClientConfig:
     metrics_port: int = 0
     tls: TlsFiles | None = None
     dp: DpSettings | None = None
+    mining: MiningSettings | None = None  # the client also mines CMBC (client.mining)
     source: Path | None = field(default=None, compare=False)
     watermark: WatermarkParams | None = None
     attack: ClientAttack = field(default_factory=ClientAttack)
@@ -214,6 +220,8 @@ class ClientConfig:
             metrics_port=metrics_port,
             tls=parse_tls(data.get("tls"), base),
             dp=None if data.get("dp") is None else DpSettings.from_json(data["dp"], base),
+            mining=(None if data.get("mining") is None
+                    else MiningSettings.from_json(data["mining"], base)),
             source=source,
             watermark=parse_watermark(data.get("watermark")),
             attack=parse_attack(data.get("attack")),

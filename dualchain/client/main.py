@@ -18,6 +18,10 @@ Standard output carries JSON lines only (logs go to standard error):
   "noise_multiplier"}`` when adaptive noise drops, and ``{"event": "privacy_budget",
   "epsilon_spent", "epsilon_budget", "releases", "reason", ...}`` once the budget is spent (the
   client then uploads nothing more and stops);
+- with ``mining`` (``client.mining``): ``{"event": "miner", "pid", "theta", "duty",
+  "reward_account"}`` once its miner process started, ``{"event": "mined", "height", "hash",
+  "reward_account"}`` per block its miner got connected, ``{"event": "miner_exited", "code"}``
+  when the miner ends, and ``mining`` (theta, duty, the miner's totals) in ``stopped``;
 - ``{"event": "stopped", ...totals}`` at the end (with ``error`` when a fatal error ended it).
 
 Operations: a client runs no gRPC server (it only calls its node and a CMBC daemon), so it has
@@ -29,6 +33,7 @@ its task after the batch it is on, the channels close, it prints ``stopped`` and
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 import sys
@@ -42,13 +47,16 @@ from dualchain.chain.identity import load_key_file
 from dualchain.chain.lifecycle import stop_on_signals
 from dualchain.client.config import ClientConfig
 from dualchain.client.metrics import ClientMetrics
+from dualchain.client.mining import ClientMiner
 from dualchain.client.worker import ClientError, ClientWorker, emit_json, load_client_data
 
 log = logging.getLogger("dualchain.client")
 
 
-async def _serve(worker: ClientWorker) -> None:
+async def _serve(worker: ClientWorker, miner: ClientMiner | None) -> None:
     beat = heartbeat.start()
+    if miner is not None:
+        miner.relay(asyncio.get_running_loop(), worker.emit)
     try:
         await worker.run_until(stop_on_signals())
     finally:
@@ -76,8 +84,15 @@ def run(config_path: Path, log_level: str = "INFO", *, slowdown: float | None = 
                "cmbc": config.cmbc, "dataset": config.dataset, "samples": int(data.y.size),
                "partition": config.partition.index, "slowdown": config.slowdown,
                "drop_prob": config.drop_prob, "metrics_port": config.metrics_port})
+    miner = None
+    if config.mining is not None:  # it dies with this process (its lifeline), or stops below
+        miner = ClientMiner(config.mining, config.cmbc, signer.id, config.tls, Path.cwd())
+        miner.start()
+        emit_json({"event": "miner", "pid": miner.pid, "theta": config.mining.theta,
+                   "duty": config.mining.duty, "reward_account": signer.id.hex()})
+    mined: dict = {}
     try:
-        uvloop.run(_serve(worker))
+        uvloop.run(_serve(worker, miner))
     except ClientError as exc:
         log.error("%s", exc.reason)
         print(json.dumps({**worker.summary(), "error": f"{exc.code}: {exc.reason}"}),
@@ -85,5 +100,7 @@ def run(config_path: Path, log_level: str = "INFO", *, slowdown: float | None = 
         return 2
     finally:
         worker.close()
-    emit_json(worker.summary())
+        if miner is not None:
+            mined = {"mining": miner.stop()}
+    emit_json({**worker.summary(), **mined})
     return 0

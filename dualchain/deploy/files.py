@@ -95,6 +95,8 @@ class TestbedFiles:
             Signer.generate(alg).save(keys / f"miner-{j}.key")
         for j in range(all_clients):
             Signer.generate(alg).save(keys / f"client-{j}.key")
+            if c.client_mining:  # its miner signs with a key of its own (client.mining)
+                Signer.generate(alg).save(keys / f"client-{j}-miner.key")
         operator = Signer.generate(alg)  # signs re-admissions (dualchain readmit)
         operator.save(keys / "operator.key")
         now = now_ms()
@@ -275,6 +277,7 @@ class TestbedFiles:
                           "seed": c.seed, "alpha": c.alpha},
             "seed": c.seed + j, "threads": 1, "slowdown": slowdown, "label": f"client-{j}",
             **({} if c.dp_epsilon == 0 else {"dp": c.client_dp(j)}),
+            **({} if not c.client_mining else {"mining": c.client_mining_block(j)}),
         }
 
     def _json(self, name: str, data: dict[str, Any]) -> None:

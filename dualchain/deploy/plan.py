@@ -5,6 +5,7 @@ runs it, ``compose.py`` and ``swarm.py`` turn it into container stacks."""
 
 from __future__ import annotations
 
+import math
 import time
 import tomllib
 from dataclasses import dataclass, field, fields
@@ -88,6 +89,8 @@ class UpConfig:
     dp_mechanism: str = "gaussian"
     dp_schedule: str = "constant"
     dp_tasks: int = 0  # tasks each client's budget is planned for; 0: twice the rounds
+    # Clients that also mine CMBC (client.mining): theta = t_T / t_B (seed 004); 0: off
+    client_mining: float = 0.0
     # User plug-ins by import path "pkg.module:name" (docs/plugins.md); ``dataset`` may name a
     # loader the same way. "": the built-in model of the dataset, the aggregation rule of ``mode``.
     model: str = ""
@@ -116,7 +119,11 @@ class UpConfig:
             raise UpError(f"sched_mode {self.sched_mode!r}: ddmlts, olar or equal")
         if self.chains not in ("dual", "single"):
             raise UpError(f"chains {self.chains!r}: dual or single")
-        if self.miners == 0 and self.chains == "dual":
+        if not (math.isfinite(self.client_mining) and self.client_mining >= 0):
+            raise UpError("client_mining (theta) must be a finite number >= 0 (0: off)")
+        if self.client_mining and self.chains != "dual":
+            raise UpError("client_mining needs a CMBC (chains = dual)")
+        if self.miners == 0 and self.chains == "dual" and not self.client_mining:
             raise UpError("CMBC needs at least one miner (registrations are mined)")
         if self.state_change_s < 0 or self.duration_s < 0:
             raise UpError("state_change_s and duration_s must be at least 0")
@@ -147,6 +154,13 @@ class UpConfig:
             raise UpError(str(exc)) from None
         if is_plugin(self.dataset) and not self.model:
             raise UpError(f"dataset {self.dataset!r} is a plug-in: name its model too (--model)")
+
+    def client_mining_block(self, j: int) -> dict[str, Any] | None:
+        """The ``mining`` block of client ``j``'s config (None: the client does not mine)."""
+        if not self.client_mining:
+            return None
+        return {"theta": self.client_mining, "key": f"keys/client-{j}-miner.key",
+                "workers": 1, "log": f"logs/client-{j}-miner.log"}
 
     def client_dp(self, j: int) -> dict[str, Any] | None:
         """The ``dp`` block of client ``j``'s config (None: no privacy)."""
@@ -234,6 +248,10 @@ def calibrate_difficulty(config: UpConfig) -> int:
     search_nonce(b"calibrate", bytes(32), 0, count)
     rate = count / (time.perf_counter() - began)
     total = rate * config.miner_workers * config.miner_duty * config.miners
+    if config.client_mining:  # every client's miner, one worker at its duty
+        from dualchain.client.mining import round_split
+
+        total += rate * round_split(config.client_mining).mining_duty * config.clients
     return max(1000, int(total * config.cmbc_interval_s))
 
 
