@@ -124,6 +124,19 @@ def cmd_bench_paper(args: argparse.Namespace) -> int:
         print_result(run_rewards(args.out, args.clients, args.rounds, args.live_versions,
                                  progress or (lambda line: None)), args.json)
         return 0
+    if args.experiment == "mining":
+        from dualchain.bench.mining import check_settings, run_mining
+
+        try:
+            thetas = [float(x) for x in args.thetas.split(",")]
+            check_settings(thetas, args.budget_blocks)
+        except ValueError as exc:
+            print(f"dualchain bench paper: --thetas {args.thetas!r} / --budget-blocks "
+                  f"{args.budget_blocks}: {exc}", file=sys.stderr)
+            return 2
+        print_result(run_mining(args.out, thetas, args.budget_blocks,
+                                progress or (lambda line: None)), args.json)
+        return 0
     if args.experiment in SWEEPS:
         print_result(node_sweep(args.experiment, nodes, args.sweep_duration_s, args.out,
                                  progress or (lambda line: None), hosts=args.hosts,
@@ -348,7 +361,7 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     paper = bench_sub.add_parser(
         "paper",
         help="seed 000 §5 experiments: table3, fig4, fig6, fig7, table4, table5, fig8, fig9, "
-        "fig10; issue 15's attacks, lazy and poison; seed 004: dp; seed 002: rewards",
+        "fig10; issue 15's attacks, lazy and poison; seed 004: dp, mining; seed 002: rewards",
         description="table3: C_gmax and accuracy per mode on one heterogeneous testbed, the "
         "ddmlts ratios and its plans against the OLAR optimum; fig7: accuracy against time at "
         "several straggler ratios, ddmlts and fedavg (testbeds); fig4: round time against the "
@@ -373,16 +386,25 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
         "clients, fedavg against ddmlts (testbeds); rewards (seed 002 Fig. 9): detection rate "
         "and each client's reward with honest, free-riding and sign-flipping clients, IID and "
         "non-IID, in process (bench/rewards.py), and a live testbed's CTBC replicas' balances "
-        "compared. Writes NAME.json, NAME.csv (and NAME.png) under --out.",
+        "compared; mining (seed 004 Fig. 3): training loss against the rounds K in a budget "
+        "of --budget-blocks block times, for each --thetas, clients that split their compute "
+        "between epochs of measured t_T and blocks of t_B = t_T/theta (in process, real "
+        "training, bench/mining.py). Writes NAME.json, NAME.csv (and NAME.png) under --out.",
     )
     paper.add_argument("--experiment", required=True,
                        choices=["table3", "fig4", "fig7", "table4", "table5", "fig8", "fig9",
-                                "fig10", "attacks", "lazy", "dp", "poison", "fig6", "rewards"])
+                                "fig10", "attacks", "lazy", "dp", "poison", "fig6", "rewards",
+                                "mining"])
     paper.add_argument("--live-versions", type=int, default=4,
                        help="rewards: versions of the live testbed whose CTBC replicas' "
                        "balances are compared (default 4; 0: no testbed)")
     paper.add_argument("--seeds", type=int, default=3,
                        help="dp: noise seeds per point (default 3)")
+    paper.add_argument("--thetas", default="0.2,0.5,0.8",
+                       help="mining: the training/mining ratios theta = t_T/t_B (default "
+                       "0.2,0.5,0.8)")
+    paper.add_argument("--budget-blocks", type=int, default=40,
+                       help="mining: the compute budget T_sum in block times t_B (default 40)")
     paper.add_argument("--sweep-duration-s", type=float, default=20.0,
                        help="fig9/fig10: measurement window per run (default 20)")
     paper.add_argument("--all-to-all", action="store_true",
