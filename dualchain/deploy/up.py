@@ -176,6 +176,9 @@ class Testbed(TestbedFiles):
             self.progress(f"  {proc.name}: node {event['node'][:16]} "
                           f"{event['event'].removeprefix('node_')} by CTBC at version "
                           f"{event['version']}")
+        elif event["event"] == "miner_exited" and event["code"] != 0:  # client.mining
+            self.progress(f"  {proc.name}: its miner exited with code {event['code']}; see "
+                          f"{self.workdir / 'logs' / (proc.name + '-miner.log')}")
         elif event["event"] == "exited":
             self.progress(f"  {proc.name} exited with code {event['code']}")
 
