@@ -18,6 +18,7 @@ import time
 import grpc
 import pytest
 
+from dualchain.apps.cmbc.app import CmbcApp
 from dualchain.chain.consensus.pow import MAX_TARGET, PowParams, median_time_past, target_to_bytes
 from dualchain.chain.identity import Signer
 from dualchain.chain.types import Transaction
@@ -127,12 +128,17 @@ async def test_unknown_parent_is_parked_then_connected(make_cmbc_cluster) -> Non
     before = await cluster.status(0)
 
     # Parent P from a real template (not submitted), child C built on it by hand, grandchild
-    # G on C. P holds only its reward, so the state after it is the template's.
+    # G on C. Each holds only its reward; the state after each (the miner credited its block
+    # reward) is replayed here from the node's chain.
     template = await cluster.template(0, miner)
     parent = block_from_template(template, miner)
     nonce = Transaction.decode(template.reward_tx).nonce
-    child = block_on(parent.header, miner, nonce + 1, bytes(template.app_hash))
-    grandchild = block_on(child.header, miner, nonce + 2, bytes(template.app_hash))
+    replica = CmbcApp(block_reward=HAND_MINED.block_reward)
+    for block in [*await cluster.blocks(0, 1, before.height), parent]:
+        replica.apply_block(block)
+    child = block_on(parent.header, miner, nonce + 1, replica.app_hash())
+    replica.apply_block(child)
+    grandchild = block_on(child.header, miner, nonce + 2, replica.app_hash())
 
     # The descendants arrive first (the grandchild before the child): both parked.
     summary = await cluster.gossip(0, [grandchild, child])
