@@ -118,3 +118,17 @@ def test_bad_client_mining_settings_are_refused(bad: dict, reason: str) -> None:
     with pytest.raises(UpError) as info:
         UpConfig(**bad)
     assert reason in str(info.value)
+
+
+def test_the_flag_and_the_toml_key_set_client_mining(tmp_path: Path, capsys) -> None:
+    from dualchain.cli import build_parser, main
+
+    assert build_parser().parse_args(["up", "--client-mining", "0.5"]).client_mining == 0.5
+    toml = tmp_path / "up.toml"
+    toml.write_text("client_mining = 0.8\nminers = 0\n")
+    config = UpConfig.from_toml(toml, {})
+    assert (config.client_mining, config.miners) == (0.8, 0)
+    assert main(["up", "--client-mining", "-1", "--workdir", str(tmp_path / "x")]) == 2
+    err = capsys.readouterr().err
+    assert "client_mining (theta) must be a finite number >= 0" in err
+    assert "Traceback" not in err and not (tmp_path / "x").exists()
