@@ -15,9 +15,10 @@ import pytest
 
 from dualchain.apps.cmbc.app import CmbcApp
 from dualchain.apps.genesis import Genesis
+from dualchain.chain import wire
 from dualchain.chain.consensus.reward import Reward
 from dualchain.deploy.up import Testbed
-from dualchain.proto.v1 import chain_pb2
+from dualchain.proto.v1 import chain_pb2, chain_pb2_grpc
 from tests.integration.testbed_reads import blocks_up_to, chain_stub
 from tests.integration.testbeds import running_testbed
 
@@ -32,6 +33,33 @@ def testbed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Testbed]:
                          min_updates=1, window_s=2.0, max_staleness=60,
                          client_mining=THETA) as tb:
         yield tb
+
+
+def final_height_crediting(stub: chain_pb2_grpc.ChainServiceStub, accounts: set[bytes]) -> int:
+    """The first height by which final blocks have credited every account in ``accounts``."""
+    stream = stub.SubscribeBlocks(chain_pb2.SubscribeBlocksRequest(from_height=1,
+                                                                   final_only=True),
+                                  timeout=EVENT_TIMEOUT_S)
+    try:
+        for message in stream:
+            block = wire.block_from_proto(message)
+            accounts.discard(Reward.decode(block.transactions[0].payload).account)
+            if not accounts:
+                return block.height
+    finally:
+        stream.cancel()
+    raise AssertionError(f"no final block credits {len(accounts)} of the clients")
+
+
+def first_final(stub: chain_pb2_grpc.ChainServiceStub, height: int) -> None:
+    """Returns once ``height`` is final on the replica behind ``stub``."""
+    stream = stub.SubscribeBlocks(chain_pb2.SubscribeBlocksRequest(from_height=height,
+                                                                   final_only=True),
+                                  timeout=EVENT_TIMEOUT_S)
+    try:
+        next(iter(stream))
+    finally:
+        stream.cancel()
 
 
 def test_client_blocks_credit_the_client_accounts_on_every_replica(testbed: Testbed) -> None:
@@ -51,8 +79,11 @@ def test_client_blocks_credit_the_client_accounts_on_every_replica(testbed: Test
     reward = genesis.pow.block_reward
     assert reward > 0
     stubs = [chain_stub(testbed, f"cmbc-{i}") for i in range(2)]
-    final = min(s.GetStatus(chain_pb2.GetStatusRequest(), timeout=10).final_height
-                for s in stubs)
+    # A mined block may still be reorged out: follow cmbc-0's final blocks until one credits
+    # each client, then wait until that height is final on every replica.
+    final = final_height_crediting(stubs[0], set(clients.values()))
+    for stub in stubs:
+        first_final(stub, final)
     views = []
     for stub in stubs:
         # Blocks 1..final+1 of this replica: the header of final+1 names the state the replica
