@@ -140,8 +140,8 @@ def mining_experiment(thetas: Sequence[float] = THETAS, budget_blocks: int = BUD
             t_block = t_train / theta
             difficulty = round(t_block * rate)
             mined = mine_blocks(difficulty, BLOCKS_MINED, seed=int(theta * 1000))
-            blocks[f"{theta:g}"] = {"t_B_s": round(t_block, 4), "difficulty": difficulty,
-                                    "mined_mean_s": round(statistics.mean(mined), 4),
+            blocks[f"{theta:g}"] = {"t_B_s": round(t_block, 6), "difficulty": difficulty,
+                                    "mined_mean_s": round(statistics.mean(mined), 6),
                                     "blocks_mined": len(mined)}
             total = budget_blocks * t_block
             most = max_rounds(total, theta, t_block)
@@ -150,7 +150,7 @@ def mining_experiment(thetas: Sequence[float] = THETAS, budget_blocks: int = BUD
                 began = time.monotonic()
                 point = {"theta": theta, "rounds": plan.rounds, "epochs": plan.epochs,
                          "mining_share": round(plan.mining_duty, 4),
-                         "budget_s": round(total, 3), **federate(data, parts, plan),
+                         "budget_s": round(total, 6), **federate(data, parts, plan),
                          "seconds": round(time.monotonic() - began, 1)}
                 points.append(point)
                 progress(f"  theta {theta:g} K {plan.rounds:2d} tau {plan.epochs:3d}: train "
@@ -171,7 +171,7 @@ def mining_experiment(thetas: Sequence[float] = THETAS, budget_blocks: int = BUD
                     "thetas": list(thetas), "k_values": list(k_values),
                     "where": "in process, real training; times from the seed's model over "
                              "measured t_T and t_B"},
-        "measured": {"t_T_s": round(t_train, 4), "hash_rate_hs": round(rate),
+        "measured": {"t_T_s": round(t_train, 6), "hash_rate_hs": round(rate),
                      "blocks": blocks},
         "points": points,
         "best": best,
