@@ -2,8 +2,9 @@
 nodes, 2 clients, one dedicated miner, every role its own process. Each client starts a miner
 process of its own (through the supervisor, for the client's identity's account); blocks whose
 reward credits the client identities appear, and on every CMBC replica each account's balance is
-its blocks times the genesis's block reward. A client killed with SIGKILL takes its miner
-with it."""
+its blocks times the genesis's block reward (replayed to a final height and checked against the
+replica's own next header, and against what its GetBalances answers). A client killed with
+SIGKILL takes its miner with it."""
 
 from __future__ import annotations
 
@@ -96,6 +97,12 @@ def test_client_blocks_credit_the_client_accounts_on_every_replica(testbed: Test
         counts = Counter(Reward.decode(b.transactions[0].payload).account for b in blocks[:-1])
         assert app.balances() == {account: n * reward for account, n in counts.items()}
         views.append((app.balances(), [b.hash for b in blocks[:-1]]))
+        # The replica's own answer, at its head (final blocks never go: at least their credit).
+        reply = stub.GetBalances(chain_pb2.GetBalancesRequest(), timeout=10)
+        live = {bytes(b.account): b.amount for b in reply.balances}
+        assert reply.height >= final
+        assert {a: live.get(a, 0) >= n * reward and live[a] % reward == 0
+                for a, n in counts.items()} == dict.fromkeys(counts, True)
         for name, account in clients.items():
             assert counts[account] >= 1, f"no block of {name} in the first {final} blocks"
             # The client's miner signs with a key of its own: the account is the client's.
