@@ -10,6 +10,7 @@ from dataclasses import dataclass
 
 import grpc
 
+from dualchain.apps.ctbc.fl import SignedUpdate
 from dualchain.chain.identity import Signer
 from dualchain.chain.outbox import Outbox
 from dualchain.chain.types import TxKind
@@ -107,8 +108,12 @@ class NodeLink:
             raise map_error(exc) from None
         return assembler.finish()
 
-    async def submit_update(self, data: bytes) -> node_pb.SubmitUpdateReply:
-        chunks = [node_pb.UpdateChunk(data=c) for c in codec_chunks(data, CHUNK_BYTES)]
+    async def submit_update(self, update: SignedUpdate) -> node_pb.SubmitUpdateReply:
+        """Uploads in chunks; the first carries the update's head (blob hash, signature), by
+        which the node checks this client before it reads further."""
+        chunks = [node_pb.UpdateChunk(data=c) for c in codec_chunks(update.encoded, CHUNK_BYTES)]
+        chunks[0].head.params_hash = update.params_hash
+        chunks[0].head.signature = update.signature
         try:
             return await self._stub.SubmitUpdate(iter(chunks),
                                                  timeout=self._timing.transfer_timeout_s)

@@ -455,7 +455,7 @@ class ClientWorker(Registration, Disconnection, PrivateTraining):
             log.info("update of task %d has L2 norm %.4g over the bound %.4g: clipped",
                      task_id, norm, self.config.max_update_norm)
         try:
-            await self._node.submit_update(update.encoded)
+            await self._node.submit_update(update)
         except Refused as exc:
             self.totals.refused += 1
             self._fail()

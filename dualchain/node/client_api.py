@@ -14,6 +14,7 @@ import grpc
 from dualchain.apps.ctbc.fl import SignedUpdate
 from dualchain.chain.errors import DecodeError
 from dualchain.node.gate import CheckedUpdate, UpdateRefused
+from dualchain.node.intake import UploadHead, UploadIntake
 from dualchain.node.uploads import CHUNK
 from dualchain.proto.v1 import node_pb2 as node_pb
 from dualchain.proto.v1 import node_pb2_grpc as node_grpc
@@ -26,6 +27,13 @@ CATCH_UP_S = 5.0
 def chunks(data: bytes, size: int = CHUNK) -> list[bytes]:
     return [data[i : i + size] for i in range(0, max(len(data), 1), size)]
 
+
+def update_chunks(update: SignedUpdate) -> list[node_pb.UpdateChunk]:
+    """An update as an upload stream: the first chunk carries its head (``node.intake``)."""
+    parts = [node_pb.UpdateChunk(data=c) for c in chunks(update.encoded)]
+    parts[0].head.params_hash = update.params_hash
+    parts[0].head.signature = update.signature
+    return parts
 
 
 @dataclass
@@ -67,9 +75,25 @@ class ClientApi:
                             batch_size=t.batch_size, learning_rate=t.learning_rate,
                             dataset=self.fl.dataset)
 
-    async def accept_update(self, raw: bytes, relay: bool) -> CheckedUpdate:
-        """Checks an update, stores its blob in CTBC and pools it; relays client uploads."""
+    def open_upload(self, first: node_pb.UpdateChunk) -> UploadHead:
+        """Admits an upload by its first chunk (``node.intake``); the caller ``close``s it."""
+        assert self.intake is not None
+        try:
+            return self.intake.open(bytes(first.data), bytes(first.head.params_hash),
+                                    bytes(first.head.signature), self.version)
+        except UpdateRefused as exc:
+            self.metrics.updates_refused.labels(exc.code).inc()
+            raise
+
+    async def accept_update(self, raw: bytes, relay: bool, head: UploadHead) -> CheckedUpdate:
+        """Checks an update (the one its upload's ``head`` declared), stores its blob in CTBC
+        and pools it; relays client uploads."""
         assert self.gate is not None
+        try:
+            UploadIntake.check_assembled(head, raw)
+        except UpdateRefused as exc:
+            self.metrics.updates_refused.labels(exc.code).inc()
+            raise
         await self._catch_up_for(raw)
         try:
             checked = self.gate.check(raw, self.version)
@@ -86,8 +110,9 @@ class ClientApi:
         self.metrics.updates_accepted.inc()
         if relay:
             self.traffic["bytes_from_clients"] += len(raw)
+            stream = update_chunks(checked.update)
             for nid, channel in self._peers.items():
-                self._tasks.append(asyncio.create_task(self._relay(nid, channel, raw)))
+                self._tasks.append(asyncio.create_task(self._relay(nid, channel, stream)))
             self._tasks = [t for t in self._tasks if not t.done()]
         return checked
 
@@ -105,12 +130,12 @@ class ClientApi:
                 await asyncio.wait_for(self._version_changed.wait(),
                                        deadline - time.monotonic())
 
-    async def _relay(self, nid: bytes, channel: grpc.aio.Channel, raw: bytes) -> None:
+    async def _relay(self, nid: bytes, channel: grpc.aio.Channel,
+                     stream: list[node_pb.UpdateChunk]) -> None:
         stub = node_grpc.NodeServiceStub(channel)
         try:
-            await stub.RelayUpdate(iter([node_pb.UpdateChunk(data=c) for c in chunks(raw)]),
-                                   timeout=30)
-            self.traffic["bytes_relayed"] += len(raw)
+            await stub.RelayUpdate(iter(stream), timeout=30)
+            self.traffic["bytes_relayed"] += sum(len(c.data) for c in stream)
         except grpc.aio.AioRpcError as exc:
             log.info("relay to %s failed: %s", nid.hex()[:16], exc.details())
 

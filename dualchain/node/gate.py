@@ -50,11 +50,9 @@ class UpdateGate:
         self.model_size = model_size
         self._seen: set[tuple[bytes, int, int]] = set()  # (client, base version, task)
 
-    def check(self, raw: bytes, current_version: int) -> CheckedUpdate:
-        try:
-            update = SignedUpdate.decode(raw)
-        except DecodeError as exc:
-            raise UpdateRefused("malformed", exc.reason) from exc
+    def check_sender(self, update: SignedUpdate) -> None:
+        """A registered, not excluded client with exactly this key, and its signature (over the
+        update's ``signing_bytes``: the parameter blob enters only by its hash)."""
         key = self.client_key(update.client)
         if key is None:
             raise UpdateRefused("unknown_client",
@@ -69,19 +67,30 @@ class UpdateGate:
             check_update_signature(update, self.rules, self.verifier)
         except ValidationError as exc:
             raise UpdateRefused(exc.code, exc.reason) from exc
-        if update.base_version > current_version:
-            raise UpdateRefused("unknown_version",
-                                f"base version {update.base_version} is not committed yet")
+
+    def check_slot(self, update: SignedUpdate, current_version: int) -> None:
+        """Not too stale, a sample count, and no update yet for this client, base and task."""
         staleness = current_version - update.base_version
         if staleness > self.rules.rule.max_staleness:
             raise UpdateRefused("too_stale", f"staleness {staleness} exceeds the maximum "
                                 f"{self.rules.rule.max_staleness}")
         if update.samples < 1:
             raise UpdateRefused("malformed", "an update needs at least one sample")
-        slot = (update.client, update.base_version, update.task)
-        if slot in self._seen:
+        if (update.client, update.base_version, update.task) in self._seen:
             raise UpdateRefused("replay", f"client {update.client.hex()[:16]} already sent its "
                                 f"update for task {update.task} on version {update.base_version}")
+
+    def check(self, raw: bytes, current_version: int) -> CheckedUpdate:
+        try:
+            update = SignedUpdate.decode(raw)
+        except DecodeError as exc:
+            raise UpdateRefused("malformed", exc.reason) from exc
+        self.check_sender(update)
+        if update.base_version > current_version:
+            raise UpdateRefused("unknown_version",
+                                f"base version {update.base_version} is not committed yet")
+        self.check_slot(update, current_version)
+        slot = (update.client, update.base_version, update.task)
         try:
             delta = decode_delta(update, self.model_size, self.rules.max_update_norm)
         except ValidationError as exc:

@@ -54,6 +54,7 @@ from dualchain.node.cmbc_follow import CmbcFollower
 from dualchain.node.config import NodeConfig
 from dualchain.node.ctbc_follow import CtbcFollower, commit_for_version, commits_in
 from dualchain.node.gate import UpdateGate, UpdateRefused
+from dualchain.node.intake import UploadIntake
 from dualchain.node.joins import Joins
 from dualchain.node.metrics import NodeMetrics
 from dualchain.node.planner import Planner
@@ -96,6 +97,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         self.shapes: list[tuple[str, tuple[int, ...]]] = []
         self._models: OrderedDict[bytes, bytes] = OrderedDict()  # hash -> blob
         self.gate: UpdateGate | None = None
+        self.intake: UploadIntake | None = None  # uploads admitted by their first chunk
         self.pool = UpdatePool(self.rules, config.aggregation)
         self.standing = ClientStanding()  # the chain's client records (standing.py)
         self._issued: dict[bytes, IssuedTask] = {}
@@ -211,6 +213,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         self._test = (dataset.test_x, dataset.test_y)
         self.gate = UpdateGate(self.rules, self.verifier, self.clients.get, flat.size,
                                self.standing.excluded)
+        self.intake = UploadIntake(self.gate, len(blob))
         self.accuracy, self.loss = self._evaluate(flat)
 
     def _evaluate(self, flat: np.ndarray) -> tuple[float, float]:

@@ -8,12 +8,11 @@ import grpc
 
 from dualchain.chain.clock import now_ms
 from dualchain.node.gate import UpdateRefused
+from dualchain.node.intake import UploadHead
 from dualchain.node.server import CHUNK, ServerNode
 from dualchain.proto.v1 import chain_pb2 as chain_pb
 from dualchain.proto.v1 import node_pb2 as node_pb
 from dualchain.proto.v1 import node_pb2_grpc as node_grpc
-
-MAX_UPDATE_BYTES = 256 * 1024 * 1024
 
 _STATUS = {
     "unknown_client": grpc.StatusCode.UNAUTHENTICATED,
@@ -24,6 +23,7 @@ _STATUS = {
     "too_stale": grpc.StatusCode.FAILED_PRECONDITION,
     "replay": grpc.StatusCode.FAILED_PRECONDITION,
     "oversized": grpc.StatusCode.RESOURCE_EXHAUSTED,
+    "quota": grpc.StatusCode.RESOURCE_EXHAUSTED,
 }
 
 
@@ -32,16 +32,16 @@ async def _refuse(context: grpc.aio.ServicerContext, exc: UpdateRefused) -> None
                         f"{exc.code}: {exc.reason}")
 
 
-async def _gather(request_iterator: AsyncIterator, context: grpc.aio.ServicerContext) -> bytes:
-    parts: list[bytes] = []
-    total = 0
-    async for chunk in request_iterator:
-        total += len(chunk.data)
-        if total > MAX_UPDATE_BYTES:
-            await _refuse(context, UpdateRefused("oversized",
-                                                 f"update exceeds {MAX_UPDATE_BYTES} bytes"))
-        parts.append(bytes(chunk.data))
-    return b"".join(parts)
+async def _gather(first: node_pb.UpdateChunk, rest: AsyncIterator,
+                  head: UploadHead, context: grpc.aio.ServicerContext) -> bytes:
+    """The whole upload; refused as soon as it passes the size its first chunk declared."""
+    raw = bytearray(first.data)
+    async for chunk in rest:
+        if len(raw) + len(chunk.data) > head.size:
+            await _refuse(context, UpdateRefused("oversized", "the upload is longer than the "
+                                                 f"{head.size} bytes it declared"))
+        raw += chunk.data
+    return bytes(raw)
 
 
 class NodeServicer(node_grpc.NodeServiceServicer):
@@ -73,11 +73,23 @@ class NodeServicer(node_grpc.NodeServiceServicer):
         return await self._accept(request_iterator, context, relay=False)
 
     async def _accept(self, request_iterator, context, relay: bool):
-        raw = await _gather(request_iterator, context)
+        """Admits the upload by its first chunk (``node.intake``) before reading further."""
+        stream = request_iterator.__aiter__()
         try:
-            checked = await self.node.accept_update(raw, relay)
+            first = await stream.__anext__()
+        except StopAsyncIteration:
+            await _refuse(context, UpdateRefused("malformed", "an empty upload"))
+        try:
+            head = self.node.open_upload(first)
         except UpdateRefused as exc:
             await _refuse(context, exc)
+        try:
+            raw = await _gather(first, stream, head, context)
+            checked = await self.node.accept_update(raw, relay, head)
+        except UpdateRefused as exc:
+            await _refuse(context, exc)
+        finally:
+            self.node.intake.close(head)
         return node_pb.SubmitUpdateReply(update_digest=checked.update.digest,
                                          current_version=self.node.version)
 

@@ -129,8 +129,10 @@ async def _register(tb: Testbed, signer: Signer) -> None:
 async def _submit(tb: Testbed, update: SignedUpdate) -> grpc.aio.AioRpcError | None:
     async with grpc.aio.insecure_channel(tb.proc("node-0").address) as ch:
         try:
+            head = node_pb2.UpdateHead(params_hash=update.params_hash,
+                                       signature=update.signature)
             await node_pb2_grpc.NodeServiceStub(ch).SubmitUpdate(
-                iter([node_pb2.UpdateChunk(data=update.encoded)]), timeout=30)
+                iter([node_pb2.UpdateChunk(data=update.encoded, head=head)]), timeout=30)
         except grpc.aio.AioRpcError as exc:
             return exc
     return None

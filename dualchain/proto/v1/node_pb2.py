@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from dualchain.proto.v1 import chain_pb2 as dualchain_dot_proto_dot_v1_dot_chain__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ualchain/proto/v1/node.proto\x12\x0c\x64ualchain.v1\x1a\x1e\x64ualchain/proto/v1/chain.proto\" \n\x0bPingRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x0c\"E\n\tPingReply\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x16\n\x0eserver_time_ms\x18\x03 \x01(\x04\" \n\x0bTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x0c\"\xaf\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nmodel_hash\x18\x03 \x01(\x0c\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x15\n\rlearning_rate\x18\x06 \x01(\x02\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x08 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\t \x01(\t\"%\n\x0fGetModelRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\x0c\"\x1b\n\x0bUpdateChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\"C\n\x11SubmitUpdateReply\x12\x15\n\rupdate_digest\x18\x01 \x01(\x0c\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\x04\"\x13\n\x11NodeStatusRequest\"\x88\x03\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x18\n\x10updates_accepted\x18\x05 \x01(\x04\x12\x45\n\x0fupdates_refused\x18\x06 \x03(\x0b\x32,.dualchain.v1.NodeStatus.UpdatesRefusedEntry\x12\x12\n\naggregator\x18\x07 \x01(\x08\x12\x13\n\x0b\x63tbc_height\x18\x08 \x01(\x04\x12\x19\n\x11\x63mbc_final_height\x18\t \x01(\x04\x12\x0f\n\x07\x63lients\x18\n \x01(\r\x12\x1a\n\x12\x62ytes_from_clients\x18\x0b \x01(\x04\x12\x18\n\x10\x62ytes_to_clients\x18\x0c \x01(\x04\x12\x15\n\rbytes_relayed\x18\r \x01(\x04\x1a\x35\n\x13UpdatesRefusedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\xb0\x03\n\x0bNodeService\x12:\n\x04Ping\x12\x19.dualchain.v1.PingRequest\x1a\x17.dualchain.v1.PingReply\x12\x38\n\x07GetTask\x12\x19.dualchain.v1.TaskRequest\x1a\x12.dualchain.v1.Task\x12\x44\n\x08GetModel\x12\x1d.dualchain.v1.GetModelRequest\x1a\x17.dualchain.v1.BlobChunk0\x01\x12L\n\x0cSubmitUpdate\x12\x19.dualchain.v1.UpdateChunk\x1a\x1f.dualchain.v1.SubmitUpdateReply(\x01\x12K\n\x0bRelayUpdate\x12\x19.dualchain.v1.UpdateChunk\x1a\x1f.dualchain.v1.SubmitUpdateReply(\x01\x12J\n\rGetNodeStatus\x12\x1f.dualchain.v1.NodeStatusRequest\x1a\x18.dualchain.v1.NodeStatusb\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1d\x64ualchain/proto/v1/node.proto\x12\x0c\x64ualchain.v1\x1a\x1e\x64ualchain/proto/v1/chain.proto\" \n\x0bPingRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x0c\"E\n\tPingReply\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x16\n\x0eserver_time_ms\x18\x03 \x01(\x04\" \n\x0bTaskRequest\x12\x11\n\tclient_id\x18\x01 \x01(\x0c\"\xaf\x01\n\x04Task\x12\x0f\n\x07task_id\x18\x01 \x01(\x04\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x12\n\nmodel_hash\x18\x03 \x01(\x0c\x12\x0f\n\x07\x62\x61tches\x18\x04 \x01(\r\x12\x12\n\nbatch_size\x18\x05 \x01(\r\x12\x15\n\rlearning_rate\x18\x06 \x01(\x02\x12\x13\n\x0b\x64\x65\x61\x64line_ms\x18\x07 \x01(\x04\x12\x0f\n\x07wait_ms\x18\x08 \x01(\r\x12\x0f\n\x07\x64\x61taset\x18\t \x01(\t\"%\n\x0fGetModelRequest\x12\x12\n\nmodel_hash\x18\x01 \x01(\x0c\"C\n\x0bUpdateChunk\x12\x0c\n\x04\x64\x61ta\x18\x01 \x01(\x0c\x12&\n\x04head\x18\x02 \x01(\x0b\x32\x18.dualchain.v1.UpdateHead\"4\n\nUpdateHead\x12\x13\n\x0bparams_hash\x18\x01 \x01(\x0c\x12\x11\n\tsignature\x18\x02 \x01(\x0c\"C\n\x11SubmitUpdateReply\x12\x15\n\rupdate_digest\x18\x01 \x01(\x0c\x12\x17\n\x0f\x63urrent_version\x18\x02 \x01(\x04\"\x13\n\x11NodeStatusRequest\"\x88\x03\n\nNodeStatus\x12\x0f\n\x07node_id\x18\x01 \x01(\x0c\x12\x0f\n\x07version\x18\x02 \x01(\x04\x12\x10\n\x08\x61\x63\x63uracy\x18\x03 \x01(\x01\x12\x0c\n\x04loss\x18\x04 \x01(\x01\x12\x18\n\x10updates_accepted\x18\x05 \x01(\x04\x12\x45\n\x0fupdates_refused\x18\x06 \x03(\x0b\x32,.dualchain.v1.NodeStatus.UpdatesRefusedEntry\x12\x12\n\naggregator\x18\x07 \x01(\x08\x12\x13\n\x0b\x63tbc_height\x18\x08 \x01(\x04\x12\x19\n\x11\x63mbc_final_height\x18\t \x01(\x04\x12\x0f\n\x07\x63lients\x18\n \x01(\r\x12\x1a\n\x12\x62ytes_from_clients\x18\x0b \x01(\x04\x12\x18\n\x10\x62ytes_to_clients\x18\x0c \x01(\x04\x12\x15\n\rbytes_relayed\x18\r \x01(\x04\x1a\x35\n\x13UpdatesRefusedEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\x04:\x02\x38\x01\x32\xb0\x03\n\x0bNodeService\x12:\n\x04Ping\x12\x19.dualchain.v1.PingRequest\x1a\x17.dualchain.v1.PingReply\x12\x38\n\x07GetTask\x12\x19.dualchain.v1.TaskRequest\x1a\x12.dualchain.v1.Task\x12\x44\n\x08GetModel\x12\x1d.dualchain.v1.GetModelRequest\x1a\x17.dualchain.v1.BlobChunk0\x01\x12L\n\x0cSubmitUpdate\x12\x19.dualchain.v1.UpdateChunk\x1a\x1f.dualchain.v1.SubmitUpdateReply(\x01\x12K\n\x0bRelayUpdate\x12\x19.dualchain.v1.UpdateChunk\x1a\x1f.dualchain.v1.SubmitUpdateReply(\x01\x12J\n\rGetNodeStatus\x12\x1f.dualchain.v1.NodeStatusRequest\x1a\x18.dualchain.v1.NodeStatusb\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -45,15 +45,17 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_GETMODELREQUEST']._serialized_start=396
   _globals['_GETMODELREQUEST']._serialized_end=433
   _globals['_UPDATECHUNK']._serialized_start=435
-  _globals['_UPDATECHUNK']._serialized_end=462
-  _globals['_SUBMITUPDATEREPLY']._serialized_start=464
-  _globals['_SUBMITUPDATEREPLY']._serialized_end=531
-  _globals['_NODESTATUSREQUEST']._serialized_start=533
-  _globals['_NODESTATUSREQUEST']._serialized_end=552
-  _globals['_NODESTATUS']._serialized_start=555
-  _globals['_NODESTATUS']._serialized_end=947
-  _globals['_NODESTATUS_UPDATESREFUSEDENTRY']._serialized_start=894
-  _globals['_NODESTATUS_UPDATESREFUSEDENTRY']._serialized_end=947
-  _globals['_NODESERVICE']._serialized_start=950
-  _globals['_NODESERVICE']._serialized_end=1382
+  _globals['_UPDATECHUNK']._serialized_end=502
+  _globals['_UPDATEHEAD']._serialized_start=504
+  _globals['_UPDATEHEAD']._serialized_end=556
+  _globals['_SUBMITUPDATEREPLY']._serialized_start=558
+  _globals['_SUBMITUPDATEREPLY']._serialized_end=625
+  _globals['_NODESTATUSREQUEST']._serialized_start=627
+  _globals['_NODESTATUSREQUEST']._serialized_end=646
+  _globals['_NODESTATUS']._serialized_start=649
+  _globals['_NODESTATUS']._serialized_end=1041
+  _globals['_NODESTATUS_UPDATESREFUSEDENTRY']._serialized_start=988
+  _globals['_NODESTATUS_UPDATESREFUSEDENTRY']._serialized_end=1041
+  _globals['_NODESERVICE']._serialized_start=1044
+  _globals['_NODESERVICE']._serialized_end=1476
 # @@protoc_insertion_point(module_scope)

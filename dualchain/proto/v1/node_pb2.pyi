@@ -3,7 +3,7 @@ from google.protobuf.internal import containers as _containers
 from google.protobuf import descriptor as _descriptor
 from google.protobuf import message as _message
 from collections.abc import Mapping as _Mapping
-from typing import ClassVar as _ClassVar, Optional as _Optional
+from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 
 DESCRIPTOR: _descriptor.FileDescriptor
 
@@ -58,10 +58,20 @@ class GetModelRequest(_message.Message):
     def __init__(self, model_hash: _Optional[bytes] = ...) -> None: ...
 
 class UpdateChunk(_message.Message):
-    __slots__ = ("data",)
+    __slots__ = ("data", "head")
     DATA_FIELD_NUMBER: _ClassVar[int]
+    HEAD_FIELD_NUMBER: _ClassVar[int]
     data: bytes
-    def __init__(self, data: _Optional[bytes] = ...) -> None: ...
+    head: UpdateHead
+    def __init__(self, data: _Optional[bytes] = ..., head: _Optional[_Union[UpdateHead, _Mapping]] = ...) -> None: ...
+
+class UpdateHead(_message.Message):
+    __slots__ = ("params_hash", "signature")
+    PARAMS_HASH_FIELD_NUMBER: _ClassVar[int]
+    SIGNATURE_FIELD_NUMBER: _ClassVar[int]
+    params_hash: bytes
+    signature: bytes
+    def __init__(self, params_hash: _Optional[bytes] = ..., signature: _Optional[bytes] = ...) -> None: ...
 
 class SubmitUpdateReply(_message.Message):
     __slots__ = ("update_digest", "current_version")

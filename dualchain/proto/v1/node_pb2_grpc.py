@@ -93,17 +93,20 @@ class NodeServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def SubmitUpdate(self, request_iterator, context):
-        """A client's canonical SignedUpdate, in chunks. Refusals name their reason (code: reason):
-        UNAUTHENTICATED (bad signature, unregistered key), INVALID_ARGUMENT (malformed, shape,
-        non-finite, norm), FAILED_PRECONDITION (unknown or too stale base version, replay),
-        RESOURCE_EXHAUSTED (too large).
+        """A client's canonical SignedUpdate, in chunks; the first chunk carries the update's head
+        (UpdateHead) and the start of its encoding, and the node checks the uploader (registered
+        key, signature over the declared hash, size, replay, its in-flight quota) before it reads a
+        second chunk. Refusals name their reason (code: reason): UNAUTHENTICATED (bad signature,
+        unregistered key), INVALID_ARGUMENT (malformed, no head, shape, non-finite, norm, hash not
+        the declared one), FAILED_PRECONDITION (unknown or too stale base version, replay),
+        RESOURCE_EXHAUSTED (too large, the client's in-flight quota).
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
     def RelayUpdate(self, request_iterator, context):
-        """A verified update another node relays to the aggregator, in chunks.
+        """A verified update another node relays to the aggregator, in chunks, checked as SubmitUpdate.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
