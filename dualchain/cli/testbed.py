@@ -13,7 +13,8 @@ from dualchain.cli.common import add_hosts_options, netem_table
 from dualchain.deploy import health_probe
 from dualchain.deploy.adversaries import add_attack_options
 
-DP_FLAGS = ("dp_epsilon", "dp_delta", "dp_clip", "dp_mechanism", "dp_schedule", "dp_tasks")
+DP_FLAGS = ("dp_epsilon", "dp_delta", "dp_clip", "dp_mechanism", "dp_schedule", "dp_tasks",
+            "dp_steps", "dp_learning_rate")
 
 
 def _add_dp_options(parser: argparse.ArgumentParser) -> None:
@@ -34,7 +35,13 @@ def _add_dp_options(parser: argparse.ArgumentParser) -> None:
                         "committed model's accuracy stops improving (default constant)")
     parser.add_argument("--dp-tasks", type=int, default=None,
                         help="local DP: tasks each client's budget is planned for (default "
-                        "twice --rounds)")
+                        "--rounds: one per version, the most a synchronous mode asks)")
+    parser.add_argument("--dp-steps", type=int, default=None,
+                        help="local DP: noisy steps per task, each on all of the client's "
+                        "examples and each one release; a private task takes this shape, not "
+                        "the node's batches (default 2)")
+    parser.add_argument("--dp-learning-rate", type=float, default=None,
+                        help="local DP: learning rate of the noisy steps (default 0.5)")
 
 
 def cmd_up(args: argparse.Namespace) -> int:

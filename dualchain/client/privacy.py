@@ -2,19 +2,26 @@
 
 A client configured with a ``dp`` block trains every task with per-example DP-SGD
 (``learning.dp_training.train_local_dp``: the ``record`` unit of privacy, the one that keeps
-accuracy; the ``client`` unit leaves digits at chance, docs/incentives.md). Each local step is
+accuracy; the ``client`` unit leaves digits at chance, docs/incentives.md). Each noisy step is
 one release. Before a task trains, ``ClientPrivacy.plan`` records the task's releases in the
 client's ``PrivacyLedger`` at the schedule's noise multiplier; when they would take the client
 past its epsilon the ledger refuses (``BudgetExceeded``) and the client uploads nothing more.
 What the client then uploads is built from those noisy steps only: post-processing, no further
 noise.
 
+**The shape of a private task** is the client's, not the node's: ``steps`` noisy steps (2) of
+``batch_size`` examples (0: all of the client's examples) at ``learning_rate`` (0.5), whatever
+batches, batch size and learning rate the task names. The noise on a step's mean gradient has
+standard deviation ``z * 2C / batch`` per coordinate, and without sampling amplification z grows
+about as the square root of the releases planned, so what keeps accuracy is large batches and
+few releases (docs/incentives.md has the measurements): the node's default task, 20 batches of
+64 at 0.05, planned for 40 tasks, needed z = 18 and left the testbed at 0.21.
+
 **The ledger persists** (``ledger`` file, JSON, written atomically before the task trains):
 a restarted client reloads its releases, so a restart cannot overspend.
 
 **Planned releases.** Calibration needs the number of releases the budget must cover: ``tasks``
-(the configured planned tasks) times the batches of the first task the node hands out. A node
-that later hands out more batches only brings the refusal sooner.
+(the configured planned tasks) times ``steps``.
 
 **Adaptive noise's accuracy signal.** A client holds no test set. It reads the test accuracy of
 the newest *committed* global model from its server node (GetNodeStatus: every node evaluates
@@ -53,7 +60,8 @@ __all__ = ["BudgetExceeded", "ClientPrivacy", "DpSettings", "DpStep", "PrivateTr
 log = logging.getLogger("dualchain.client")
 
 _KEYS = {"epsilon", "delta", "clip", "mechanism", "schedule", "noise_multiplier", "tasks",
-         "learning_rate", "ledger", "seed"}
+         "steps", "batch_size", "learning_rate", "ledger", "seed"}
+STEPS, LEARNING_RATE = 2, 0.5  # a private task's noisy steps (each on all examples) and rate
 
 
 @dataclass(frozen=True)
@@ -67,14 +75,17 @@ class DpSettings:
     schedule: str = "constant"
     noise_multiplier: float | None = None  # a fixed z instead of the calibrated one
     tasks: int = 20  # tasks the budget is planned for
-    learning_rate: float | None = None  # None: the task's
+    steps: int = STEPS  # noisy steps per task, each one release
+    batch_size: int = 0  # examples per noisy step; 0: all of the client's
+    learning_rate: float = LEARNING_RATE  # of the noisy steps (the task's rate is for plain SGD)
     ledger: Path | None = None  # where the releases persist (None: memory only)
     seed: int | None = None  # the noise seed; None: a secret one from the OS
 
     @classmethod
     def from_json(cls, value: Any, base: Path) -> DpSettings:
         """``{"epsilon", "delta", "clip", "mechanism", "schedule", "noise_multiplier", "tasks",
-        "learning_rate", "ledger", "seed"}``; only epsilon is required."""
+        "steps", "batch_size", "learning_rate", "ledger", "seed"}``; only epsilon is
+        required."""
         if not isinstance(value, dict):
             raise ConfigError("config key 'dp' must be an object {epsilon, delta, clip, ...}")
         unknown = sorted(set(value) - _KEYS)
@@ -92,9 +103,9 @@ class DpSettings:
         z = _positive(value, "noise_multiplier", None)
         if z is not None and schedule != "constant":
             raise ConfigError("dp noise_multiplier fixes the noise: it needs schedule constant")
-        tasks = value.get("tasks", 20)
-        if isinstance(tasks, bool) or not isinstance(tasks, int) or tasks < 1:
-            raise ConfigError(f"dp key 'tasks' must be an integer of at least 1, got {tasks!r}")
+        tasks = _count(value, "tasks", 20, 1)
+        steps = _count(value, "steps", STEPS, 1)
+        batch_size = _count(value, "batch_size", 0, 0)
         seed = value.get("seed")
         if seed is not None and (isinstance(seed, bool) or not isinstance(seed, int) or seed < 0):
             raise ConfigError(f"dp key 'seed' must be a non-negative integer or null, got {seed!r}")
@@ -104,8 +115,8 @@ class DpSettings:
         settings = cls(
             epsilon=_positive(value, "epsilon", None), delta=_positive(value, "delta", 1e-5),
             clip=_positive(value, "clip", 1.0), mechanism=mechanism, schedule=schedule,
-            noise_multiplier=z, tasks=tasks,
-            learning_rate=_positive(value, "learning_rate", None),
+            noise_multiplier=z, tasks=tasks, steps=steps, batch_size=batch_size,
+            learning_rate=_positive(value, "learning_rate", LEARNING_RATE),
             ledger=None if ledger is None else (base / ledger).resolve(), seed=seed)
         try:
             settings.budget()
@@ -115,6 +126,14 @@ class DpSettings:
 
     def budget(self) -> PrivacyBudget:
         return PrivacyBudget(self.epsilon, self.delta)
+
+
+def _count(data: dict[str, Any], name: str, default: int, least: int) -> int:
+    value = data.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or value < least:
+        raise ConfigError(f"dp key {name!r} must be an integer of at least {least}, got "
+                          f"{value!r}")
+    return value
 
 
 def _positive(data: dict[str, Any], name: str, default: float | None) -> Any:
@@ -135,7 +154,9 @@ class DpStep:
     clip: float
     mechanism: str
     rng: np.random.Generator
-    learning_rate: float | None
+    learning_rate: float | None  # None: the caller's
+    steps: int = STEPS
+    batch_size: int = 0  # 0: all of the client's examples
 
 
 class _Fixed:
@@ -164,8 +185,10 @@ class ClientPrivacy:
 
     # -- the budget
 
-    def plan(self, batches: int) -> DpStep:
-        """Records a task's ``batches`` releases; raises ``BudgetExceeded`` (nothing recorded)."""
+    def plan(self, batches: int | None = None) -> DpStep:
+        """Records a task's releases (``batches``, by default the settings' ``steps``); raises
+        ``BudgetExceeded`` (nothing recorded)."""
+        batches = self.settings.steps if batches is None else batches
         if self.exhausted is not None:
             raise BudgetExceeded(self.exhausted)
         schedule = self._schedule_for(batches)
@@ -179,7 +202,7 @@ class ClientPrivacy:
         self._save()
         return DpStep(schedule.multiplier, self.settings.clip, self.settings.mechanism,
                       noise_generator(self._seed, self.client, index),
-                      self.settings.learning_rate)
+                      self.settings.learning_rate, self.settings.steps, self.settings.batch_size)
 
     def observe(self, version: int, accuracy: float) -> float | None:
         """The committed model's accuracy; the new multiplier when a new version changed it."""
@@ -255,13 +278,13 @@ class PrivateTraining:
     """A part of ``client.worker.ClientWorker`` (its ``privacy``, ``emit``, ``_node``): the
     budget checked before each task, the committed accuracy fed to adaptive noise."""
 
-    async def _plan_privacy(self, batches: int) -> DpStep | None:
+    async def _plan_privacy(self) -> DpStep | None:
         """Accounts a task's releases; None (with a log line and event) once the budget is
         spent: the client then trains and uploads nothing more."""
         if self.privacy is None or self.privacy.exhausted is not None:
             return None
         try:  # the accountant's arithmetic runs on the training thread, not the event loop
-            return await self._in_executor(self.privacy.plan, batches)
+            return await self._in_executor(self.privacy.plan)
         except BudgetExceeded as exc:
             log.warning("privacy budget spent, no more uploads: %s", exc)
             self.emit({"event": "privacy_budget", **self.privacy.summary(), "reason": str(exc)})

@@ -79,12 +79,15 @@ class LocalTrainer:
               cancel: threading.Event, dp: DpStep | None = None) -> TrainResult | None:
         """``batches`` SGD steps from ``start``; None when ``cancel`` is set (task abandoned).
 
-        With ``dp`` each step is a noisy per-example-clipped one (``client.privacy``)."""
+        With ``dp`` the task takes the private shape instead (``client.privacy``): ``dp.steps``
+        noisy per-example-clipped steps of ``dp.batch_size`` examples (0: all of them)."""
         from dualchain.learning.models import get_flat, set_flat
         from dualchain.learning.training import batch_order, train_local
 
         set_flat(self.model, start)
         x, y = self.data.x, self.data.y
+        if dp is not None:
+            batches, batch_size = dp.steps, dp.batch_size or x.shape[0]
         samples = 0
         loss_sum = compute = 0.0
         began = time.perf_counter()

@@ -318,7 +318,7 @@ class ClientWorker(Registration, Disconnection, PrivateTraining):
 
     async def _train(self, start: np.ndarray, template: _TaskTemplate) -> TrainResult | None:
         """The task trained (None: stopping, or the privacy budget is spent)."""
-        dp = await self._plan_privacy(template.batches)
+        dp = await self._plan_privacy()
         if self.privacy is not None and dp is None:
             return None
         self._local_index += 1

@@ -88,7 +88,9 @@ class UpConfig:
     dp_clip: float = 1.0
     dp_mechanism: str = "gaussian"
     dp_schedule: str = "constant"
-    dp_tasks: int = 0  # tasks each client's budget is planned for; 0: twice the rounds
+    dp_tasks: int = 0  # tasks each client's budget is planned for; 0: the rounds
+    dp_steps: int = 2  # noisy steps per task, each on all of a client's examples
+    dp_learning_rate: float = 0.5  # of the noisy steps
     # Clients that also mine CMBC (client.mining): theta = t_T / t_B (seed 004); 0: off
     client_mining: float = 0.0
     # User plug-ins by import path "pkg.module:name" (docs/plugins.md); ``dataset`` may name a
@@ -168,7 +170,8 @@ class UpConfig:
             return None
         return {"epsilon": self.dp_epsilon, "delta": self.dp_delta, "clip": self.dp_clip,
                 "mechanism": self.dp_mechanism, "schedule": self.dp_schedule,
-                "tasks": self.dp_tasks or 2 * self.rounds, "ledger": f"client-{j}.privacy.json"}
+                "tasks": self.dp_tasks or self.rounds, "steps": self.dp_steps,
+                "learning_rate": self.dp_learning_rate, "ledger": f"client-{j}.privacy.json"}
 
     @classmethod
     def from_toml(cls, path: Path, overrides: dict[str, Any]) -> UpConfig:

@@ -54,6 +54,9 @@ def test_settings_parse_and_refuse_bad_values(tmp_path: Path) -> None:
                        ({"epsilon": 8, "noise_multiplier": 1, "schedule": "adaptive"},
                         "needs schedule constant"),
                        ({"epsilon": 8, "tasks": 0}, "at least 1"),
+                       ({"epsilon": 8, "steps": 0}, "at least 1"),
+                       ({"epsilon": 8, "batch_size": -1}, "at least 0"),
+                       ({"epsilon": 8, "learning_rate": 0}, "positive"),
                        ({"epsilon": 8, "colour": 1}, "unknown dp keys"), ([], "must be an object")):
         with pytest.raises(ConfigError) as err:
             DpSettings.from_json(bad, tmp_path)
@@ -114,7 +117,7 @@ async def test_the_client_stops_uploading_when_its_budget_is_spent(tmp_path: Pat
     server, chain, node, port = await start_servers()
     budget = budget_for(3)
     config, signer = make_client(tmp_path, port, port, dp={
-        "epsilon": budget, "noise_multiplier": Z, "ledger": "privacy.json"})
+        "epsilon": budget, "noise_multiplier": Z, "steps": BATCHES, "ledger": "privacy.json"})
     events: list[dict] = []
     worker = ClientWorker(config, signer, load_client_data(config), emit=events.append,
                           timing=FAST)
@@ -135,21 +138,26 @@ async def test_the_client_stops_uploading_when_its_budget_is_spent(tmp_path: Pat
 
 
 @pytest.mark.usefixtures("one_torch_thread")
-def test_the_trainer_takes_noisy_clipped_steps(tmp_path: Path) -> None:
+def test_a_private_task_takes_the_clients_noisy_full_batch_steps(tmp_path: Path) -> None:
     config, _ = make_client(tmp_path, 1, 1)
-    trainer = LocalTrainer("digits", load_client_data(config))
+    data = load_client_data(config)
+    trainer = LocalTrainer("digits", data)
     start = get_flat(trainer.model)
     cancel = threading.Event()
     plain = trainer.train(start, BATCHES, 16, 0.05, 7, cancel)
-    privacy = ClientPrivacy(DpSettings(epsilon=8, noise_multiplier=Z, clip=0.5, seed=3), CLIENT)
-    noisy = trainer.train(start, BATCHES, 16, 0.05, 7, cancel, privacy.plan(BATCHES))
-    assert plain is not None and noisy is not None and noisy.samples == plain.samples
+    privacy = ClientPrivacy(DpSettings(epsilon=8, noise_multiplier=Z, clip=0.5, steps=3, seed=3),
+                            CLIENT)
+    # The node's task (BATCHES batches of 16) gives way to 3 noisy steps on every example.
+    noisy = trainer.train(start, BATCHES, 16, 0.05, 7, cancel, privacy.plan())
+    assert plain is not None and noisy is not None
+    assert (noisy.batches, noisy.samples) == (3, 3 * len(data.y))
+    assert privacy.ledger.release_count(CLIENT) == 3
     assert not np.allclose(plain.params, noisy.params)
     # Without noise the same clipped steps move the model by at most lr * clip per step.
-    quiet = DpStep(1e-9, 0.5, "gaussian", np.random.default_rng(0), None)
-    moved = trainer.train(start, BATCHES, 16, 0.05, 7, cancel, quiet)
-    assert moved is not None
-    assert np.linalg.norm(moved.params - start) <= BATCHES * 0.05 * 0.5 + 1e-6
+    quiet = DpStep(1e-9, 0.5, "gaussian", np.random.default_rng(0), 0.5, steps=3, batch_size=16)
+    moved = trainer.train(start, BATCHES, 64, 0.05, 7, cancel, quiet)
+    assert moved is not None and (moved.batches, moved.samples) == (3, 48)
+    assert np.linalg.norm(moved.params - start) <= 3 * 0.5 * 0.5 + 1e-6
 
 
 @pytest.mark.usefixtures("one_torch_thread")

@@ -28,7 +28,8 @@ def test_dp_settings_become_each_clients_dp_block(tmp_path: Path) -> None:
         assert client.dp is not None
         assert (client.dp.epsilon, client.dp.delta, client.dp.clip) == (4.0, 1e-5, 0.5)
         assert (client.dp.mechanism, client.dp.schedule, client.dp.tasks) == (
-            "laplace", "adaptive", 6)  # twice the rounds
+            "laplace", "adaptive", 3)  # one per version
+        assert (client.dp.steps, client.dp.batch_size, client.dp.learning_rate) == (2, 0, 0.5)
         assert client.dp.ledger == workdir / f"client-{j}.privacy.json"
     plain = tmp_path / "plain"
     Testbed(UpConfig(nodes=1, clients=1, workdir=str(plain)), progress=lambda line: None).write()
@@ -37,15 +38,18 @@ def test_dp_settings_become_each_clients_dp_block(tmp_path: Path) -> None:
 
 def test_flags_and_toml_set_dp_and_bad_values_are_one_line(tmp_path: Path, capsys) -> None:
     args = build_parser().parse_args(["up", "--dp-epsilon", "2", "--dp-schedule", "adaptive",
-                                      "--dp-tasks", "7"])
+                                      "--dp-tasks", "7", "--dp-steps", "3",
+                                      "--dp-learning-rate", "0.25"])
     assert (args.dp_epsilon, args.dp_schedule, args.dp_tasks) == (2.0, "adaptive", 7)
+    assert (args.dp_steps, args.dp_learning_rate) == (3, 0.25)
     toml = tmp_path / "up.toml"
     toml.write_text('dp_epsilon = 8.0\ndp_delta = 1e-6\ndp_mechanism = "laplace"\n')
     config = UpConfig.from_toml(toml, {"dp_clip": 2.0})
     assert (config.dp_epsilon, config.dp_delta, config.dp_mechanism, config.dp_clip) == (
         8.0, 1e-6, "laplace", 2.0)
     for bad in ({"dp_epsilon": -1.0}, {"dp_epsilon": 8.0, "dp_delta": 1.5},
-                {"dp_epsilon": 8.0, "dp_schedule": "sometimes"}):
+                {"dp_epsilon": 8.0, "dp_schedule": "sometimes"},
+                {"dp_epsilon": 8.0, "dp_steps": 0}, {"dp_epsilon": 8.0, "dp_learning_rate": 0.0}):
         with pytest.raises(UpError) as err:
             UpConfig(**bad)
         assert "\n" not in str(err.value)
@@ -56,7 +60,8 @@ def test_flags_and_toml_set_dp_and_bad_values_are_one_line(tmp_path: Path, capsy
 
 
 def test_compose_testbed_init_carries_the_dp_settings() -> None:
-    config = UpConfig(nodes=2, clients=2, dp_epsilon=8.0, dp_schedule="adaptive")
+    config = UpConfig(nodes=2, clients=2, dp_epsilon=8.0, dp_schedule="adaptive", dp_steps=3,
+                      dp_learning_rate=0.25)
     init = compose.compose_document(config, [], keys="init")["services"]["testbed-init"]
     argv = [re.sub(r"\$\{\w+:-([^}]*)\}", r"\1", a) for a in init["command"][1:]]
     assert config_from_args(build_parser().parse_args(argv)) == config
