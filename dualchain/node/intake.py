@@ -11,7 +11,8 @@ over the blob. So from one chunk the node checks, cheapest first:
 - the sender is a registered client with exactly this key, not excluded, and the signature
   verifies (``UpdateGate.check_sender``); not too stale, not a replay (``check_slot``);
 - the client's in-flight quota: the bytes of its uploads still streaming stay under
-  ``quota_bytes`` (two uploads' worth by default: one retry beside a stalled stream).
+  ``quota_bytes`` (four uploads' worth by default: a client uploads one at a time, but its
+  retries beside a stalled stream and the relays of its earlier updates may overlap).
 
 A refused upload costs one chunk, and nothing is stored: the node stores an update only after
 the whole of it passed the gate. The rest of the stream must then deliver exactly the declared
@@ -31,6 +32,7 @@ from dualchain.chain.types import HASH_BYTES, MAX_CHAIN_ID, MAX_KEY, MAX_SIGNATU
 from dualchain.node.gate import UpdateGate, UpdateRefused
 
 _LENGTH_BYTES = 4  # a canonical var field's u32 length
+QUOTA_UPLOADS = 4  # a client's in-flight quota, in uploads of the model's size
 
 
 @dataclass(frozen=True, eq=False)
@@ -88,8 +90,7 @@ class UploadIntake:
                              f"{params_bytes}")
         self.gate = gate
         self.params_bytes = params_bytes  # every delta blob has the model blob's length
-        # Default: two uploads' worth (one retry beside a stream that has stalled).
-        self.quota_bytes = quota_bytes or 2 * (params_bytes + 8 * 1024)
+        self.quota_bytes = quota_bytes or QUOTA_UPLOADS * (params_bytes + 8 * 1024)
         self._inflight: dict[bytes, int] = {}
 
     def inflight(self, client: bytes) -> int:

@@ -27,7 +27,7 @@ from dualchain.learning.codec import encode_params
 from dualchain.node.client_api import ClientApi, update_chunks
 from dualchain.node.config import AggregationParams
 from dualchain.node.gate import UpdateGate, UpdateRefused
-from dualchain.node.intake import UploadIntake
+from dualchain.node.intake import QUOTA_UPLOADS, UploadIntake
 from dualchain.node.metrics import NodeMetrics
 from dualchain.node.pool import UpdatePool
 from dualchain.node.service import NodeServicer
@@ -132,10 +132,15 @@ def test_the_first_chunk_refuses_what_the_gate_would_refuse_at_the_end(
 def test_a_client_past_its_in_flight_quota_is_refused_until_an_upload_ends(
         verifier, client) -> None:
     intake = make_intake(verifier, {client.id: client.public_key})
-    heads = [open_first(intake, update(client, task=t)) for t in (1, 2)]  # two uploads' worth
-    assert refusal(lambda: open_first(intake, update(client, task=3))) == "quota"
+    size = len(update(client).encoded)
+    fit = intake.quota_bytes // size  # four model-sized uploads, with room for their heads
+    assert fit >= QUOTA_UPLOADS
+    heads = [open_first(intake, update(client, task=t)) for t in range(fit)]
+    late = update(client, task=fit)
+    assert refusal(lambda: open_first(intake, late)) == "quota"
+    assert intake.inflight(client.id) == fit * size
     intake.close(heads[0])
-    intake.close(open_first(intake, update(client, task=3)))
+    intake.close(open_first(intake, late))
 
 
 def test_an_upload_must_deliver_the_update_its_head_declared(verifier, client) -> None:
