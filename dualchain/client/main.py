@@ -47,7 +47,7 @@ from dualchain.chain.identity import load_key_file
 from dualchain.chain.lifecycle import stop_on_signals
 from dualchain.client.config import ClientConfig
 from dualchain.client.metrics import ClientMetrics
-from dualchain.client.mining import ClientMiner
+from dualchain.client.mining import ClientMiner, MiningTurns
 from dualchain.client.worker import ClientError, ClientWorker, emit_json, load_client_data
 
 log = logging.getLogger("dualchain.client")
@@ -88,6 +88,7 @@ def run(config_path: Path, log_level: str = "INFO", *, slowdown: float | None = 
     if config.mining is not None:  # it dies with this process (its lifeline), or stops below
         miner = ClientMiner(config.mining, config.cmbc, signer.id, config.tls, Path.cwd())
         miner.start()
+        worker.mining_turns = MiningTurns(miner, config.mining.theta)
         emit_json({"event": "miner", "pid": miner.pid, "theta": config.mining.theta,
                    "duty": config.mining.duty, "reward_account": signer.id.hex()})
     mined: dict = {}
@@ -101,6 +102,7 @@ def run(config_path: Path, log_level: str = "INFO", *, slowdown: float | None = 
     finally:
         worker.close()
         if miner is not None:
-            mined = {"mining": miner.stop()}
+            assert worker.mining_turns is not None
+            mined = {"mining": {**miner.stop(), **worker.mining_turns.totals()}}
     emit_json({**worker.summary(), **mined})
     return 0

@@ -11,13 +11,15 @@ The miner signs with a key of its own (``key``), not the client's: every block's
 one of its signer's nonces, and a client whose registration and state reports wait in the
 mempool at the nonces a reward took would see them dropped.
 
-The split: seed 004 gives a round ``tau`` epochs of ``t_T`` and a block of ``t_B``, with
-``theta = t_T / t_B``. On the testbed a round is one task, one pass over the node's batches
-(``tau = 1``), so ``mining_split.plan_round`` gives the round a mining share ``t_B / (t_T +
-t_B) = 1 / (1 + theta)``, the miner's ``--duty``: it hashes that share of the time. The client
-trains as before: the miner's duty caps the mining side, and both share the host's cores
-through the OS scheduler. The sequential split (``K (tau t_T + t_B) <= T_sum``) is what the
-``mining`` experiment studies (``bench/mining.py``).
+The split: seed 004 gives a round ``tau`` epochs of training (``t_T`` each) and then a block of
+mining (``t_B``), with ``theta = t_T / t_B``, so a round spends ``1 / (1 + theta)`` of its time
+mining (``mining_split.plan_round``; on the testbed a round is one task, ``tau = 1``). The client
+keeps that split in time, not by sharing cores (``MiningTurns``): its miner's process group is
+stopped (SIGSTOP) while a task trains, and after a task that trained for ``t_T`` the miner hashes
+alone, at full duty, for ``t_T / theta`` before the client asks for its next task. The miner is
+spawned with a parent-death signal besides its lifeline, so a stopped miner still dies with a
+client that was SIGKILLed. The ``mining`` experiment (``bench/mining.py``) studies the same
+split under a fixed time budget.
 """
 
 from __future__ import annotations
@@ -25,9 +27,12 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import math
+import os
 import queue
+import signal
 import sys
 import threading
+import time
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -91,7 +96,7 @@ def miner_argv(settings: MiningSettings, cmbc: str, account: bytes,
     """The command line of the client's miner."""
     argv = [sys.executable, "-m", "dualchain.cli", "miner", "--cmbc", cmbc,
             "--key", str(settings.key), "--reward-account", account.hex(),
-            "--workers", str(settings.workers), "--duty", str(settings.duty),
+            "--workers", str(settings.workers), "--duty", "1",
             "--log-level", "WARNING"]
     if tls is not None:
         argv += ["--tls-ca", str(tls.ca), "--tls-cert", str(tls.cert), "--tls-key", str(tls.key)]
@@ -115,8 +120,22 @@ class ClientMiner:
     def start(self) -> None:
         if self.settings.log is not None:
             self.settings.log.parent.mkdir(parents=True, exist_ok=True)
+        # foreign: the kernel also SIGKILLs it when the client dies, which a miner stopped
+        # between turns (SIGSTOP) could not notice on its lifeline.
         self.child = self._supervisor.spawn("miner", self._argv, cwd=self._cwd,
-                                            log=self.settings.log)
+                                            log=self.settings.log, foreign=True)
+
+    def pause(self) -> None:
+        """Stops the miner and its hashing workers (its process group) while the client trains."""
+        self._signal(signal.SIGSTOP)
+
+    def resume(self) -> None:
+        self._signal(signal.SIGCONT)
+
+    def _signal(self, sig: signal.Signals) -> None:
+        if self.child is not None and self.child.popen.poll() is None:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(self.child.pid, sig)
 
     @property
     def pid(self) -> int | None:
@@ -147,7 +166,46 @@ class ClientMiner:
         """Stops the miner (SIGTERM, then SIGKILL of its group after a grace); its totals."""
         if self.child is None:
             return {}
+        self.resume()  # a stopped miner would not act on SIGTERM
         code = self._supervisor.stop([self.child], STOP_GRACE_S)["miner"]
         totals = next((e for e in reversed(self.child.events) if e["event"] == "stopped"), {})
         return {"theta": self.settings.theta, "duty": self.settings.duty, "exit_code": code,
                 **{k: v for k, v in totals.items() if k != "event"}}
+
+
+class MiningTurns:
+    """The client's training and mining turns (the module docstring): ``training`` before a task
+    trains, ``trained`` after it, and ``mining_turn`` awaited before the next task is asked for.
+    ``miner`` needs ``pause`` and ``resume``."""
+
+    def __init__(self, miner: Any, theta: float,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        self._miner = miner
+        self.theta = theta
+        self._clock = clock
+        self._started = 0.0
+        self._until = 0.0
+        self.training_s = 0.0
+        self.mining_s = 0.0
+
+    def training(self) -> None:
+        self._miner.pause()
+        self._started = self._clock()
+
+    def trained(self) -> None:
+        """Resumes the miner for a turn of ``t_T / theta``, t_T the training just ended."""
+        now = self._clock()
+        turn = (now - self._started) / self.theta
+        self.training_s += now - self._started
+        self.mining_s += turn
+        self._until = now + turn
+        self._miner.resume()
+
+    async def mining_turn(self) -> None:
+        """Returns when the current mining turn is over (at once when there is none)."""
+        left = self._until - self._clock()
+        if left > 0:  # the turn's length is the split itself, not a wait for an event
+            await asyncio.sleep(left)
+
+    def totals(self) -> dict[str, float]:
+        return {"training_s": round(self.training_s, 3), "mining_s": round(self.mining_s, 3)}

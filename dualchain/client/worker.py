@@ -60,6 +60,7 @@ from dualchain.client.links import (
     Unreachable,
 )
 from dualchain.client.measure import Meter, Totals
+from dualchain.client.mining import MiningTurns
 from dualchain.client.offline import LOCAL_TASK_BIT, Disconnection
 from dualchain.client.policies import (
     Backoff,
@@ -153,6 +154,7 @@ class ClientWorker(Registration, Disconnection, PrivateTraining):
         self.adversary = ClientAdversary(config.attack, config.watermark, config.seed, signer.id,
                                          signer.public_key, self._seen_updates)
         self.privacy = None if config.dp is None else ClientPrivacy(config.dp, signer.id)
+        self.mining_turns: MiningTurns | None = None  # set when the client also mines
         # Grows over consecutive refusals or bad tasks; reset by a task that trains.
         self._retry = self._backoff()
 
@@ -263,6 +265,8 @@ class ClientWorker(Registration, Disconnection, PrivateTraining):
         if self._offline_until() is not None:
             await self.disconnected("offline")
             return
+        if self.mining_turns is not None:
+            await self.mining_turns.mining_turn()
         task, self._pending = self._pending, None
         try:
             t0 = time.perf_counter()
@@ -323,9 +327,15 @@ class ClientWorker(Registration, Disconnection, PrivateTraining):
             return None
         self._local_index += 1
         seed = task_seed(self.config.seed, template.task_id, self._local_index)
-        result = await self._in_executor(self.trainer.train, start, template.batches,
-                                         template.batch_size, template.lr, seed, self._cancel,
-                                         dp)
+        if self.mining_turns is not None:  # the client also mines: not while it trains
+            self.mining_turns.training()
+        try:
+            result = await self._in_executor(self.trainer.train, start, template.batches,
+                                             template.batch_size, template.lr, seed,
+                                             self._cancel, dp)
+        finally:
+            if self.mining_turns is not None:
+                self.mining_turns.trained()
         if result is not None:
             self.totals.tasks += 1
             self.totals.samples += result.samples

@@ -4,6 +4,7 @@ what `dualchain up --client-mining` writes."""
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sys
 import time
@@ -17,7 +18,13 @@ from dualchain.chain.identity import Signer, load_key_file
 from dualchain.chain.mldsa import Algorithm
 from dualchain.chain.rpc import TlsFiles
 from dualchain.client.config import ClientConfig
-from dualchain.client.mining import ClientMiner, MiningSettings, miner_argv, round_split
+from dualchain.client.mining import (
+    ClientMiner,
+    MiningSettings,
+    MiningTurns,
+    miner_argv,
+    round_split,
+)
 from dualchain.deploy.plan import UpConfig, UpError
 from dualchain.deploy.up import Testbed
 from tests.unit.client.test_config import base_config  # a valid client config
@@ -60,13 +67,14 @@ def test_bad_mining_blocks_are_refused(tmp_path: Path, block: object, reason: st
     assert reason in info.value.reason and "\n" not in info.value.reason
 
 
-def test_the_miner_command_names_the_client_account_duty_and_tls(tmp_path: Path) -> None:
+def test_the_miner_command_names_the_client_account_full_duty_and_tls(tmp_path: Path) -> None:
+    """Full duty: the split is kept in time by ``MiningTurns``, not by the miner's duty."""
     settings = MiningSettings(1.0, tmp_path / "m.key", 2)
     argv = miner_argv(settings, "127.0.0.1:7100", ACCOUNT, None)
     assert argv[:4] == [sys.executable, "-m", "dualchain.cli", "miner"]
     flags = dict(zip(argv[4::2], argv[5::2], strict=False))
     assert flags == {"--cmbc": "127.0.0.1:7100", "--key": str(tmp_path / "m.key"),
-                     "--reward-account": ACCOUNT.hex(), "--workers": "2", "--duty": "0.5",
+                     "--reward-account": ACCOUNT.hex(), "--workers": "2", "--duty": "1",
                      "--log-level": "WARNING"}
     tls = TlsFiles(tmp_path / "ca.pem", tmp_path / "c.pem", tmp_path / "c.key")
     assert miner_argv(settings, "h:1", ACCOUNT, tls)[-6:] == [
@@ -86,6 +94,12 @@ def test_the_client_starts_and_stops_a_real_miner_process(tmp_path: Path) -> Non
         while "no template from 127.0.0.1:9" not in settings.log.read_text():
             assert time.monotonic() < deadline and miner.child.alive(), miner.child.log_tail()
             time.sleep(0.1)
+        # Paused while the client trains: the whole group (miner and workers) stops.
+        miner.pause()
+        _await_state(miner.pid, "T")
+        miner.resume()
+        _await_state(miner.pid, "RS")
+        miner.pause()  # stop() must wake a paused miner, or SIGTERM would wait forever
     finally:
         totals = miner.stop()
     assert totals["theta"] == 4.0 and totals["duty"] == 0.2 and totals["exit_code"] == 0
@@ -132,3 +146,42 @@ def test_the_flag_and_the_toml_key_set_client_mining(tmp_path: Path, capsys) -> 
     err = capsys.readouterr().err
     assert "client_mining (theta) must be a finite number >= 0" in err
     assert "Traceback" not in err and not (tmp_path / "x").exists()
+
+
+def _await_state(pid: int, states: str) -> None:
+    """Polls /proc until the process is in one of ``states`` (T: stopped; R, S: running)."""
+    deadline = time.monotonic() + 10
+    while True:
+        state = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()[0]
+        if state in states:
+            return
+        assert time.monotonic() < deadline, f"process {pid} stayed in state {state}"
+        time.sleep(0.01)
+
+
+class _Miner:
+    def __init__(self) -> None:
+        self.calls: list[str] = []
+
+    def pause(self) -> None:
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.calls.append("resume")
+
+
+@pytest.mark.parametrize("theta, turn", [(0.5, 4.0), (1.0, 2.0), (4.0, 0.5)])
+def test_a_mining_turn_lasts_the_training_time_over_theta(theta: float, turn: float) -> None:
+    """Seed 004's split: train t_T with the miner stopped, then mine t_B = t_T / theta."""
+    now = [100.0]
+    miner = _Miner()
+    turns = MiningTurns(miner, theta, clock=lambda: now[0])
+    turns.training()
+    assert miner.calls == ["pause"]
+    now[0] += 2.0  # a task trained for 2 s
+    turns.trained()
+    assert miner.calls == ["pause", "resume"]
+    assert turns.totals() == {"training_s": 2.0, "mining_s": turn}
+    now[0] += turn  # the turn is over: the next task is asked for at once
+    asyncio.run(asyncio.wait_for(turns.mining_turn(), 1.0))
+
