@@ -28,6 +28,7 @@ from dualchain.chain.types import Transaction, TxKind
 from dualchain.chain.verifier import SignatureVerifier
 from dualchain.chain.wire import tx_from_proto
 from dualchain.client.config import ClientConfig
+from dualchain.client.mining import MiningTurns
 from dualchain.client.worker import LOCAL_TASK_BIT, ClientWorker, Timing, load_client_data
 from dualchain.learning.aggregation import StalenessRule
 from dualchain.learning.codec import encode_params, params_hash
@@ -322,6 +323,50 @@ async def test_offline_window_means_no_contact_and_drops_count_as_failures(
     report = StateReport.decode(chain.of_kind(TxKind.STATE_REPORT)[0].payload)
     assert report.failures == 1
     assert worker.summary()["dropped"] == 1
+
+
+class _PausedDuringTraining:
+    """A client's miner as MiningTurns sees it; records whether training ran while paused."""
+
+    def __init__(self) -> None:
+        self.paused = False
+        self.calls: list[str] = []
+
+    def pause(self) -> None:
+        self.paused = True
+        self.calls.append("pause")
+
+    def resume(self) -> None:
+        self.paused = False
+        self.calls.append("resume")
+
+
+async def test_a_mining_client_stops_its_miner_while_it_trains(
+        tmp_path: Path, one_torch_thread) -> None:
+    server, _, _, port = await start_servers()
+    config, signer = make_client(tmp_path, port, port, max_tasks=2)
+    worker = ClientWorker(config, signer, load_client_data(config), emit=lambda e: None,
+                          timing=FAST)
+    miner = _PausedDuringTraining()
+    worker.mining_turns = MiningTurns(miner, theta=4.0)
+    trainer = worker.trainer
+    train = trainer.train
+    paused_while_training: list[bool] = []
+
+    def recording_train(*args):  # the worker's training, observed in its executor thread
+        paused_while_training.append(miner.paused)
+        return train(*args)
+
+    trainer.train = recording_train
+    try:
+        await asyncio.wait_for(worker.run_until(asyncio.Event()), 60)  # ends after max_tasks
+    finally:
+        await server.stop(grace=None)
+    assert paused_while_training == [True, True]
+    assert miner.calls == ["pause", "resume", "pause", "resume"] and not miner.paused
+    totals = worker.mining_turns.totals()
+    assert totals["training_s"] > 0 and totals["mining_s"] == pytest.approx(
+        totals["training_s"] / 4.0, abs=0.002)
 
 
 async def test_the_client_process_prints_events_and_stops_cleanly_on_sigterm(
