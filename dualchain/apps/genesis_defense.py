@@ -26,10 +26,11 @@ class DefenseParams:
     watermark_snr_db: float = 6.0
     watermark_threshold: float = 4.5
     watermark_window: int = 2
-    cluster_metric: str = "euclidean"
-    cluster_eps: float = 1.0
+    cluster_metric: str = "cosine"
+    cluster_eps: float = 0.8
     cluster_min_samples: int = 3
     cluster_anchor: str = "median"
+    cluster_max_norm_ratio: float = 3.0  # longer than this times the pool's median: discarded
     trim_beta: float = 0.2
     krum_f: int = 1
     krum_m: int = 0
@@ -60,5 +61,7 @@ def check_defense(d: DefenseParams) -> None:
             raise DefenseParamsError(f"defense.{name}: must be a positive finite number")
     if not (math.isfinite(d.watermark_snr_db) and -20 <= d.watermark_snr_db <= 60):
         raise DefenseParamsError("defense.watermark_snr_db: must be within [-20, 60]")
+    if not (math.isfinite(d.cluster_max_norm_ratio) and 0 <= d.cluster_max_norm_ratio <= 1e6):
+        raise DefenseParamsError("defense.cluster_max_norm_ratio: must be in [0, 1e6] (0: off)")
     if not (math.isfinite(d.trim_beta) and 0 <= d.trim_beta < 0.5):
         raise DefenseParamsError("defense.trim_beta: must be in [0, 0.5)")

@@ -26,8 +26,10 @@ Steps, in order:
      the same).
 
 Robust rules ignore staleness weights (they take the admissible updates as one round's).
-Each update is named by a unique key (its digest), so one client's two updates in one pool are
-judged separately.
+Each update is named by a unique key (its digest). The clustering sees one point per client,
+its newest update (fedasync pools may hold several of a fast client's): otherwise one client's
+three updates make a dense group of their own and can hold the anchor. Its other updates share
+that verdict. The watermark and the robust rules judge every update.
 
 **Watermark seeds.** A client's PN seed is ``SHA-256(tag || public key)`` (``seed_for_key``): it
 is fixed by the key the client registers on CMBC, so it is on chain with the registration, and
@@ -39,7 +41,7 @@ seeds do (they are public too).
 from __future__ import annotations
 
 import hashlib
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -120,6 +122,17 @@ def _watermark_reason(c: Candidate, seeds: dict[bytes, bytes], defense: Defense)
     return None
 
 
+def newest_per_client(entries: Iterable[tuple[bytes, bytes, int]]) -> dict[bytes, bytes]:
+    """From (key, client id, base version) per update: client id -> the key of its newest
+    update (highest base version, then the smallest key), the one that stands for the client."""
+    newest: dict[bytes, tuple[int, bytes]] = {}
+    for key, client, base_version in entries:
+        best = newest.get(client)
+        if best is None or (base_version, best[1]) > (best[0], key):
+            newest[client] = (base_version, key)
+    return {client: key for client, (_, key) in newest.items()}
+
+
 def screen(candidates: Sequence[Candidate], defense: Defense, base: np.ndarray) -> Screening:
     """The defense on ``candidates`` (see the module docstring); ``base``: the global model."""
     ordered = sorted(candidates, key=lambda c: c.key)
@@ -140,8 +153,14 @@ def screen(candidates: Sequence[Candidate], defense: Defense, base: np.ndarray) 
              for c in left]
     if left and defense.rule == "cluster":
         canonical_order(keyed, base.size)  # the same checks as the aggregation's
-        result = identify_contributions(keyed, defense.cluster)
-        discarded.update((k, REASON_LOW) for k in result.discarded_ids)
+        newest = newest_per_client((c.key, c.update.client_id, c.update.base_version)
+                                   for c in left)
+        stands = set(newest.values())
+        result = identify_contributions([k for k in keyed if k.client_id in stands],
+                                        defense.cluster)
+        low = set(result.discarded_ids)
+        discarded.update((c.key, REASON_LOW) for c in left
+                         if newest[c.update.client_id] in low)
     elif left and defense.rule in ("median", "trimmed_mean"):
         rule = RobustRule(defense.rule, beta=defense.robust.beta)
         params = robust_aggregate(base, keyed, rule).params

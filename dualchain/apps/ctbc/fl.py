@@ -219,7 +219,8 @@ def defense_from(params) -> Defense:
     return Defense(
         rule=params.rule, watermark=watermark, watermark_window=params.watermark_window,
         cluster=ClusterParams(params.cluster_metric, params.cluster_eps,
-                              params.cluster_min_samples, "discard", params.cluster_anchor),
+                              params.cluster_min_samples, "discard", params.cluster_anchor,
+                              params.cluster_max_norm_ratio),
         robust=RobustRule("median", beta=params.trim_beta, f=params.krum_f,
                           m=params.krum_m or None))
 

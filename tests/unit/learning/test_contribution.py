@@ -79,7 +79,8 @@ def test_noise_uploads_are_flagged_and_scaling_needs_euclidean_with_a_median_anc
 
 def test_label_flippers_capture_the_mean_anchor_but_not_the_median() -> None:
     """Label-flipped training makes long deltas: the paper's mean anchor joins the flippers and
-    the honest updates are discarded; ROBUST_PARAMS (euclidean around the median) finds them."""
+    the honest updates are discarded; ROBUST_PARAMS (around the median, with the length bound)
+    finds them."""
     honest = client_deltas(clients=10, batches=5)
     flipped = client_deltas(clients=10, batches=5, flip_labels=True)
     bad = {0, 4, 8}
@@ -88,6 +89,30 @@ def test_label_flippers_capture_the_mean_anchor_but_not_the_median() -> None:
     assert set(by_mean.kept_ids) == {_cid(c) for c in bad}  # the failure mode, documented
     robust = identify_contributions(pool, ROBUST_PARAMS)
     assert set(robust.discarded_ids) == {_cid(c) for c in bad}
+
+
+def test_the_length_bound_discards_scaled_updates_that_cosine_cannot_see() -> None:
+    deltas = client_deltas(clients=10, batches=5)
+    bad = {1, 6, 7}
+    scaled = _pool(deltas, bad, lambda d: 5 * d)
+    cosine = ClusterParams(eps=0.8, anchor="median")
+    assert identify_contributions(scaled, cosine).discarded_ids == ()
+    bounded = identify_contributions(scaled, ROBUST_PARAMS)
+    assert set(bounded.discarded_ids) == {_cid(c) for c in bad}
+    assert all(w == 0.0 for w, h in zip(bounded.weights, bounded.high, strict=True) if not h)
+    # An update just inside the bound is judged by its direction only.
+    inside = _pool(deltas, {4}, lambda d: 2 * d)
+    assert identify_contributions(inside, ROBUST_PARAMS).discarded_ids == ()
+    with pytest.raises(ValueError, match="max_norm_ratio"):
+        ClusterParams(max_norm_ratio=-1.0)
+
+
+def test_the_default_discards_no_honest_update_of_an_honest_pool() -> None:
+    """With no attacker, every real IID digits update stays (the euclidean setting it replaced
+    discarded 13% of them: docs/threat-model.md)."""
+    for batches in (2, 5, 10):
+        pool = _pool(client_deltas(clients=10, batches=batches), set(), lambda d: d)
+        assert identify_contributions(pool, ROBUST_PARAMS).discarded_ids == ()
 
 
 def test_keep_strategy_labels_but_keeps_everything_and_discard_recomputes_a_better_average() -> (

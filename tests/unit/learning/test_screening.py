@@ -15,6 +15,7 @@ from dualchain.learning.screening import (
     REASON_UNMARKED,
     Candidate,
     Defense,
+    newest_per_client,
     screen,
     seed_for_key,
 )
@@ -89,6 +90,21 @@ def test_clustering_discards_sign_flipped_updates() -> None:
     result = screen(_pool(deltas, mark=False), Defense(rule="cluster"), start_model())
     assert result.discarded == tuple((_key(i), REASON_LOW) for i in (7, 8, 9))
     assert result.params is None
+
+
+def test_a_client_with_many_updates_is_one_point_in_the_clustering() -> None:
+    """A fast flipper's three updates beside two honest clients (fedasync): judged per update
+    they hold the median anchor and the two honest updates are the ones discarded; as one
+    client's point all three are discarded, and no honest update is."""
+    deltas = client_deltas()[:5]
+    pool = _pool(deltas[:2], mark=False)
+    for i, d in enumerate(deltas[2:]):  # client 2's three updates, on versions 1, 2 and 3
+        pool.append(Candidate(_key(2 + i), _seed(2), Update(_client(2), 1 + i, 64,
+                                                            -np.asarray(d, np.float32))))
+    result = screen(pool, Defense(rule="cluster"), start_model())
+    assert result.discarded == tuple((_key(i), REASON_LOW) for i in (2, 3, 4))
+    assert newest_per_client([(b"a", b"c", 1), (b"b", b"c", 2), (b"z", b"c", 2),
+                              (b"d", b"e", 0)]) == {b"c": b"b", b"e": b"d"}
 
 
 def test_multi_krum_leaves_out_the_attackers_and_makes_the_model() -> None:
