@@ -54,6 +54,8 @@ def test_defenses_become_the_genesis_section() -> None:
     ({"node_attacks": {"0": {"kind": "poison", "rho": -1}}}, "rho"),
     ({"defense_params": {"colour": 1}}, "unknown keys colour"),
     ({"defense": "cluster", "defense_params": {"cluster_eps": -1.0}}, "cluster_eps"),
+    ({"defense": "cluster", "defense_params": {"cluster_max_norm_ratio": -1.0}},
+     "cluster_max_norm_ratio"),
 ])
 def test_bad_settings_are_one_line_errors(changes, match) -> None:
     with pytest.raises(UpError, match=match) as info:
