@@ -239,10 +239,26 @@ def aggregate_async(
     return AggregateResult(params=params, weights=weights, dropped=tuple(dropped))
 
 
+SAMPLES_CAP = 4  # an update's declared samples weigh up to this times the pool's low median
+
+
+def counted_samples(updates: Sequence[Update]) -> list[int]:
+    """Each update's samples as a weight: what it declares, at most ``SAMPLES_CAP`` times the
+    low median of ``updates`` (a client signs its own count; a claim of a billion samples must
+    not make its update the whole model). The low median (the smaller middle value) so that in
+    a pool of two the liar is capped by the other. Counts within the cap are unchanged."""
+    if not updates:
+        return []
+    counts = sorted(u.samples for u in updates)
+    cap = SAMPLES_CAP * counts[(len(counts) - 1) // 2]
+    return [min(u.samples, cap) for u in updates]
+
+
 def fedavg(
     global_params: np.ndarray, updates: Sequence[Update], current_version: int
 ) -> AggregateResult:
-    """Synchronous FedAvg: ``global + sum_i n_i * delta_i / sum_i n_i``.
+    """Synchronous FedAvg: ``global + sum_i n_i * delta_i / sum_i n_i``, n_i capped at
+    ``SAMPLES_CAP`` times the round's median (``counted_samples``).
 
     Only updates trained on ``current_version`` take part; any other is dropped (a synchronous
     round has no stale updates). With equal sample counts this is the plain average of the
@@ -257,8 +273,9 @@ def fedavg(
             kept.append(u)
         else:
             dropped.append(u.client_id)
-    total = sum(u.samples for u in kept)
-    params, weights = apply_coefficients(global_params, kept, [u.samples / total for u in kept])
+    counted = counted_samples(kept)
+    total = sum(counted)
+    params, weights = apply_coefficients(global_params, kept, [n / total for n in counted])
     return AggregateResult(params=params, weights=weights, dropped=tuple(dropped))
 
 

@@ -16,7 +16,8 @@ sum runs over the lambda*n high-contribution clients. Here the "gradients" w^i a
 - ``contribution_samples``: ``p_i = theta_i n_i / sum_k theta_k n_k`` with n_i the samples the
   client trained on; §II-E motivates II.4 by unequal sample sizes, and this is the FedAvg weight
   scaled by contribution. It trusts the self-reported n_i (seed 004 warns that clients may
-  exaggerate it), which the contribution factor only bounds, not verifies.
+  exaggerate it), which is bounded (``aggregation.counted_samples``: at most 4 times the pool's
+  median), not verified.
 
 A theta that is zero or negative (an update pointing away from the global one) gets weight 0 and
 its client is listed in ``dropped``; theta must be finite. ``theta`` maps a client id to its
@@ -53,6 +54,7 @@ from dualchain.learning.aggregation import (
     canonical_order,
     check_global,
     check_staleness,
+    counted_samples,
 )
 
 FAIR_WEIGHTINGS: tuple[str, ...] = ("contribution", "contribution_samples")
@@ -103,14 +105,15 @@ def fair_coefficients(
     kept: list[Update] = []
     raw: list[float] = []
     dropped: list[bytes] = []
-    for u, t in zip(updates, _thetas(updates, theta), strict=True):
+    samples = counted_samples(updates)
+    for u, t, n in zip(updates, _thetas(updates, theta), samples, strict=True):
         s = current_version - u.base_version
         check_staleness(s)
         if t <= 0.0 or (rule is not None and not rule.admits(s)):
             dropped.append(u.client_id)
             continue
         kept.append(u)
-        raw.append(t * u.samples if weighting == "contribution_samples" else t)
+        raw.append(t * n if weighting == "contribution_samples" else t)
     total = math.fsum(raw)
     coefficients = []
     for u, r in zip(kept, raw, strict=True):

@@ -174,6 +174,14 @@ def test_fedavg_weights_by_samples_and_drops_other_versions() -> None:
     np.testing.assert_allclose(result.params, expected, rtol=0, atol=1e-6)
 
 
+def test_fedavg_counts_a_claimed_sample_count_up_to_four_times_the_low_median() -> None:
+    liar = update(3, 4, samples=10**9)
+    result = fedavg(GLOBAL, [update(1, 4, samples=10), update(2, 4, samples=20), liar], 4)
+    assert dict(result.weights)[b"\x03"] == pytest.approx(80 / 110)  # 4 x 20, not 10^9
+    pair = fedavg(GLOBAL, [update(1, 4, samples=10), liar], 4)  # the low median: the honest 10
+    assert dict(pair.weights)[b"\x03"] == pytest.approx(40 / 50)
+
+
 # --- admission checks ------------------------------------------------------------------------
 
 
