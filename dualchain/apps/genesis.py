@@ -64,10 +64,13 @@ class FlParams:
     # keeps its hash.
     aggregation: str = "staleness"
     reward_base: int = 0
+    # How a version's reward list weighs an update: "theta" (seed 002 §II-D as written) or
+    # "theta_samples" (theta_i n_i, learning.incentive; what `dualchain up` writes).
+    reward_weight: str = "theta"
 
 
-# FlParams keys a genesis file may leave out (their defaults apply).
-FL_OPTIONAL = {"aggregation": "staleness", "reward_base": 0}
+# FlParams keys a genesis file may leave out (these values apply).
+FL_OPTIONAL = {"aggregation": "staleness", "reward_base": 0, "reward_weight": "theta"}
 
 
 @dataclass(frozen=True)
@@ -237,6 +240,9 @@ def _check_fl(g: Genesis) -> None:
         raise GenesisError("fl.aggregation: fair and a plug-in aggregator exclude each other")
     if type(fl.reward_base) is not int or not 0 <= fl.reward_base < 2**63:
         raise GenesisError("fl.reward_base: must be an integer of micro-units in [0, 2^63)")
+    if fl.reward_weight not in ("theta", "theta_samples"):
+        raise GenesisError(f"fl.reward_weight: {fl.reward_weight!r} is not theta or "
+                           "theta_samples")
     for name in ("mixing", "max_update_norm"):
         value = getattr(fl, name)
         if not math.isfinite(value) or value <= 0:

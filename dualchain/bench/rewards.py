@@ -25,13 +25,16 @@ aggregations would be as many testbeds.
 - **Reward share**: each class's part of all micro-units paid (the base per round), over both
   settings (and per setting); each client's cumulative reward per round.
 - **Ranking with data share**: Spearman's rank correlation between the honest clients' data
-  shares and their total rewards, per setting.
+  shares and their total rewards, per setting, under the reward weight ``dualchain up`` writes
+  (``theta_samples``: theta_i times the samples the update declares, here the client's data
+  size) and, from the same pools, under theta alone (``spearman_honest_theta_only``).
 
 **Replicas agree, live.** A real testbed (``dualchain up``: 3 server nodes, so 3 CTBC replicas,
 5 clients of which one free rider and one sign-flipping, ``--reward-base``, ``--aggregation
 fair``) runs until ``live_versions`` versions are committed; then every replica's
 ``GetBalances`` is read at one height (``deploy.balances``). ``replicas_agree``: every replica
-answers the same balances and they sum to versions x base.
+answers the same balances and they sum to a multiple of the base, at most versions x base (a
+version whose pool could not be judged pays nothing).
 """
 
 from __future__ import annotations
@@ -54,6 +57,7 @@ from dualchain.learning.incentive import pool_incentives
 Progress = Callable[[str], None]
 BASE = 1_000_000  # micro-units per version
 BATCH = 32
+WEIGHT = "theta_samples"  # the reward weight `dualchain up` writes (learning.incentive)
 STEPS = 10  # SGD steps per client and round, whatever its data: a testbed task's fixed batches
 LR = 0.05
 ROLES = ("honest", "free_rider", "malicious")
@@ -127,6 +131,7 @@ def run_setting(scheme: str, role_of: list[str], rounds: int, seed: int,
     honest_attack = make_client_attack({"kind": "none"})
     attack = {r: make_client_attack(a) for r, a in ATTACK.items()}
     paid = [0] * len(role_of)
+    paid_theta = [0] * len(role_of)  # the same pools paid by theta alone (seed 002 as written)
     cumulative: list[list[int]] = [[] for _ in role_of]
     detection: list[float] = []
     false_positives: list[float] = []
@@ -156,10 +161,12 @@ def run_setting(scheme: str, role_of: list[str], rounds: int, seed: int,
             found.append(sum(k in low for k in bad) / len(bad))
             wrong.append(sum(k in low for k in good) / len(good))
         client_of = {_key(c): _key(c) for c in range(len(role_of))}
-        theta, rewards = pool_incentives(pool, client_of, (), ROBUST_PARAMS, BASE)
-        amounts = dict(rewards or ())
+        theta, rewards = pool_incentives(pool, client_of, (), ROBUST_PARAMS, BASE, WEIGHT)
+        _, by_theta = pool_incentives(pool, client_of, (), ROBUST_PARAMS, BASE, "theta")
+        amounts, theta_amounts = dict(rewards or ()), dict(by_theta or ())
         for c in range(len(role_of)):
             paid[c] += amounts.get(_key(c), 0)
+            paid_theta[c] += theta_amounts.get(_key(c), 0)
             cumulative[c].append(paid[c])
         if any(t > 0 for t in theta.values()):
             params = aggregate_fair(params, pool, version, theta).params
@@ -170,8 +177,10 @@ def run_setting(scheme: str, role_of: list[str], rounds: int, seed: int,
              for r in ROLES}
     honest = [c for c, r in enumerate(role_of) if r == "honest"]
     rho = spearman([counts[c] for c in honest], [paid[c] for c in honest])
+    rho_theta = spearman([counts[c] for c in honest], [paid_theta[c] for c in honest])
     progress(f"{scheme}: detection {np.mean(detection):.3f}, false positives "
-             f"{np.mean(false_positives):.3f}, shares {share}, spearman {rho}, "
+             f"{np.mean(false_positives):.3f}, shares {share}, spearman {rho} "
+             f"(theta alone {rho_theta}), "
              f"accuracy {accuracy:.3f}")
     return {"detection_rate": round(float(np.mean(detection)), 4),
             "false_positive_rate": round(float(np.mean(false_positives)), 4),
@@ -179,6 +188,7 @@ def run_setting(scheme: str, role_of: list[str], rounds: int, seed: int,
             "cosine_detection_rate": round(float(np.mean(cosine_detection)), 4),
             "cosine_false_positive_rate": round(float(np.mean(cosine_fp)), 4),
             "reward_share": share, "paid": paid, "spearman_honest": rho,
+            "spearman_honest_theta_only": rho_theta,
             "final_accuracy": round(accuracy, 4), "data_sizes": counts,
             "cumulative_reward": cumulative}
 
@@ -209,12 +219,15 @@ def live_testbed(workdir: Path, versions: int, progress: Progress) -> dict[str, 
     ids = [load_key_file(workdir / "keys" / f"client-{j}.key").id for j in range(clients)]
     first = balances[0]
     total = sum(first.values())
-    agree = all(b == first for b in balances[1:]) and total == version * BASE
+    # A version pays its base, or nothing when its pool could not be judged (learning.incentive)
+    agree = (all(b == first for b in balances[1:]) and total % BASE == 0
+             and total <= version * BASE)
     share = {r: round(sum(first.get(i, 0) for i, q in zip(ids, role_of, strict=True) if q == r)
                       / total, 4) if total else None for r in ROLES}
     progress(f"live: {nodes} replicas at height {height}, version {version}: agree {agree}, "
              f"shares {share}")
     return {"replicas_agree": agree, "replicas": nodes, "height": height, "versions": version,
+            "paid_versions": total // BASE,
             "reward_share": share,
             "balances": {f"client-{j}": first.get(i, 0) for j, i in enumerate(ids)},
             "seconds": round(time.monotonic() - started, 1)}
@@ -248,7 +261,10 @@ def run_rewards(out: Path, clients: int, rounds: int, live_versions: int, progre
         "detection_rate": {s: v["detection_rate"] for s, v in settings.items()},
         "false_positive_rate": {s: v["false_positive_rate"] for s, v in settings.items()},
         "cosine_detection_rate": {s: v["cosine_detection_rate"] for s, v in settings.items()},
+        "reward_weight": WEIGHT,
         "spearman_honest": {s: v["spearman_honest"] for s, v in settings.items()},
+        "spearman_honest_theta_only": {s: v["spearman_honest_theta_only"]
+                                       for s, v in settings.items()},
         "bad_share_at_most_5pct": share["free_rider"] + share["malicious"] <= 0.05,
         "replicas_agree": live["replicas_agree"] if live else None,
         "settings": settings, "live": live,

@@ -53,7 +53,8 @@ def cmd_up(args: argparse.Namespace) -> int:
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
         "join_after", "tls", "hosts", "netem_backend", "metrics", "model", "aggregator",
-        "defense", "watermark", "attackers", "aggregation", "reward_base", "client_mining",
+        "defense", "watermark", "attackers", "aggregation", "reward_base", "reward_weight",
+        "client_mining",
         *DP_FLAGS)}
     if args.data_dir is not None:
         overrides["data_dir"] = str(args.data_dir)
@@ -156,6 +157,10 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     up.add_argument("--reward-base", type=int, default=None, metavar="MICRO_UNITS",
                     help="micro-units each committed version pays its clients by contribution, "
                     "credited to CTBC balances (default 0: no rewards); docs/incentives.md")
+    up.add_argument("--reward-weight", choices=["theta_samples", "theta"], default=None,
+                    help="how a version's rewards weigh an update: theta_samples (contribution "
+                    "theta times its samples, capped at 4x the pool's median; default) or theta "
+                    "(seed 002 as written); docs/incentives.md")
     up.add_argument("--data-dir", type=Path, default=None,
                     help="where the dataset files are (not needed for digits)")
     up.add_argument("--rounds", type=int, default=None,

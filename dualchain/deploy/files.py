@@ -115,7 +115,7 @@ class TestbedFiles:
                       model_hash=genesis_model_hash(c, cache),
                       mode=rule, max_staleness=c.max_staleness, model=c.model,
                       aggregator=c.aggregator, aggregation=c.aggregation,
-                      reward_base=c.reward_base)
+                      reward_base=c.reward_base, reward_weight=c.reward_weight)
         Genesis(
             chain_id=CTBC_CHAIN, kind="ctbc", algorithm=alg, genesis_time_ms=now,
             validators=tuple(Validator(s.id, s.public_key, a)

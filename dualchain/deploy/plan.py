@@ -101,6 +101,7 @@ class UpConfig:
     # II.4); the micro-units each committed version pays its clients by contribution (0: none).
     aggregation: str = "staleness"
     reward_base: int = 0
+    reward_weight: str = "theta_samples"
     # Attacks and defenses (deploy/adversaries.py, docs/threat-model.md)
     defense: str = "none"  # none, pn, cluster, median, trimmed_mean, krum, multi_krum
     watermark: bool = False  # the PN watermark on top of the defense
@@ -141,6 +142,8 @@ class UpConfig:
             raise UpError("aggregation fair and a plug-in aggregator exclude each other")
         if type(self.reward_base) is not int or not 0 <= self.reward_base < 2**63:
             raise UpError("reward_base: an integer of micro-units, at least 0")
+        if self.reward_weight not in ("theta", "theta_samples"):
+            raise UpError(f"reward_weight {self.reward_weight!r}: theta or theta_samples")
         if self.dp_epsilon and (problem := dp_problem(self.client_dp(0))) is not None:
             raise UpError(problem)
         try:

@@ -21,11 +21,27 @@ This module fixes which pool that is on the real path and what happens at its ed
   about 0. A cluster of one is compared with itself (theta 1).
 - **Keep, not discard.** The clustering runs with strategy ``keep``: whether a low update is
   aggregated is the defense's decision; here it only earns nothing.
-- **An anchor that is noise.** With too few updates for a dense group (a pool of one or two
-  with ``min_samples = 3``) DBSCAN calls the anchor noise and nothing can be judged high. Rather
-  than mint nothing, every update is then weighed by its clamped similarity to the mean of the
-  whole pool (a pool of one earns the whole base). The same thetas feed the fair rule, so it
-  never stalls the model there.
+- **One client, one point.** A client's updates in the pool (a fast client, or a free rider
+  whose "training" costs nothing, sends several per version in fedasync) are represented by its
+  newest one (``screening.newest_per_client``, as the cluster defense does): only that one is
+  clustered, weighed and paid; the others earn theta 0. Otherwise one client's three updates
+  make a dense group of their own: measured live, a sign-flipping client's three flipped
+  updates in a pool of six held the median anchor and took the whole base of the version.
+- **An anchor that is noise.** With too few clients for a dense group (one, or two that do not
+  agree, with ``min_samples = 3``) DBSCAN calls the anchor noise and nothing can be judged
+  high. Then the version pays nothing (an empty list: the base is not minted): measured live
+  before this rule, a free rider that skipped training was alone in the first pool of a fedasync
+  testbed and took the whole base. For the fair rule every update is still weighed by its
+  clamped similarity to the mean of the pool, so the model never stalls there.
+
+**The reward weight** (genesis ``fl.reward_weight``). ``theta`` pays ``theta_i / sum theta``
+(seed 002 §II-D as written): honest updates of one pool have similar theta, so a client with
+five times the data earns about what a small one does. ``theta_samples`` (what ``dualchain
+up`` writes) pays ``theta_i n_i / sum theta_k n_k``, eq. II.4's aggregation weight, with n_i the
+samples the update declares (the count FedAvg weighs it by). A client declares n_i itself; to
+bound what a lie buys, n_i counts only up to 4 times the pool's median
+(``aggregation.counted_samples``, as in FedAvg): a client claiming a billion samples earns
+what one with 4 times the median does, and nothing at all when its update is low contribution.
 
 Updates are keyed by a unique key (the signed update's digest) in ``Update.client_id``, as in
 ``screening``, so one client's two updates in a pool are weighed separately; the caller maps
@@ -39,7 +55,7 @@ from dataclasses import replace
 
 import numpy as np
 
-from dualchain.learning.aggregation import Update
+from dualchain.learning.aggregation import Update, counted_samples
 from dualchain.learning.contribution import (
     ClusterParams,
     cosine_similarity,
@@ -52,14 +68,22 @@ from dualchain.learning.rewards import (
     reward_list,
     verify_reward_list,
 )
-from dualchain.learning.screening import REASON_COPY, REASON_UNMARKED
+from dualchain.learning.screening import REASON_COPY, REASON_UNMARKED, newest_per_client
+
+REWARD_WEIGHTS: tuple[str, ...] = ("theta", "theta_samples")
 
 
 def pool_theta(keyed: Sequence[Update], params: ClusterParams,
                excluded: Collection[bytes] = ()) -> dict[bytes, float]:
     """Theta per key of ``keyed`` (see the module docstring); ``excluded`` keys earn 0."""
+    return _theta(keyed, params, excluded)[0]
+
+
+def _theta(keyed: Sequence[Update], params: ClusterParams, excluded: Collection[bytes]
+           ) -> tuple[dict[bytes, float], bool]:
+    """Theta per key, and whether the clustering could judge the pool (its anchor not noise)."""
     if not keyed:
-        return {}
+        return {}, False
     result = identify_contributions(keyed, replace(params, strategy="keep"))
     by_key = {u.client_id: u.delta.astype(np.float64) for u in keyed}
     members = [k for k, high in zip(result.client_ids, result.high, strict=True)
@@ -75,24 +99,42 @@ def pool_theta(keyed: Sequence[Update], params: ClusterParams,
         return max(0.0, cosine_similarity(by_key[key], others))
 
     chosen = set(members)
-    return {key: theta(key) for key in result.client_ids}
+    return {key: theta(key) for key in result.client_ids}, not result.average_is_noise
+
+
+def reward_weights(pool: Sequence[Update], theta: Mapping[bytes, float],
+                   weight: str) -> list[tuple[bytes, float]]:
+    """(key, weight) per update of ``pool`` under the chain's ``reward_weight`` (module doc)."""
+    if weight not in REWARD_WEIGHTS:
+        raise ValueError(f"reward weight {weight!r} is not one of {', '.join(REWARD_WEIGHTS)}")
+    if weight == "theta" or not pool:
+        return [(u.client_id, theta[u.client_id]) for u in pool]
+    return [(u.client_id, theta[u.client_id] * n)
+            for u, n in zip(pool, counted_samples(pool), strict=True)]
 
 
 def pool_incentives(admitted: Sequence[Update], client_of: Mapping[bytes, bytes],
                     discarded: Sequence[tuple[bytes, str]], params: ClusterParams,
-                    reward_base: int) -> tuple[dict[bytes, float], RewardList | None]:
+                    reward_base: int, weight: str = "theta"
+                    ) -> tuple[dict[bytes, float], RewardList | None]:
     """Theta per key and the version's reward list (None with ``reward_base`` 0).
 
     ``admitted``: the pool the rule admits, keyed; ``client_of``: key -> client id;
-    ``discarded``: the defense's (key, reason) pairs (``screening``).
+    ``discarded``: the defense's (key, reason) pairs (``screening``); ``weight``: the chain's
+    ``reward_weight``.
     """
     marked = {k for k, reason in discarded if reason in (REASON_COPY, REASON_UNMARKED)}
-    pool = [u for u in admitted if u.client_id not in marked]
-    theta = pool_theta(pool, params, {k for k, _ in discarded})
+    stands = set(newest_per_client((u.client_id, client_of[u.client_id], u.base_version)
+                                   for u in admitted if u.client_id not in marked).values())
+    pool = [u for u in admitted if u.client_id in stands]
+    computed, judged = _theta(pool, params, {k for k, _ in discarded})
+    theta = {u.client_id: computed.get(u.client_id, 0.0) for u in admitted}
     if reward_base <= 0:
         return theta, None
-    return theta, reward_list([(client_of[u.client_id], theta[u.client_id]) for u in pool],
-                              reward_base)
+    if not judged:
+        return theta, ()  # nothing could be judged, so nothing is paid (module docstring)
+    return theta, reward_list([(client_of[key], w)
+                               for key, w in reward_weights(pool, theta, weight)], reward_base)
 
 
 def reward_verdict(reward_base: int, want: RewardList | None,

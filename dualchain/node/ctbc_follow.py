@@ -94,7 +94,8 @@ class CtbcFollower:
         self.pool.remove(commit.digests)  # the discarded ones are done with too
         self.metrics.updates_included.inc(len(digests))
         await self._adopt(status.model_version, bytes(status.model_hash), block.height,
-                          status.model_height, len(digests))
+                          status.model_height, len(digests),
+                          sum(amount for _, amount in commit.rewards or ()))
         if commit_tx.sender == self.signer.id:
             await self._anchor(commit, block.height)
 

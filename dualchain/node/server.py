@@ -260,7 +260,7 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         return data
 
     async def _adopt(self, version: int, model_hash: bytes, height: int, commit_height: int,
-                     included: int = 0) -> None:
+                     included: int = 0, rewarded: int = 0) -> None:
         """Takes version ``version`` as the current model and evaluates it."""
         blob = self._models.get(model_hash) or await self._get_blob(model_hash)
         self._remember(model_hash, blob)
@@ -282,7 +282,8 @@ class ServerNode(CmbcFollower, Joins, CtbcFollower, Aggregator, ClientApi):
         print(json.dumps({
             "event": "version", "version": version, "hash": model_hash.hex(),
             "accuracy": round(self.accuracy, 4), "loss": round(self.loss, 4),
-            "ctbc_height": height, "included": included, "dropped": len(dropped),
+            "ctbc_height": height, "included": included, "rewarded": rewarded,
+            "dropped": len(dropped),
             "round_s": round(self._version_time - previous, 3), "time": time.time(),
             "adopted": round(adopted, 3), "last_update": self._last_update,
             "c_groups_s": {str(g): round(t, 3) for g, t in sorted(self._last_c_groups.items())},

@@ -197,6 +197,7 @@ class FlRules:
     defense: Defense = field(default_factory=Defense)
     aggregation: str = "staleness"  # or "fair": seed 002 eq. II.4 (``learning.fair``)
     reward_base: int = 0  # micro-units each version pays by its reward list; 0: no rewards
+    reward_weight: str = "theta"  # how the list weighs an update (learning.incentive)
 
     def __post_init__(self) -> None:
         if self.mode not in MODES:
@@ -236,7 +237,7 @@ def fl_rules(genesis: EngineGenesis) -> FlRules:
         rule=StalenessRule(fl.staleness_rule, fl.staleness_a, fl.staleness_b, fl.max_staleness),
         mixing=fl.mixing, max_update_norm=fl.max_update_norm, aggregator=fl.aggregator,
         aggregator_rule=_aggregator(fl.aggregator), defense=defense_from(parsed.defense),
-        aggregation=fl.aggregation, reward_base=fl.reward_base,
+        aggregation=fl.aggregation, reward_base=fl.reward_base, reward_weight=fl.reward_weight,
     )
 
 
@@ -335,7 +336,8 @@ def aggregate_pool(rules: FlRules, base: np.ndarray,
     kept = [(u, d) for u, d in updates if u.digest not in out]
     theta, rewards = (pool_incentives(_keyed([(u, d) for u, d in updates if admitted(u)]),
                                       {u.digest: u.client for u, _ in updates}, discarded,
-                                      rules.defense.cluster, rules.reward_base)
+                                      rules.defense.cluster, rules.reward_base,
+                                      rules.reward_weight)
                       if rules.needs_theta else (None, None))
     if robust is not None:
         return PoolOutcome(robust, tuple((u.digest, weight if admitted(u) else 0.0)

@@ -169,6 +169,8 @@ def test_the_fair_rule_and_a_plugin_aggregator_exclude_each_other() -> None:
         replace(make_genesis(), fl=FlParams(model_hash="0" * 64, aggregation="mean"))
     with pytest.raises(GenesisError, match=r"fl\.reward_base"):
         replace(make_genesis(), fl=FlParams(model_hash="0" * 64, reward_base=-1))
+    with pytest.raises(GenesisError, match=r"fl\.reward_weight: 'samples' is not theta or"):
+        replace(make_genesis(), fl=FlParams(model_hash="0" * 64, reward_weight="samples"))
 
 
 def test_the_optional_keys_leave_a_genesis_hash_unchanged() -> None:
@@ -178,6 +180,9 @@ def test_the_optional_keys_leave_a_genesis_hash_unchanged() -> None:
     assert rewarded.to_json()["fl"]["reward_base"] == BASE
     assert Genesis.from_json(rewarded.to_json()).fl == rewarded.fl
     assert Genesis.from_json(plain.to_json()).hash == plain.hash
+    weighted = replace(plain, fl=replace(plain.fl, reward_weight="theta_samples"))
+    assert weighted.to_json()["fl"]["reward_weight"] == "theta_samples"
+    assert Genesis.from_json(weighted.to_json()).fl == weighted.fl
 
 
 def test_the_registry_credits_the_list_and_replicas_agree(
