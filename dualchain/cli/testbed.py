@@ -159,8 +159,8 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
                     "credited to CTBC balances (default 0: no rewards); docs/incentives.md")
     up.add_argument("--reward-weight", choices=["theta_samples", "theta"], default=None,
                     help="how a version's rewards weigh an update: theta_samples (contribution "
-                    "theta times its samples, capped at 4x the pool's median; default) or theta "
-                    "(seed 002 as written); docs/incentives.md")
+                    "theta times its samples, capped at 4x the pool's low median; default) or "
+                    "theta (seed 002 as written); docs/incentives.md")
     up.add_argument("--data-dir", type=Path, default=None,
                     help="where the dataset files are (not needed for digits)")
     up.add_argument("--rounds", type=int, default=None,
