@@ -21,8 +21,11 @@ another, so the average is a core point and every honest update reaches it; rais
 data, where seed 002 Fig. 9 sees honest updates left out early on. ``min_samples = 3``
 (sklearn counts the point itself): two colluding copies do not make a cluster of their own, and
 with three or more the attackers' cluster is still not the average's. If the average itself is
-noise (no dense group around it), no update can be judged: everything is kept and
-``average_is_noise`` says so.
+noise (no dense group around it), or its group holds fewer than ``min_samples`` updates (the
+anchor counts towards its own core, so two colluders alone with it would otherwise be a group),
+no update can be judged: everything is kept and ``average_is_noise`` says so. (Measured live:
+in a fedasync pool of three clients, two sign flippers and their anchor were the group and the
+honest update was discarded.)
 
 **Anchor.** ``mean`` is seed 002's temporary average. Scaled updates drag the mean with them (30%
 of updates x5 put it at 2.2 times the honest direction's length, away from every honest update),
@@ -194,7 +197,10 @@ def identify_contributions(updates: Sequence[Update], params: ClusterParams) -> 
         .labels_
     )
     avg_label = int(labels[-1])
-    noise = avg_label == -1
+    group = sum(int(lab) == avg_label for lab in labels[:-1])
+    # The anchor counts towards its own core, so two colluders alone with it would make a dense
+    # group: the group must hold min_samples updates to judge anything.
+    noise = avg_label == -1 or group < params.min_samples
     long = _too_long(deltas, params.max_norm_ratio)
     high = [not noise and int(lab) == avg_label and not too_long
             for lab, too_long in zip(labels[:-1], long, strict=True)]

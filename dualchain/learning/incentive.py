@@ -27,8 +27,8 @@ This module fixes which pool that is on the real path and what happens at its ed
   clustered, weighed and paid; the others earn theta 0. Otherwise one client's three updates
   make a dense group of their own: measured live, a sign-flipping client's three flipped
   updates in a pool of six held the median anchor and took the whole base of the version.
-- **An anchor that is noise.** With too few clients for a dense group (one, or two that do not
-  agree, with ``min_samples = 3``) DBSCAN calls the anchor noise and nothing can be judged
+- **An anchor that is noise.** With too few clients for a dense group (fewer than
+  ``min_samples = 3`` updates in the anchor's group, ``contribution``) nothing can be judged
   high. Then the version pays nothing (an empty list: the base is not minted): measured live
   before this rule, a free rider that skipped training was alone in the first pool of a fedasync
   testbed and took the whole base. For the fair rule every update is still weighed by its

@@ -93,18 +93,28 @@ def test_clustering_discards_sign_flipped_updates() -> None:
 
 
 def test_a_client_with_many_updates_is_one_point_in_the_clustering() -> None:
-    """A fast flipper's three updates beside two honest clients (fedasync): judged per update
-    they hold the median anchor and the two honest updates are the ones discarded; as one
-    client's point all three are discarded, and no honest update is."""
-    deltas = client_deltas()[:5]
-    pool = _pool(deltas[:2], mark=False)
-    for i, d in enumerate(deltas[2:]):  # client 2's three updates, on versions 1, 2 and 3
-        pool.append(Candidate(_key(2 + i), _seed(2), Update(_client(2), 1 + i, 64,
+    """A fast flipper's four updates beside three honest clients (fedasync): judged per update
+    they hold the median anchor and the three honest updates are the ones discarded; as one
+    client's point all four are discarded, and no honest update is."""
+    deltas = client_deltas()[:7]
+    pool = _pool(deltas[:3], mark=False)
+    for i, d in enumerate(deltas[3:]):  # client 3's four updates, on versions 0 to 3
+        pool.append(Candidate(_key(3 + i), _seed(3), Update(_client(3), i, 64,
                                                             -np.asarray(d, np.float32))))
     result = screen(pool, Defense(rule="cluster"), start_model())
-    assert result.discarded == tuple((_key(i), REASON_LOW) for i in (2, 3, 4))
+    assert result.discarded == tuple((_key(i), REASON_LOW) for i in (3, 4, 5, 6))
     assert newest_per_client([(b"a", b"c", 1), (b"b", b"c", 2), (b"z", b"c", 2),
                               (b"d", b"e", 0)]) == {b"c": b"b", b"e": b"d"}
+
+
+def test_two_colluders_alone_with_the_anchor_are_no_group() -> None:
+    """Two flippers and one honest client (a small fedasync pool): the two flipped updates and
+    their anchor would be a dense group and the honest update the one discarded. A group needs
+    min_samples updates, so this pool is not judged: nothing discarded, no offence."""
+    deltas = list(client_deltas()[:3])
+    deltas[1], deltas[2] = -deltas[1], -deltas[2]
+    result = screen(_pool(deltas, mark=False), Defense(rule="cluster"), start_model())
+    assert result.discarded == ()
 
 
 def test_multi_krum_leaves_out_the_attackers_and_makes_the_model() -> None:
