@@ -30,7 +30,7 @@ aggregations would be as many testbeds.
   size) and, from the same pools, under theta alone (``spearman_honest_theta_only``).
 
 **Replicas agree, live.** A real testbed (``dualchain up``: 3 server nodes, so 3 CTBC replicas,
-5 clients of which one free rider and one sign-flipping, ``--reward-base``, ``--aggregation
+8 clients of which one free rider and one sign-flipping, ``--reward-base``, ``--aggregation
 fair``) runs until ``live_versions`` versions are committed; then every replica's
 ``GetBalances`` is read at one height (``deploy.balances``). ``replicas_agree``: every replica
 answers the same balances and they sum to a multiple of the base, at most versions x base (a
@@ -199,12 +199,12 @@ def live_testbed(workdir: Path, versions: int, progress: Progress) -> dict[str, 
     from dualchain.deploy.balances import balances_at_one_height
     from dualchain.deploy.up import Testbed, UpConfig
 
-    nodes, clients = 3, 5
+    nodes, clients = 3, 8  # 6 honest: a pool is judged with 3 clients in the anchor's group
     config = UpConfig(nodes=nodes, clients=clients, miners=1, rounds=versions, batches=10,
                       workdir=str(workdir), min_updates=clients, window_s=4.0,
                       max_staleness=60, reward_base=BASE, aggregation="fair",
-                      client_attacks={"3": ATTACK["free_rider"], "4": ATTACK["malicious"]})
-    role_of = ["honest", "honest", "honest", "free_rider", "malicious"]
+                      client_attacks={"6": ATTACK["free_rider"], "7": ATTACK["malicious"]})
+    role_of = ["honest"] * 6 + ["free_rider", "malicious"]
     tb = Testbed(config, progress=lambda line: None)
     started = time.monotonic()
     try:
