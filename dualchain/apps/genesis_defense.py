@@ -35,6 +35,9 @@ class DefenseParams:
     krum_f: int = 1
     krum_m: int = 0
     exclude_after: int = 2  # offences after which nodes refuse a client's updates (0: never)
+    # A discarded update counts as an offence only this stale or fresher: a slow honest
+    # client's stale update points where the model was, not where it is (clients.py).
+    offence_max_staleness: int = 2
 
 
 DEFENSE_RULES = ("none", "cluster", "median", "trimmed_mean", "krum", "multi_krum")
@@ -46,7 +49,7 @@ def check_defense(d: DefenseParams) -> None:
         known = ", ".join(DEFENSE_RULES)
         raise DefenseParamsError(f"defense.rule: {d.rule!r} is not one of {known}")
     for name in ("watermark_length", "watermark_window", "cluster_min_samples", "krum_f",
-                 "krum_m", "exclude_after"):
+                 "krum_m", "exclude_after", "offence_max_staleness"):
         value = getattr(d, name)
         if type(value) is not int or not 0 <= value <= 1 << 20:
             raise DefenseParamsError(f"defense.{name}: must be an integer in [0, 2^20]")

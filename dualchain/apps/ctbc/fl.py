@@ -380,9 +380,9 @@ class ModelCommitChecker:
             raise MissingBlobError(f"blob {h.hex()[:16]} is not here yet") from exc
 
     def check(self, commit: ModelCommit, parent_hash: bytes,
-              latest_version: int) -> dict[bytes, bytes]:
+              latest_version: int) -> dict[bytes, tuple[bytes, int]]:
         """Raises ValidationError unless ``commit`` is exactly the aggregate it claims; returns
-        the client of each update it names, by digest."""
+        (client, base version) of each update it names, by digest."""
         if commit.version != latest_version + 1 or commit.parent_version != latest_version:
             raise ValidationError(
                 f"commit of version {commit.version} on {commit.parent_version}; the chain is at "
@@ -427,7 +427,7 @@ class ModelCommitChecker:
             verdict = (f"version {commit.version}: the aggregate of the referenced updates hashes "
                        f"to {model_hash.hex()[:16]}, the commit claims "
                        f"{commit.model_hash.hex()[:16]}")
-        clients = {u.digest: u.client for u, _ in updates}
+        clients = {u.digest: (u.client, u.base_version) for u, _ in updates}
         self._verdicts[key] = (verdict, clients)
         while len(self._verdicts) > 64:
             self._verdicts.popitem(last=False)

@@ -51,6 +51,7 @@ from dualchain.apps.ctbc.clients import (
     Readmission,
     check_not_excluded,
     check_readmit,
+    offences_of,
     record_offences,
     standing_rows,
 )
@@ -121,6 +122,8 @@ class RegistryApp(CommitteeApplication):
                                     committees={0: first})
         self.models: ModelCommitChecker | None = None
         self.exclude_after = genesis.defense.exclude_after if genesis.defense is not None else 0
+        self.offence_max_staleness = (genesis.defense.offence_max_staleness
+                                      if genesis.defense is not None else 0)
         self.blobs = blobs
         if genesis.fl is not None:
             if blobs is None:
@@ -448,13 +451,13 @@ class RegistryApp(CommitteeApplication):
         if tx.sender in self._excluded(state):
             raise ValidationError("the sender has misbehaviour on record and may not commit "
                                   "model versions", code="excluded_validator")
-        clients = self.models.check(commit, state.models[-1], len(state.models) - 1)
-        check_not_excluded(state.clients, clients.values(), self.exclude_after)
+        named = self.models.check(commit, state.models[-1], len(state.models) - 1)
+        check_not_excluded(state.clients, [c for c, _ in named.values()], self.exclude_after)
         for client, amount in commit.rewards or ():
             if state.balances.get(client, 0) + amount > MAX_AMOUNT:
                 raise ValidationError(f"the balance of {client.hex()[:16]} would overflow",
                                       code="balance_overflow")
-        return NewVersion(commit, tuple((clients[d], reason) for d, reason in commit.discarded))
+        return NewVersion(commit, offences_of(commit, named, self.offence_max_staleness))
 
     def _apply_tx(self, state: RegistryState, checked: Checked, epoch: int) -> None:
         if isinstance(checked, NewVersion):

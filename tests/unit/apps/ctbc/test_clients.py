@@ -14,7 +14,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from dualchain.apps.ctbc.clients import ClientReadmit, ClientRecord
+from dualchain.apps.ctbc.clients import ClientReadmit, ClientRecord, offences_of
 from dualchain.apps.ctbc.fl import ModelCommit, SignedUpdate, aggregate_pool, fl_rules, sign_update
 from dualchain.apps.ctbc.payloads import decode_payload
 from dualchain.apps.ctbc.registry import RegistryApp
@@ -208,3 +208,17 @@ def test_the_genesis_names_operators_and_refuses_bad_ones() -> None:
         bad["operators"] = value
         with pytest.raises(GenesisError, match=f"^operators: .*{message}"):
             Genesis.from_json(bad)
+
+
+def test_a_stale_discarded_update_is_no_offence() -> None:
+    """In fedasync a slow honest client's stale update points where the model was: it is
+    discarded, but only updates at most offence_max_staleness behind the parent count."""
+    a, b, c = (bytes([i]) * 32 for i in (1, 2, 3))
+    commit = ModelCommit(11, 10, bytes(32), (), discarded=((b"d1", "low_contribution"),
+                                                           (b"d2", "low_contribution"),
+                                                           (b"d3", "copy")))
+    named = {b"d1": (a, 10), b"d2": (b, 8), b"d3": (c, 7)}
+    assert offences_of(commit, named, 2) == ((a, "low_contribution"), (b, "low_contribution"))
+    assert offences_of(commit, named, 3) == ((a, "low_contribution"), (b, "low_contribution"),
+                                             (c, "copy"))
+    assert offences_of(commit, named, 0) == ((a, "low_contribution"),)
