@@ -49,7 +49,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     from dualchain.deploy.up import Testbed, UpConfig, UpError
 
     overrides = {name: getattr(args, name) for name in (
-        "nodes", "clients", "miners", "dataset", "data_dir", "rounds", "mode", "workdir",
+        "nodes", "committee_size", "epoch_length", "clients", "miners", "dataset", "data_dir",
+        "rounds", "mode", "workdir",
         "partition", "alpha", "seed", "batches", "learning_rate", "algorithm", "timeout_s",
         "stragglers", "quorum", "sched_alpha", "chains", "join_nodes", "join_clients",
         "join_after", "tls", "hosts", "netem_backend", "metrics", "model", "aggregator",
@@ -139,6 +140,13 @@ def add_parsers(sub: argparse._SubParsersAction) -> None:
     )
     up.add_argument("--config", type=Path, default=None, help="a TOML file of UpConfig keys")
     up.add_argument("--nodes", type=int, default=None, help="server nodes (default 4)")
+    up.add_argument("--committee-size", type=int, default=None,
+                    help="CTBC committee seats (default 0: every node); with fewer seats than "
+                    "nodes, each epoch elects the committee by reputation, so a node with "
+                    "misbehaviour on record loses its seat (docs/threat-model.md)")
+    up.add_argument("--epoch-length", type=int, default=None,
+                    help="CTBC blocks per epoch: the committee is fixed within one (default "
+                    "100)")
     up.add_argument("--clients", type=int, default=None, help="clients (default 8)")
     up.add_argument("--miners", type=int, default=None, help="CMBC miners (default 1)")
     up.add_argument("--dataset", default=None,

@@ -120,7 +120,8 @@ class TestbedFiles:
             chain_id=CTBC_CHAIN, kind="ctbc", algorithm=alg, genesis_time_ms=now,
             validators=tuple(Validator(s.id, s.public_key, a)
                              for s, a in zip(node_keys[:n], ctbc[:n], strict=True)),
-            consensus=ConsensusParams(committee_size=n, block_interval_ms=300,
+            consensus=ConsensusParams(committee_size=c.committee_size or n,
+                                      epoch_length=c.epoch_length, block_interval_ms=300,
                                       timeout_propose_ms=2000, timeout_prevote_ms=1000,
                                       timeout_precommit_ms=1000, timeout_delta_ms=500),
             fl=fl, single_chain=single, sched=sched if single else None,

@@ -39,6 +39,10 @@ class UpError(RuntimeError):
 class UpConfig:
     nodes: int = 4
     clients: int = 8
+    # CTBC's committee: its size (0: every node) and the blocks of an epoch, after which a new
+    # committee is elected by reputation (a node with misbehaviour on record loses its seat).
+    committee_size: int = 0
+    epoch_length: int = 100
     miners: int = 1
     dataset: str = "digits"
     data_dir: str | None = None
@@ -114,6 +118,11 @@ class UpConfig:
     def __post_init__(self) -> None:
         if self.nodes < 1 or self.clients < 1 or self.miners < 0 or self.rounds < 1:
             raise UpError("nodes, clients and rounds must be at least 1, miners at least 0")
+        if type(self.committee_size) is not int or not 0 <= self.committee_size <= self.nodes:
+            raise UpError(f"committee_size {self.committee_size!r}: 0 (every node) to nodes "
+                          f"({self.nodes})")
+        if type(self.epoch_length) is not int or self.epoch_length < 1:
+            raise UpError(f"epoch_length {self.epoch_length!r}: at least 1 block")
         if self.mode not in MODES:
             raise UpError(f"mode {self.mode!r}: one of {', '.join(MODES)}")
         if not 0 <= self.stragglers <= 1 or self.straggler_slowdown < 1 or self.spread < 1:
