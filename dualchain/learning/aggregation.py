@@ -258,7 +258,7 @@ def fedavg(
     global_params: np.ndarray, updates: Sequence[Update], current_version: int
 ) -> AggregateResult:
     """Synchronous FedAvg: ``global + sum_i n_i * delta_i / sum_i n_i``, n_i capped at
-    ``SAMPLES_CAP`` times the round's median (``counted_samples``).
+    ``SAMPLES_CAP`` times the round's low median (``counted_samples``).
 
     Only updates trained on ``current_version`` take part; any other is dropped (a synchronous
     round has no stale updates). With equal sample counts this is the plain average of the

@@ -17,7 +17,7 @@ sum runs over the lambda*n high-contribution clients. Here the "gradients" w^i a
   client trained on; §II-E motivates II.4 by unequal sample sizes, and this is the FedAvg weight
   scaled by contribution. It trusts the self-reported n_i (seed 004 warns that clients may
   exaggerate it), which is bounded (``aggregation.counted_samples``: at most 4 times the pool's
-  median), not verified.
+  low median), not verified.
 
 A theta that is zero or negative (an update pointing away from the global one) gets weight 0 and
 its client is listed in ``dropped``; theta must be finite. ``theta`` maps a client id to its

@@ -39,7 +39,7 @@ This module fixes which pool that is on the real path and what happens at its ed
 five times the data earns about what a small one does. ``theta_samples`` (what ``dualchain
 up`` writes) pays ``theta_i n_i / sum theta_k n_k``, eq. II.4's aggregation weight, with n_i the
 samples the update declares (the count FedAvg weighs it by). A client declares n_i itself; to
-bound what a lie buys, n_i counts only up to 4 times the pool's median
+bound what a lie buys, n_i counts only up to 4 times the pool's low median
 (``aggregation.counted_samples``, as in FedAvg): a client claiming a billion samples earns
 what one with 4 times the median does, and nothing at all when its update is low contribution.
 

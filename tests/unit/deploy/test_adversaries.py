@@ -56,6 +56,8 @@ def test_defenses_become_the_genesis_section() -> None:
     ({"defense": "cluster", "defense_params": {"cluster_eps": -1.0}}, "cluster_eps"),
     ({"defense": "cluster", "defense_params": {"cluster_max_norm_ratio": -1.0}},
      "cluster_max_norm_ratio"),
+    ({"defense": "cluster", "defense_params": {"offence_max_staleness": -1}},
+     "offence_max_staleness"),
 ])
 def test_bad_settings_are_one_line_errors(changes, match) -> None:
     with pytest.raises(UpError, match=match) as info:

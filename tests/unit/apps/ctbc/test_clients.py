@@ -53,9 +53,11 @@ class FlDriver(Driver):
         self.attacker = self.clients[4]
         self.task = 0
 
-    def updates(self, who: list[Signer]) -> list[tuple[SignedUpdate, np.ndarray]]:
-        """One update of each of ``who`` on the current version: honest clients send about
-        0.1 everywhere, the attacker a flipped, larger one (Multi-Krum leaves it out)."""
+    def updates(self, who: list[Signer], attacker_base: int | None = None
+                ) -> list[tuple[SignedUpdate, np.ndarray]]:
+        """One update of each of ``who`` on the current version (the attacker's on
+        ``attacker_base`` if given): honest clients send about 0.1 everywhere, the attacker a
+        flipped, larger one (Multi-Krum leaves it out)."""
         version = self.app.latest_model()[0]
         self.task += 1
         out = []
@@ -65,25 +67,27 @@ class FlDriver(Driver):
                 delta = np.full(SIZE, -1.0, np.float32)
             else:
                 delta = (0.1 + 0.01 * rng.standard_normal(SIZE)).astype(np.float32)
-            update = sign_update(client, self.genesis.chain_id, version, 10, self.task,
+            base = (attacker_base if client is self.attacker and attacker_base is not None
+                    else version)
+            update = sign_update(client, self.genesis.chain_id, base, 10, self.task,
                                  encode_params(delta, SHAPES))
             for store in self.stores:
                 store.put(update.encoded)
             out.append((update, delta))
         return out
 
-    def commit_tx(self, who: list[Signer]):
+    def commit_tx(self, who: list[Signer], attacker_base: int | None = None):
         """A node's honest commit of the next version over ``who``'s updates (the defense and
         the aggregate the committee re-executes)."""
         version = self.app.latest_model()[0]
-        result = aggregate_pool(self.rules, self.base, self.updates(who), version)
+        result = aggregate_pool(self.rules, self.base, self.updates(who, attacker_base), version)
         blob = encode_params(result.params, SHAPES)
         commit = ModelCommit(version + 1, version, hashlib.sha256(blob).digest(),
                              result.updates, result.discarded)
         return self.tx(SIGNERS[0], TxKind.MODEL_VERSION, commit.encode()), commit
 
-    def advance(self, who: list[Signer]) -> ModelCommit:
-        tx, commit = self.commit_tx(who)
+    def advance(self, who: list[Signer], attacker_base: int | None = None) -> ModelCommit:
+        tx, commit = self.commit_tx(who, attacker_base)
         self.step([tx])
         assert self.app.latest_model()[0] == commit.version, failed_codes(self.app)
         self.base = self.model(commit)
@@ -96,13 +100,15 @@ class FlDriver(Driver):
         return self.tx(signer, TxKind.CLIENT_READMIT, ClientReadmit(client.id).encode())
 
 
-def fl_genesis(exclude_after: int = EXCLUDE_AFTER) -> Genesis:
+def fl_genesis(exclude_after: int = EXCLUDE_AFTER, mode: str = "fedavg",
+               offence_max_staleness: int = 2) -> Genesis:
     base = np.zeros(SIZE, np.float32)
     return replace(
         make_genesis(n=4),
         fl=FlParams(model_hash=hashlib.sha256(encode_params(base, SHAPES)).hexdigest(),
-                    mode="fedavg", max_update_norm=100.0),
-        defense=DefenseParams(rule="multi_krum", krum_f=1, exclude_after=exclude_after),
+                    mode=mode, max_update_norm=100.0),
+        defense=DefenseParams(rule="multi_krum", krum_f=1, exclude_after=exclude_after,
+                              offence_max_staleness=offence_max_staleness),
         operators=(OPERATOR.id,))
 
 
@@ -208,6 +214,21 @@ def test_the_genesis_names_operators_and_refuses_bad_ones() -> None:
         bad["operators"] = value
         with pytest.raises(GenesisError, match=f"^operators: .*{message}"):
             Genesis.from_json(bad)
+
+
+@pytest.mark.parametrize(("max_staleness", "offences"), [(0, 0), (1, 1)])
+def test_the_registry_counts_a_discard_only_within_offence_max_staleness(
+        verifier: SignatureVerifier, tmp_path: Path, max_staleness: int, offences: int) -> None:
+    """fedasync: the attacker's update on version 0 is discarded from the commit of version 2
+    (staleness 1) on both replicas; it is an offence only where the genesis allows staleness 1."""
+    fl = FlDriver(fl_genesis(mode="fedasync", offence_max_staleness=max_staleness), verifier,
+                  tmp_path)
+    fl.advance(fl.clients[:4])
+    commit = fl.advance(fl.clients, attacker_base=0)
+    assert [reason for _, reason in commit.discarded] == ["not_selected"]
+    records = [app.client_records() for app in fl.apps]
+    assert records[0] == records[1]
+    assert records[0].get(fl.attacker.id, ClientRecord()).offences == offences
 
 
 def test_a_stale_discarded_update_is_no_offence() -> None:
